@@ -1,0 +1,66 @@
+//! Requests a store accepts and the answers it gives.
+//!
+//! A [`Request`] names the range and the epoch the caller routed with; the store checks
+//! both before doing anything. Answers travel back on a one-shot channel
+//! ([`Callback`]), so callers may be threads or async tasks.
+
+use crate::error::Result;
+use crate::metapb::{Epoch, WriteOp};
+
+/// One command for one range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub range_id: u64,
+    pub epoch: Epoch,
+    pub command: Command,
+}
+
+/// What to do within the range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Linearizable read of one key.
+    Get { key: Vec<u8> },
+    /// Linearizable read of up to `limit` pairs in `[start, end)`, clipped to the range.
+    /// An empty `end` means "to the end of the range".
+    Scan { start: Vec<u8>, end: Vec<u8>, limit: usize },
+    /// Set `key` to `value`.
+    Put { key: Vec<u8>, value: Vec<u8> },
+    /// Remove `key`.
+    Delete { key: Vec<u8> },
+    /// Several writes applied atomically (all keys in this range).
+    Batch { ops: Vec<WriteOp> },
+    /// Set `key` to `new` (delete it when `None`) only if it currently holds `expected`
+    /// (is absent when `None`).
+    CompareAndSwap { key: Vec<u8>, expected: Option<Vec<u8>>, new: Option<Vec<u8>> },
+}
+
+impl Command {
+    /// True for commands that only read.
+    pub fn is_read(&self) -> bool {
+        matches!(self, Command::Get { .. } | Command::Scan { .. })
+    }
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// The value of a `Get` (`None`: absent).
+    Value(Option<Vec<u8>>),
+    /// The pairs of a `Scan`, in key order.
+    Pairs(Vec<(Vec<u8>, Vec<u8>)>),
+    /// A write was applied.
+    Done,
+    /// The outcome of a compare-and-swap and the value the key held before it.
+    Swapped { succeeded: bool, previous: Option<Vec<u8>> },
+}
+
+/// Where a store sends the answer to one request.
+pub type Callback = tokio::sync::oneshot::Sender<Result<Response>>;
+
+/// The receiving end of a [`Callback`].
+pub type ResponseReceiver = tokio::sync::oneshot::Receiver<Result<Response>>;
+
+/// A fresh callback pair.
+pub fn callback() -> (Callback, ResponseReceiver) {
+    tokio::sync::oneshot::channel()
+}

@@ -1,0 +1,57 @@
+//! Store configuration: Raft timing in ticks, request limits, log GC thresholds.
+//!
+//! All time inside the store is counted in ticks, so the deterministic harness controls
+//! it completely; the threaded driver maps ticks to wall-clock time with `tick_interval`.
+
+use std::time::Duration;
+
+/// Tunables of one store. `Default` gives the documented defaults (docs/operations.md).
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Wall-clock length of one tick in the threaded driver.
+    pub tick_interval: Duration,
+    /// Ticks without hearing from a leader before a follower campaigns.
+    pub election_ticks: usize,
+    /// Ticks between a leader's heartbeats.
+    pub heartbeat_ticks: usize,
+    /// Largest accepted key, in bytes.
+    pub max_key_size: usize,
+    /// Largest accepted value, in bytes.
+    pub max_value_size: usize,
+    /// Largest number of pairs one scan returns.
+    pub max_scan_limit: usize,
+    /// Ticks a proposal or read may wait for its answer before it gets `Timeout`.
+    pub request_timeout_ticks: u64,
+    /// Ticks after which an unanswered ReadIndex request is issued again (raft-rs drops
+    /// them silently while a new leader has not committed in its term).
+    pub read_index_retry_ticks: u64,
+    /// Truncate a replica's log once it holds more than this many applied entries.
+    pub log_gc_threshold: u64,
+    /// A leader keeps entries a follower still needs unless the follower lags by more
+    /// than this many entries; past that the follower gets a snapshot.
+    pub log_gc_max_lag: u64,
+    /// fsync the Raft log write of every round. Only tests that restart processes, not
+    /// machines, may turn this off.
+    pub sync_log: bool,
+    /// Most messages drained from the mailbox before a round ends.
+    pub max_batch_messages: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            tick_interval: Duration::from_millis(100),
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            max_key_size: 8 << 10,
+            max_value_size: 8 << 20,
+            max_scan_limit: 10_000,
+            request_timeout_ticks: 50,
+            read_index_retry_ticks: 4,
+            log_gc_threshold: 1024,
+            log_gc_max_lag: 8192,
+            sync_log: true,
+            max_batch_messages: 4096,
+        }
+    }
+}

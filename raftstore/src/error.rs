@@ -1,0 +1,99 @@
+//! The raftstore error type. Routing errors are structured and carry the hints a router
+//! needs to retry (the leader, the current descriptor); [`Error::is_retryable`] is the one
+//! place that says which errors a caller may retry.
+
+use crate::metapb::{RangeDescriptor, Replica};
+
+/// Result alias for raftstore operations.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What went wrong with a request or inside the store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// This replica is not the leader; `leader` is the one it knows of, if any.
+    #[error("range {range_id}: this replica is not the leader (leader hint: {leader:?})")]
+    NotLeader { range_id: u64, leader: Option<Replica> },
+    /// This node hosts no replica of the range.
+    #[error("range {range_id} is not hosted on node {node_id}")]
+    RangeNotFound { range_id: u64, node_id: u64 },
+    /// The request was routed with an outdated epoch; `current` holds the descriptors to
+    /// route with instead.
+    #[error("range {range_id}: epoch {requested:?} is stale, refresh the route")]
+    EpochNotMatch {
+        range_id: u64,
+        requested: crate::metapb::Epoch,
+        current: Vec<RangeDescriptor>,
+    },
+    /// A key of the request is outside the range's span.
+    #[error("key {key:?} is not in range {range_id} [{start:?}, {end:?})")]
+    KeyNotInRange { key: Vec<u8>, range_id: u64, start: Vec<u8>, end: Vec<u8> },
+    /// The proposal was overwritten by a newer leader's log and never applied; retry.
+    #[error("range {range_id}: the command lost its term and was not applied; retry")]
+    StaleCommand { range_id: u64 },
+    /// Raft would not accept the proposal right now (leader transfer, no leader, too many
+    /// uncommitted entries); retry.
+    #[error("range {range_id}: the proposal was dropped by Raft ({reason}); retry")]
+    ProposalDropped { range_id: u64, reason: String },
+    /// No answer within the deadline. For writes the outcome is unknown: the write may
+    /// still be applied.
+    #[error("range {range_id}: no answer within {ticks} ticks (a write may still apply)")]
+    Timeout { range_id: u64, ticks: u64 },
+    /// The command may or may not have been applied, and this replica can no longer tell.
+    #[error("range {range_id}: outcome unknown ({reason}); the write may have applied")]
+    Ambiguous { range_id: u64, reason: String },
+    /// An empty key was given; keys must have at least one byte.
+    #[error("empty keys are not allowed")]
+    EmptyKey,
+    /// A key longer than the configured limit.
+    #[error("key of {size} bytes exceeds the limit of {limit} bytes (max_key_size)")]
+    KeyTooLarge { size: usize, limit: usize },
+    /// A value longer than the configured limit.
+    #[error("value of {size} bytes exceeds the limit of {limit} bytes (max_value_size)")]
+    ValueTooLarge { size: usize, limit: usize },
+    /// A request that is malformed in some other way.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The store is shutting down or stopped after a fatal error.
+    #[error("the store on node {node_id} is stopped")]
+    StoreStopped { node_id: u64 },
+    /// A storage failure; the store stops rather than risk diverging replicas.
+    #[error(transparent)]
+    Engine(#[from] flotilla_engine::Error),
+    /// Data on disk that cannot be decoded.
+    #[error("corrupt {what} on disk: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+    /// An error raft-rs reported.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+impl Error {
+    /// True for errors after which the request was certainly not applied, so a client may
+    /// retry it (after refreshing its route from the hints).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::NotLeader { .. }
+                | Error::RangeNotFound { .. }
+                | Error::EpochNotMatch { .. }
+                | Error::StaleCommand { .. }
+                | Error::ProposalDropped { .. }
+        )
+    }
+
+    /// True when a write's outcome is unknown: it may have been applied. Retrying is safe
+    /// only for idempotent writes (put, delete), never blindly for compare-and-swap.
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, Error::Timeout { .. } | Error::Ambiguous { .. })
+    }
+}
+
+impl From<raft::Error> for Error {
+    fn from(e: raft::Error) -> Self {
+        Error::Raft(e.to_string())
+    }
+}
+
+pub(crate) fn corrupt(what: &'static str, e: impl std::fmt::Display) -> Error {
+    Error::Corrupt { what, detail: e.to_string() }
+}

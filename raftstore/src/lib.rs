@@ -1,0 +1,32 @@
+//! Flotilla's multi-Raft store: many replicated ranges per node on one engine.
+//!
+//! A [`Store`] hosts one [`Peer`] (replica) per range, each a raft-rs `RawNode` over a
+//! [`PeerStorage`] in the node's engine. The store is driven in rounds: messages, requests
+//! and ticks go in; at the end of the round every replica's Ready is persisted with one
+//! write batch and one fsync, messages go out grouped per destination node, and committed
+//! commands are applied and answered. The store itself has no threads or clocks, so the
+//! same code runs under the threaded driver ([`node`]) and the deterministic test harness.
+//! `docs/architecture.md` walks through the design.
+
+pub mod cmd;
+pub mod config;
+pub mod error;
+pub mod metapb;
+pub mod metrics;
+pub mod local;
+pub mod node;
+mod operation;
+mod peer;
+mod storage;
+mod store;
+pub mod transport;
+
+pub use cmd::{callback, Callback, Command, Request, Response, ResponseReceiver};
+pub use config::StoreConfig;
+pub use error::{Error, Result};
+pub use metapb::{Epoch, RangeDescriptor, Replica, WriteOp};
+pub use metrics::StoreMetrics;
+pub use peer::Peer;
+pub use storage::PeerStorage;
+pub use store::Store;
+pub use transport::{LocalTransport, RaftEnvelope, Transport};

@@ -1,0 +1,173 @@
+//! [`LocalCluster`]: several stores in one process, each on its own poller thread and
+//! data directory, joined by a [`LocalTransport`]. It backs the demo, the benchmarks and
+//! examples until the server and router land.
+//!
+//! Ranges are fixed at bootstrap (every node holds a replica of every range). The small
+//! built-in routing here — range by key, leader cache, retry on `NotLeader` — is a stand-in
+//! for the router crate's, which will replace it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flotilla_engine::{Engine, EngineOptions};
+use parking_lot::Mutex;
+
+use crate::cmd::{Command, Request, Response};
+use crate::config::StoreConfig;
+use crate::error::{Error, Result};
+use crate::metapb::{Epoch, RangeDescriptor, Replica};
+use crate::node::{Node, StoreMsg};
+use crate::store::Store;
+use crate::transport::LocalTransport;
+
+/// `count` ranges covering the whole key space, split evenly over the first two key bytes,
+/// each replicated on nodes `1..=nodes` (replica id = `range_id * 100 + node_id`).
+pub fn even_ranges(count: u64, nodes: u64) -> Vec<RangeDescriptor> {
+    let count = count.clamp(1, 65_536);
+    (0..count)
+        .map(|i| {
+            let bound = |j: u64| -> Vec<u8> {
+                if j == 0 || j == count {
+                    Vec::new()
+                } else {
+                    ((j * 65_536 / count) as u16).to_be_bytes().to_vec()
+                }
+            };
+            let range_id = i + 1;
+            RangeDescriptor {
+                range_id,
+                start: bound(i),
+                end: bound(i + 1),
+                epoch: Some(Epoch { version: 1, conf_ver: 1 }),
+                replicas: (1..=nodes)
+                    .map(|n| Replica { node_id: n, replica_id: range_id * 100 + n })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// Several stores in one process.
+pub struct LocalCluster {
+    root: PathBuf,
+    cfg: StoreConfig,
+    transport: LocalTransport,
+    nodes: HashMap<u64, Node>,
+    ranges: Vec<RangeDescriptor>,
+    leaders: Mutex<HashMap<u64, u64>>,
+}
+
+impl LocalCluster {
+    /// Bootstraps (if new) and starts nodes `1..=node_count` under `root` with `ranges`.
+    pub fn start(
+        root: &Path,
+        node_count: u64,
+        ranges: Vec<RangeDescriptor>,
+        cfg: StoreConfig,
+    ) -> Result<LocalCluster> {
+        let mut cluster = LocalCluster {
+            root: root.to_path_buf(),
+            cfg,
+            transport: LocalTransport::new(),
+            nodes: HashMap::new(),
+            ranges,
+            leaders: Mutex::new(HashMap::new()),
+        };
+        for node_id in 1..=node_count {
+            cluster.start_node(node_id)?;
+        }
+        Ok(cluster)
+    }
+
+    fn start_node(&mut self, node_id: u64) -> Result<()> {
+        let dir = self.root.join(format!("node-{node_id}"));
+        let fresh = !dir.exists();
+        let engine = Engine::open(&dir, &EngineOptions::default())?;
+        if fresh {
+            Store::bootstrap(&engine, node_id, &self.ranges)?;
+        }
+        let store = Store::open(node_id, engine, self.cfg.clone())?;
+        let node = Node::start(store, Arc::new(self.transport.clone()));
+        let mailbox = node.mailbox();
+        self.transport.register(node_id, move |batch| {
+            let _ = mailbox.send(StoreMsg::Raft(batch));
+        });
+        self.nodes.insert(node_id, node);
+        Ok(())
+    }
+
+    /// The running nodes.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values()
+    }
+
+    /// The ranges the cluster was bootstrapped with.
+    pub fn ranges(&self) -> &[RangeDescriptor] {
+        &self.ranges
+    }
+
+    /// The range holding `key`.
+    pub fn range_for(&self, key: &[u8]) -> &RangeDescriptor {
+        let i = self.ranges.partition_point(|r| !r.end.is_empty() && r.end.as_slice() <= key);
+        &self.ranges[i.min(self.ranges.len() - 1)]
+    }
+
+    /// Runs `command` on the range holding `key`, following leader hints and retrying
+    /// retryable errors until `deadline` passes.
+    pub fn call(&self, key: &[u8], command: Command, deadline: Duration) -> Result<Response> {
+        let desc = self.range_for(key).clone();
+        let give_up = Instant::now() + deadline;
+        let idempotent = !matches!(command, Command::CompareAndSwap { .. });
+        let mut attempt = 0usize;
+        loop {
+            let node_id = self.pick_node(&desc, attempt);
+            let req = Request { range_id: desc.range_id, epoch: desc.epoch(), command: command.clone() };
+            let result = match self.nodes.get(&node_id) {
+                Some(node) => node
+                    .request(req)
+                    .blocking_recv()
+                    .unwrap_or(Err(Error::StoreStopped { node_id })),
+                None => Err(Error::StoreStopped { node_id }),
+            };
+            let err = match result {
+                Ok(resp) => {
+                    self.leaders.lock().insert(desc.range_id, node_id);
+                    return Ok(resp);
+                }
+                Err(e) => e,
+            };
+            let retry = err.is_retryable()
+                || matches!(err, Error::StoreStopped { .. })
+                || (idempotent && err.is_ambiguous());
+            if !retry || Instant::now() >= give_up {
+                return Err(err);
+            }
+            match &err {
+                Error::NotLeader { leader: Some(l), .. } if l.node_id != node_id => {
+                    self.leaders.lock().insert(desc.range_id, l.node_id);
+                }
+                _ => {
+                    self.leaders.lock().remove(&desc.range_id);
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(5 * attempt.min(20) as u64));
+                }
+            }
+        }
+    }
+
+    fn pick_node(&self, desc: &RangeDescriptor, attempt: usize) -> u64 {
+        if let Some(n) = self.leaders.lock().get(&desc.range_id) {
+            return *n;
+        }
+        desc.replicas[attempt % desc.replicas.len()].node_id
+    }
+
+    /// Stops every node.
+    pub fn shutdown(self) {
+        for (_, node) in self.nodes {
+            node.stop();
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Metadata and command types that are persisted or replicated, encoded with prost.
+//!
+//! Everything here goes to disk or into the Raft log, so field tags are stable: add fields,
+//! never renumber them. The types are declared in Rust with prost's derive (no `.proto`
+//! compilation step); `docs/storage.md` lists them.
+
+use prost::Message;
+
+/// The hard upper limit on key size, whatever the configuration says. Unbounded spans are
+/// closed with a key just above it.
+pub const MAX_KEY_SIZE_CAP: usize = 64 << 10;
+
+/// Identifies a range's shape: `version` bumps on split and merge, `conf_ver` on a
+/// membership change. A command routed with another epoch is refused with
+/// `EpochNotMatch`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Message)]
+pub struct Epoch {
+    #[prost(uint64, tag = "1")]
+    pub version: u64,
+    #[prost(uint64, tag = "2")]
+    pub conf_ver: u64,
+}
+
+/// One member of a range's Raft group: which node holds it, and its Raft id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Message)]
+pub struct Replica {
+    #[prost(uint64, tag = "1")]
+    pub node_id: u64,
+    #[prost(uint64, tag = "2")]
+    pub replica_id: u64,
+}
+
+/// A range: the key span `[start, end)` (empty `end` = unbounded), its epoch and replicas.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct RangeDescriptor {
+    #[prost(uint64, tag = "1")]
+    pub range_id: u64,
+    #[prost(bytes = "vec", tag = "2")]
+    pub start: Vec<u8>,
+    #[prost(bytes = "vec", tag = "3")]
+    pub end: Vec<u8>,
+    #[prost(message, optional, tag = "4")]
+    pub epoch: Option<Epoch>,
+    #[prost(message, repeated, tag = "5")]
+    pub replicas: Vec<Replica>,
+}
+
+impl RangeDescriptor {
+    /// True when `key` lies in `[start, end)`.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= self.start.as_slice() && (self.end.is_empty() || key < self.end.as_slice())
+    }
+
+    /// The exclusive upper bound of the span as a real key: `end`, or for an unbounded
+    /// range a key above every valid user key (keys are capped at [`MAX_KEY_SIZE_CAP`]).
+    pub fn end_bound(&self) -> Vec<u8> {
+        if self.end.is_empty() {
+            vec![0xff; MAX_KEY_SIZE_CAP + 1]
+        } else {
+            self.end.clone()
+        }
+    }
+
+    /// The epoch, or the zero epoch if unset.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch.unwrap_or_default()
+    }
+
+    /// The replica this range has on `node_id`, if any.
+    pub fn replica_on(&self, node_id: u64) -> Option<Replica> {
+        self.replicas.iter().copied().find(|r| r.node_id == node_id)
+    }
+
+    /// The replica with Raft id `replica_id`, if any.
+    pub fn replica_by_id(&self, replica_id: u64) -> Option<Replica> {
+        self.replicas.iter().copied().find(|r| r.replica_id == replica_id)
+    }
+}
+
+/// How far a replica has applied its log, and where the log now starts.
+#[derive(Clone, Copy, PartialEq, Eq, Message)]
+pub struct ApplyState {
+    #[prost(uint64, tag = "1")]
+    pub applied_index: u64,
+    #[prost(uint64, tag = "2")]
+    pub truncated_index: u64,
+    #[prost(uint64, tag = "3")]
+    pub truncated_term: u64,
+}
+
+/// A replica's durable Raft state: the hard state (as raft-rs protobuf bytes) and the
+/// position of the last log entry, written with every append.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct RaftLocalState {
+    #[prost(bytes = "vec", tag = "1")]
+    pub hard_state: Vec<u8>,
+    #[prost(uint64, tag = "2")]
+    pub last_index: u64,
+    #[prost(uint64, tag = "3")]
+    pub last_term: u64,
+}
+
+/// One write inside a replicated command.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct WriteOp {
+    /// True for a delete, false for a put.
+    #[prost(bool, tag = "1")]
+    pub delete: bool,
+    #[prost(bytes = "vec", tag = "2")]
+    pub key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "3")]
+    pub value: Vec<u8>,
+}
+
+impl WriteOp {
+    /// A put of `key` = `value`.
+    pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> WriteOp {
+        WriteOp { delete: false, key: key.into(), value: value.into() }
+    }
+
+    /// A delete of `key`.
+    pub fn delete(key: impl Into<Vec<u8>>) -> WriteOp {
+        WriteOp { delete: true, key: key.into(), value: Vec::new() }
+    }
+}
+
+/// A condition checked at apply time: the command's writes happen only if `key` currently
+/// holds `expected` (absent when `expected_present` is false).
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct Condition {
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: Vec<u8>,
+    #[prost(bool, tag = "2")]
+    pub expected_present: bool,
+    #[prost(bytes = "vec", tag = "3")]
+    pub expected: Vec<u8>,
+}
+
+/// The payload of a normal Raft entry: writes to one range, all or nothing.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct RaftCommand {
+    #[prost(uint64, tag = "1")]
+    pub range_id: u64,
+    #[prost(message, optional, tag = "2")]
+    pub epoch: Option<Epoch>,
+    #[prost(message, repeated, tag = "3")]
+    pub ops: Vec<WriteOp>,
+    #[prost(message, optional, tag = "4")]
+    pub condition: Option<Condition>,
+}
+
+/// A key-value pair inside a snapshot.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct KvPair {
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub value: Vec<u8>,
+}
+
+/// The data of a Raft snapshot: the range's descriptor and every key-value pair in it.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct SnapshotData {
+    #[prost(message, optional, tag = "1")]
+    pub descriptor: Option<RangeDescriptor>,
+    #[prost(message, repeated, tag = "2")]
+    pub pairs: Vec<KvPair>,
+}

@@ -1,0 +1,44 @@
+//! Counters a store keeps about itself. Plain atomics, readable from any thread while the
+//! poller runs; the server exports them to Prometheus.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Monotonic counters of one store.
+#[derive(Debug, Default)]
+pub struct StoreMetrics {
+    /// Poll rounds that did any work.
+    pub rounds: AtomicU64,
+    /// Write batches that carried Raft log entries or hard states (one per round at most).
+    pub raft_log_writes: AtomicU64,
+    /// Of those, the ones written with fsync.
+    pub raft_log_syncs: AtomicU64,
+    /// Write commands applied on this store (as leader or follower).
+    pub commands_applied: AtomicU64,
+    /// Write commands applied that this store proposed and answered.
+    pub writes_answered: AtomicU64,
+    /// Reads served after a ReadIndex round.
+    pub read_index_reads: AtomicU64,
+    /// Raft messages handed to the transport.
+    pub messages_sent: AtomicU64,
+    /// Batches handed to the transport (one per destination node per round).
+    pub batches_sent: AtomicU64,
+    /// Raft messages received.
+    pub messages_received: AtomicU64,
+    /// Messages dropped on arrival because no such replica lives here.
+    pub messages_dropped: AtomicU64,
+    /// Snapshots installed on this store.
+    pub snapshots_applied: AtomicU64,
+    /// Log truncations performed.
+    pub log_compactions: AtomicU64,
+}
+
+impl StoreMetrics {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}

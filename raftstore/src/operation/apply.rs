@@ -1,0 +1,181 @@
+//! Applying committed entries to the state machine.
+//!
+//! Each committed normal entry carries a [`RaftCommand`]; applying it is deterministic on
+//! every replica: the epoch and key checks, the compare-and-swap condition and the writes
+//! depend only on the log and the data. Writes go into the round's write batch together
+//! with the new applied index, so data and apply state land atomically. An engine failure
+//! while applying is not answered to the client; it stops the store (a replica must never
+//! skip an entry and diverge).
+//!
+//! Several entries of one round may touch the same key before the batch is written, so
+//! reads made while applying (the CAS condition) go through [`ApplyContext`]'s overlay of
+//! the round's not-yet-written values first.
+
+use std::collections::HashMap;
+
+use flotilla_engine::{Cf, Engine, WriteBatch};
+use prost::Message as _;
+use raft::prelude::{Entry, EntryType};
+
+use crate::cmd::{Callback, Response};
+use crate::error::{Error, Result};
+use crate::metapb::{RaftCommand, RangeDescriptor};
+use crate::peer::Peer;
+
+/// What a round's apply has staged but not yet written, and whom to answer once it is.
+#[derive(Default)]
+pub(crate) struct ApplyContext {
+    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    answers: Vec<(Callback, Result<Response>)>,
+    pub commands_applied: u64,
+    pub writes_answered: u64,
+}
+
+impl ApplyContext {
+    /// Forgets the overlay once the batch it shadows has been written.
+    pub fn batch_written(&mut self) {
+        self.overlay.clear();
+    }
+
+    /// Queues an answer to send once the batch is written.
+    pub fn answer(&mut self, callback: Callback, result: Result<Response>) {
+        self.answers.push((callback, result));
+    }
+
+    /// Sends every queued answer. Call only after the batch is written.
+    pub fn send_answers(&mut self) {
+        for (cb, result) in self.answers.drain(..) {
+            let _ = cb.send(result);
+        }
+    }
+
+    fn read(&self, engine: &Engine, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.overlay.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => Ok(engine.get(Cf::Data, key)?),
+        }
+    }
+}
+
+impl Peer {
+    /// Applies committed `entries` into `wb`, queueing answers in `ctx`. An `Err` is an
+    /// engine failure: the store must stop.
+    pub(crate) fn apply_entries(
+        &mut self,
+        entries: Vec<Entry>,
+        wb: &mut WriteBatch,
+        ctx: &mut ApplyContext,
+    ) -> Result<()> {
+        let Some(last) = entries.last().map(|e| e.index) else { return Ok(()) };
+        for entry in entries {
+            let outcome = if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
+                ctx.commands_applied += 1;
+                let engine = self.raw.store().engine().clone();
+                Some(execute(self.descriptor(), &entry.data, &engine, wb, ctx)?)
+            } else {
+                None
+            };
+            if let Some(callback) = self.take_proposal(entry.index, entry.term, ctx) {
+                ctx.writes_answered += 1;
+                ctx.answer(callback, outcome.unwrap_or(Ok(Response::Done)));
+            }
+        }
+        self.raw.mut_store().set_applied(last, wb);
+        Ok(())
+    }
+
+    /// Finds the proposal for the entry at `(index, term)`. Proposals made in older terms
+    /// at or before this position can never commit any more: they are answered
+    /// `StaleCommand`.
+    fn take_proposal(&mut self, index: u64, term: u64, ctx: &mut ApplyContext) -> Option<Callback> {
+        while let Some(front) = self.proposals.front() {
+            let overwritten = front.term < term || (front.term == term && front.index < index);
+            if overwritten {
+                let p = self.proposals.pop_front().expect("front exists");
+                ctx.answer(p.callback, Err(Error::StaleCommand { range_id: self.range_id }));
+                continue;
+            }
+            if front.term == term && front.index == index {
+                return self.proposals.pop_front().map(|p| p.callback);
+            }
+            break;
+        }
+        None
+    }
+
+    /// After a snapshot replaced the log up to `index`, the outcome of proposals at or
+    /// before it cannot be known here any more.
+    pub(crate) fn abandon_proposals_through(&mut self, index: u64, ctx: &mut ApplyContext) {
+        while self.proposals.front().is_some_and(|p| p.index <= index) {
+            let p = self.proposals.pop_front().expect("front exists");
+            let err = Error::Ambiguous {
+                range_id: self.range_id,
+                reason: "a snapshot replaced the log before the outcome was seen".into(),
+            };
+            ctx.answer(p.callback, Err(err));
+        }
+    }
+}
+
+/// Executes one command. The outer `Result` is an engine failure (stop the store); the
+/// inner one is the command's deterministic outcome, sent to the client.
+fn execute(
+    desc: &RangeDescriptor,
+    data: &[u8],
+    engine: &Engine,
+    wb: &mut WriteBatch,
+    ctx: &mut ApplyContext,
+) -> Result<Result<Response>> {
+    let cmd = match RaftCommand::decode(data) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(Error::InvalidRequest(format!("undecodable command: {e}")))),
+    };
+    if let Some(err) = check_command(desc, &cmd) {
+        return Ok(Err(err));
+    }
+    let mut response = Response::Done;
+    if let Some(cond) = &cmd.condition {
+        let current = ctx.read(engine, &cond.key)?;
+        let expected = cond.expected_present.then_some(cond.expected.as_slice());
+        let succeeded = current.as_deref() == expected;
+        response = Response::Swapped { succeeded, previous: current };
+        if !succeeded {
+            return Ok(Ok(response));
+        }
+    }
+    for op in cmd.ops {
+        if op.delete {
+            wb.delete(Cf::Data, &op.key);
+            ctx.overlay.insert(op.key, None);
+        } else {
+            wb.put(Cf::Data, &op.key, &op.value);
+            ctx.overlay.insert(op.key, Some(op.value));
+        }
+    }
+    Ok(Ok(response))
+}
+
+/// The apply-time checks: the command was proposed under the current epoch and all its
+/// keys are still inside the range.
+fn check_command(desc: &RangeDescriptor, cmd: &RaftCommand) -> Option<Error> {
+    let requested = cmd.epoch.unwrap_or_default();
+    if requested != desc.epoch() {
+        return Some(Error::EpochNotMatch {
+            range_id: desc.range_id,
+            requested,
+            current: vec![desc.clone()],
+        });
+    }
+    let keys = cmd.ops.iter().map(|op| &op.key).chain(cmd.condition.iter().map(|c| &c.key));
+    for key in keys {
+        if !desc.contains(key) {
+            return Some(Error::KeyNotInRange {
+                key: key.clone(),
+                range_id: desc.range_id,
+                start: desc.start.clone(),
+                end: desc.end.clone(),
+            });
+        }
+    }
+    None
+}

@@ -1,0 +1,15 @@
+//! The operations a store performs on its replicas, one module per operation:
+//! - `propose`: check a request (range, epoch, keys, leadership) and propose a write;
+//! - `read`: linearizable reads through ReadIndex, with retries and deadlines;
+//! - `ready`: the end of a round — persist every replica's Ready in one write batch with
+//!   one fsync, send messages per node, apply, answer;
+//! - `apply`: execute committed commands on the state machine;
+//! - `gc`: truncate applied log entries.
+
+mod apply;
+mod gc;
+mod propose;
+mod read;
+mod ready;
+
+pub(crate) use apply::ApplyContext;

@@ -1,0 +1,155 @@
+//! Accepting a request: validation, routing checks, and proposing writes to Raft.
+//!
+//! Every request is checked in this order: the range is hosted here, the caller's epoch
+//! is current, the keys and values are well-formed and inside the range, and this
+//! replica leads. Only then is a write proposed (or a read handed to `read`). Each
+//! failure is a typed error sent on the callback; nothing here panics on bad input.
+
+use prost::Message as _;
+
+use crate::cmd::{Callback, Command, Request};
+use crate::config::StoreConfig;
+use crate::error::{Error, Result};
+use crate::metapb::{Condition, RaftCommand, RangeDescriptor, WriteOp, MAX_KEY_SIZE_CAP};
+use crate::peer::{Peer, Proposal};
+use crate::store::Store;
+
+impl Store {
+    /// Accepts one request; its answer arrives on `callback`.
+    pub fn on_request(&mut self, req: Request, callback: Callback) {
+        let now = self.now;
+        let node_id = self.node_id;
+        let Some(peer) = self.peers.get_mut(&req.range_id) else {
+            let _ = callback.send(Err(Error::RangeNotFound { range_id: req.range_id, node_id }));
+            return;
+        };
+        if let Err(e) = check_request(&req, peer.descriptor(), &self.cfg) {
+            let _ = callback.send(Err(e));
+            return;
+        }
+        if !peer.is_leader() {
+            let _ = callback.send(Err(peer.not_leader()));
+            return;
+        }
+        self.touched.insert(req.range_id);
+        if req.command.is_read() {
+            let id = self.next_read_id;
+            self.next_read_id += 1;
+            peer.start_read(id, req.command, callback, now);
+            return;
+        }
+        let Some(cmd) = to_raft_command(&req) else { return };
+        if let Err(e) = peer.propose_write(&cmd, callback, now) {
+            tracing::debug!(range = req.range_id, error = %e, "proposal refused");
+        }
+    }
+}
+
+impl Peer {
+    /// Proposes `cmd`; on success the callback waits in the proposal queue until the entry
+    /// applies (or is found overwritten).
+    fn propose_write(&mut self, cmd: &RaftCommand, callback: Callback, now: u64) -> Result<()> {
+        let index = self.raw.raft.raft_log.last_index() + 1;
+        let term = self.raw.raft.term;
+        let dropped = match self.raw.propose(Vec::new(), cmd.encode_to_vec()) {
+            Ok(()) if self.raw.raft.raft_log.last_index() >= index => None,
+            Ok(()) => Some("not appended".to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(reason) = dropped {
+            let err = Error::ProposalDropped { range_id: self.range_id, reason };
+            let _ = callback.send(Err(err.clone()));
+            return Err(err);
+        }
+        self.proposals.push_back(Proposal { index, term, proposed_at: now, callback });
+        Ok(())
+    }
+}
+
+/// Checks a request against the range's current descriptor and the size limits.
+pub(crate) fn check_request(req: &Request, desc: &RangeDescriptor, cfg: &StoreConfig) -> Result<()> {
+    if req.epoch != desc.epoch() {
+        return Err(Error::EpochNotMatch {
+            range_id: desc.range_id,
+            requested: req.epoch,
+            current: vec![desc.clone()],
+        });
+    }
+    match &req.command {
+        Command::Get { key } | Command::Delete { key } => check_key(key, desc, cfg),
+        Command::Put { key, value } => check_key(key, desc, cfg).and(check_value(value, cfg)),
+        Command::Scan { start, end, limit } => {
+            check_key(start, desc, cfg)?;
+            if !end.is_empty() && end <= start {
+                return Err(Error::InvalidRequest("scan end must be above its start".into()));
+            }
+            if *limit == 0 || *limit > cfg.max_scan_limit {
+                let max = cfg.max_scan_limit;
+                return Err(Error::InvalidRequest(format!("scan limit must be 1..={max}")));
+            }
+            Ok(())
+        }
+        Command::Batch { ops } => {
+            if ops.is_empty() {
+                return Err(Error::InvalidRequest("a batch needs at least one write".into()));
+            }
+            ops.iter().try_for_each(|op| {
+                check_key(&op.key, desc, cfg)?;
+                if op.delete { Ok(()) } else { check_value(&op.value, cfg) }
+            })
+        }
+        Command::CompareAndSwap { key, expected, new } => {
+            check_key(key, desc, cfg)?;
+            expected.iter().chain(new.iter()).try_for_each(|v| check_value(v, cfg))
+        }
+    }
+}
+
+fn check_key(key: &[u8], desc: &RangeDescriptor, cfg: &StoreConfig) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::EmptyKey);
+    }
+    let limit = cfg.max_key_size.min(MAX_KEY_SIZE_CAP);
+    if key.len() > limit {
+        return Err(Error::KeyTooLarge { size: key.len(), limit });
+    }
+    if !desc.contains(key) {
+        return Err(Error::KeyNotInRange {
+            key: key.to_vec(),
+            range_id: desc.range_id,
+            start: desc.start.clone(),
+            end: desc.end.clone(),
+        });
+    }
+    Ok(())
+}
+
+fn check_value(value: &[u8], cfg: &StoreConfig) -> Result<()> {
+    if value.len() > cfg.max_value_size {
+        return Err(Error::ValueTooLarge { size: value.len(), limit: cfg.max_value_size });
+    }
+    Ok(())
+}
+
+/// The replicated form of a write request.
+fn to_raft_command(req: &Request) -> Option<RaftCommand> {
+    let (ops, condition) = match &req.command {
+        Command::Put { key, value } => (vec![WriteOp::put(key.clone(), value.clone())], None),
+        Command::Delete { key } => (vec![WriteOp::delete(key.clone())], None),
+        Command::Batch { ops } => (ops.clone(), None),
+        Command::CompareAndSwap { key, expected, new } => {
+            let op = match new {
+                Some(v) => WriteOp::put(key.clone(), v.clone()),
+                None => WriteOp::delete(key.clone()),
+            };
+            let cond = Condition {
+                key: key.clone(),
+                expected_present: expected.is_some(),
+                expected: expected.clone().unwrap_or_default(),
+            };
+            (vec![op], Some(cond))
+        }
+        Command::Get { .. } | Command::Scan { .. } => return None,
+    };
+    Some(RaftCommand { range_id: req.range_id, epoch: Some(req.epoch), ops, condition })
+}

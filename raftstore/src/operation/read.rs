@@ -1,0 +1,151 @@
+//! Linearizable reads through raft-rs ReadIndex.
+//!
+//! A read on the leader asks raft-rs for a read index; raft-rs confirms leadership with a
+//! heartbeat round to a quorum and returns the commit index in a `ReadState`. The read is
+//! served once this replica has applied up to that index, so it sees every write
+//! acknowledged before it began. raft-rs silently drops a ReadIndex request while a new
+//! leader has not yet committed an entry of its term, so an unanswered read is asked again
+//! every `read_index_retry_ticks` and fails with `Timeout` after `request_timeout_ticks`.
+
+use flotilla_engine::Cf;
+
+use crate::cmd::{Callback, Command, Response};
+use crate::error::{Error, Result};
+use crate::metrics::StoreMetrics;
+use crate::peer::{Peer, PendingRead};
+use crate::store::Store;
+
+impl Peer {
+    /// Starts a read: registers it and asks raft-rs for a read index.
+    pub(crate) fn start_read(&mut self, id: u64, command: Command, callback: Callback, now: u64) {
+        self.raw.read_index(id.to_be_bytes().to_vec());
+        self.reads.push_back(PendingRead {
+            id,
+            command,
+            callback,
+            issued_at: now,
+            last_try: now,
+            read_index: None,
+        });
+    }
+
+    /// Records the read indexes raft-rs confirmed.
+    pub(crate) fn on_read_states(&mut self, states: Vec<raft::ReadState>) {
+        for rs in states {
+            let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else { continue };
+            let id = u64::from_be_bytes(bytes);
+            if let Some(read) = self.reads.iter_mut().find(|r| r.id == id) {
+                read.read_index.get_or_insert(rs.index);
+            }
+        }
+    }
+
+    /// Answers every read whose read index has been applied.
+    pub(crate) fn serve_reads(&mut self, metrics: &StoreMetrics) {
+        if self.reads.is_empty() {
+            return;
+        }
+        let applied = self.applied_index();
+        let mut waiting = std::collections::VecDeque::with_capacity(self.reads.len());
+        for read in std::mem::take(&mut self.reads) {
+            match read.read_index {
+                Some(index) if index <= applied => {
+                    let result = self.execute_read(&read.command);
+                    StoreMetrics::add(&metrics.read_index_reads, 1);
+                    let _ = read.callback.send(result);
+                }
+                _ => waiting.push_back(read),
+            }
+        }
+        self.reads = waiting;
+    }
+
+    fn execute_read(&self, command: &Command) -> Result<Response> {
+        let engine = self.raw.store().engine();
+        let desc = self.descriptor();
+        match command {
+            Command::Get { key } => {
+                if !desc.contains(key) {
+                    return Err(self.key_not_in_range(key));
+                }
+                Ok(Response::Value(engine.get(Cf::Data, key)?))
+            }
+            Command::Scan { start, end, limit } => {
+                if !desc.contains(start) {
+                    return Err(self.key_not_in_range(start));
+                }
+                let end = clip_end(end, &desc.end);
+                let mut pairs = Vec::new();
+                engine.scan(Cf::Data, start, end, |k, v| {
+                    pairs.push((k.to_vec(), v.to_vec()));
+                    pairs.len() < *limit
+                })?;
+                Ok(Response::Pairs(pairs))
+            }
+            _ => Err(Error::InvalidRequest("not a read".into())),
+        }
+    }
+
+    fn key_not_in_range(&self, key: &[u8]) -> Error {
+        let desc = self.descriptor();
+        Error::KeyNotInRange {
+            key: key.to_vec(),
+            range_id: self.range_id,
+            start: desc.start.clone(),
+            end: desc.end.clone(),
+        }
+    }
+
+    /// Re-asks for read indexes that did not come, fails reads that can no longer be
+    /// served here, and expires old reads and proposals.
+    fn expire(&mut self, now: u64, timeout: u64, retry: u64) {
+        let range_id = self.range_id;
+        let is_leader = self.is_leader();
+        let mut keep = std::collections::VecDeque::with_capacity(self.reads.len());
+        for mut read in std::mem::take(&mut self.reads) {
+            if now.saturating_sub(read.issued_at) >= timeout {
+                let _ = read.callback.send(Err(Error::Timeout { range_id, ticks: timeout }));
+            } else if read.read_index.is_none() && !is_leader {
+                let _ = read.callback.send(Err(self.not_leader()));
+            } else {
+                if read.read_index.is_none() && now.saturating_sub(read.last_try) >= retry {
+                    self.raw.read_index(read.id.to_be_bytes().to_vec());
+                    read.last_try = now;
+                }
+                keep.push_back(read);
+            }
+        }
+        self.reads = keep;
+        while let Some(p) = self.proposals.front() {
+            if now.saturating_sub(p.proposed_at) < timeout {
+                break;
+            }
+            let p = self.proposals.pop_front().expect("front exists");
+            let _ = p.callback.send(Err(Error::Timeout { range_id, ticks: timeout }));
+        }
+    }
+}
+
+impl Store {
+    /// Runs [`Peer::expire`] on every replica with requests in flight.
+    pub(crate) fn expire_requests(&mut self) {
+        let (now, timeout) = (self.now, self.cfg.request_timeout_ticks);
+        let retry = self.cfg.read_index_retry_ticks;
+        for (id, peer) in self.peers.iter_mut() {
+            if peer.reads.is_empty() && peer.proposals.is_empty() {
+                continue;
+            }
+            peer.expire(now, timeout, retry);
+            self.touched.insert(*id);
+        }
+    }
+}
+
+/// The end of a scan: the request's end, clipped to the range's end (empty = unbounded).
+fn clip_end<'a>(requested: &'a [u8], range_end: &'a [u8]) -> &'a [u8] {
+    match (requested.is_empty(), range_end.is_empty()) {
+        (true, _) => range_end,
+        (false, true) => requested,
+        (false, false) => requested.min(range_end),
+    }
+}

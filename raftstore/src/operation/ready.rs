@@ -1,0 +1,157 @@
+//! The end of a round: handling the Ready of every replica that has one, in the order
+//! raft-rs requires, with one write batch and one fsync for all of them.
+//!
+//! Phase 1, for each replica with a Ready: queue `messages()` (a leader may send before it
+//! persists); stage the snapshot, the committed entries' effects, the new entries and the
+//! hard state into the shared batch; note confirmed read indexes. Then one write, synced
+//! when any Ready asked for it, and the answers for what was applied.
+//!
+//! Phase 2, once that write is durable: queue `persisted_messages()`, `advance` each
+//! replica, and handle its `LightReady` (new commit index, more messages, more committed
+//! entries) into a second batch. That batch needs no fsync: it holds only applied state,
+//! which can be rebuilt from the synced log after a crash, and RocksDB keeps the order of
+//! writes. Then `advance_apply`, serve reads whose index is applied, and truncate logs.
+
+use raft::prelude::Message;
+
+use super::ApplyContext;
+use crate::error::Result;
+use crate::metrics::StoreMetrics;
+use crate::peer::Peer;
+use crate::store::Store;
+use crate::transport::RaftEnvelope;
+
+impl Store {
+    /// Ends the round: persists and applies everything the touched replicas produced and
+    /// returns the messages to send, one batch per destination node. An `Err` is a storage
+    /// failure; the store must stop.
+    pub fn end_round(&mut self) -> Result<Vec<(u64, Vec<RaftEnvelope>)>> {
+        let touched = std::mem::take(&mut self.touched);
+        let mut ctx = ApplyContext::default();
+        let readied = self.persist_readies(&touched, &mut ctx)?;
+        self.advance_readies(readied, &mut ctx)?;
+        for id in &touched {
+            if let Some(peer) = self.peers.get_mut(id) {
+                peer.serve_reads(&self.metrics);
+                if peer.raw.has_ready() {
+                    self.touched.insert(*id);
+                }
+            }
+        }
+        StoreMetrics::add(&self.metrics.commands_applied, ctx.commands_applied);
+        StoreMetrics::add(&self.metrics.writes_answered, ctx.writes_answered);
+        if !touched.is_empty() {
+            StoreMetrics::add(&self.metrics.rounds, 1);
+        }
+        Ok(self.take_outbox())
+    }
+
+    /// Phase 1: stage every Ready into one batch and write it.
+    fn persist_readies(
+        &mut self,
+        touched: &std::collections::BTreeSet<u64>,
+        ctx: &mut ApplyContext,
+    ) -> Result<Vec<(u64, raft::Ready)>> {
+        let mut wb = self.engine.batch();
+        let mut must_sync = false;
+        let mut readied = Vec::new();
+        for id in touched {
+            let Some(peer) = self.peers.get_mut(id) else { continue };
+            if !peer.raw.has_ready() {
+                continue;
+            }
+            let mut rd = peer.raw.ready();
+            queue_messages(&mut self.outbox, self.node_id, peer, rd.take_messages());
+            if !rd.snapshot().is_empty() {
+                let index = rd.snapshot().get_metadata().index;
+                peer.raw.mut_store().apply_snapshot(rd.snapshot(), &mut wb)?;
+                peer.abandon_proposals_through(index, ctx);
+                // Later entries of this round must read the snapshot's data: write now.
+                self.engine.write(std::mem::replace(&mut wb, self.engine.batch()), true)?;
+                ctx.batch_written();
+                StoreMetrics::add(&self.metrics.snapshots_applied, 1);
+            }
+            peer.apply_entries(rd.take_committed_entries(), &mut wb, ctx)?;
+            peer.raw.mut_store().append(rd.entries(), &mut wb);
+            if let Some(hs) = rd.hs() {
+                peer.raw.mut_store().set_hard_state(hs, &mut wb);
+            }
+            peer.on_read_states(rd.take_read_states());
+            must_sync |= rd.must_sync();
+            readied.push((*id, rd));
+        }
+        if !wb.is_empty() {
+            let sync = must_sync && self.cfg.sync_log;
+            self.engine.write(wb, sync)?;
+            StoreMetrics::add(&self.metrics.raft_log_writes, 1);
+            if sync {
+                StoreMetrics::add(&self.metrics.raft_log_syncs, 1);
+            }
+        }
+        ctx.batch_written();
+        ctx.send_answers();
+        Ok(readied)
+    }
+
+    /// Phase 2: advance every replica whose Ready is now durable and handle its LightReady.
+    fn advance_readies(
+        &mut self,
+        readied: Vec<(u64, raft::Ready)>,
+        ctx: &mut ApplyContext,
+    ) -> Result<()> {
+        let mut wb = self.engine.batch();
+        let mut advanced = Vec::with_capacity(readied.len());
+        for (id, mut rd) in readied {
+            let Some(peer) = self.peers.get_mut(&id) else { continue };
+            queue_messages(&mut self.outbox, self.node_id, peer, rd.take_persisted_messages());
+            let mut light = peer.raw.advance(rd);
+            if let Some(commit) = light.commit_index() {
+                peer.raw.mut_store().set_commit(commit, &mut wb);
+            }
+            queue_messages(&mut self.outbox, self.node_id, peer, light.take_messages());
+            peer.apply_entries(light.take_committed_entries(), &mut wb, ctx)?;
+            advanced.push(id);
+        }
+        for id in &advanced {
+            if let Some(peer) = self.peers.get_mut(id) {
+                if let Some(compacted) = peer.maybe_compact_log(&self.cfg, &mut wb)? {
+                    tracing::debug!(range = id, compacted, "truncated raft log");
+                    StoreMetrics::add(&self.metrics.log_compactions, 1);
+                }
+            }
+        }
+        if !wb.is_empty() {
+            self.engine.write(wb, false)?;
+        }
+        ctx.batch_written();
+        ctx.send_answers();
+        for id in advanced {
+            if let Some(peer) = self.peers.get_mut(&id) {
+                peer.raw.advance_apply();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Wraps raft-rs messages in envelopes and queues them per destination node.
+fn queue_messages(
+    outbox: &mut std::collections::BTreeMap<u64, Vec<RaftEnvelope>>,
+    node_id: u64,
+    peer: &Peer,
+    messages: Vec<Message>,
+) {
+    if messages.is_empty() {
+        return;
+    }
+    let desc = peer.descriptor();
+    let Some(from) = desc.replica_on(node_id) else { return };
+    for message in messages {
+        let Some(to) = desc.replica_by_id(message.to) else {
+            tracing::debug!(range = peer.range_id, to = message.to, "message to unknown replica");
+            continue;
+        };
+        let env = RaftEnvelope { range_id: peer.range_id, from, to, message };
+        outbox.entry(to.node_id).or_default().push(env);
+    }
+}

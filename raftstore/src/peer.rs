@@ -1,0 +1,169 @@
+//! [`Peer`]: the state of one replica — its raft-rs node over [`PeerStorage`], the
+//! proposals waiting to be applied and the reads waiting for a read index.
+//!
+//! The logic that acts on a peer lives in `operation/` (propose, read, ready, apply, GC);
+//! this module only holds state and the small queries everyone needs.
+
+use std::collections::VecDeque;
+
+use raft::{Config, RawNode, StateRole};
+
+use crate::cmd::{Callback, Command};
+use crate::config::StoreConfig;
+use crate::error::{Error, Result};
+use crate::metapb::{RangeDescriptor, Replica};
+use crate::storage::PeerStorage;
+
+/// A write waiting for its log entry to apply.
+pub(crate) struct Proposal {
+    pub index: u64,
+    pub term: u64,
+    pub proposed_at: u64,
+    pub callback: Callback,
+}
+
+/// A read waiting for a confirmed read index and for apply to reach it.
+pub(crate) struct PendingRead {
+    pub id: u64,
+    pub command: Command,
+    pub callback: Callback,
+    pub issued_at: u64,
+    pub last_try: u64,
+    /// Set once the leader has confirmed its leadership for this read.
+    pub read_index: Option<u64>,
+}
+
+/// One replica of one range on this store.
+pub struct Peer {
+    pub(crate) range_id: u64,
+    pub(crate) replica_id: u64,
+    pub(crate) raw: RawNode<PeerStorage>,
+    pub(crate) proposals: VecDeque<Proposal>,
+    pub(crate) reads: VecDeque<PendingRead>,
+    /// With a seed (the deterministic harness), election timeouts are drawn from it.
+    election_seed: Option<u64>,
+    /// The (term, role) the election timeout was last drawn for, and how many draws.
+    timeout_drawn_for: (u64, StateRole),
+    timeout_draws: u64,
+    election_ticks: usize,
+}
+
+impl Peer {
+    /// Builds the raft-rs node of a replica from its storage.
+    pub fn new(
+        node_id: u64,
+        storage: PeerStorage,
+        cfg: &StoreConfig,
+        election_seed: Option<u64>,
+        logger: &slog::Logger,
+    ) -> Result<Peer> {
+        let desc = storage.descriptor().clone();
+        let range_id = desc.range_id;
+        let replica = desc.replica_on(node_id).ok_or_else(|| {
+            Error::InvalidRequest(format!("range {range_id} has no replica on node {node_id}"))
+        })?;
+        let applied = storage.apply_state().applied_index;
+        let raft_cfg = raft_config(replica.replica_id, applied, cfg);
+        raft_cfg.validate()?;
+        let logger = logger.new(slog::o!("range" => range_id, "replica" => replica.replica_id));
+        let raw = RawNode::new(&raft_cfg, storage, &logger)?;
+        Ok(Peer {
+            range_id,
+            replica_id: replica.replica_id,
+            raw,
+            proposals: VecDeque::new(),
+            reads: VecDeque::new(),
+            election_seed,
+            timeout_drawn_for: (u64::MAX, StateRole::Follower),
+            timeout_draws: 0,
+            election_ticks: cfg.election_ticks,
+        })
+    }
+
+    /// Ticks the Raft node. With an election seed, first replaces raft-rs's randomised
+    /// election timeout (drawn from the thread's generator whenever the term or role
+    /// changes) with one drawn from the seed, so harness runs are reproducible while
+    /// replicas still time out at different ticks after every election.
+    pub(crate) fn tick(&mut self) {
+        if let Some(seed) = self.election_seed {
+            let now = (self.raw.raft.term, self.raw.raft.state);
+            if now != self.timeout_drawn_for {
+                self.timeout_drawn_for = now;
+                self.timeout_draws += 1;
+                // raft-rs draws from [election_tick, 2 * election_tick).
+                let spread = self.election_ticks as u64;
+                let draw = splitmix(self.replica_id ^ splitmix(self.timeout_draws));
+                let x = splitmix(seed ^ splitmix(self.range_id ^ draw));
+                let timeout = self.election_ticks + (x % spread) as usize;
+                self.raw.raft.set_randomized_election_timeout(timeout);
+            }
+        }
+        self.raw.tick();
+    }
+
+    /// The range's descriptor as this replica knows it.
+    pub fn descriptor(&self) -> &RangeDescriptor {
+        self.raw.store().descriptor()
+    }
+
+    /// True while this replica is the Raft leader.
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    /// The replica this one believes leads the range.
+    pub fn leader(&self) -> Option<Replica> {
+        let id = self.raw.raft.leader_id;
+        if id == raft::INVALID_ID {
+            return None;
+        }
+        self.descriptor().replica_by_id(id)
+    }
+
+    /// The current Raft term.
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    /// The highest applied log index.
+    pub fn applied_index(&self) -> u64 {
+        self.raw.store().apply_state().applied_index
+    }
+
+    /// The first index still in the log (everything before it was truncated).
+    pub fn first_log_index(&self) -> u64 {
+        self.raw.store().apply_state().truncated_index + 1
+    }
+
+    /// The index of the last entry in the log.
+    pub fn last_log_index(&self) -> u64 {
+        self.raw.store().last_index_now()
+    }
+
+    /// The `NotLeader` error for this range, with this replica's leader hint.
+    pub(crate) fn not_leader(&self) -> Error {
+        Error::NotLeader { range_id: self.range_id, leader: self.leader() }
+    }
+}
+
+/// The raft-rs configuration of one replica.
+fn raft_config(id: u64, applied: u64, cfg: &StoreConfig) -> Config {
+    Config {
+        id,
+        applied,
+        election_tick: cfg.election_ticks,
+        heartbeat_tick: cfg.heartbeat_ticks,
+        max_size_per_msg: 1 << 20,
+        max_inflight_msgs: 256,
+        check_quorum: true,
+        pre_vote: true,
+        ..Default::default()
+    }
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}

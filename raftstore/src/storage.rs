@@ -1,0 +1,300 @@
+//! [`PeerStorage`]: one replica's Raft log and state on the engine, implementing
+//! `raft::Storage`.
+//!
+//! The in-memory fields mirror what is on disk once the round's write batch lands. The
+//! mutators (`append`, `set_hard_state`, `apply_snapshot`, `compact_to`, ...) stage their
+//! writes in the caller's [`WriteBatch`] and update the mirror at once; the store writes the
+//! batch before it calls `advance` on the Raft node, which is the first time raft-rs reads
+//! back what was staged. Raft never sees state that is not yet durable.
+
+use flotilla_engine::{keys, Cf, Engine, WriteBatch};
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+
+use crate::error::{corrupt, Result};
+use crate::metapb::{ApplyState, KvPair, RaftLocalState, RangeDescriptor, SnapshotData};
+
+/// One replica's durable Raft state, read through `raft::Storage`.
+pub struct PeerStorage {
+    engine: Engine,
+    desc: RangeDescriptor,
+    hard_state: HardState,
+    last_index: u64,
+    last_term: u64,
+    apply_state: ApplyState,
+}
+
+impl PeerStorage {
+    /// Stages the initial state of a brand-new replica of `desc`: empty log, zero hard
+    /// state, all replicas voters from the start.
+    pub fn bootstrap(desc: &RangeDescriptor, wb: &mut WriteBatch) {
+        let id = desc.range_id;
+        wb.put(Cf::Meta, &keys::descriptor_key(id), &desc.encode_to_vec());
+        let local = RaftLocalState { hard_state: Vec::new(), last_index: 0, last_term: 0 };
+        wb.put(Cf::Meta, &keys::hard_state_key(id), &local.encode_to_vec());
+        wb.put(Cf::Meta, &keys::apply_state_key(id), &ApplyState::default().encode_to_vec());
+    }
+
+    /// Loads the replica of `desc` from the engine.
+    pub fn load(engine: Engine, desc: RangeDescriptor) -> Result<PeerStorage> {
+        let id = desc.range_id;
+        let local = match engine.get(Cf::Meta, &keys::hard_state_key(id))? {
+            Some(b) => RaftLocalState::decode(b.as_slice()).map_err(|e| corrupt("raft state", e))?,
+            None => return Err(corrupt("raft state", format!("missing for range {id}"))),
+        };
+        let hard_state = if local.hard_state.is_empty() {
+            HardState::default()
+        } else {
+            HardState::parse_from_bytes(&local.hard_state).map_err(|e| corrupt("hard state", e))?
+        };
+        let apply_state = match engine.get(Cf::Meta, &keys::apply_state_key(id))? {
+            Some(b) => ApplyState::decode(b.as_slice()).map_err(|e| corrupt("apply state", e))?,
+            None => return Err(corrupt("apply state", format!("missing for range {id}"))),
+        };
+        Ok(PeerStorage {
+            engine,
+            desc,
+            hard_state,
+            last_index: local.last_index,
+            last_term: local.last_term,
+            apply_state,
+        })
+    }
+
+    /// The range's descriptor as this replica knows it.
+    pub fn descriptor(&self) -> &RangeDescriptor {
+        &self.desc
+    }
+
+    /// How far this replica has applied, and where its log starts.
+    pub fn apply_state(&self) -> ApplyState {
+        self.apply_state
+    }
+
+    /// The engine this replica lives in.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The index of the last entry in the log.
+    pub fn last_index_now(&self) -> u64 {
+        self.last_index
+    }
+
+    fn conf_state(&self) -> ConfState {
+        let mut cs = ConfState::default();
+        cs.voters = self.desc.replicas.iter().map(|r| r.replica_id).collect();
+        cs
+    }
+
+    fn stage_raft_state(&self, wb: &mut WriteBatch) {
+        let local = RaftLocalState {
+            hard_state: self.hard_state.write_to_bytes().expect("encode hard state"),
+            last_index: self.last_index,
+            last_term: self.last_term,
+        };
+        wb.put(Cf::Meta, &keys::hard_state_key(self.desc.range_id), &local.encode_to_vec());
+    }
+
+    fn stage_apply_state(&self, wb: &mut WriteBatch) {
+        let key = keys::apply_state_key(self.desc.range_id);
+        wb.put(Cf::Meta, &key, &self.apply_state.encode_to_vec());
+    }
+
+    /// Stages new log entries, replacing any conflicting suffix.
+    pub fn append(&mut self, entries: &[Entry], wb: &mut WriteBatch) {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else { return };
+        let id = self.desc.range_id;
+        for e in entries {
+            let bytes = e.write_to_bytes().expect("encode entry");
+            wb.put(Cf::Raft, &keys::raft_log_key(id, e.index), &bytes);
+        }
+        if last.index < self.last_index {
+            // The new entries overwrite a longer, conflicting tail: drop what lies past them.
+            let from = keys::raft_log_key(id, last.index + 1);
+            let to = keys::raft_log_key(id, self.last_index + 1);
+            wb.delete_range(Cf::Raft, &from, &to);
+        }
+        debug_assert!(first.index <= self.last_index + 1);
+        self.last_index = last.index;
+        self.last_term = last.term;
+        self.stage_raft_state(wb);
+    }
+
+    /// Stages a new hard state.
+    pub fn set_hard_state(&mut self, hs: &HardState, wb: &mut WriteBatch) {
+        self.hard_state = hs.clone();
+        self.stage_raft_state(wb);
+    }
+
+    /// Stages a new commit index (from a `LightReady`).
+    pub fn set_commit(&mut self, commit: u64, wb: &mut WriteBatch) {
+        self.hard_state.commit = commit;
+        self.stage_raft_state(wb);
+    }
+
+    /// Stages the applied index.
+    pub fn set_applied(&mut self, index: u64, wb: &mut WriteBatch) {
+        self.apply_state.applied_index = index;
+        self.stage_apply_state(wb);
+    }
+
+    /// Stages the installation of a snapshot: the range's data is replaced by the
+    /// snapshot's, the whole log is dropped, and the log restarts after the snapshot.
+    pub fn apply_snapshot(&mut self, snap: &Snapshot, wb: &mut WriteBatch) -> Result<()> {
+        let data = SnapshotData::decode(snap.get_data()).map_err(|e| corrupt("snapshot", e))?;
+        let desc = data.descriptor.ok_or_else(|| corrupt("snapshot", "no descriptor"))?;
+        let meta = snap.get_metadata();
+        let id = self.desc.range_id;
+        wb.delete_range(Cf::Data, &self.desc.start, &self.desc.end_bound());
+        for KvPair { key, value } in &data.pairs {
+            wb.put(Cf::Data, key, value);
+        }
+        wb.delete_range(Cf::Raft, &keys::raft_log_key(id, 0), &keys::raft_log_key(id, u64::MAX));
+        wb.put(Cf::Meta, &keys::descriptor_key(id), &desc.encode_to_vec());
+        self.desc = desc;
+        self.apply_state = ApplyState {
+            applied_index: meta.index,
+            truncated_index: meta.index,
+            truncated_term: meta.term,
+        };
+        self.last_index = meta.index;
+        self.last_term = meta.term;
+        self.hard_state.commit = self.hard_state.commit.max(meta.index);
+        self.stage_apply_state(wb);
+        self.stage_raft_state(wb);
+        Ok(())
+    }
+
+    /// Stages the removal of every log entry up to and including `index`.
+    pub fn compact_to(&mut self, index: u64, wb: &mut WriteBatch) -> Result<()> {
+        if index <= self.apply_state.truncated_index {
+            return Ok(());
+        }
+        let term = raft::Storage::term(self, index)?;
+        let id = self.desc.range_id;
+        wb.delete_range(Cf::Raft, &keys::raft_log_key(id, 0), &keys::raft_log_key(id, index + 1));
+        self.apply_state.truncated_index = index;
+        self.apply_state.truncated_term = term;
+        self.stage_apply_state(wb);
+        Ok(())
+    }
+
+    /// Builds the snapshot data of the range as it is now (the store calls this only when
+    /// the engine holds exactly what has been applied).
+    fn build_snapshot(&self) -> Result<Snapshot> {
+        let applied = self.apply_state.applied_index;
+        let term = raft::Storage::term(self, applied)?;
+        let mut pairs = Vec::new();
+        self.engine.scan(Cf::Data, &self.desc.start, &self.desc.end, |k, v| {
+            pairs.push(KvPair { key: k.to_vec(), value: v.to_vec() });
+            true
+        })?;
+        let data = SnapshotData { descriptor: Some(self.desc.clone()), pairs };
+        let mut snap = Snapshot::default();
+        snap.set_data(data.encode_to_vec().into());
+        let meta = snap.mut_metadata();
+        meta.index = applied;
+        meta.term = term;
+        meta.set_conf_state(self.conf_state());
+        Ok(snap)
+    }
+
+    fn read_entry(&self, index: u64) -> raft::Result<Entry> {
+        let key = keys::raft_log_key(self.desc.range_id, index);
+        match self.engine.get(Cf::Raft, &key) {
+            Ok(Some(b)) => Entry::parse_from_bytes(&b).map_err(raft::Error::CodecError),
+            Ok(None) => Err(raft::Error::Store(StorageError::Unavailable)),
+            Err(e) => Err(raft::Error::Store(StorageError::Other(Box::new(e)))),
+        }
+    }
+}
+
+impl raft::Storage for PeerStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(self.hard_state.clone(), self.conf_state()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.apply_state.truncated_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        let id = self.desc.range_id;
+        let (from, to) = (keys::raft_log_key(id, low), keys::raft_log_key(id, high));
+        let mut out: Vec<Entry> = Vec::with_capacity((high - low) as usize);
+        let mut size = 0u64;
+        let mut failure = None;
+        let scanned = self.engine.scan(Cf::Raft, &from, &to, |_, v| {
+            match Entry::parse_from_bytes(v) {
+                Ok(e) => {
+                    size += v.len() as u64;
+                    if !out.is_empty() && size > max_size {
+                        return false;
+                    }
+                    out.push(e);
+                    true
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
+            }
+        });
+        if let Some(e) = failure {
+            return Err(raft::Error::CodecError(e));
+        }
+        if let Err(e) = scanned {
+            return Err(raft::Error::Store(StorageError::Other(Box::new(e))));
+        }
+        let contiguous = out.iter().enumerate().all(|(i, e)| e.index == low + i as u64);
+        let complete = out.len() as u64 == high - low || size > max_size;
+        if !contiguous || !complete {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        let truncated = self.apply_state.truncated_index;
+        if idx == truncated {
+            return Ok(self.apply_state.truncated_term);
+        }
+        if idx < truncated {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.last_index {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if idx == self.last_index {
+            return Ok(self.last_term);
+        }
+        Ok(self.read_entry(idx)?.term)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.apply_state.truncated_index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index)
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        if self.apply_state.applied_index < request_index {
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        }
+        self.build_snapshot().map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))
+    }
+}

@@ -1,0 +1,221 @@
+//! [`Store`]: every replica one node hosts, on one engine, driven round by round.
+//!
+//! The store is a plain state machine with no threads, sockets or clocks of its own. Its
+//! driver feeds it Raft messages ([`Store::on_raft_messages`]), requests
+//! ([`Store::on_request`]) and ticks ([`Store::tick`]), then calls [`Store::end_round`],
+//! which persists, applies and returns the messages to send, grouped per node. The
+//! threaded driver (`node.rs`) and the deterministic test harness both drive this same
+//! code.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use flotilla_engine::{keys, Cf, Engine};
+use prost::Message as _;
+
+use crate::config::StoreConfig;
+use crate::error::{corrupt, Error, Result};
+use crate::metapb::RangeDescriptor;
+use crate::metrics::StoreMetrics;
+use crate::peer::Peer;
+use crate::storage::PeerStorage;
+use crate::transport::RaftEnvelope;
+
+/// The replicas of one node and the state shared by their rounds.
+pub struct Store {
+    pub(crate) node_id: u64,
+    pub(crate) engine: Engine,
+    pub(crate) cfg: StoreConfig,
+    pub(crate) peers: BTreeMap<u64, Peer>,
+    /// Ranges with something to do at the end of this round.
+    pub(crate) touched: BTreeSet<u64>,
+    /// Messages to send at the end of this round, per destination node.
+    pub(crate) outbox: BTreeMap<u64, Vec<RaftEnvelope>>,
+    /// Logical time in ticks.
+    pub(crate) now: u64,
+    pub(crate) next_read_id: u64,
+    pub(crate) metrics: Arc<StoreMetrics>,
+}
+
+impl Store {
+    /// Writes the initial state of `descs` into a fresh engine for node `node_id` and
+    /// records the node id as the owner of the data directory. Fails if any of the
+    /// ranges already exists there.
+    pub fn bootstrap(engine: &Engine, node_id: u64, descs: &[RangeDescriptor]) -> Result<()> {
+        check_identity(engine, node_id)?;
+        let mut wb = engine.batch();
+        wb.put(Cf::Meta, keys::STORE_IDENT_KEY, &node_id.to_be_bytes());
+        for desc in descs {
+            if engine.get(Cf::Meta, &keys::descriptor_key(desc.range_id))?.is_some() {
+                return Err(Error::InvalidRequest(format!(
+                    "range {} already exists on node {node_id}",
+                    desc.range_id
+                )));
+            }
+            PeerStorage::bootstrap(desc, &mut wb);
+        }
+        engine.write(wb, true)?;
+        Ok(())
+    }
+
+    /// Opens the store of node `node_id`: rebuilds a replica for every descriptor on disk.
+    /// Committed entries that were not applied before a crash are applied in the first
+    /// rounds.
+    pub fn open(node_id: u64, engine: Engine, cfg: StoreConfig) -> Result<Store> {
+        Store::open_with_seed(node_id, engine, cfg, None)
+    }
+
+    /// Like [`Store::open`], with fixed per-replica election timeouts derived from `seed`
+    /// (for the deterministic harness).
+    pub fn open_with_seed(
+        node_id: u64,
+        engine: Engine,
+        cfg: StoreConfig,
+        seed: Option<u64>,
+    ) -> Result<Store> {
+        check_identity(&engine, node_id)?;
+        let logger = raft_logger();
+        let mut peers = BTreeMap::new();
+        for desc in load_descriptors(&engine)? {
+            let storage = PeerStorage::load(engine.clone(), desc)?;
+            let peer = Peer::new(node_id, storage, &cfg, seed, &logger)?;
+            peers.insert(peer.range_id, peer);
+        }
+        let touched = peers.keys().copied().collect();
+        Ok(Store {
+            node_id,
+            engine,
+            cfg,
+            peers,
+            touched,
+            outbox: BTreeMap::new(),
+            now: 0,
+            next_read_id: 1,
+            metrics: Arc::new(StoreMetrics::default()),
+        })
+    }
+
+    /// This store's node id.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// The store's counters, shareable with other threads.
+    pub fn metrics(&self) -> Arc<StoreMetrics> {
+        self.metrics.clone()
+    }
+
+    /// The configuration the store runs with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.cfg
+    }
+
+    /// Logical time in ticks since the store opened.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// Ids of every range with a replica here, ascending.
+    pub fn range_ids(&self) -> Vec<u64> {
+        self.peers.keys().copied().collect()
+    }
+
+    /// The replica of `range_id`, if hosted here.
+    pub fn peer(&self, range_id: u64) -> Option<&Peer> {
+        self.peers.get(&range_id)
+    }
+
+    /// True when a round has work to do even without new input.
+    pub fn has_pending_work(&self) -> bool {
+        !self.touched.is_empty()
+    }
+
+    /// Steps incoming Raft messages into their replicas.
+    pub fn on_raft_messages(&mut self, batch: Vec<RaftEnvelope>) {
+        StoreMetrics::add(&self.metrics.messages_received, batch.len() as u64);
+        for env in batch {
+            let Some(peer) = self.peers.get_mut(&env.range_id) else {
+                StoreMetrics::add(&self.metrics.messages_dropped, 1);
+                continue;
+            };
+            if env.to.node_id != self.node_id || env.to.replica_id != peer.replica_id {
+                StoreMetrics::add(&self.metrics.messages_dropped, 1);
+                continue;
+            }
+            if let Err(e) = peer.raw.step(env.message) {
+                tracing::debug!(range = env.range_id, error = %e, "dropped raft message");
+            }
+            self.touched.insert(env.range_id);
+        }
+    }
+
+    /// Advances logical time by one tick for every replica, and expires requests that
+    /// waited too long.
+    pub fn tick(&mut self) {
+        self.now += 1;
+        for (id, peer) in self.peers.iter_mut() {
+            peer.tick();
+            self.touched.insert(*id);
+        }
+        self.expire_requests();
+    }
+
+    /// A hash of the range's user data on this replica, for comparing replicas.
+    pub fn range_digest(&self, range_id: u64) -> Result<u64> {
+        let peer = self.peers.get(&range_id).ok_or(Error::RangeNotFound {
+            range_id,
+            node_id: self.node_id,
+        })?;
+        let desc = peer.descriptor();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.scan(Cf::Data, &desc.start, &desc.end, |k, v| {
+            k.hash(&mut h);
+            v.hash(&mut h);
+            true
+        })?;
+        Ok(h.finish())
+    }
+
+    /// Hands out this round's outgoing messages, grouped per destination node.
+    pub(crate) fn take_outbox(&mut self) -> Vec<(u64, Vec<RaftEnvelope>)> {
+        let out: Vec<_> = std::mem::take(&mut self.outbox).into_iter().collect();
+        StoreMetrics::add(&self.metrics.batches_sent, out.len() as u64);
+        let n: usize = out.iter().map(|(_, b)| b.len()).sum();
+        StoreMetrics::add(&self.metrics.messages_sent, n as u64);
+        out
+    }
+}
+
+fn check_identity(engine: &Engine, node_id: u64) -> Result<()> {
+    match engine.get(Cf::Meta, keys::STORE_IDENT_KEY)? {
+        None => Ok(()),
+        Some(b) if b.as_slice() == node_id.to_be_bytes() => Ok(()),
+        Some(b) => {
+            let owner = <[u8; 8]>::try_from(b.as_slice()).map(u64::from_be_bytes);
+            Err(Error::InvalidRequest(format!(
+                "data directory {} belongs to node {:?}, not node {node_id}; \
+                 start with the matching --node-id or use another data directory",
+                engine.path().display(),
+                owner.map_err(|_| "unreadable")
+            )))
+        }
+    }
+}
+
+fn load_descriptors(engine: &Engine) -> Result<Vec<RangeDescriptor>> {
+    let (start, end) = keys::descriptor_span();
+    let mut raw = Vec::new();
+    engine.scan(Cf::Meta, &start, &end, |_, v| {
+        raw.push(v.to_vec());
+        true
+    })?;
+    raw.iter()
+        .map(|v| RangeDescriptor::decode(v.as_slice()).map_err(|e| corrupt("range descriptor", e)))
+        .collect()
+}
+
+/// raft-rs logs through slog; this sends it to `tracing` so there is one log stream.
+fn raft_logger() -> slog::Logger {
+    slog::Logger::root(tracing_slog::TracingSlogDrain, slog::o!())
+}

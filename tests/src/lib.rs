@@ -1,0 +1,399 @@
+//! The deterministic cluster harness: several stores in one thread, time advanced by
+//! explicit ticks, every message through a filter chain.
+//!
+//! [`Cluster`] owns a temporary directory with one data directory per node. Nothing runs
+//! unless a test drives it: [`Cluster::tick`] advances every live store by one tick and
+//! then settles — delivers due messages and ends rounds until no store has work left.
+//! Requests go straight into a store ([`Cluster::request`]); helpers like
+//! [`Cluster::put`] find the leader, send, and tick until the answer arrives or a tick
+//! budget runs out. Stores can be stopped and reopened from their data directories.
+//! Randomness (filters, fault schedules) comes from one seeded generator, and election
+//! timeouts are fixed per replica from the same seed, so a failing run reproduces from
+//! its seed.
+
+pub mod filter;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use flotilla_engine::{Engine, EngineOptions};
+use flotilla_raftstore::local::even_ranges;
+use flotilla_raftstore::{
+    callback, Command, Error, RaftEnvelope, RangeDescriptor, Request, Response,
+    ResponseReceiver, Store, StoreConfig,
+};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+pub use filter::{Filter, Verdict};
+
+/// A harness error: the store's own error, or no answer within the tick budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    Store(Error),
+    NoAnswer { ticks: u64 },
+}
+
+/// Configuration the harness uses by default: short timeouts, small log GC thresholds,
+/// no fsync (the harness restarts stores, not machines; durability across process kill
+/// does not need it).
+pub fn harness_config() -> StoreConfig {
+    StoreConfig {
+        election_ticks: 10,
+        heartbeat_ticks: 2,
+        request_timeout_ticks: 30,
+        read_index_retry_ticks: 3,
+        log_gc_threshold: 64,
+        log_gc_max_lag: 256,
+        sync_log: false,
+        ..StoreConfig::default()
+    }
+}
+
+struct InFlight {
+    due: u64,
+    env: RaftEnvelope,
+}
+
+/// A cluster of stores driven by the test.
+pub struct Cluster {
+    pub seed: u64,
+    pub rng: StdRng,
+    cfg: StoreConfig,
+    root: tempfile::TempDir,
+    stores: BTreeMap<u64, Option<Store>>,
+    ranges: Vec<RangeDescriptor>,
+    filters: Vec<(u64, Box<dyn Filter>)>,
+    next_filter: u64,
+    in_flight: Vec<InFlight>,
+    now: u64,
+    /// Messages delivered and dropped so far.
+    pub delivered: u64,
+    pub dropped: u64,
+}
+
+impl Cluster {
+    /// `nodes` stores holding `range_count` ranges (every node a replica of each).
+    pub fn new(nodes: u64, range_count: u64, seed: u64) -> Cluster {
+        Cluster::with_config(nodes, even_ranges(range_count, nodes), seed, harness_config())
+    }
+
+    /// A cluster with explicit ranges and configuration.
+    pub fn with_config(nodes: u64, ranges: Vec<RangeDescriptor>, seed: u64, cfg: StoreConfig) -> Cluster {
+        let root = tempfile::tempdir().expect("temp dir");
+        let mut cluster = Cluster {
+            seed,
+            rng: StdRng::seed_from_u64(seed),
+            cfg,
+            root,
+            stores: BTreeMap::new(),
+            ranges,
+            filters: Vec::new(),
+            next_filter: 1,
+            in_flight: Vec::new(),
+            now: 0,
+            delivered: 0,
+            dropped: 0,
+        };
+        for node_id in 1..=nodes {
+            let engine = cluster.open_engine(node_id);
+            Store::bootstrap(&engine, node_id, &cluster.ranges).expect("bootstrap");
+            drop(engine);
+            cluster.start(node_id);
+        }
+        cluster
+    }
+
+    fn dir(&self, node_id: u64) -> PathBuf {
+        self.root.path().join(format!("node-{node_id}"))
+    }
+
+    fn open_engine(&self, node_id: u64) -> Engine {
+        Engine::open(self.dir(node_id), &EngineOptions { block_cache_bytes: 1 << 20, background_jobs: 1 })
+            .expect("open engine")
+    }
+
+    /// Opens node `node_id`'s store from its data directory.
+    pub fn start(&mut self, node_id: u64) {
+        let engine = self.open_engine(node_id);
+        let store = Store::open_with_seed(node_id, engine, self.cfg.clone(), Some(self.seed))
+            .expect("open store");
+        self.stores.insert(node_id, Some(store));
+    }
+
+    /// Stops node `node_id` as a crash would: its in-memory state is gone, its data
+    /// directory stays.
+    pub fn stop(&mut self, node_id: u64) {
+        if let Some(slot) = self.stores.get_mut(&node_id) {
+            *slot = None;
+        }
+    }
+
+    /// Stops and reopens a node.
+    pub fn restart(&mut self, node_id: u64) {
+        self.stop(node_id);
+        self.start(node_id);
+    }
+
+    /// Node ids, ascending.
+    pub fn node_ids(&self) -> Vec<u64> {
+        self.stores.keys().copied().collect()
+    }
+
+    /// True when the node is running.
+    pub fn is_running(&self, node_id: u64) -> bool {
+        matches!(self.stores.get(&node_id), Some(Some(_)))
+    }
+
+    /// The store of a running node.
+    pub fn store(&self, node_id: u64) -> &Store {
+        self.stores[&node_id].as_ref().expect("node is running")
+    }
+
+    /// The ranges the cluster was bootstrapped with.
+    pub fn ranges(&self) -> &[RangeDescriptor] {
+        &self.ranges
+    }
+
+    /// Current logical time.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// Adds a filter to the chain; returns its id for [`Cluster::remove_filter`].
+    pub fn add_filter(&mut self, f: impl Filter + 'static) -> u64 {
+        let id = self.next_filter;
+        self.next_filter += 1;
+        self.filters.push((id, Box::new(f)));
+        id
+    }
+
+    /// Removes one filter.
+    pub fn remove_filter(&mut self, id: u64) {
+        self.filters.retain(|(i, _)| *i != id);
+    }
+
+    /// Removes every filter (heals partitions).
+    pub fn clear_filters(&mut self) {
+        self.filters.clear();
+    }
+
+    /// One tick for every live store, then settle.
+    pub fn tick(&mut self) {
+        self.now += 1;
+        for store in self.stores.values_mut().flatten() {
+            store.tick();
+        }
+        self.settle();
+    }
+
+    /// `n` ticks.
+    pub fn ticks(&mut self, n: u64) {
+        for _ in 0..n {
+            self.tick();
+        }
+    }
+
+    /// Delivers due messages and ends rounds until nothing is left to do this tick.
+    pub fn settle(&mut self) {
+        for _ in 0..1000 {
+            let delivered = self.deliver_due();
+            let mut busy = false;
+            for store in self.stores.values_mut().flatten() {
+                busy |= store.has_pending_work();
+            }
+            self.end_rounds();
+            if delivered == 0 && !busy && !self.has_due() {
+                return;
+            }
+        }
+        panic!("cluster did not settle within 1000 rounds (seed {})", self.seed);
+    }
+
+    fn has_due(&self) -> bool {
+        self.in_flight.iter().any(|m| m.due <= self.now)
+    }
+
+    fn end_rounds(&mut self) {
+        let mut sent = Vec::new();
+        for store in self.stores.values_mut().flatten() {
+            let out = store.end_round().expect("store round failed");
+            sent.extend(out.into_iter().flat_map(|(_, batch)| batch));
+        }
+        for env in sent {
+            self.route(env);
+        }
+    }
+
+    fn route(&mut self, env: RaftEnvelope) {
+        let mut delay = 0;
+        let mut copies = 1;
+        for (_, f) in self.filters.iter_mut() {
+            match f.check(&env, &mut self.rng) {
+                Verdict::Deliver => {}
+                Verdict::Drop => {
+                    self.dropped += 1;
+                    return;
+                }
+                Verdict::Delay(t) => delay += t,
+                Verdict::Duplicate => copies += 1,
+            }
+        }
+        for _ in 1..copies {
+            self.in_flight.push(InFlight { due: self.now + delay, env: env.clone() });
+        }
+        self.in_flight.push(InFlight { due: self.now + delay, env });
+    }
+
+    fn deliver_due(&mut self) -> usize {
+        let now = self.now;
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight)
+            .into_iter()
+            .partition(|m| m.due <= now);
+        self.in_flight = later;
+        let mut per_node: BTreeMap<u64, Vec<RaftEnvelope>> = BTreeMap::new();
+        for m in due {
+            per_node.entry(m.env.to.node_id).or_default().push(m.env);
+        }
+        let mut n = 0;
+        for (node, batch) in per_node {
+            match self.stores.get_mut(&node) {
+                Some(Some(store)) => {
+                    n += batch.len();
+                    self.delivered += batch.len() as u64;
+                    store.on_raft_messages(batch);
+                }
+                _ => self.dropped += batch.len() as u64,
+            }
+        }
+        n
+    }
+
+    /// The node whose replica of `range_id` leads in the highest term, if any.
+    pub fn leader_of(&self, range_id: u64) -> Option<u64> {
+        let mut best: Option<(u64, u64)> = None;
+        for (node, store) in &self.stores {
+            let Some(peer) = store.as_ref().and_then(|s| s.peer(range_id)) else { continue };
+            if peer.is_leader() && best.is_none_or(|(t, _)| peer.term() > t) {
+                best = Some((peer.term(), *node));
+            }
+        }
+        best.map(|(_, n)| n)
+    }
+
+    /// Ticks until `range_id` has a leader that is not `not` (at most `max_ticks`).
+    pub fn wait_leader_except(&mut self, range_id: u64, not: Option<u64>, max_ticks: u64) -> Option<u64> {
+        for _ in 0..=max_ticks {
+            match self.leader_of(range_id) {
+                Some(l) if Some(l) != not => return Some(l),
+                _ => self.tick(),
+            }
+        }
+        None
+    }
+
+    /// Ticks until `range_id` has a leader (at most `max_ticks`).
+    pub fn wait_leader(&mut self, range_id: u64, max_ticks: u64) -> Option<u64> {
+        self.wait_leader_except(range_id, None, max_ticks)
+    }
+
+    /// Sends a request into a node's store; the answer arrives as the cluster runs.
+    pub fn request(&mut self, node_id: u64, range_id: u64, command: Command) -> ResponseReceiver {
+        let epoch = self.ranges.iter().find(|r| r.range_id == range_id).map(|r| r.epoch());
+        self.request_with_epoch(node_id, range_id, epoch.unwrap_or_default(), command)
+    }
+
+    /// Like [`Cluster::request`], routed with an explicit epoch.
+    pub fn request_with_epoch(
+        &mut self,
+        node_id: u64,
+        range_id: u64,
+        epoch: flotilla_raftstore::Epoch,
+        command: Command,
+    ) -> ResponseReceiver {
+        let (cb, rx) = callback();
+        let req = Request { range_id, epoch, command };
+        match self.stores.get_mut(&node_id) {
+            Some(Some(store)) => store.on_request(req, cb),
+            _ => {
+                let _ = cb.send(Err(Error::StoreStopped { node_id }));
+            }
+        }
+        rx
+    }
+
+    /// Ticks until `rx` is answered, at most `max_ticks`.
+    pub fn wait_answer(&mut self, rx: &mut ResponseReceiver, max_ticks: u64) -> Result<Response, CallError> {
+        self.settle();
+        for _ in 0..=max_ticks {
+            match rx.try_recv() {
+                Ok(r) => return r.map_err(CallError::Store),
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    return Err(CallError::Store(Error::StoreStopped { node_id: 0 }))
+                }
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => self.tick(),
+            }
+        }
+        Err(CallError::NoAnswer { ticks: max_ticks })
+    }
+
+    /// Sends `command` to the range's leader (waiting up to `max_ticks` for one) and waits
+    /// for the answer. Retries on retryable errors within the budget.
+    pub fn call(&mut self, range_id: u64, command: Command, max_ticks: u64) -> Result<Response, CallError> {
+        let deadline = self.now + max_ticks;
+        loop {
+            let left = deadline.saturating_sub(self.now);
+            let Some(leader) = self.wait_leader(range_id, left) else {
+                return Err(CallError::NoAnswer { ticks: max_ticks });
+            };
+            let mut rx = self.request(leader, range_id, command.clone());
+            let left = deadline.saturating_sub(self.now);
+            match self.wait_answer(&mut rx, left) {
+                Err(CallError::Store(e)) if e.is_retryable() && self.now < deadline => self.tick(),
+                other => return other,
+            }
+        }
+    }
+
+    /// Puts `key` = `value` in the range holding `key`.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), CallError> {
+        let range_id = self.range_of(key);
+        let cmd = Command::Put { key: key.to_vec(), value: value.to_vec() };
+        self.call(range_id, cmd, 200).map(|_| ())
+    }
+
+    /// Reads `key` linearizably.
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, CallError> {
+        let range_id = self.range_of(key);
+        match self.call(range_id, Command::Get { key: key.to_vec() }, 200)? {
+            Response::Value(v) => Ok(v),
+            other => panic!("unexpected answer to get: {other:?}"),
+        }
+    }
+
+    /// The id of the range holding `key`.
+    pub fn range_of(&self, key: &[u8]) -> u64 {
+        self.ranges.iter().find(|r| r.contains(key)).expect("ranges cover all keys").range_id
+    }
+
+    /// Ticks until every live replica of `range_id` has applied the same index as the
+    /// leader, then returns each live node's data digest of the range.
+    pub fn digests(&mut self, range_id: u64, max_ticks: u64) -> BTreeMap<u64, u64> {
+        for _ in 0..max_ticks {
+            let applied: Vec<u64> = self
+                .stores
+                .values()
+                .flatten()
+                .filter_map(|s| s.peer(range_id).map(|p| p.applied_index()))
+                .collect();
+            if applied.windows(2).all(|w| w[0] == w[1]) {
+                break;
+            }
+            self.tick();
+        }
+        self.stores
+            .iter()
+            .filter_map(|(n, s)| s.as_ref().map(|s| (*n, s.range_digest(range_id).expect("digest"))))
+            .collect()
+    }
+}

@@ -1,0 +1,62 @@
+//! Leader election, re-election after isolation, and the old leader stepping down.
+
+use flotilla_raftstore::{Command, Response};
+use flotilla_tests::filter::Isolate;
+use flotilla_tests::{CallError, Cluster};
+
+fn leaders(c: &Cluster, range_id: u64) -> Vec<(u64, u64)> {
+    c.node_ids()
+        .into_iter()
+        .filter(|n| c.is_running(*n))
+        .filter_map(|n| {
+            let p = c.store(n).peer(range_id)?;
+            p.is_leader().then(|| (n, p.term()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_leader_is_elected_after_start() {
+    let mut c = Cluster::new(3, 1, 1);
+    let leader = c.wait_leader(1, 60).expect("a leader within 60 ticks");
+    c.ticks(5);
+    let all = leaders(&c, 1);
+    assert_eq!(all.len(), 1, "exactly one leader: {all:?}");
+    assert_eq!(all[0].0, leader);
+    c.put(b"k", b"v").unwrap();
+    assert_eq!(c.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+}
+
+#[test]
+fn isolated_leader_is_replaced_and_its_uncommitted_entries_are_discarded() {
+    let mut c = Cluster::new(3, 1, 7);
+    let old = c.wait_leader(1, 60).unwrap();
+    c.put(b"before", b"1").unwrap();
+
+    let isolation = c.add_filter(Isolate(old));
+    // A write the old leader accepts but can never commit.
+    let mut lost = c.request(old, 1, Command::Put { key: b"lost".to_vec(), value: b"x".to_vec() });
+    let new = c.wait_leader_except(1, Some(old), 60).expect("the majority elects a new leader");
+    assert_ne!(new, old);
+    c.put(b"after", b"2").unwrap();
+
+    c.remove_filter(isolation);
+    c.ticks(30);
+    assert!(!c.store(old).peer(1).unwrap().is_leader(), "old leader stepped down after heal");
+    let outcome = c.wait_answer(&mut lost, 40);
+    assert!(
+        matches!(outcome, Err(CallError::Store(ref e)) if e.is_retryable() || e.is_ambiguous()),
+        "the isolated leader's write must not succeed: {outcome:?}"
+    );
+    assert_eq!(c.get(b"lost").unwrap(), None, "uncommitted entry discarded");
+    assert_eq!(c.get(b"before").unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(c.get(b"after").unwrap().as_deref(), Some(&b"2"[..]));
+    let digests = c.digests(1, 50);
+    let first = digests.values().next().copied();
+    assert!(digests.values().all(|d| Some(*d) == first), "replicas agree: {digests:?}");
+    // The old leader's own log no longer holds the lost entry: its data matches.
+    match c.call(1, Command::Scan { start: b"a".to_vec(), end: Vec::new(), limit: 10 }, 100) {
+        Ok(Response::Pairs(p)) => assert_eq!(p.len(), 2, "{p:?}"),
+        other => panic!("scan failed: {other:?}"),
+    }
+}

@@ -1,0 +1,40 @@
+//! Many Raft groups on the same three stores elect and serve independently.
+
+use flotilla_tests::filter::Isolate;
+use flotilla_tests::Cluster;
+
+fn key_in(c: &Cluster, range_id: u64, suffix: &str) -> Vec<u8> {
+    let desc = c.ranges().iter().find(|r| r.range_id == range_id).unwrap();
+    let mut key = if desc.start.is_empty() { vec![0u8] } else { desc.start.clone() };
+    key.extend_from_slice(suffix.as_bytes());
+    key
+}
+
+#[test]
+fn a_hundred_and_twenty_ranges_elect_serve_and_survive_an_isolated_node() {
+    let mut c = Cluster::new(3, 120, 3);
+    let ids: Vec<u64> = c.ranges().iter().map(|r| r.range_id).collect();
+    for id in &ids {
+        assert!(c.wait_leader(*id, 60).is_some(), "range {id} elected a leader");
+    }
+    let mut led_by_one = 0;
+    for id in &ids {
+        if c.leader_of(*id) == Some(1) {
+            led_by_one += 1;
+        }
+        let key = key_in(&c, *id, "first");
+        c.put(&key, b"1").unwrap();
+    }
+    assert!(led_by_one > 0, "seeded timeouts spread leadership; node 1 leads some ranges");
+
+    c.add_filter(Isolate(1));
+    for id in &ids {
+        let key = key_in(&c, *id, "second");
+        c.put(&key, b"2").unwrap_or_else(|e| panic!("range {id} stopped serving: {e:?}"));
+        assert_ne!(c.leader_of(*id), None);
+    }
+    for id in &ids {
+        assert_ne!(c.leader_of(*id), Some(1), "range {id} is led from the majority side");
+        assert_eq!(c.get(&key_in(&c, *id, "first")).unwrap().as_deref(), Some(&b"1"[..]));
+    }
+}
