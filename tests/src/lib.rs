@@ -338,9 +338,11 @@ impl Cluster {
     }
 
     /// Sends `command` to the range's leader (waiting up to `max_ticks` for one) and waits
-    /// for the answer. Retries on retryable errors within the budget.
+    /// for the answer. Retries within the budget as a client would: on retryable errors,
+    /// and on ambiguous ones (timeouts) unless the command is a compare-and-swap.
     pub fn call(&mut self, range_id: u64, command: Command, max_ticks: u64) -> Result<Response, CallError> {
         let deadline = self.now + max_ticks;
+        let idempotent = !matches!(command, Command::CompareAndSwap { .. });
         loop {
             let left = deadline.saturating_sub(self.now);
             let Some(leader) = self.wait_leader(range_id, left) else {
@@ -349,7 +351,11 @@ impl Cluster {
             let mut rx = self.request(leader, range_id, command.clone());
             let left = deadline.saturating_sub(self.now);
             match self.wait_answer(&mut rx, left) {
-                Err(CallError::Store(e)) if e.is_retryable() && self.now < deadline => self.tick(),
+                Err(CallError::Store(e))
+                    if (e.is_retryable() || (idempotent && e.is_ambiguous())) && self.now < deadline =>
+                {
+                    self.tick()
+                }
                 other => return other,
             }
         }

@@ -27,6 +27,13 @@ enum Pending {
     Read { key: usize, floor: u64, rx: ResponseReceiver },
 }
 
+#[derive(Debug, Default)]
+struct Stats {
+    acked: u64,
+    failed: u64,
+    reads: u64,
+}
+
 struct Client {
     pending: Option<Pending>,
 }
@@ -50,8 +57,9 @@ fn run(seed: u64) {
     let mut clients: Vec<Client> = (0..CLIENTS).map(|_| Client { pending: None }).collect();
     let mut filters: Vec<u64> = Vec::new();
     let mut stopped: Option<u64> = None;
+    let mut stats = Stats::default();
     for tick in 0..600u64 {
-        if tick % 40 == 0 {
+        if tick % 25 == 0 {
             for id in filters.drain(..) {
                 c.remove_filter(id);
             }
@@ -63,7 +71,7 @@ fn run(seed: u64) {
             }
         }
         for (i, client) in clients.iter_mut().enumerate() {
-            step_client(&mut c, i, client, &mut keys);
+            step_client(&mut c, i, client, &mut keys, &mut stats);
         }
         c.tick();
     }
@@ -71,8 +79,16 @@ fn run(seed: u64) {
     c.clear_filters();
     c.ticks(60);
     for (i, client) in clients.iter_mut().enumerate() {
-        finish_client(&mut c, i, client, &mut keys);
+        finish_client(&mut c, i, client, &mut keys, &mut stats);
     }
+    eprintln!("seed {seed}: {stats:?}, messages delivered {} dropped {}", c.delivered, c.dropped);
+    // The schedule must have bitten and the cluster must still have made progress.
+    assert!(stats.acked > 500, "seed {seed}: too few writes acknowledged: {stats:?}");
+    let elections: u64 = c.ranges().iter().map(|r| max_term(&c, r.range_id) - 1).sum();
+    eprintln!("seed {seed}: {elections} elections after the first, across ranges");
+    assert!(elections >= 16, "seed {seed}: faults forced too few elections ({elections})");
+    assert!(stats.reads > 100, "seed {seed}: too few reads: {stats:?}");
+    assert!(c.dropped > 0);
     for (k, state) in keys.iter().enumerate() {
         let found = c.get(&key_name(k)).expect("healed cluster serves reads");
         let v = found.as_deref().map(version_of).unwrap_or(0);
@@ -86,9 +102,24 @@ fn run(seed: u64) {
     }
 }
 
+fn max_term(c: &Cluster, range_id: u64) -> u64 {
+    c.node_ids()
+        .into_iter()
+        .filter(|n| c.is_running(*n))
+        .filter_map(|n| c.store(n).peer(range_id).map(|p| p.term()))
+        .max()
+        .unwrap_or(1)
+}
+
 fn inject_faults(c: &mut Cluster, filters: &mut Vec<u64>, stopped: &mut Option<u64>) {
     let roll: u32 = c.rng.gen_range(0..6);
-    let node = c.rng.gen_range(1..=3u64);
+    // Half of the time, hit the node leading a random range.
+    let range = c.rng.gen_range(1..=c.ranges().len() as u64);
+    let random_node = c.rng.gen_range(1..=3u64);
+    let node = match c.leader_of(range) {
+        Some(l) if c.rng.gen_bool(0.5) => l,
+        _ => random_node,
+    };
     match roll {
         0 => filters.push(c.add_filter(Isolate(node))),
         1 => {
@@ -108,19 +139,20 @@ fn inject_faults(c: &mut Cluster, filters: &mut Vec<u64>, stopped: &mut Option<u
     }
 }
 
-fn step_client(c: &mut Cluster, i: usize, client: &mut Client, keys: &mut [KeyState]) {
+fn step_client(c: &mut Cluster, i: usize, client: &mut Client, keys: &mut [KeyState], stats: &mut Stats) {
     if let Some(p) = client.pending.take() {
-        match poll(p, keys) {
-            Some(p) => {
-                client.pending = Some(p);
-                return;
-            }
-            None => {}
+        if let Some(p) = poll(p, keys, stats) {
+            client.pending = Some(p);
+            return;
         }
     }
     let key = i * KEYS_PER_CLIENT + c.rng.gen_range(0..KEYS_PER_CLIENT);
     let range = c.range_of(&key_name(key));
-    let Some(leader) = c.leader_of(range) else { return };
+    let Some(mut leader) = c.leader_of(range) else { return };
+    if c.rng.gen_bool(0.1) {
+        // A client with a stale route: any node.
+        leader = c.rng.gen_range(1..=3);
+    }
     if c.rng.gen_bool(0.7) {
         keys[key].attempted += 1;
         let version = keys[key].attempted;
@@ -134,16 +166,20 @@ fn step_client(c: &mut Cluster, i: usize, client: &mut Client, keys: &mut [KeySt
 }
 
 /// Checks an answered request; gives the request back if it has no answer yet.
-fn poll(p: Pending, keys: &mut [KeyState]) -> Option<Pending> {
+fn poll(p: Pending, keys: &mut [KeyState], stats: &mut Stats) -> Option<Pending> {
     use tokio::sync::oneshot::error::TryRecvError;
     match p {
         Pending::Write { key, version, mut rx } => match rx.try_recv() {
             Err(TryRecvError::Empty) => Some(Pending::Write { key, version, rx }),
             Ok(Ok(_)) => {
                 keys[key].acked = keys[key].acked.max(version);
+                stats.acked += 1;
                 None
             }
-            Ok(Err(_)) | Err(TryRecvError::Closed) => None,
+            Ok(Err(_)) | Err(TryRecvError::Closed) => {
+                stats.failed += 1;
+                None
+            }
         },
         Pending::Read { key, floor, mut rx } => match rx.try_recv() {
             Err(TryRecvError::Empty) => Some(Pending::Read { key, floor, rx }),
@@ -151,18 +187,22 @@ fn poll(p: Pending, keys: &mut [KeyState]) -> Option<Pending> {
                 let got = v.as_deref().map(version_of).unwrap_or(0);
                 assert!(got >= floor, "key {key}: stale read v{got}, v{floor} was acknowledged before");
                 assert!(got <= keys[key].attempted, "key {key}: read v{got} never written");
+                stats.reads += 1;
                 None
             }
-            Ok(_) | Err(TryRecvError::Closed) => None,
+            Ok(_) | Err(TryRecvError::Closed) => {
+                stats.failed += 1;
+                None
+            }
         },
     }
 }
 
-fn finish_client(c: &mut Cluster, _i: usize, client: &mut Client, keys: &mut [KeyState]) {
+fn finish_client(c: &mut Cluster, _i: usize, client: &mut Client, keys: &mut [KeyState], stats: &mut Stats) {
     for _ in 0..100 {
         match client.pending.take() {
             None => return,
-            Some(p) => client.pending = poll(p, keys),
+            Some(p) => client.pending = poll(p, keys, stats),
         }
         c.tick();
     }
