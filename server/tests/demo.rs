@@ -1,0 +1,16 @@
+//! The `flotilla demo` binary runs a 3-node cluster end to end and reports success.
+
+use std::process::Command;
+
+#[test]
+fn demo_writes_reads_and_reports_ok() {
+    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["demo", "--keys", "200", "--ranges", "4"])
+        .output()
+        .expect("run flotilla demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "demo failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("read back 200/200 keys"), "{stdout}");
+    assert!(stdout.contains("succeeded: true"), "the CAS succeeded: {stdout}");
+    assert!(stdout.trim_end().ends_with("ok"), "{stdout}");
+}
