@@ -38,3 +38,19 @@ fn a_hundred_and_twenty_ranges_elect_serve_and_survive_an_isolated_node() {
         assert_eq!(c.get(&key_in(&c, *id, "first")).unwrap().as_deref(), Some(&b"1"[..]));
     }
 }
+
+#[test]
+fn a_thousand_ranges_on_three_stores_all_elect_and_accept_a_write() {
+    let mut c = Cluster::new(3, 1000, 31);
+    c.ticks(40);
+    let ids: Vec<u64> = c.ranges().iter().map(|r| r.range_id).collect();
+    let leaderless: Vec<u64> = ids.iter().copied().filter(|id| c.leader_of(*id).is_none()).collect();
+    assert!(leaderless.is_empty(), "ranges without a leader after 40 ticks: {leaderless:?}");
+    let mut per_node = std::collections::BTreeMap::new();
+    for id in &ids {
+        *per_node.entry(c.leader_of(*id).unwrap()).or_insert(0) += 1;
+        let key = key_in(&c, *id, "k");
+        c.put(&key, b"v").unwrap();
+    }
+    assert_eq!(per_node.len(), 3, "leaders on every node: {per_node:?}");
+}

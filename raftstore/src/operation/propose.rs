@@ -17,6 +17,7 @@ use crate::store::Store;
 impl Store {
     /// Accepts one request; its answer arrives on `callback`.
     pub fn on_request(&mut self, req: Request, callback: Callback) {
+        let _span = tracing::debug_span!("request", node = self.node_id, range = req.range_id).entered();
         let now = self.now;
         let node_id = self.node_id;
         let Some(peer) = self.peers.get_mut(&req.range_id) else {

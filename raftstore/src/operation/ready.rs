@@ -26,6 +26,7 @@ impl Store {
     /// returns the messages to send, one batch per destination node. An `Err` is a storage
     /// failure; the store must stop.
     pub fn end_round(&mut self) -> Result<Vec<(u64, Vec<RaftEnvelope>)>> {
+        let _span = tracing::trace_span!("round", node = self.node_id).entered();
         let touched = std::mem::take(&mut self.touched);
         let mut ctx = ApplyContext::default();
         let readied = self.persist_readies(&touched, &mut ctx)?;
