@@ -88,6 +88,23 @@ impl Error {
     }
 }
 
+impl Error {
+    /// `KeyNotInRange` for `key` and the range `desc`.
+    pub fn key_not_in_range(desc: &RangeDescriptor, key: &[u8]) -> Error {
+        Error::KeyNotInRange {
+            key: key.to_vec(),
+            range_id: desc.range_id,
+            start: desc.start.clone(),
+            end: desc.end.clone(),
+        }
+    }
+
+    /// `EpochNotMatch` for a request routed with `requested`, carrying `desc` as current.
+    pub fn epoch_not_match(desc: &RangeDescriptor, requested: crate::metapb::Epoch) -> Error {
+        Error::EpochNotMatch { range_id: desc.range_id, requested, current: vec![desc.clone()] }
+    }
+}
+
 impl From<raft::Error> for Error {
     fn from(e: raft::Error) -> Self {
         Error::Raft(e.to_string())

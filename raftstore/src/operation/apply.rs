@@ -160,22 +160,8 @@ fn execute(
 fn check_command(desc: &RangeDescriptor, cmd: &RaftCommand) -> Option<Error> {
     let requested = cmd.epoch.unwrap_or_default();
     if requested != desc.epoch() {
-        return Some(Error::EpochNotMatch {
-            range_id: desc.range_id,
-            requested,
-            current: vec![desc.clone()],
-        });
+        return Some(Error::epoch_not_match(desc, requested));
     }
-    let keys = cmd.ops.iter().map(|op| &op.key).chain(cmd.condition.iter().map(|c| &c.key));
-    for key in keys {
-        if !desc.contains(key) {
-            return Some(Error::KeyNotInRange {
-                key: key.clone(),
-                range_id: desc.range_id,
-                start: desc.start.clone(),
-                end: desc.end.clone(),
-            });
-        }
-    }
-    None
+    let mut keys = cmd.ops.iter().map(|op| &op.key).chain(cmd.condition.iter().map(|c| &c.key));
+    keys.find(|k| !desc.contains(k)).map(|k| Error::key_not_in_range(desc, k))
 }

@@ -70,11 +70,7 @@ impl Peer {
 /// Checks a request against the range's current descriptor and the size limits.
 pub(crate) fn check_request(req: &Request, desc: &RangeDescriptor, cfg: &StoreConfig) -> Result<()> {
     if req.epoch != desc.epoch() {
-        return Err(Error::EpochNotMatch {
-            range_id: desc.range_id,
-            requested: req.epoch,
-            current: vec![desc.clone()],
-        });
+        return Err(Error::epoch_not_match(desc, req.epoch));
     }
     match &req.command {
         Command::Get { key } | Command::Delete { key } => check_key(key, desc, cfg),
@@ -115,12 +111,7 @@ fn check_key(key: &[u8], desc: &RangeDescriptor, cfg: &StoreConfig) -> Result<()
         return Err(Error::KeyTooLarge { size: key.len(), limit });
     }
     if !desc.contains(key) {
-        return Err(Error::KeyNotInRange {
-            key: key.to_vec(),
-            range_id: desc.range_id,
-            start: desc.start.clone(),
-            end: desc.end.clone(),
-        });
+        return Err(Error::key_not_in_range(desc, key));
     }
     Ok(())
 }

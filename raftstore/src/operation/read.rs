@@ -66,13 +66,13 @@ impl Peer {
         match command {
             Command::Get { key } => {
                 if !desc.contains(key) {
-                    return Err(self.key_not_in_range(key));
+                    return Err(Error::key_not_in_range(desc, key));
                 }
                 Ok(Response::Value(engine.get(Cf::Data, key)?))
             }
             Command::Scan { start, end, limit } => {
                 if !desc.contains(start) {
-                    return Err(self.key_not_in_range(start));
+                    return Err(Error::key_not_in_range(desc, start));
                 }
                 let end = clip_end(end, &desc.end);
                 let mut pairs = Vec::new();
@@ -83,16 +83,6 @@ impl Peer {
                 Ok(Response::Pairs(pairs))
             }
             _ => Err(Error::InvalidRequest("not a read".into())),
-        }
-    }
-
-    fn key_not_in_range(&self, key: &[u8]) -> Error {
-        let desc = self.descriptor();
-        Error::KeyNotInRange {
-            key: key.to_vec(),
-            range_id: self.range_id,
-            start: desc.start.clone(),
-            end: desc.end.clone(),
         }
     }
 
