@@ -40,6 +40,8 @@ pub struct Peer {
     pub(crate) raw: RawNode<PeerStorage>,
     pub(crate) proposals: VecDeque<Proposal>,
     pub(crate) reads: VecDeque<PendingRead>,
+    /// Followers a snapshot was queued for this round (reported after `advance`).
+    pub(crate) snapshots_sent: Vec<u64>,
     /// With a seed (the deterministic harness), election timeouts are drawn from it.
     election_seed: Option<u64>,
     /// The (term, role) the election timeout was last drawn for, and how many draws.
@@ -73,6 +75,7 @@ impl Peer {
             raw,
             proposals: VecDeque::new(),
             reads: VecDeque::new(),
+            snapshots_sent: Vec::new(),
             election_seed,
             timeout_drawn_for: (u64::MAX, StateRole::Follower),
             timeout_draws: 0,

@@ -76,8 +76,15 @@ fn demo(data_dir: Option<PathBuf>, ranges: u64, keys: u32) -> Result<(), Box<dyn
     }
     println!("read back {found}/{keys} keys with linearizable (ReadIndex) reads");
 
-    let cas = Command::CompareAndSwap { key: demo_key(0), expected: Some(b"value-0".to_vec()), new: Some(b"swapped".to_vec()) };
-    println!("compare-and-swap on {:?}: {:?}", String::from_utf8_lossy(&demo_key(0)), cluster.call(&demo_key(0), cas, deadline)?);
+    let cas = Command::CompareAndSwap {
+        key: demo_key(0),
+        expected: Some(b"value-0".to_vec()),
+        new: Some(b"swapped".to_vec()),
+    };
+    if let Response::Swapped { succeeded, previous } = cluster.call(&demo_key(0), cas, deadline)? {
+        let previous = previous.map(|p| String::from_utf8_lossy(&p).into_owned());
+        println!("compare-and-swap value-0 -> swapped: succeeded: {succeeded}, previous: {previous:?}");
+    }
 
     for node in cluster.nodes() {
         let m = node.metrics();

@@ -98,7 +98,16 @@ fn run(seed: u64) {
     for r in c.ranges().to_vec() {
         let d = c.digests(r.range_id, 200);
         let first = d.values().next().copied();
-        assert!(d.values().all(|x| Some(*x) == first), "range {} replicas differ: {d:?}", r.range_id);
+        let state: Vec<_> = c
+            .node_ids()
+            .into_iter()
+            .filter_map(|n| c.store(n).peer(r.range_id).map(|p| (n, p.applied_index(), p.first_log_index(), p.last_log_index(), p.term(), p.is_leader())))
+            .collect();
+        assert!(
+            d.values().all(|x| Some(*x) == first),
+            "range {} replicas differ: {d:?}; (node, applied, first, last, term, leader): {state:?}",
+            r.range_id
+        );
     }
 }
 

@@ -36,3 +36,32 @@ fn an_isolated_replica_catches_up_through_a_snapshot_after_truncation() {
     let digests = c.digests(1, 100);
     assert!(digests.values().all(|d| *d == digests[&leader]));
 }
+
+#[test]
+fn a_lost_snapshot_is_sent_again() {
+    use flotilla_tests::filter::{DropAll, Select};
+    use raft::prelude::MessageType;
+
+    let mut c = Cluster::new(3, 1, 37);
+    let leader = c.wait_leader(1, 60).unwrap();
+    let lagger = c.node_ids().into_iter().find(|n| *n != leader).unwrap();
+    let iso = c.add_filter(Isolate(lagger));
+    for i in 0..400u32 {
+        c.put(format!("key-{i:04}").as_bytes(), b"v").unwrap();
+    }
+    c.remove_filter(iso);
+    // The first snapshot sent is lost in transit.
+    let mut lost = 0;
+    c.add_filter(Select {
+        select: move |e: &flotilla_raftstore::RaftEnvelope| {
+            let first = e.message.get_msg_type() == MessageType::MsgSnapshot && lost == 0;
+            lost += first as u32;
+            first
+        },
+        inner: Box::new(DropAll),
+    });
+    let digests = c.digests(1, 200);
+    let leader = c.leader_of(1).unwrap();
+    assert!(digests.values().all(|d| *d == digests[&leader]), "{digests:?}");
+    assert!(StoreMetrics::get(&c.store(lagger).metrics().snapshots_applied) >= 1);
+}

@@ -12,7 +12,8 @@
 //! which can be rebuilt from the synced log after a crash, and RocksDB keeps the order of
 //! writes. Then `advance_apply`, serve reads whose index is applied, and truncate logs.
 
-use raft::prelude::Message;
+use raft::prelude::{Message, MessageType};
+use raft::SnapshotStatus;
 
 use super::ApplyContext;
 use crate::error::Result;
@@ -129,17 +130,19 @@ impl Store {
         for id in advanced {
             if let Some(peer) = self.peers.get_mut(&id) {
                 peer.raw.advance_apply();
+                peer.report_snapshots_sent();
             }
         }
         Ok(())
     }
 }
 
-/// Wraps raft-rs messages in envelopes and queues them per destination node.
+/// Wraps raft-rs messages in envelopes and queues them per destination node. Snapshots
+/// handed out are noted in the peer, to be reported once the peer may be stepped again.
 fn queue_messages(
     outbox: &mut std::collections::BTreeMap<u64, Vec<RaftEnvelope>>,
     node_id: u64,
-    peer: &Peer,
+    peer: &mut Peer,
     messages: Vec<Message>,
 ) {
     if messages.is_empty() {
@@ -147,12 +150,30 @@ fn queue_messages(
     }
     let desc = peer.descriptor();
     let Some(from) = desc.replica_on(node_id) else { return };
+    let mut snapshots_to = Vec::new();
     for message in messages {
         let Some(to) = desc.replica_by_id(message.to) else {
             tracing::debug!(range = peer.range_id, to = message.to, "message to unknown replica");
             continue;
         };
+        if message.get_msg_type() == MessageType::MsgSnapshot {
+            snapshots_to.push(to.replica_id);
+        }
         let env = RaftEnvelope { range_id: peer.range_id, from, to, message };
         outbox.entry(to.node_id).or_default().push(env);
+    }
+    peer.snapshots_sent.extend(snapshots_to);
+}
+
+impl Peer {
+    /// Tells raft-rs that the snapshots queued this round have been handed to the
+    /// transport. Without it a leader waits forever for a snapshot that was lost in
+    /// transit. Reporting `Finish` moves the follower to probing: if the snapshot never
+    /// arrived, the next heartbeat response shows the follower still behind and a new
+    /// snapshot is sent. Must run after `advance`, never between `ready` and `advance`.
+    fn report_snapshots_sent(&mut self) {
+        for to in std::mem::take(&mut self.snapshots_sent) {
+            self.raw.report_snapshot(to, SnapshotStatus::Finish);
+        }
     }
 }
