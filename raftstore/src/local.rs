@@ -128,7 +128,10 @@ impl LocalCluster {
                 Some(node) => node
                     .request(req)
                     .blocking_recv()
-                    .unwrap_or(Err(Error::StoreStopped { node_id })),
+                    .unwrap_or_else(|_| Err(Error::Ambiguous {
+                        range_id: desc.range_id,
+                        reason: format!("node {node_id} stopped before answering"),
+                    })),
                 None => Err(Error::StoreStopped { node_id }),
             };
             let err = match result {

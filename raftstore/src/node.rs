@@ -66,7 +66,8 @@ impl Node {
     }
 
     /// Sends a request; the answer arrives on the returned receiver. If the store has
-    /// stopped, the receiver yields [`Error::StoreStopped`].
+    /// stopped before taking the request, the receiver yields [`Error::StoreStopped`] (not
+    /// applied); if it stops after, the receiver closes without an answer (outcome unknown).
     pub fn request(&self, req: Request) -> ResponseReceiver {
         let (cb, rx) = callback();
         if let Err(channel::SendError(StoreMsg::Request(_, cb))) =

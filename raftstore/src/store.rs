@@ -143,6 +143,11 @@ impl Store {
                 StoreMetrics::add(&self.metrics.messages_dropped, 1);
                 continue;
             }
+            if let Err(reason) = check_message(&env.message) {
+                tracing::warn!(range = env.range_id, from = env.from.node_id, reason, "dropped malformed raft message");
+                StoreMetrics::add(&self.metrics.messages_dropped, 1);
+                continue;
+            }
             if let Err(e) = peer.raw.step(env.message) {
                 tracing::debug!(range = env.range_id, error = %e, "dropped raft message");
             }
@@ -184,6 +189,25 @@ impl Store {
         let n: usize = out.iter().map(|(_, b)| b.len()).sum();
         StoreMetrics::add(&self.metrics.messages_sent, n as u64);
         out
+    }
+}
+
+/// Rejects messages from the network that raft-rs would panic on or that would stop the
+/// store: a ReadIndex without its context entry, a snapshot whose data does not decode.
+fn check_message(m: &raft::prelude::Message) -> std::result::Result<(), &'static str> {
+    use raft::prelude::MessageType;
+    match m.get_msg_type() {
+        MessageType::MsgReadIndex | MessageType::MsgReadIndexResp if m.entries.is_empty() => {
+            Err("read index message without its context entry")
+        }
+        MessageType::MsgSnapshot => {
+            let data = m.get_snapshot().get_data();
+            match crate::metapb::SnapshotData::decode(data) {
+                Ok(d) if d.descriptor.is_some() => Ok(()),
+                _ => Err("snapshot data does not decode"),
+            }
+        }
+        _ => Ok(()),
     }
 }
 

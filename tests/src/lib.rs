@@ -329,7 +329,8 @@ impl Cluster {
             match rx.try_recv() {
                 Ok(r) => return r.map_err(CallError::Store),
                 Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                    return Err(CallError::Store(Error::StoreStopped { node_id: 0 }))
+                    let reason = "the store stopped before answering".to_string();
+                    return Err(CallError::Store(Error::Ambiguous { range_id: 0, reason }));
                 }
                 Err(tokio::sync::oneshot::error::TryRecvError::Empty) => self.tick(),
             }

@@ -11,7 +11,7 @@
 //! reads made while applying (the CAS condition) go through [`ApplyContext`]'s overlay of
 //! the round's not-yet-written values first.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use flotilla_engine::{Cf, Engine, WriteBatch};
 use prost::Message as _;
@@ -20,7 +20,7 @@ use raft::prelude::{Entry, EntryType};
 use crate::cmd::{Callback, Response};
 use crate::error::{Error, Result};
 use crate::metapb::{RaftCommand, RangeDescriptor};
-use crate::peer::Peer;
+use crate::peer::{Peer, Proposal};
 
 /// What a round's apply has staged but not yet written, and whom to answer once it is.
 #[derive(Default)]
@@ -104,15 +104,16 @@ impl Peer {
     }
 
     /// After a snapshot replaced the log up to `index`, the outcome of proposals at or
-    /// before it cannot be known here any more.
+    /// before it cannot be known here any more. The queue is ordered by time, not index (a
+    /// re-elected leader may propose below an older proposal), so all of it is checked.
     pub(crate) fn abandon_proposals_through(&mut self, index: u64, ctx: &mut ApplyContext) {
-        while self.proposals.front().is_some_and(|p| p.index <= index) {
-            let p = self.proposals.pop_front().expect("front exists");
-            let err = Error::Ambiguous {
-                range_id: self.range_id,
-                reason: "a snapshot replaced the log before the outcome was seen".into(),
-            };
-            ctx.answer(p.callback, Err(err));
+        let range_id = self.range_id;
+        let (gone, kept): (VecDeque<Proposal>, _) =
+            std::mem::take(&mut self.proposals).into_iter().partition(|p| p.index <= index);
+        self.proposals = kept;
+        for p in gone {
+            let reason = "a snapshot replaced the log before the outcome was seen".into();
+            ctx.answer(p.callback, Err(Error::Ambiguous { range_id, reason }));
         }
     }
 }

@@ -1,9 +1,9 @@
 //! Raft log truncation after apply.
 //!
 //! Each replica truncates its own log once it holds more than `log_gc_threshold` applied
-//! entries. A leader keeps the entries its followers still need, unless a follower lags
-//! by more than `log_gc_max_lag` entries: such a follower (down, or cut off) would hold
-//! the log forever, so it is left behind and catches up through a snapshot instead.
+//! entries. A leader keeps the entries its followers still need, but at most the last
+//! `log_gc_max_lag` applied entries: a follower further behind (down, or cut off) would
+//! otherwise hold the log forever, so it catches up through a snapshot instead.
 
 use flotilla_engine::WriteBatch;
 
@@ -25,6 +25,10 @@ impl Peer {
         }
         let mut compact_to = applied;
         if self.is_leader() {
+            // Keep what the slowest follower still needs, but never more than
+            // `log_gc_max_lag` entries: a follower further behind gets a snapshot. Right
+            // after an election raft-rs resets every follower's match index to 0, so the
+            // cap is also what keeps a new leader from truncating everything at once.
             let slowest = self
                 .raw
                 .raft
@@ -34,9 +38,7 @@ impl Peer {
                 .map(|(_, pr)| pr.matched)
                 .min()
                 .unwrap_or(applied);
-            if applied.saturating_sub(slowest) <= cfg.log_gc_max_lag {
-                compact_to = slowest.min(applied);
-            }
+            compact_to = slowest.max(applied.saturating_sub(cfg.log_gc_max_lag)).min(applied);
         }
         if compact_to <= state.truncated_index {
             return Ok(None);

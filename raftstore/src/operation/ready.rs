@@ -64,6 +64,10 @@ impl Store {
             }
             let mut rd = peer.raw.ready();
             queue_messages(&mut self.outbox, self.node_id, peer, rd.take_messages());
+            if let Some(hs) = rd.hs() {
+                // Staged first: an early flush for a snapshot must not persist the old term.
+                peer.raw.mut_store().set_hard_state(hs, &mut wb);
+            }
             if !rd.snapshot().is_empty() {
                 let index = rd.snapshot().get_metadata().index;
                 peer.raw.mut_store().apply_snapshot(rd.snapshot(), &mut wb)?;
@@ -75,9 +79,6 @@ impl Store {
             }
             peer.apply_entries(rd.take_committed_entries(), &mut wb, ctx)?;
             peer.raw.mut_store().append(rd.entries(), &mut wb);
-            if let Some(hs) = rd.hs() {
-                peer.raw.mut_store().set_hard_state(hs, &mut wb);
-            }
             peer.on_read_states(rd.take_read_states());
             must_sync |= rd.must_sync();
             readied.push((*id, rd));
