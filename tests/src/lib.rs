@@ -150,6 +150,11 @@ impl Cluster {
         self.stores[&node_id].as_ref().expect("node is running")
     }
 
+    /// The store of a running node, mutably (to inject input by hand).
+    pub fn store_mut(&mut self, node_id: u64) -> &mut Store {
+        self.stores.get_mut(&node_id).and_then(|s| s.as_mut()).expect("node is running")
+    }
+
     /// The ranges the cluster was bootstrapped with.
     pub fn ranges(&self) -> &[RangeDescriptor] {
         &self.ranges

@@ -58,3 +58,33 @@ fn bad_requests_get_typed_errors_and_the_store_keeps_serving() {
     c.put(&[1, 2, 3], b"fine").unwrap();
     assert_eq!(c.get(&[1, 2, 3]).unwrap().as_deref(), Some(&b"fine"[..]));
 }
+
+#[test]
+fn malformed_raft_messages_are_dropped_and_the_store_keeps_serving() {
+    use flotilla_raftstore::{RaftEnvelope, StoreMetrics};
+    use raft::prelude::{Message, MessageType};
+
+    let mut c = Cluster::new(3, 1, 41);
+    let leader = c.wait_leader(1, 60).unwrap();
+    let desc = c.ranges()[0].clone();
+    let follower = desc.replicas.iter().copied().find(|r| r.node_id != leader).unwrap();
+    let from = desc.replica_on(leader).unwrap();
+    let envelope = |t: MessageType| {
+        let mut m = Message::default();
+        m.set_msg_type(t);
+        m.from = from.replica_id;
+        m.to = follower.replica_id;
+        m.term = 100;
+        RaftEnvelope { range_id: 1, from, to: follower, message: m }
+    };
+    let mut bad_snapshot = envelope(MessageType::MsgSnapshot);
+    bad_snapshot.message.mut_snapshot().set_data(b"not a snapshot".to_vec().into());
+    bad_snapshot.message.mut_snapshot().mut_metadata().index = 1_000;
+    let batch = vec![envelope(MessageType::MsgReadIndex), bad_snapshot];
+    let store = c.store_mut(follower.node_id);
+    let dropped_before = StoreMetrics::get(&store.metrics().messages_dropped);
+    store.on_raft_messages(batch);
+    assert_eq!(StoreMetrics::get(&store.metrics().messages_dropped), dropped_before + 2);
+    c.put(b"still", b"serving").unwrap();
+    assert_eq!(c.get(b"still").unwrap().as_deref(), Some(&b"serving"[..]));
+}
