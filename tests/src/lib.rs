@@ -221,9 +221,17 @@ impl Cluster {
 
     fn end_rounds(&mut self) {
         let mut sent = Vec::new();
-        for store in self.stores.values_mut().flatten() {
-            let out = store.end_round().expect("store round failed");
-            sent.extend(out.into_iter().flat_map(|(_, batch)| batch));
+        for (node_id, slot) in self.stores.iter_mut() {
+            let Some(store) = slot.as_mut() else { continue };
+            match store.end_round() {
+                Ok(out) => sent.extend(out.into_iter().flat_map(|(_, batch)| batch)),
+                Err(e) => {
+                    // A failed round stops the store, as the threaded driver does: the
+                    // node is down until the test starts it again.
+                    eprintln!("node {node_id} stopped: {e}");
+                    *slot = None;
+                }
+            }
         }
         for env in sent {
             self.route(env);

@@ -16,7 +16,7 @@ use raft::prelude::{Message, MessageType};
 use raft::SnapshotStatus;
 
 use super::ApplyContext;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::metrics::StoreMetrics;
 use crate::peer::Peer;
 use crate::store::Store;
@@ -83,6 +83,8 @@ impl Store {
             must_sync |= rd.must_sync();
             readied.push((*id, rd));
         }
+        let node_id = self.node_id;
+        fail::fail_point!("raftstore::before_log_write", |_| Err(Error::StoreStopped { node_id }));
         if !wb.is_empty() {
             let sync = must_sync && self.cfg.sync_log;
             self.engine.write(wb, sync)?;
@@ -91,6 +93,7 @@ impl Store {
                 StoreMetrics::add(&self.metrics.raft_log_syncs, 1);
             }
         }
+        fail::fail_point!("raftstore::after_log_write", |_| Err(Error::StoreStopped { node_id }));
         ctx.batch_written();
         ctx.send_answers();
         Ok(readied)
@@ -123,6 +126,8 @@ impl Store {
                 }
             }
         }
+        let node_id = self.node_id;
+        fail::fail_point!("raftstore::before_apply_write", |_| Err(Error::StoreStopped { node_id }));
         if !wb.is_empty() {
             self.engine.write(wb, false)?;
         }
