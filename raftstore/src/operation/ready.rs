@@ -83,8 +83,7 @@ impl Store {
             must_sync |= rd.must_sync();
             readied.push((*id, rd));
         }
-        let node_id = self.node_id;
-        fail::fail_point!("raftstore::before_log_write", |_| Err(Error::StoreStopped { node_id }));
+        fail::fail_point!("raftstore::before_log_write", |_| Err(self.crashed_here()));
         if !wb.is_empty() {
             let sync = must_sync && self.cfg.sync_log;
             self.engine.write(wb, sync)?;
@@ -93,7 +92,7 @@ impl Store {
                 StoreMetrics::add(&self.metrics.raft_log_syncs, 1);
             }
         }
-        fail::fail_point!("raftstore::after_log_write", |_| Err(Error::StoreStopped { node_id }));
+        fail::fail_point!("raftstore::after_log_write", |_| Err(self.crashed_here()));
         ctx.batch_written();
         ctx.send_answers();
         Ok(readied)
@@ -126,8 +125,7 @@ impl Store {
                 }
             }
         }
-        let node_id = self.node_id;
-        fail::fail_point!("raftstore::before_apply_write", |_| Err(Error::StoreStopped { node_id }));
+        fail::fail_point!("raftstore::before_apply_write", |_| Err(self.crashed_here()));
         if !wb.is_empty() {
             self.engine.write(wb, false)?;
         }
@@ -140,6 +138,14 @@ impl Store {
             }
         }
         Ok(())
+    }
+}
+
+impl Store {
+    /// The error a configured fault point returns: the round fails as on a storage error.
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    fn crashed_here(&self) -> Error {
+        Error::StoreStopped { node_id: self.node_id }
     }
 }
 
