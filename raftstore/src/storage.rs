@@ -2,10 +2,12 @@
 //! `raft::Storage`.
 //!
 //! The in-memory fields mirror what is on disk once the round's write batch lands. The
-//! mutators (`append`, `set_hard_state`, `apply_snapshot`, `compact_to`, ...) stage their
-//! writes in the caller's [`WriteBatch`] and update the mirror at once; the store writes the
-//! batch before it calls `advance` on the Raft node, which is the first time raft-rs reads
-//! back what was staged. Raft never sees state that is not yet durable.
+//! mutators (`append`, `set_hard_state`, `apply_snapshot`, `compact_to`, ...) update the
+//! mirror at once and stage log entries in the caller's [`WriteBatch`]; the two small
+//! records (raft state, apply state) are only marked dirty and staged once per batch by
+//! [`PeerStorage::stage_dirty`], however many mutators touched them. The store stages and
+//! writes the batch before it calls `advance` on the Raft node, which is the first time
+//! raft-rs reads back what was staged. Raft never sees state that is not yet durable.
 
 use flotilla_engine::{keys, Cf, Engine, WriteBatch};
 use prost::Message as _;
@@ -24,6 +26,9 @@ pub struct PeerStorage {
     last_index: u64,
     last_term: u64,
     apply_state: ApplyState,
+    /// The raft state / apply state changed since they were last staged.
+    raft_state_dirty: bool,
+    apply_state_dirty: bool,
 }
 
 impl PeerStorage {
@@ -60,6 +65,8 @@ impl PeerStorage {
             last_index: local.last_index,
             last_term: local.last_term,
             apply_state,
+            raft_state_dirty: false,
+            apply_state_dirty: false,
         })
     }
 
@@ -87,6 +94,17 @@ impl PeerStorage {
         let mut cs = ConfState::default();
         cs.voters = self.desc.replicas.iter().map(|r| r.replica_id).collect();
         cs
+    }
+
+    /// Stages the raft state and apply state if they changed since last staged. Call once
+    /// per replica before writing a batch its mutators were given.
+    pub fn stage_dirty(&mut self, wb: &mut WriteBatch) {
+        if std::mem::take(&mut self.raft_state_dirty) {
+            self.stage_raft_state(wb);
+        }
+        if std::mem::take(&mut self.apply_state_dirty) {
+            self.stage_apply_state(wb);
+        }
     }
 
     fn stage_raft_state(&self, wb: &mut WriteBatch) {
@@ -120,25 +138,25 @@ impl PeerStorage {
         debug_assert!(first.index <= self.last_index + 1);
         self.last_index = last.index;
         self.last_term = last.term;
-        self.stage_raft_state(wb);
+        self.raft_state_dirty = true;
     }
 
-    /// Stages a new hard state.
-    pub fn set_hard_state(&mut self, hs: &HardState, wb: &mut WriteBatch) {
+    /// Records a new hard state (staged by [`PeerStorage::stage_dirty`]).
+    pub fn set_hard_state(&mut self, hs: &HardState) {
         self.hard_state = hs.clone();
-        self.stage_raft_state(wb);
+        self.raft_state_dirty = true;
     }
 
-    /// Stages a new commit index (from a `LightReady`).
-    pub fn set_commit(&mut self, commit: u64, wb: &mut WriteBatch) {
+    /// Records a new commit index from a `LightReady` (staged by `stage_dirty`).
+    pub fn set_commit(&mut self, commit: u64) {
         self.hard_state.commit = commit;
-        self.stage_raft_state(wb);
+        self.raft_state_dirty = true;
     }
 
-    /// Stages the applied index.
-    pub fn set_applied(&mut self, index: u64, wb: &mut WriteBatch) {
+    /// Records the applied index (staged by `stage_dirty`).
+    pub fn set_applied(&mut self, index: u64) {
         self.apply_state.applied_index = index;
-        self.stage_apply_state(wb);
+        self.apply_state_dirty = true;
     }
 
     /// Stages the installation of a snapshot: the range's data is replaced by the
@@ -163,8 +181,9 @@ impl PeerStorage {
         self.last_index = meta.index;
         self.last_term = meta.term;
         self.hard_state.commit = self.hard_state.commit.max(meta.index);
-        self.stage_apply_state(wb);
-        self.stage_raft_state(wb);
+        self.raft_state_dirty = true;
+        self.apply_state_dirty = true;
+        self.stage_dirty(wb);
         Ok(())
     }
 
@@ -178,7 +197,7 @@ impl PeerStorage {
         wb.delete_range(Cf::Raft, &keys::raft_log_key(id, 0), &keys::raft_log_key(id, index + 1));
         self.apply_state.truncated_index = index;
         self.apply_state.truncated_term = term;
-        self.stage_apply_state(wb);
+        self.apply_state_dirty = true;
         Ok(())
     }
 

@@ -20,6 +20,7 @@ use raft::prelude::{Entry, EntryType};
 use crate::cmd::{Callback, Response};
 use crate::error::{Error, Result};
 use crate::metapb::{RaftCommand, RangeDescriptor};
+use crate::metrics::StoreMetrics;
 use crate::peer::{Peer, Proposal};
 
 /// What a round's apply has staged but not yet written, and whom to answer once it is.
@@ -42,8 +43,11 @@ impl ApplyContext {
         self.answers.push((callback, result));
     }
 
-    /// Sends every queued answer. Call only after the batch is written.
-    pub fn send_answers(&mut self) {
+    /// Counts what was applied, then sends every queued answer (counted first, so a caller
+    /// holding its answer sees the metrics include it). Call only after the batch is written.
+    pub fn send_answers(&mut self, metrics: &StoreMetrics) {
+        StoreMetrics::add(&metrics.commands_applied, std::mem::take(&mut self.commands_applied));
+        StoreMetrics::add(&metrics.writes_answered, std::mem::take(&mut self.writes_answered));
         for (cb, result) in self.answers.drain(..) {
             let _ = cb.send(result);
         }
@@ -80,7 +84,7 @@ impl Peer {
                 ctx.answer(callback, outcome.unwrap_or(Ok(Response::Done)));
             }
         }
-        self.raw.mut_store().set_applied(last, wb);
+        self.raw.mut_store().set_applied(last);
         Ok(())
     }
 

@@ -40,8 +40,6 @@ impl Store {
                 }
             }
         }
-        StoreMetrics::add(&self.metrics.commands_applied, ctx.commands_applied);
-        StoreMetrics::add(&self.metrics.writes_answered, ctx.writes_answered);
         if !touched.is_empty() {
             StoreMetrics::add(&self.metrics.rounds, 1);
         }
@@ -66,7 +64,7 @@ impl Store {
             queue_messages(&mut self.outbox, self.node_id, peer, rd.take_messages());
             if let Some(hs) = rd.hs() {
                 // Staged first: an early flush for a snapshot must not persist the old term.
-                peer.raw.mut_store().set_hard_state(hs, &mut wb);
+                peer.raw.mut_store().set_hard_state(hs);
             }
             if !rd.snapshot().is_empty() {
                 let index = rd.snapshot().get_metadata().index;
@@ -79,6 +77,7 @@ impl Store {
             }
             peer.apply_entries(rd.take_committed_entries(), &mut wb, ctx)?;
             peer.raw.mut_store().append(rd.entries(), &mut wb);
+            peer.raw.mut_store().stage_dirty(&mut wb);
             peer.on_read_states(rd.take_read_states());
             must_sync |= rd.must_sync();
             readied.push((*id, rd));
@@ -94,7 +93,7 @@ impl Store {
         }
         fail::fail_point!("raftstore::after_log_write", |_| Err(self.crashed_here()));
         ctx.batch_written();
-        ctx.send_answers();
+        ctx.send_answers(&self.metrics);
         Ok(readied)
     }
 
@@ -111,7 +110,7 @@ impl Store {
             queue_messages(&mut self.outbox, self.node_id, peer, rd.take_persisted_messages());
             let mut light = peer.raw.advance(rd);
             if let Some(commit) = light.commit_index() {
-                peer.raw.mut_store().set_commit(commit, &mut wb);
+                peer.raw.mut_store().set_commit(commit);
             }
             queue_messages(&mut self.outbox, self.node_id, peer, light.take_messages());
             peer.apply_entries(light.take_committed_entries(), &mut wb, ctx)?;
@@ -123,6 +122,7 @@ impl Store {
                     tracing::debug!(range = id, compacted, "truncated raft log");
                     StoreMetrics::add(&self.metrics.log_compactions, 1);
                 }
+                peer.raw.mut_store().stage_dirty(&mut wb);
             }
         }
         fail::fail_point!("raftstore::before_apply_write", |_| Err(self.crashed_here()));
@@ -130,7 +130,7 @@ impl Store {
             self.engine.write(wb, false)?;
         }
         ctx.batch_written();
-        ctx.send_answers();
+        ctx.send_answers(&self.metrics);
         for id in advanced {
             if let Some(peer) = self.peers.get_mut(&id) {
                 peer.raw.advance_apply();
