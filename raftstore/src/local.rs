@@ -103,6 +103,11 @@ impl LocalCluster {
         self.nodes.values()
     }
 
+    /// The running node `node_id`, if any.
+    pub fn node(&self, node_id: u64) -> Option<&Node> {
+        self.nodes.get(&node_id)
+    }
+
     /// The ranges the cluster was bootstrapped with.
     pub fn ranges(&self) -> &[RangeDescriptor] {
         &self.ranges

@@ -1,1 +1,26 @@
-//! placeholder
+//! Flotilla's router: finds the range and the leader for a key, sends the command there,
+//! and retries on stale routes, so that a caller sees success or a final error — never a
+//! routing error it must handle itself.
+//!
+//! - [`RangeCache`] maps keys to range descriptors and leader hints; newer epochs replace
+//!   older, overlapping entries.
+//! - [`Router`] runs one command: look up, send, and on a retryable error refresh the cache
+//!   from the error's hints (`NotLeader` leader, `EpochNotMatch` descriptors) or from its
+//!   [`RangeSource`], back off, and try again, within a bounded number of attempts.
+//! - [`Db`] is the embeddable key-value API on top: get, put, delete, compare-and-swap,
+//!   batch (atomic within one range) and scans across ranges in key order.
+//!
+//! How commands reach nodes and where descriptors come from on a cache miss are traits
+//! ([`NodeClient`], [`RangeSource`]): in-process today, the network and the meta range
+//! later.
+
+mod cache;
+mod db;
+mod error;
+pub mod local;
+mod router;
+
+pub use cache::RangeCache;
+pub use db::Db;
+pub use error::{Error, Result};
+pub use router::{NodeClient, RangeSource, RetryPolicy, Router};
