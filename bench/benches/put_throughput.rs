@@ -1,5 +1,5 @@
 //! Put throughput of a 3-node in-process cluster with 1, 64 and 1,024 ranges (256-byte
-//! values, fsync on, 64 concurrent proposers), against raw RocksDB synced write batches
+//! values, fsync on, 64 concurrent proposers through the router's `Db` API), against raw RocksDB synced write batches
 //! of the same value size measured in the same run. After each cluster benchmark it prints
 //! the fsyncs per committed write (all three nodes' synced log writes / writes answered).
 //!
@@ -8,10 +8,12 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use flotilla_bench::{concurrent_puts, random_key, syncs_and_writes};
+use std::sync::Arc;
+
+use flotilla_bench::{concurrent_puts, local_db, random_key, syncs_and_writes};
 use flotilla_engine::{Cf, Engine, EngineOptions};
 use flotilla_raftstore::local::{even_ranges, LocalCluster};
-use flotilla_raftstore::{Command, StoreConfig};
+use flotilla_raftstore::StoreConfig;
 use rand::SeedableRng;
 
 const VALUE_SIZE: usize = 256;
@@ -57,19 +59,23 @@ fn raw_rocksdb(c: &mut Criterion) {
 fn cluster_puts(c: &mut Criterion) {
     let mut group = c.benchmark_group("cluster_put_3_nodes");
     group.throughput(Throughput::Elements(1)).sample_size(10).measurement_time(Duration::from_secs(10));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     for ranges in [1u64, 64, 1024] {
         let dir = tempfile::tempdir().unwrap();
         let cfg = StoreConfig::default();
-        let cluster = LocalCluster::start(dir.path(), 3, even_ranges(ranges, 3), cfg).unwrap();
+        let cluster = Arc::new(LocalCluster::start(dir.path(), 3, even_ranges(ranges, 3), cfg).unwrap());
+        let db = local_db(&cluster);
         // Wait for every range to elect and serve once.
-        for r in cluster.ranges().to_vec() {
-            let mut key = r.start.clone();
-            key.push(0);
-            cluster.call(&key, Command::Put { key: key.clone(), value: b"warm".to_vec() }, Duration::from_secs(60)).unwrap();
-        }
+        rt.block_on(async {
+            for r in cluster.ranges() {
+                let mut key = r.start.clone();
+                key.push(0);
+                db.put(&key, b"warm").await.unwrap();
+            }
+        });
         let (s0, w0) = syncs_and_writes(&cluster);
         group.bench_function(format!("{ranges}_ranges"), |b| {
-            b.iter_custom(|iters| concurrent_puts(&cluster, iters, PROPOSERS, VALUE_SIZE))
+            b.iter_custom(|iters| concurrent_puts(&rt, &db, iters, PROPOSERS, VALUE_SIZE))
         });
         let (s1, w1) = syncs_and_writes(&cluster);
         println!(
@@ -78,7 +84,10 @@ fn cluster_puts(c: &mut Criterion) {
             s1 - s0,
             w1 - w0
         );
-        cluster.shutdown();
+        drop(db);
+        if let Ok(cluster) = Arc::try_unwrap(cluster) {
+            cluster.shutdown();
+        }
     }
     group.finish();
 }

@@ -1,32 +1,52 @@
 //! Shared pieces of Flotilla's benchmarks: key generation and the concurrent put driver.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flotilla_raftstore::local::LocalCluster;
-use flotilla_raftstore::{Command, StoreMetrics};
+use flotilla_raftstore::StoreMetrics;
+use flotilla_router::{Db, RetryPolicy, Router};
 use rand::{Rng, SeedableRng};
+
+/// The embeddable API over an in-process cluster.
+pub type LocalDb = Db<Arc<LocalCluster>, Arc<LocalCluster>>;
+
+/// A `Db` over `cluster`.
+pub fn local_db(cluster: &Arc<LocalCluster>) -> Arc<LocalDb> {
+    Arc::new(Db::new(Router::new(cluster.clone(), cluster.clone(), RetryPolicy::default())))
+}
 
 /// A random 16-byte key (uniform over the key space, so over the ranges).
 pub fn random_key(rng: &mut impl Rng) -> Vec<u8> {
     rng.gen::<[u8; 16]>().to_vec()
 }
 
-/// Runs `total` puts of `value_size`-byte values from `proposers` threads against
-/// `cluster`; returns the wall time. Panics if a put fails.
-pub fn concurrent_puts(cluster: &LocalCluster, total: u64, proposers: u64, value_size: usize) -> Duration {
-    let per_thread = total.div_ceil(proposers);
+/// Runs `total` puts of `value_size`-byte values from `proposers` concurrent tasks, each
+/// waiting for its answer before the next put; returns the wall time. Panics if a put fails.
+pub fn concurrent_puts(
+    rt: &tokio::runtime::Runtime,
+    db: &Arc<LocalDb>,
+    total: u64,
+    proposers: u64,
+    value_size: usize,
+) -> Duration {
+    let per_task = total.div_ceil(proposers);
     let started = Instant::now();
-    std::thread::scope(|s| {
-        for t in 0..proposers {
-            s.spawn(move || {
-                let mut rng = rand::rngs::SmallRng::seed_from_u64(t);
-                let value = vec![b'v'; value_size];
-                for _ in 0..per_thread {
-                    let key = random_key(&mut rng);
-                    let cmd = Command::Put { key: key.clone(), value: value.clone() };
-                    cluster.call(&key, cmd, Duration::from_secs(30)).expect("put succeeds");
-                }
-            });
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..proposers)
+            .map(|t| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    let mut rng = rand::rngs::SmallRng::seed_from_u64(t);
+                    let value = vec![b'v'; value_size];
+                    for _ in 0..per_task {
+                        db.put(&random_key(&mut rng), &value).await.expect("put succeeds");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("proposer task");
         }
     });
     started.elapsed()

@@ -2,21 +2,18 @@
 //! data directory, joined by a [`LocalTransport`]. It backs the demo, the benchmarks and
 //! examples until the server and router land.
 //!
-//! Ranges are fixed at bootstrap (every node holds a replica of every range). The small
-//! built-in routing here — range by key, leader cache, retry on `NotLeader` — is a stand-in
-//! for the router crate's, which will replace it.
+//! Ranges are fixed at bootstrap (every node holds a replica of every range). Routing is
+//! not done here: the router crate's `Db` runs over a `LocalCluster` (it implements the
+//! router's `NodeClient` and `RangeSource`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use flotilla_engine::{Engine, EngineOptions};
-use parking_lot::Mutex;
 
-use crate::cmd::{Command, Request, Response};
 use crate::config::StoreConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::metapb::{Epoch, RangeDescriptor, Replica};
 use crate::node::{Node, StoreMsg};
 use crate::store::Store;
@@ -56,7 +53,6 @@ pub struct LocalCluster {
     transport: LocalTransport,
     nodes: HashMap<u64, Node>,
     ranges: Vec<RangeDescriptor>,
-    leaders: Mutex<HashMap<u64, u64>>,
 }
 
 impl LocalCluster {
@@ -73,7 +69,6 @@ impl LocalCluster {
             transport: LocalTransport::new(),
             nodes: HashMap::new(),
             ranges,
-            leaders: Mutex::new(HashMap::new()),
         };
         for node_id in 1..=node_count {
             cluster.start_node(node_id)?;
@@ -117,59 +112,6 @@ impl LocalCluster {
     pub fn range_for(&self, key: &[u8]) -> &RangeDescriptor {
         let i = self.ranges.partition_point(|r| !r.end.is_empty() && r.end.as_slice() <= key);
         &self.ranges[i.min(self.ranges.len() - 1)]
-    }
-
-    /// Runs `command` on the range holding `key`, following leader hints and retrying
-    /// retryable errors until `deadline` passes.
-    pub fn call(&self, key: &[u8], command: Command, deadline: Duration) -> Result<Response> {
-        let desc = self.range_for(key).clone();
-        let give_up = Instant::now() + deadline;
-        let idempotent = !matches!(command, Command::CompareAndSwap { .. });
-        let mut attempt = 0usize;
-        loop {
-            let node_id = self.pick_node(&desc, attempt);
-            let req = Request { range_id: desc.range_id, epoch: desc.epoch(), command: command.clone() };
-            let result = match self.nodes.get(&node_id) {
-                Some(node) => node
-                    .request(req)
-                    .blocking_recv()
-                    .unwrap_or_else(|_| Err(Error::Ambiguous {
-                        range_id: desc.range_id,
-                        reason: format!("node {node_id} stopped before answering"),
-                    })),
-                None => Err(Error::StoreStopped { node_id }),
-            };
-            let err = match result {
-                Ok(resp) => {
-                    self.leaders.lock().insert(desc.range_id, node_id);
-                    return Ok(resp);
-                }
-                Err(e) => e,
-            };
-            let retry = err.is_retryable()
-                || matches!(err, Error::StoreStopped { .. })
-                || (idempotent && err.is_ambiguous());
-            if !retry || Instant::now() >= give_up {
-                return Err(err);
-            }
-            match &err {
-                Error::NotLeader { leader: Some(l), .. } if l.node_id != node_id => {
-                    self.leaders.lock().insert(desc.range_id, l.node_id);
-                }
-                _ => {
-                    self.leaders.lock().remove(&desc.range_id);
-                    attempt += 1;
-                    std::thread::sleep(Duration::from_millis(5 * attempt.min(20) as u64));
-                }
-            }
-        }
-    }
-
-    fn pick_node(&self, desc: &RangeDescriptor, attempt: usize) -> u64 {
-        if let Some(n) = self.leaders.lock().get(&desc.range_id) {
-            return *n;
-        }
-        desc.replicas[attempt % desc.replicas.len()].node_id
     }
 
     /// Stops every node.

@@ -94,3 +94,36 @@ async fn a_router_with_stale_descriptors_converges_from_the_errors_hints() {
         assert_eq!(db.get(&key(i)).await.unwrap().as_deref(), Some(&b"v"[..]));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_then_a_full_restart_keep_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<Vec<u8>> = (0..200u32).map(key).collect();
+    {
+        let c = cluster(&dir);
+        let db = Arc::new(db(&c));
+        let tasks: Vec<_> = keys
+            .chunks(50)
+            .map(|chunk| {
+                let (db, chunk) = (db.clone(), chunk.to_vec());
+                tokio::spawn(async move {
+                    for k in chunk {
+                        db.put(&k, &k).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let writes: u64 = c.nodes().map(|n| flotilla_raftstore::StoreMetrics::get(&n.metrics().writes_answered)).sum();
+        assert_eq!(writes, 200, "every put answered exactly once");
+        drop(db);
+        Arc::try_unwrap(c).ok().expect("no other handle").shutdown();
+    }
+    let c = cluster(&dir);
+    let db = db(&c);
+    for k in &keys {
+        assert_eq!(db.get(k).await.unwrap().as_deref(), Some(k.as_slice()));
+    }
+}

@@ -1,13 +1,16 @@
 //! The `flotilla` binary. Until the network server lands, it offers `demo`: a local
 //! 3-node cluster in this process (three stores, three data directories, an in-process
-//! transport) that writes, reads and reports what it did.
+//! transport) that writes, reads and scans through the embeddable `Db` API and reports
+//! what it did.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use flotilla_raftstore::local::{even_ranges, LocalCluster};
-use flotilla_raftstore::{Command, Response, StoreConfig, StoreMetrics};
+use flotilla_raftstore::{StoreConfig, StoreMetrics};
+use flotilla_router::{Db, RetryPolicy, Router};
 
 #[derive(Parser)]
 #[command(name = "flotilla", version, about = "Flotilla: a multi-Raft replicated key-value store")]
@@ -54,38 +57,10 @@ fn demo(data_dir: Option<PathBuf>, ranges: u64, keys: u32) -> Result<(), Box<dyn
     let root = data_dir.unwrap_or_else(|| temp.path().to_path_buf());
     let cfg = StoreConfig { tick_interval: Duration::from_millis(50), ..StoreConfig::default() };
     println!("starting 3 nodes with {ranges} ranges in {}", root.display());
-    let cluster = LocalCluster::start(&root, 3, even_ranges(ranges, 3), cfg)?;
-    let deadline = Duration::from_secs(10);
-
-    let started = Instant::now();
-    for i in 0..keys {
-        let key = demo_key(i);
-        cluster.call(&key, Command::Put { key: key.clone(), value: format!("value-{i}").into_bytes() }, deadline)?;
-    }
-    let took = started.elapsed();
-    println!("wrote {keys} keys in {:.2?} ({:.0} writes/s, one client, fsync on)", took, keys as f64 / took.as_secs_f64());
-
-    let mut found = 0;
-    for i in 0..keys {
-        let key = demo_key(i);
-        if let Response::Value(Some(v)) = cluster.call(&key, Command::Get { key: key.clone() }, deadline)? {
-            if v == format!("value-{i}").into_bytes() {
-                found += 1;
-            }
-        }
-    }
-    println!("read back {found}/{keys} keys with linearizable (ReadIndex) reads");
-
-    let cas = Command::CompareAndSwap {
-        key: demo_key(0),
-        expected: Some(b"value-0".to_vec()),
-        new: Some(b"swapped".to_vec()),
-    };
-    if let Response::Swapped { succeeded, previous } = cluster.call(&demo_key(0), cas, deadline)? {
-        let previous = previous.map(|p| String::from_utf8_lossy(&p).into_owned());
-        println!("compare-and-swap value-0 -> swapped: succeeded: {succeeded}, previous: {previous:?}");
-    }
-
+    let cluster = Arc::new(LocalCluster::start(&root, 3, even_ranges(ranges, 3), cfg)?);
+    let db = Db::new(Router::new(cluster.clone(), cluster.clone(), RetryPolicy::default()));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let found = runtime.block_on(demo_ops(&db, keys))?;
     for node in cluster.nodes() {
         let m = node.metrics();
         println!(
@@ -98,12 +73,41 @@ fn demo(data_dir: Option<PathBuf>, ranges: u64, keys: u32) -> Result<(), Box<dyn
             StoreMetrics::get(&m.batches_sent),
         );
     }
-    cluster.shutdown();
-    if found != keys {
+    drop(db);
+    if let Ok(cluster) = Arc::try_unwrap(cluster) {
+        cluster.shutdown();
+    }
+    if found != keys as usize {
         return Err(format!("only {found} of {keys} keys read back").into());
     }
     println!("ok");
     Ok(())
+}
+
+type LocalDb = Db<Arc<LocalCluster>, Arc<LocalCluster>>;
+
+/// Writes `keys` keys one by one, reads them back, scans them, and does one CAS.
+async fn demo_ops(db: &LocalDb, keys: u32) -> Result<usize, Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    for i in 0..keys {
+        db.put(&demo_key(i), format!("value-{i}").as_bytes()).await?;
+    }
+    let took = started.elapsed();
+    let rate = keys as f64 / took.as_secs_f64();
+    println!("wrote {keys} keys in {took:.2?} ({rate:.0} writes/s, one client, fsync on)");
+    let mut found = 0;
+    for i in 0..keys {
+        if db.get(&demo_key(i)).await? == Some(format!("value-{i}").into_bytes()) {
+            found += 1;
+        }
+    }
+    println!("read back {found}/{keys} keys with linearizable (ReadIndex) reads");
+    let scanned = db.scan(b"", b"", keys as usize + 10).await?;
+    println!("a scan across all ranges returned {} pairs in key order", scanned.len());
+    let (succeeded, previous) = db.compare_and_swap(&demo_key(0), Some(b"value-0"), Some(b"swapped")).await?;
+    let previous = previous.map(|p| String::from_utf8_lossy(&p).into_owned());
+    println!("compare-and-swap value-0 -> swapped: succeeded: {succeeded}, previous: {previous:?}");
+    Ok(found)
 }
 
 /// Keys spread over the whole key space (two hashed bytes, then a readable name).

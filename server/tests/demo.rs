@@ -12,5 +12,6 @@ fn demo_writes_reads_and_reports_ok() {
     assert!(out.status.success(), "demo failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("read back 200/200 keys"), "{stdout}");
     assert!(stdout.contains("succeeded: true"), "the CAS succeeded: {stdout}");
+    assert!(stdout.contains("returned 200 pairs"), "the scan saw every key: {stdout}");
     assert!(stdout.trim_end().ends_with("ok"), "{stdout}");
 }
