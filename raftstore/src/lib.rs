@@ -28,5 +28,5 @@ pub use metapb::{Epoch, RangeDescriptor, Replica, WriteOp};
 pub use metrics::StoreMetrics;
 pub use peer::Peer;
 pub use storage::PeerStorage;
-pub use store::Store;
+pub use store::{RangeStatus, Store};
 pub use transport::{LocalTransport, RaftEnvelope, Transport};

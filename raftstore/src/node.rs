@@ -16,7 +16,7 @@ use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender, TryRecvError}
 use crate::cmd::{callback, Callback, Request, ResponseReceiver};
 use crate::error::Error;
 use crate::metrics::StoreMetrics;
-use crate::store::Store;
+use crate::store::{RangeStatus, Store};
 use crate::transport::{RaftEnvelope, Transport};
 
 /// What a store's mailbox carries.
@@ -25,6 +25,8 @@ pub enum StoreMsg {
     Raft(Vec<RaftEnvelope>),
     /// A client request and where to answer it.
     Request(Request, Callback),
+    /// Report every replica's state.
+    Status(tokio::sync::oneshot::Sender<Vec<RangeStatus>>),
     /// Stop the poller after this round.
     Stop,
 }
@@ -75,6 +77,14 @@ impl Node {
         {
             let _ = cb.send(Err(Error::StoreStopped { node_id: self.node_id }));
         }
+        rx
+    }
+
+    /// Every replica's state, as the poller sees it between rounds; `None` if the store
+    /// has stopped.
+    pub fn status(&self) -> tokio::sync::oneshot::Receiver<Vec<RangeStatus>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = self.mailbox.send(StoreMsg::Status(tx));
         rx
     }
 
@@ -142,6 +152,9 @@ fn handle(store: &mut Store, msg: StoreMsg) -> bool {
     match msg {
         StoreMsg::Raft(batch) => store.on_raft_messages(batch),
         StoreMsg::Request(req, cb) => store.on_request(req, cb),
+        StoreMsg::Status(tx) => {
+            let _ = tx.send(store.status());
+        }
         StoreMsg::Stop => return false,
     }
     true

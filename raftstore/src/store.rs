@@ -22,6 +22,19 @@ use crate::peer::Peer;
 use crate::storage::PeerStorage;
 use crate::transport::RaftEnvelope;
 
+/// One replica's state as a status view shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeStatus {
+    pub descriptor: RangeDescriptor,
+    pub replica_id: u64,
+    pub is_leader: bool,
+    pub leader: Option<crate::metapb::Replica>,
+    pub term: u64,
+    pub applied_index: u64,
+    pub first_log_index: u64,
+    pub last_log_index: u64,
+}
+
 /// The replicas of one node and the state shared by their rounds.
 pub struct Store {
     pub(crate) node_id: u64,
@@ -124,6 +137,23 @@ impl Store {
     /// The replica of `range_id`, if hosted here.
     pub fn peer(&self, range_id: u64) -> Option<&Peer> {
         self.peers.get(&range_id)
+    }
+
+    /// A snapshot of every replica's state, for status views.
+    pub fn status(&self) -> Vec<RangeStatus> {
+        self.peers
+            .values()
+            .map(|p| RangeStatus {
+                descriptor: p.descriptor().clone(),
+                replica_id: p.replica_id,
+                is_leader: p.is_leader(),
+                leader: p.leader(),
+                term: p.term(),
+                applied_index: p.applied_index(),
+                first_log_index: p.first_log_index(),
+                last_log_index: p.last_log_index(),
+            })
+            .collect()
     }
 
     /// True when a round has work to do even without new input.

@@ -61,6 +61,7 @@ fn demo(data_dir: Option<PathBuf>, ranges: u64, keys: u32) -> Result<(), Box<dyn
     let db = Db::new(Router::new(cluster.clone(), cluster.clone(), RetryPolicy::default()));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let found = runtime.block_on(demo_ops(&db, keys))?;
+    print_ranges(&runtime, &cluster);
     for node in cluster.nodes() {
         let m = node.metrics();
         println!(
@@ -85,6 +86,23 @@ fn demo(data_dir: Option<PathBuf>, ranges: u64, keys: u32) -> Result<(), Box<dyn
 }
 
 type LocalDb = Db<Arc<LocalCluster>, Arc<LocalCluster>>;
+
+/// A table of ranges: span, leader, term and applied index, from each node's status.
+fn print_ranges(runtime: &tokio::runtime::Runtime, cluster: &LocalCluster) {
+    let mut rows = std::collections::BTreeMap::new();
+    for node in cluster.nodes() {
+        let Ok(status) = runtime.block_on(node.status()) else { continue };
+        for r in status.into_iter().filter(|r| r.is_leader) {
+            rows.insert(r.descriptor.range_id, (node.node_id(), r));
+        }
+    }
+    println!("{:>5}  {:<10} {:<10} {:>6} {:>5} {:>8}", "range", "start", "end", "leader", "term", "applied");
+    for (id, (node, r)) in rows {
+        let hex = |k: &[u8]| if k.is_empty() { "-".to_string() } else { k.iter().map(|b| format!("{b:02x}")).collect() };
+        let (start, end) = (hex(&r.descriptor.start), hex(&r.descriptor.end));
+        println!("{id:>5}  {start:<10} {end:<10} {node:>6} {:>5} {:>8}", r.term, r.applied_index);
+    }
+}
 
 /// Writes `keys` keys one by one, reads them back, scans them, and does one CAS.
 async fn demo_ops(db: &LocalDb, keys: u32) -> Result<usize, Box<dyn std::error::Error>> {
