@@ -35,6 +35,9 @@ pub struct StoreConfig {
     pub sync_log: bool,
     /// Most messages drained from the mailbox before a round ends.
     pub max_batch_messages: usize,
+    /// Every this many ticks, leaders hand leadership to their range's preferred replica
+    /// when it is caught up (0: never).
+    pub balance_interval_ticks: u64,
 }
 
 impl Default for StoreConfig {
@@ -52,6 +55,7 @@ impl Default for StoreConfig {
             log_gc_max_lag: 8192,
             sync_log: true,
             max_batch_messages: 4096,
+            balance_interval_ticks: 10,
         }
     }
 }

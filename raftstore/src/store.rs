@@ -194,6 +194,7 @@ impl Store {
             self.touched.insert(*id);
         }
         self.expire_requests();
+        self.balance_leaders();
     }
 
     /// A hash of the range's user data on this replica, for comparing replicas.

@@ -54,3 +54,35 @@ fn a_thousand_ranges_on_three_stores_all_elect_and_accept_a_write() {
     }
     assert_eq!(per_node.len(), 3, "leaders on every node: {per_node:?}");
 }
+
+fn leaders_per_node(c: &Cluster) -> std::collections::BTreeMap<u64, usize> {
+    let mut per_node = std::collections::BTreeMap::new();
+    for r in c.ranges() {
+        if let Some(l) = c.leader_of(r.range_id) {
+            *per_node.entry(l).or_insert(0) += 1;
+        }
+    }
+    per_node
+}
+
+#[test]
+fn leadership_spreads_evenly_and_returns_after_a_restart() {
+    let mut c = Cluster::new(3, 30, 43);
+    c.ticks(80);
+    let fair = 10;
+    let per_node = leaders_per_node(&c);
+    assert_eq!(per_node.values().sum::<usize>(), 30, "every range has a leader: {per_node:?}");
+    assert!(per_node.values().all(|n| *n <= fair * 3 / 2), "no node leads more than 1.5x its share: {per_node:?}");
+
+    c.stop(1);
+    c.ticks(60);
+    let without_one = leaders_per_node(&c);
+    assert_eq!(without_one.values().sum::<usize>(), 30, "node 1's ranges moved: {without_one:?}");
+    assert_eq!(without_one.get(&1), None);
+
+    c.start(1);
+    c.ticks(120);
+    let back = leaders_per_node(&c);
+    assert!(back.get(&1).copied().unwrap_or(0) >= fair / 2, "node 1 leads again after catching up: {back:?}");
+    assert!(back.values().all(|n| *n <= fair * 3 / 2), "{back:?}");
+}

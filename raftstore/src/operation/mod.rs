@@ -4,9 +4,11 @@
 //! - `ready`: the end of a round — persist every replica's Ready in one write batch with
 //!   one fsync, send messages per node, apply, answer;
 //! - `apply`: execute committed commands on the state machine;
-//! - `gc`: truncate applied log entries.
+//! - `gc`: truncate applied log entries;
+//! - `balance`: hand leadership to each range's preferred replica.
 
 mod apply;
+mod balance;
 mod gc;
 mod propose;
 mod read;
