@@ -63,6 +63,12 @@ enum Next {
     Fail(Error),
 }
 
+/// Without a leader hint, the replicas are tried in turn.
+fn pick_replica(desc: &RangeDescriptor, attempt: usize) -> Option<u64> {
+    let n = desc.replicas.len();
+    (n > 0).then(|| desc.replicas[attempt % n].node_id)
+}
+
 impl<C: NodeClient, S: RangeSource> Router<C, S> {
     /// A router with an empty cache.
     pub fn new(client: C, source: S, policy: RetryPolicy) -> Self {
@@ -83,7 +89,10 @@ impl<C: NodeClient, S: RangeSource> Router<C, S> {
                     return Err(Error::InvalidRequest(e));
                 }
             }
-            let node = leader.unwrap_or_else(|| desc.replicas[attempt % desc.replicas.len().max(1)].node_id);
+            let Some(node) = leader.or_else(|| pick_replica(&desc, attempt)) else {
+                self.cache.lock().invalidate(desc.range_id);
+                return Err(Error::NoRange(key.to_vec()));
+            };
             let req = Request { range_id: desc.range_id, epoch: desc.epoch(), command: command.clone() };
             let answer = self.client.send(node, req).await.unwrap_or_else(|_| {
                 let reason = format!("node {node} stopped before answering");

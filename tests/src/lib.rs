@@ -34,6 +34,15 @@ pub enum CallError {
     NoAnswer { ticks: u64 },
 }
 
+impl CallError {
+    /// True when the store answered that the request certainly failed or that its
+    /// outcome is unknown: what a write that cannot commit must get (never success, and
+    /// never silence).
+    pub fn is_failure_or_unknown(&self) -> bool {
+        matches!(self, CallError::Store(e) if e.is_retryable() || e.is_ambiguous())
+    }
+}
+
 /// Configuration the harness uses by default: short timeouts, small log GC thresholds,
 /// no fsync (the harness restarts stores, not machines; durability across process kill
 /// does not need it).
