@@ -95,9 +95,13 @@ impl<C: NodeClient, S: RangeSource> Db<C, S> {
             let last_key = pairs.last().map(|(k, _)| k.clone());
             out.extend(pairs);
             cursor = match (full, last_key) {
-                // The range has more: continue right after the last key.
+                // The range may have more: continue right after the last key, unless that
+                // is already the end of the scan.
                 (true, Some(mut k)) => {
                     k.push(0);
+                    if !end.is_empty() && k.as_slice() >= end {
+                        break;
+                    }
                     k
                 }
                 // The range is done: continue at its end, unless that is past ours.

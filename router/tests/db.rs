@@ -127,3 +127,21 @@ async fn concurrent_writers_then_a_full_restart_keep_every_write() {
         assert_eq!(db.get(k).await.unwrap().as_deref(), Some(k.as_slice()));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_whose_chunk_ends_exactly_at_the_scan_end_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(&dir);
+    let db = db(&c);
+    // 1,001 keys in one range, so the first chunk (1,000) ends one key before `end`:
+    // the next cursor is exactly `end` and the scan must stop there, not fail.
+    let keys: Vec<Vec<u8>> = (0..1_001u32).map(|i| [&[0x00, 0x01][..], &i.to_be_bytes()].concat()).collect();
+    for k in &keys {
+        db.put(k, b"v").await.unwrap();
+    }
+    let mut end = keys[999].clone();
+    end.push(0);
+    let got = db.scan(&keys[0], &end, 5_000).await.unwrap();
+    assert_eq!(got.len(), 1_000);
+    assert_eq!(got.last().unwrap().0, keys[999]);
+}
