@@ -26,6 +26,8 @@ pub(crate) struct Proposal {
 pub(crate) struct PendingRead {
     pub id: u64,
     pub command: Command,
+    /// The epoch the read was routed with; re-checked when it is served.
+    pub epoch: crate::metapb::Epoch,
     pub callback: Callback,
     pub issued_at: u64,
     pub last_try: u64,
@@ -40,6 +42,10 @@ pub struct Peer {
     pub(crate) raw: RawNode<PeerStorage>,
     pub(crate) proposals: VecDeque<Proposal>,
     pub(crate) reads: VecDeque<PendingRead>,
+    /// The tick each other replica was last heard from (for leadership balance).
+    pub(crate) last_heard: std::collections::HashMap<u64, u64>,
+    /// The tick of this replica's last leadership transfer attempt.
+    pub(crate) last_transfer: Option<u64>,
     /// Followers a snapshot was queued for this round (reported after `advance`).
     pub(crate) snapshots_sent: Vec<u64>,
     /// With a seed (the deterministic harness), election timeouts are drawn from it.
@@ -76,6 +82,8 @@ impl Peer {
             proposals: VecDeque::new(),
             reads: VecDeque::new(),
             snapshots_sent: Vec::new(),
+            last_heard: std::collections::HashMap::new(),
+            last_transfer: None,
             election_seed,
             timeout_drawn_for: (u64::MAX, StateRole::Follower),
             timeout_draws: 0,

@@ -178,6 +178,7 @@ impl Store {
                 StoreMetrics::add(&self.metrics.messages_dropped, 1);
                 continue;
             }
+            peer.last_heard.insert(env.from.replica_id, self.now);
             if let Err(e) = peer.raw.step(env.message) {
                 tracing::debug!(range = env.range_id, error = %e, "dropped raft message");
             }

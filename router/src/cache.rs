@@ -4,7 +4,8 @@
 //! range holding `key` is the first entry whose end is above `key`, if its start is at or
 //! below it. Inserting a descriptor removes every cached entry it overlaps that has an
 //! older or equal epoch version, so information from splits replaces what it supersedes
-//! and a stale descriptor never evicts a newer one.
+//! and a stale descriptor never evicts a newer one (for the same range, a newer `conf_ver`
+//! at the same version also wins).
 
 use std::collections::BTreeMap;
 
@@ -59,8 +60,12 @@ impl RangeCache {
             .filter(|(_, e)| overlaps(&e.desc, &desc))
             .map(|(k, _)| k.clone())
             .collect();
-        let version = desc.epoch().version;
-        if overlapping.iter().any(|k| self.by_end[k].desc.epoch().version > version) {
+        let newer = |old: &RangeDescriptor| {
+            let (o, n) = (old.epoch(), desc.epoch());
+            o.version > n.version
+                || (old.range_id == desc.range_id && o.version == n.version && o.conf_ver > n.conf_ver)
+        };
+        if overlapping.iter().any(|k| newer(&self.by_end[k].desc)) {
             return false;
         }
         let mut leader = None;
@@ -155,6 +160,18 @@ mod tests {
         // A stale descriptor from before the split does not evict them.
         assert!(!c.insert(desc(1, "", "", 1)));
         assert_eq!(c.lookup(b"z").unwrap().0.range_id, 7);
+    }
+
+    #[test]
+    fn a_newer_conf_ver_of_the_same_range_wins() {
+        let mut c = RangeCache::new();
+        let mut newer = desc(1, "", "", 3);
+        newer.epoch = Some(Epoch { version: 3, conf_ver: 5 });
+        assert!(c.insert(newer.clone()));
+        let mut older = desc(1, "", "", 3);
+        older.epoch = Some(Epoch { version: 3, conf_ver: 4 });
+        assert!(!c.insert(older));
+        assert_eq!(c.lookup(b"k").unwrap().0, newer);
     }
 
     #[test]

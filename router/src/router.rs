@@ -6,7 +6,8 @@
 //! `EpochNotMatch` carries the current descriptors, `KeyNotInRange` / `RangeNotFound`
 //! mean the cached route is wrong. Attempts that learned nothing new wait with exponential
 //! backoff. Writes whose outcome is unknown (`Timeout`, a node stopping) are retried only
-//! when idempotent; a compare-and-swap returns [`Error::Ambiguous`] instead.
+//! when idempotent; a compare-and-swap returns [`Error::Ambiguous`] instead, and so does any
+//! write that runs out of attempts after one of them may have applied.
 
 use std::time::Duration;
 
@@ -81,6 +82,7 @@ impl<C: NodeClient, S: RangeSource> Router<C, S> {
         let idempotent = !matches!(command, Command::CompareAndSwap { .. });
         let mut backoff = self.policy.initial_backoff;
         let mut last = None;
+        let mut maybe_applied = None;
         for attempt in 0..self.policy.max_attempts {
             let (desc, leader) = self.route(key)?;
             if let Command::Batch { ops } = &command {
@@ -114,7 +116,14 @@ impl<C: NodeClient, S: RangeSource> Router<C, S> {
                 }
                 Next::Fail(e) => return Err(e),
             }
+            if err.is_ambiguous() && !command.is_read() {
+                maybe_applied = Some(err.clone());
+            }
             last = Some(err);
+        }
+        // A write one of whose attempts may have applied must not be reported as failed.
+        if let Some(e) = maybe_applied {
+            return Err(Error::Ambiguous(e));
         }
         let last = last.unwrap_or(StoreError::InvalidRequest("no attempt was made".into()));
         Err(Error::Unavailable { attempts: self.policy.max_attempts, last })
@@ -139,11 +148,15 @@ impl<C: NodeClient, S: RangeSource> Router<C, S> {
                 Next::RetryNow
             }
             StoreError::EpochNotMatch { current, .. } => {
+                // A lagging replica may report an older shape than the cache holds: the
+                // cache refuses it, nothing was learned, and the next attempt waits.
                 let learned = current.iter().filter(|d| cache.insert((*d).clone())).count();
-                if learned == 0 {
-                    cache.invalidate(desc.range_id);
+                if learned > 0 {
+                    Next::RetryNow
+                } else {
+                    cache.set_leader(desc.range_id, None);
+                    Next::Backoff
                 }
-                Next::RetryNow
             }
             StoreError::KeyNotInRange { .. } => {
                 cache.invalidate(desc.range_id);

@@ -73,3 +73,19 @@ fn compare_and_swaps_in_one_round_see_each_other() {
     }
     assert_eq!(c.get(b"n").unwrap().as_deref(), Some(&b"10"[..]));
 }
+
+#[test]
+fn a_scan_may_resume_right_after_a_key_of_maximum_length() {
+    let mut c = Cluster::new(3, 1, 47);
+    c.wait_leader(1, 60).unwrap();
+    let max = flotilla_tests::harness_config().max_key_size;
+    let longest = vec![7u8; max];
+    call(&mut c, Command::Put { key: longest.clone(), value: b"v".to_vec() });
+    call(&mut c, Command::Put { key: vec![8u8], value: b"w".to_vec() });
+    let mut after = longest.clone();
+    after.push(0);
+    let Response::Pairs(pairs) = call(&mut c, Command::Scan { start: after, end: Vec::new(), limit: 10 }) else {
+        panic!("scan answers pairs")
+    };
+    assert_eq!(pairs, vec![(vec![8u8], b"w".to_vec())]);
+}

@@ -6,7 +6,9 @@
 //! on the same nodes each node is preferred for about 1/N of them. The rule is local and
 //! deterministic: no node needs a global view, two leaders never contend for a range, and
 //! after a node restarts and catches up its ranges move back to it. A preferred replica
-//! that is down, cut off or behind is left alone, so balancing never costs availability.
+//! that was not heard from within two heartbeats, or is behind, is left alone, and after
+//! each attempt a range waits four intervals, so a preferred replica that keeps failing
+//! costs at most an occasional transfer window (raft-rs pauses proposals during one).
 //! (Placement by the meta range's leaseholder, as design.md sketches, can replace the
 //! rule later without changing the mechanism.)
 
@@ -23,9 +25,15 @@ impl Peer {
         Some(replicas[(self.range_id % replicas.len() as u64) as usize])
     }
 
-    /// On a leader: transfer leadership to the preferred replica if it is caught up.
-    fn maybe_transfer_to_preferred(&mut self) -> bool {
+    /// On a leader: transfer leadership to the preferred replica if it was heard from
+    /// within `fresh` ticks and has the whole log. After an attempt, waits `cooldown`
+    /// ticks before the next, so a preferred replica that keeps failing is not handed
+    /// leadership (and proposals paused) over and over.
+    fn maybe_transfer_to_preferred(&mut self, now: u64, fresh: u64, cooldown: u64) -> bool {
         if !self.is_leader() || self.raw.raft.lead_transferee.is_some() {
+            return false;
+        }
+        if self.last_transfer.is_some_and(|t| now.saturating_sub(t) < cooldown) {
             return false;
         }
         let Some(preferred) = self.preferred_leader() else { return false };
@@ -33,28 +41,30 @@ impl Peer {
             return false;
         }
         let last = self.raw.raft.raft_log.last_index();
-        let ready = self
-            .raw
-            .raft
-            .prs()
-            .get(preferred.replica_id)
-            .is_some_and(|pr| pr.recent_active && pr.matched >= last);
-        if ready {
+        let heard = self.last_heard.get(&preferred.replica_id).is_some_and(|t| now.saturating_sub(*t) <= fresh);
+        let caught_up = self.raw.raft.prs().get(preferred.replica_id).is_some_and(|pr| pr.matched >= last);
+        if heard && caught_up {
             self.raw.transfer_leader(preferred.replica_id);
+            self.last_transfer = Some(now);
         }
-        ready
+        heard && caught_up
     }
 }
 
 impl Store {
-    /// Runs the balance rule on every leader, every `balance_interval_ticks` ticks.
+    /// Runs the balance rule on each leader every `balance_interval_ticks` ticks,
+    /// staggered by range id so that not every range transfers on the same tick.
     pub(crate) fn balance_leaders(&mut self) {
         let every = self.cfg.balance_interval_ticks;
-        if every == 0 || self.now % every != 0 {
+        if every == 0 {
             return;
         }
+        let (now, fresh) = (self.now, 2 * self.cfg.heartbeat_ticks as u64);
         for (id, peer) in self.peers.iter_mut() {
-            if peer.maybe_transfer_to_preferred() {
+            if (now + id) % every != 0 {
+                continue;
+            }
+            if peer.maybe_transfer_to_preferred(now, fresh, 4 * every) {
                 tracing::debug!(range = id, "transferring leadership to the preferred replica");
                 self.touched.insert(*id);
             }

@@ -36,7 +36,7 @@ impl Store {
         if req.command.is_read() {
             let id = self.next_read_id;
             self.next_read_id += 1;
-            peer.start_read(id, req.command, callback, now);
+            peer.start_read(id, req, callback, now);
             return;
         }
         let Some(cmd) = to_raft_command(&req) else { return };
@@ -73,10 +73,12 @@ pub(crate) fn check_request(req: &Request, desc: &RangeDescriptor, cfg: &StoreCo
         return Err(Error::epoch_not_match(desc, req.epoch));
     }
     match &req.command {
-        Command::Get { key } | Command::Delete { key } => check_key(key, desc, cfg),
-        Command::Put { key, value } => check_key(key, desc, cfg).and(check_value(value, cfg)),
+        Command::Get { key } | Command::Delete { key } => check_key(key, desc, key_limit(cfg)),
+        Command::Put { key, value } => check_key(key, desc, key_limit(cfg)).and(check_value(value, cfg)),
         Command::Scan { start, end, limit } => {
-            check_key(start, desc, cfg)?;
+            // A scan bound is never stored; it may be one byte longer than the longest key
+            // so that a scan can resume right after a key of maximum length.
+            check_key(start, desc, key_limit(cfg) + 1)?;
             if !end.is_empty() && end <= start {
                 return Err(Error::InvalidRequest("scan end must be above its start".into()));
             }
@@ -91,22 +93,27 @@ pub(crate) fn check_request(req: &Request, desc: &RangeDescriptor, cfg: &StoreCo
                 return Err(Error::InvalidRequest("a batch needs at least one write".into()));
             }
             ops.iter().try_for_each(|op| {
-                check_key(&op.key, desc, cfg)?;
+                check_key(&op.key, desc, key_limit(cfg))?;
                 if op.delete { Ok(()) } else { check_value(&op.value, cfg) }
             })
         }
         Command::CompareAndSwap { key, expected, new } => {
-            check_key(key, desc, cfg)?;
+            check_key(key, desc, key_limit(cfg))?;
             expected.iter().chain(new.iter()).try_for_each(|v| check_value(v, cfg))
         }
     }
 }
 
-fn check_key(key: &[u8], desc: &RangeDescriptor, cfg: &StoreConfig) -> Result<()> {
+/// The longest key accepted: the configured size, never above the hard cap.
+fn key_limit(cfg: &StoreConfig) -> usize {
+    cfg.max_key_size.min(MAX_KEY_SIZE_CAP)
+}
+
+fn check_key(key: &[u8], desc: &RangeDescriptor, max_len: usize) -> Result<()> {
     if key.is_empty() {
         return Err(Error::EmptyKey);
     }
-    let limit = cfg.max_key_size.min(MAX_KEY_SIZE_CAP);
+    let limit = max_len;
     if key.len() > limit {
         return Err(Error::KeyTooLarge { size: key.len(), limit });
     }

@@ -9,7 +9,7 @@
 
 use flotilla_engine::Cf;
 
-use crate::cmd::{Callback, Command, Response};
+use crate::cmd::{Callback, Command, Request, Response};
 use crate::error::{Error, Result};
 use crate::metrics::StoreMetrics;
 use crate::peer::{Peer, PendingRead};
@@ -17,11 +17,12 @@ use crate::store::Store;
 
 impl Peer {
     /// Starts a read: registers it and asks raft-rs for a read index.
-    pub(crate) fn start_read(&mut self, id: u64, command: Command, callback: Callback, now: u64) {
+    pub(crate) fn start_read(&mut self, id: u64, req: Request, callback: Callback, now: u64) {
         self.raw.read_index(id.to_be_bytes().to_vec());
         self.reads.push_back(PendingRead {
             id,
-            command,
+            command: req.command,
+            epoch: req.epoch,
             callback,
             issued_at: now,
             last_try: now,
@@ -50,7 +51,12 @@ impl Peer {
         for read in std::mem::take(&mut self.reads) {
             match read.read_index {
                 Some(index) if index <= applied => {
-                    let result = self.execute_read(&read.command);
+                    // The range may have changed shape (split) since the read was checked.
+                    let result = if read.epoch != self.descriptor().epoch() {
+                        Err(Error::epoch_not_match(self.descriptor(), read.epoch))
+                    } else {
+                        self.execute_read(&read.command)
+                    };
                     StoreMetrics::add(&metrics.read_index_reads, 1);
                     let _ = read.callback.send(result);
                 }
