@@ -129,14 +129,6 @@ impl Engine {
         opts.set_sync(sync);
         self.db.write_opt(batch.inner, &opts).map_err(|e| Error::from_rocks("write a batch", e))
     }
-
-    /// Estimated bytes of live data in `[start, end)` of `cf`, from RocksDB's table
-    /// properties and memtable statistics (cheap; no scan).
-    pub fn approximate_size(&self, cf: Cf, start: &[u8], end: &[u8]) -> u64 {
-        let end = if end.is_empty() { &[0xffu8; 64][..] } else { end };
-        let ranges = [rocksdb::Range::new(start, end)];
-        self.db.get_approximate_sizes_cf(self.cf(cf), &ranges).first().copied().unwrap_or(0)
-    }
 }
 
 fn handle(db: &DB, cf: Cf) -> &ColumnFamily {
