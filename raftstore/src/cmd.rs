@@ -5,7 +5,7 @@
 //! ([`Callback`]), so callers may be threads or async tasks.
 
 use crate::error::Result;
-use crate::metapb::{Epoch, WriteOp};
+use crate::metapb::{Epoch, MetaEntry, RangeDescriptor, WriteOp};
 
 /// One command for one range.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,12 +32,32 @@ pub enum Command {
     /// Set `key` to `new` (delete it when `None`) only if it currently holds `expected`
     /// (is absent when `None`).
     CompareAndSwap { key: Vec<u8>, expected: Option<Vec<u8>>, new: Option<Vec<u8>> },
+    /// Admin: split the range at `split_key` (strictly inside the range). The new right
+    /// range's id is allocated by the leader's store.
+    Split { split_key: Vec<u8> },
+    /// Admin, meta range only: record `entries` (under their meta keys) where they are
+    /// newer than what is stored. Idempotent.
+    UpdateMeta { entries: Vec<MetaEntry> },
 }
 
 impl Command {
     /// True for commands that only read.
     pub fn is_read(&self) -> bool {
         matches!(self, Command::Get { .. } | Command::Scan { .. })
+    }
+
+    /// The key that routes this command (a scan's start, a batch's first key).
+    pub fn key(&self) -> Option<&[u8]> {
+        match self {
+            Command::Get { key }
+            | Command::Put { key, .. }
+            | Command::Delete { key }
+            | Command::CompareAndSwap { key, .. } => Some(key),
+            Command::Scan { start, .. } => Some(start),
+            Command::Split { split_key } => Some(split_key),
+            Command::Batch { ops } => ops.first().map(|op| op.key.as_slice()),
+            Command::UpdateMeta { .. } => None,
+        }
     }
 }
 
@@ -52,6 +72,8 @@ pub enum Response {
     Done,
     /// The outcome of a compare-and-swap and the value the key held before it.
     Swapped { succeeded: bool, previous: Option<Vec<u8>> },
+    /// A split was applied: the range now is `left`, and `right` is new.
+    Split { left: RangeDescriptor, right: RangeDescriptor },
 }
 
 /// Where a store sends the answer to one request.

@@ -38,6 +38,12 @@ pub struct StoreConfig {
     /// Every this many ticks, leaders hand leadership to their range's preferred replica
     /// when it is caught up (0: never).
     pub balance_interval_ticks: u64,
+    /// A range whose keys and values take more than this many bytes is split in two
+    /// (0: never split automatically). Checked on leaders every `split_check_ticks`
+    /// once their applied writes add up to an eighth of it.
+    pub split_size: u64,
+    /// Ticks between looks for ranges due a size check.
+    pub split_check_ticks: u64,
 }
 
 impl Default for StoreConfig {
@@ -56,6 +62,8 @@ impl Default for StoreConfig {
             sync_log: true,
             max_batch_messages: 4096,
             balance_interval_ticks: 10,
+            split_size: 64 << 20,
+            split_check_ticks: 10,
         }
     }
 }

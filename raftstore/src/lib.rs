@@ -11,6 +11,7 @@
 pub mod cmd;
 pub mod config;
 pub mod error;
+pub mod keyspace;
 pub mod metapb;
 pub mod metrics;
 pub mod local;
@@ -24,7 +25,8 @@ pub mod transport;
 pub use cmd::{callback, Callback, Command, Request, Response, ResponseReceiver};
 pub use config::StoreConfig;
 pub use error::{Error, Result};
-pub use metapb::{Epoch, RangeDescriptor, Replica, WriteOp};
+pub use metapb::{Epoch, MetaEntry, RangeDescriptor, Replica, WriteOp};
+pub use operation::{find_split_key, SplitCheckTask};
 pub use metrics::StoreMetrics;
 pub use peer::Peer;
 pub use storage::PeerStorage;

@@ -147,6 +147,43 @@ pub struct RaftCommand {
     pub ops: Vec<WriteOp>,
     #[prost(message, optional, tag = "4")]
     pub condition: Option<Condition>,
+    /// An admin command: split the range (no ops, no condition).
+    #[prost(message, optional, tag = "5")]
+    pub split: Option<SplitRequest>,
+    /// An admin command for the meta range: record these entries where they are newer.
+    #[prost(message, repeated, tag = "6")]
+    pub meta_update: Vec<MetaEntry>,
+}
+
+/// Split a range at `split_key`: the range keeps `[start, split_key)`, and a new range
+/// `new_range_id` takes `[split_key, end)` on the same replicas.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct SplitRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    pub split_key: Vec<u8>,
+    #[prost(uint64, tag = "2")]
+    pub new_range_id: u64,
+}
+
+/// One record of the meta range: a range's descriptor and the leader last seen for it.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct MetaEntry {
+    #[prost(message, optional, tag = "1")]
+    pub descriptor: Option<RangeDescriptor>,
+    #[prost(message, optional, tag = "2")]
+    pub leader: Option<Replica>,
+    /// The Raft term in which `leader` led.
+    #[prost(uint64, tag = "3")]
+    pub term: u64,
+}
+
+impl MetaEntry {
+    /// The order in which meta records replace each other: a newer shape (split,
+    /// membership change), then a later term.
+    pub fn freshness(&self) -> (u64, u64, u64) {
+        let e = self.descriptor.as_ref().map(|d| d.epoch()).unwrap_or_default();
+        (e.version, e.conf_ver, self.term)
+    }
 }
 
 /// A key-value pair inside a snapshot.

@@ -37,6 +37,7 @@ pub(crate) struct PendingRead {
 
 /// One replica of one range on this store.
 pub struct Peer {
+    pub(crate) node_id: u64,
     pub(crate) range_id: u64,
     pub(crate) replica_id: u64,
     pub(crate) raw: RawNode<PeerStorage>,
@@ -48,6 +49,8 @@ pub struct Peer {
     pub(crate) last_transfer: Option<u64>,
     /// Followers a snapshot was queued for this round (reported after `advance`).
     pub(crate) snapshots_sent: Vec<u64>,
+    /// Bytes of keys and values applied since the last size check (for auto-split).
+    pub(crate) written_since_check: u64,
     /// With a seed (the deterministic harness), election timeouts are drawn from it.
     election_seed: Option<u64>,
     /// The (term, role) the election timeout was last drawn for, and how many draws.
@@ -76,12 +79,14 @@ impl Peer {
         let logger = logger.new(slog::o!("range" => range_id, "replica" => replica.replica_id));
         let raw = RawNode::new(&raft_cfg, storage, &logger)?;
         Ok(Peer {
+            node_id,
             range_id,
             replica_id: replica.replica_id,
             raw,
             proposals: VecDeque::new(),
             reads: VecDeque::new(),
             snapshots_sent: Vec::new(),
+            written_since_check: 0,
             last_heard: std::collections::HashMap::new(),
             last_transfer: None,
             election_seed,
@@ -149,6 +154,19 @@ impl Peer {
     /// The index of the last entry in the log.
     pub fn last_log_index(&self) -> u64 {
         self.raw.store().last_index_now()
+    }
+
+    /// The meta record announcing this replica as the range's leader (none for the meta
+    /// range itself, which is not listed in meta, or an uninitialized replica).
+    pub(crate) fn meta_entry(&self) -> Option<crate::metapb::MetaEntry> {
+        if self.range_id == crate::keyspace::META_RANGE_ID || !self.raw.store().is_initialized() {
+            return None;
+        }
+        Some(crate::metapb::MetaEntry {
+            descriptor: Some(self.descriptor().clone()),
+            leader: self.descriptor().replica_on(self.node_id),
+            term: self.term(),
+        })
     }
 
     /// The `NotLeader` error for this range, with this replica's leader hint.

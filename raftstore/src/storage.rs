@@ -18,6 +18,14 @@ use raft::{GetEntriesContext, RaftState, StorageError};
 use crate::error::{corrupt, Result};
 use crate::metapb::{ApplyState, KvPair, RaftLocalState, RangeDescriptor, SnapshotData};
 
+/// The log position a range created by a split starts at (TiKV's convention). A replica
+/// created from a Raft message has an empty log at index 0, so the leader cannot append to
+/// it and must send a snapshot; a replica created by applying the split starts here with
+/// the same state on every node.
+pub const SPLIT_INIT_INDEX: u64 = 5;
+/// The term of the entry at [`SPLIT_INIT_INDEX`].
+pub const SPLIT_INIT_TERM: u64 = 5;
+
 /// One replica's durable Raft state, read through `raft::Storage`.
 pub struct PeerStorage {
     engine: Engine,
@@ -40,6 +48,51 @@ impl PeerStorage {
         let local = RaftLocalState { hard_state: Vec::new(), last_index: 0, last_term: 0 };
         wb.put(Cf::Meta, &keys::hard_state_key(id), &local.encode_to_vec());
         wb.put(Cf::Meta, &keys::apply_state_key(id), &ApplyState::default().encode_to_vec());
+    }
+
+    /// Stages the initial state of the right-hand range `desc` of a split and returns its
+    /// storage: log empty at [`SPLIT_INIT_INDEX`], everything before it applied. No data
+    /// moves: the keys already lie in the engine.
+    pub fn split_init(engine: Engine, desc: RangeDescriptor, wb: &mut WriteBatch) -> PeerStorage {
+        let mut hard_state = HardState::default();
+        hard_state.term = SPLIT_INIT_TERM;
+        hard_state.commit = SPLIT_INIT_INDEX;
+        let apply_state = ApplyState {
+            applied_index: SPLIT_INIT_INDEX,
+            truncated_index: SPLIT_INIT_INDEX,
+            truncated_term: SPLIT_INIT_TERM,
+        };
+        wb.put(Cf::Meta, &keys::descriptor_key(desc.range_id), &desc.encode_to_vec());
+        let mut storage = PeerStorage {
+            engine,
+            desc,
+            hard_state,
+            last_index: SPLIT_INIT_INDEX,
+            last_term: SPLIT_INIT_TERM,
+            apply_state,
+            raft_state_dirty: true,
+            apply_state_dirty: true,
+        };
+        storage.stage_dirty(wb);
+        storage
+    }
+
+    /// The storage of a replica created from a Raft message for a range this store does
+    /// not know yet: no span, no voters, empty log. It stays in memory only, never votes
+    /// (the store drops vote requests to it) and becomes a real replica when a snapshot
+    /// arrives or the split that creates the range applies here.
+    pub fn uninitialized(engine: Engine, range_id: u64, replicas: Vec<crate::metapb::Replica>) -> PeerStorage {
+        let desc = RangeDescriptor { range_id, replicas, ..Default::default() };
+        PeerStorage {
+            engine,
+            desc,
+            hard_state: HardState::default(),
+            last_index: 0,
+            last_term: 0,
+            apply_state: ApplyState::default(),
+            raft_state_dirty: false,
+            apply_state_dirty: false,
+        }
     }
 
     /// Loads the replica of `desc` from the engine.
@@ -75,6 +128,25 @@ impl PeerStorage {
         &self.desc
     }
 
+    /// False for a replica created from a message that has no data or span yet.
+    pub fn is_initialized(&self) -> bool {
+        self.desc.epoch().version > 0
+    }
+
+    /// Records a new descriptor (after a split) in memory and in `wb`.
+    pub fn set_descriptor(&mut self, desc: RangeDescriptor, wb: &mut WriteBatch) {
+        wb.put(Cf::Meta, &keys::descriptor_key(desc.range_id), &desc.encode_to_vec());
+        self.desc = desc;
+    }
+
+    /// Remembers another replica of an uninitialized range (learned from its messages),
+    /// so that answers to it can be addressed.
+    pub(crate) fn learn_replica(&mut self, replica: crate::metapb::Replica) {
+        if !self.is_initialized() && self.desc.replica_by_id(replica.replica_id).is_none() {
+            self.desc.replicas.push(replica);
+        }
+    }
+
     /// How far this replica has applied, and where its log starts.
     pub fn apply_state(&self) -> ApplyState {
         self.apply_state
@@ -92,13 +164,21 @@ impl PeerStorage {
 
     fn conf_state(&self) -> ConfState {
         let mut cs = ConfState::default();
+        if !self.is_initialized() {
+            return cs;
+        }
         cs.voters = self.desc.replicas.iter().map(|r| r.replica_id).collect();
         cs
     }
 
     /// Stages the raft state and apply state if they changed since last staged. Call once
     /// per replica before writing a batch its mutators were given.
+    /// An uninitialized replica stages nothing: it holds no log and casts no votes, so it
+    /// has nothing that must survive a restart.
     pub fn stage_dirty(&mut self, wb: &mut WriteBatch) {
+        if !self.is_initialized() {
+            return;
+        }
         if std::mem::take(&mut self.raft_state_dirty) {
             self.stage_raft_state(wb);
         }
@@ -159,14 +239,17 @@ impl PeerStorage {
         self.apply_state_dirty = true;
     }
 
-    /// Stages the installation of a snapshot: the range's data is replaced by the
-    /// snapshot's, the whole log is dropped, and the log restarts after the snapshot.
+    /// Stages the installation of a snapshot: the data in the snapshot's span is replaced
+    /// by the snapshot's, the whole log is dropped, and the log restarts after the
+    /// snapshot. Only the snapshot's span is cleared: when this replica's old span was
+    /// wider (it missed a split), the rest belongs to the split-off range, whose own
+    /// snapshot clears it. (The store refuses snapshots that overlap another replica.)
     pub fn apply_snapshot(&mut self, snap: &Snapshot, wb: &mut WriteBatch) -> Result<()> {
         let data = SnapshotData::decode(snap.get_data()).map_err(|e| corrupt("snapshot", e))?;
         let desc = data.descriptor.ok_or_else(|| corrupt("snapshot", "no descriptor"))?;
         let meta = snap.get_metadata();
         let id = self.desc.range_id;
-        wb.delete_range(Cf::Data, &self.desc.start, &self.desc.end_bound());
+        wb.delete_range(Cf::Data, &desc.start, &desc.end_bound());
         for KvPair { key, value } in &data.pairs {
             wb.put(Cf::Data, key, value);
         }

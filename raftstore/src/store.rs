@@ -49,6 +49,15 @@ pub struct Store {
     pub(crate) now: u64,
     pub(crate) next_read_id: u64,
     pub(crate) metrics: Arc<StoreMetrics>,
+    pub(crate) election_seed: Option<u64>,
+    pub(crate) logger: slog::Logger,
+    /// Size checks waiting to be handed to a split checker.
+    pub(crate) split_checks: Vec<crate::operation::SplitCheckTask>,
+    /// Meta records to publish to the meta range (splits, new leaders).
+    pub(crate) meta_updates: Vec<crate::metapb::MetaEntry>,
+    /// The next range id to hand out, and the end of the block reserved on disk.
+    pub(crate) next_range_id: u64,
+    pub(crate) reserved_range_id: u64,
 }
 
 impl Store {
@@ -106,6 +115,12 @@ impl Store {
             now: 0,
             next_read_id: 1,
             metrics: Arc::new(StoreMetrics::default()),
+            election_seed: seed,
+            logger,
+            split_checks: Vec::new(),
+            meta_updates: Vec::new(),
+            next_range_id: 0,
+            reserved_range_id: 0,
         })
     }
 
@@ -117,6 +132,11 @@ impl Store {
     /// The store's counters, shareable with other threads.
     pub fn metrics(&self) -> Arc<StoreMetrics> {
         self.metrics.clone()
+    }
+
+    /// The engine the store's replicas live in.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// The configuration the store runs with.
@@ -143,6 +163,7 @@ impl Store {
     pub fn status(&self) -> Vec<RangeStatus> {
         self.peers
             .values()
+            .filter(|p| p.raw.store().is_initialized())
             .map(|p| RangeStatus {
                 descriptor: p.descriptor().clone(),
                 replica_id: p.replica_id,
@@ -165,19 +186,24 @@ impl Store {
     pub fn on_raft_messages(&mut self, batch: Vec<RaftEnvelope>) {
         StoreMetrics::add(&self.metrics.messages_received, batch.len() as u64);
         for env in batch {
-            let Some(peer) = self.peers.get_mut(&env.range_id) else {
-                StoreMetrics::add(&self.metrics.messages_dropped, 1);
-                continue;
-            };
-            if env.to.node_id != self.node_id || env.to.replica_id != peer.replica_id {
-                StoreMetrics::add(&self.metrics.messages_dropped, 1);
-                continue;
-            }
             if let Err(reason) = check_message(&env.message) {
                 tracing::warn!(range = env.range_id, from = env.from.node_id, reason, "dropped malformed raft message");
                 StoreMetrics::add(&self.metrics.messages_dropped, 1);
                 continue;
             }
+            if !self.peers.contains_key(&env.range_id) && !self.maybe_create_peer(&env) {
+                StoreMetrics::add(&self.metrics.messages_dropped, 1);
+                continue;
+            }
+            let peer = &self.peers[&env.range_id];
+            let refused = self.refuse_message(peer, &env);
+            let peer = self.peers.get_mut(&env.range_id).expect("replica exists");
+            if env.to.node_id != self.node_id || env.to.replica_id != peer.replica_id || refused.is_some() {
+                tracing::debug!(range = env.range_id, reason = refused, "dropped raft message");
+                StoreMetrics::add(&self.metrics.messages_dropped, 1);
+                continue;
+            }
+            peer.raw.mut_store().learn_replica(env.from);
             peer.last_heard.insert(env.from.replica_id, self.now);
             if let Err(e) = peer.raw.step(env.message) {
                 tracing::debug!(range = env.range_id, error = %e, "dropped raft message");
@@ -196,6 +222,15 @@ impl Store {
         }
         self.expire_requests();
         self.balance_leaders();
+        if self.now % self.cfg.split_check_ticks.max(1) == 0 {
+            self.schedule_split_checks();
+        }
+    }
+
+    /// Meta records this store's leaders want published in the meta range (after splits
+    /// and leader changes). The caller delivers them with `Command::UpdateMeta`.
+    pub fn take_meta_updates(&mut self) -> Vec<crate::metapb::MetaEntry> {
+        std::mem::take(&mut self.meta_updates)
     }
 
     /// A hash of the range's user data on this replica, for comparing replicas.

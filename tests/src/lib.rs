@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use flotilla_engine::{Engine, EngineOptions};
 use flotilla_raftstore::local::even_ranges;
 use flotilla_raftstore::{
-    callback, Command, Error, RaftEnvelope, RangeDescriptor, Request, Response,
+    callback, find_split_key, Command, Error, RaftEnvelope, RangeDescriptor, Request, Response,
     ResponseReceiver, Store, StoreConfig,
 };
 use rand::rngs::StdRng;
@@ -197,6 +197,13 @@ impl Cluster {
         self.now += 1;
         for store in self.stores.values_mut().flatten() {
             store.tick();
+            // Size checks run inline here; the threaded driver runs them on a worker.
+            for task in store.take_split_checks() {
+                let split_size = store.config().split_size;
+                if let Ok(Some(key)) = find_split_key(store.engine(), &task, split_size) {
+                    store.on_split_key(task.range_id, task.epoch, key);
+                }
+            }
         }
         self.settle();
     }
@@ -321,7 +328,9 @@ impl Cluster {
 
     /// Sends a request into a node's store; the answer arrives as the cluster runs.
     pub fn request(&mut self, node_id: u64, range_id: u64, command: Command) -> ResponseReceiver {
-        let epoch = self.ranges.iter().find(|r| r.range_id == range_id).map(|r| r.epoch());
+        let newest = self.current_ranges();
+        let known = newest.iter().chain(self.ranges.iter()).find(|r| r.range_id == range_id);
+        let epoch = known.map(|r| r.epoch());
         self.request_with_epoch(node_id, range_id, epoch.unwrap_or_default(), command)
     }
 
@@ -364,10 +373,26 @@ impl Cluster {
     /// for the answer. Retries within the budget as a client would: on retryable errors,
     /// and on ambiguous ones (timeouts) unless the command is a compare-and-swap.
     pub fn call(&mut self, range_id: u64, command: Command, max_ticks: u64) -> Result<Response, CallError> {
+        self.call_routed(|_| range_id, command, max_ticks)
+    }
+
+    /// Like [`Cluster::call`] for the range holding `key`, found again before every
+    /// attempt (ranges split).
+    pub fn call_at(&mut self, key: &[u8], command: Command, max_ticks: u64) -> Result<Response, CallError> {
+        self.call_routed(|c| c.range_of(key), command, max_ticks)
+    }
+
+    fn call_routed(
+        &mut self,
+        route: impl Fn(&Cluster) -> u64,
+        command: Command,
+        max_ticks: u64,
+    ) -> Result<Response, CallError> {
         let deadline = self.now + max_ticks;
         let idempotent = !matches!(command, Command::CompareAndSwap { .. });
         loop {
             let left = deadline.saturating_sub(self.now);
+            let range_id = route(self);
             let Some(leader) = self.wait_leader(range_id, left) else {
                 return Err(CallError::NoAnswer { ticks: max_ticks });
             };
@@ -384,25 +409,53 @@ impl Cluster {
         }
     }
 
+    /// Splits the range holding `key` at `key`; returns the two ranges on either side of
+    /// `key` (a retry after an ambiguous attempt finds the split done, which also counts).
+    pub fn split(&mut self, key: &[u8]) -> Result<(RangeDescriptor, RangeDescriptor), CallError> {
+        match self.call_at(key, Command::Split { split_key: key.to_vec() }, 200)? {
+            Response::Split { left, right } => Ok((left, right)),
+            other => panic!("unexpected answer to split: {other:?}"),
+        }
+    }
+
+    /// The newest descriptor of every range any live store knows, in key order.
+    pub fn current_ranges(&self) -> Vec<RangeDescriptor> {
+        let mut newest: BTreeMap<u64, RangeDescriptor> = BTreeMap::new();
+        for store in self.stores.values().flatten() {
+            for st in store.status() {
+                let d = st.descriptor;
+                match newest.get(&d.range_id) {
+                    Some(old) if old.epoch().version >= d.epoch().version => {}
+                    _ => {
+                        newest.insert(d.range_id, d);
+                    }
+                }
+            }
+        }
+        let mut out: Vec<_> = newest.into_values().collect();
+        out.sort_by(|a, b| a.start.cmp(&b.start));
+        out
+    }
+
     /// Puts `key` = `value` in the range holding `key`.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), CallError> {
-        let range_id = self.range_of(key);
         let cmd = Command::Put { key: key.to_vec(), value: value.to_vec() };
-        self.call(range_id, cmd, 200).map(|_| ())
+        self.call_at(key, cmd, 200).map(|_| ())
     }
 
     /// Reads `key` linearizably.
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, CallError> {
-        let range_id = self.range_of(key);
-        match self.call(range_id, Command::Get { key: key.to_vec() }, 200)? {
+        match self.call_at(key, Command::Get { key: key.to_vec() }, 200)? {
             Response::Value(v) => Ok(v),
             other => panic!("unexpected answer to get: {other:?}"),
         }
     }
 
-    /// The id of the range holding `key`.
+    /// The id of the range holding `key`, by the newest descriptors live stores know.
     pub fn range_of(&self, key: &[u8]) -> u64 {
-        self.ranges.iter().find(|r| r.contains(key)).expect("ranges cover all keys").range_id
+        let newest = self.current_ranges();
+        let holder = newest.iter().rev().find(|r| r.contains(key));
+        holder.or_else(|| self.ranges.iter().find(|r| r.contains(key))).expect("ranges cover all keys").range_id
     }
 
     /// Ticks until every live replica of `range_id` has applied the same index as the

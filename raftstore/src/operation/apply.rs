@@ -19,7 +19,7 @@ use raft::prelude::{Entry, EntryType};
 
 use crate::cmd::{Callback, Response};
 use crate::error::{Error, Result};
-use crate::metapb::{RaftCommand, RangeDescriptor};
+use crate::metapb::{MetaEntry, RaftCommand, RangeDescriptor};
 use crate::metrics::StoreMetrics;
 use crate::peer::{Peer, Proposal};
 
@@ -28,6 +28,10 @@ use crate::peer::{Peer, Proposal};
 pub(crate) struct ApplyContext {
     overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
     answers: Vec<(Callback, Result<Response>)>,
+    /// Splits applied in this round, to stage and then create (see `split`).
+    pub(crate) splits: Vec<super::split::SplitOutcome>,
+    /// Meta records this round's leaders publish (splits).
+    pub(crate) meta: Vec<MetaEntry>,
     pub commands_applied: u64,
     pub writes_answered: u64,
 }
@@ -74,8 +78,7 @@ impl Peer {
         for entry in entries {
             let outcome = if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
                 ctx.commands_applied += 1;
-                let engine = self.raw.store().engine().clone();
-                Some(execute(self.descriptor(), &entry.data, &engine, wb, ctx)?)
+                Some(self.apply_command(&entry.data, wb, ctx)?)
             } else {
                 None
             };
@@ -86,6 +89,26 @@ impl Peer {
         }
         self.raw.mut_store().set_applied(last);
         Ok(())
+    }
+
+    /// Applies one command: a split, or writes to this range's data.
+    fn apply_command(&mut self, data: &[u8], wb: &mut WriteBatch, ctx: &mut ApplyContext) -> Result<Result<Response>> {
+        let cmd = match RaftCommand::decode(data) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(Error::InvalidRequest(format!("undecodable command: {e}")))),
+        };
+        if let Some(err) = check_command(self.descriptor(), &cmd) {
+            return Ok(Err(err));
+        }
+        if let Some(split) = &cmd.split {
+            return Ok(self.apply_split(split, wb, ctx));
+        }
+        let engine = self.raw.store().engine().clone();
+        let written = execute(cmd, &engine, wb, ctx)?;
+        if let Ok((_, bytes)) = &written {
+            self.written_since_check += bytes;
+        }
+        Ok(written.map(|(resp, _)| resp))
     }
 
     /// Finds the proposal for the entry at `(index, term)`. Proposals made in older terms
@@ -122,22 +145,15 @@ impl Peer {
     }
 }
 
-/// Executes one command. The outer `Result` is an engine failure (stop the store); the
-/// inner one is the command's deterministic outcome, sent to the client.
+/// Executes one (already checked) write command. The outer `Result` is an engine failure
+/// (stop the store); the inner one is the command's deterministic outcome, sent to the
+/// client, with the bytes it wrote.
 fn execute(
-    desc: &RangeDescriptor,
-    data: &[u8],
+    cmd: RaftCommand,
     engine: &Engine,
     wb: &mut WriteBatch,
     ctx: &mut ApplyContext,
-) -> Result<Result<Response>> {
-    let cmd = match RaftCommand::decode(data) {
-        Ok(c) => c,
-        Err(e) => return Ok(Err(Error::InvalidRequest(format!("undecodable command: {e}")))),
-    };
-    if let Some(err) = check_command(desc, &cmd) {
-        return Ok(Err(err));
-    }
+) -> Result<Result<(Response, u64)>> {
     let mut response = Response::Done;
     if let Some(cond) = &cmd.condition {
         let current = ctx.read(engine, &cond.key)?;
@@ -145,10 +161,15 @@ fn execute(
         let succeeded = current.as_deref() == expected;
         response = Response::Swapped { succeeded, previous: current };
         if !succeeded {
-            return Ok(Ok(response));
+            return Ok(Ok((response, 0)));
         }
     }
+    let mut bytes = 0;
+    for entry in cmd.meta_update {
+        bytes += update_meta(entry, engine, wb, ctx)?;
+    }
     for op in cmd.ops {
+        bytes += (op.key.len() + op.value.len()) as u64;
         if op.delete {
             wb.delete(Cf::Data, &op.key);
             ctx.overlay.insert(op.key, None);
@@ -157,7 +178,22 @@ fn execute(
             ctx.overlay.insert(op.key, Some(op.value));
         }
     }
-    Ok(Ok(response))
+    Ok(Ok((response, bytes)))
+}
+
+/// Records a meta entry under its key unless the stored one is as fresh or fresher.
+fn update_meta(entry: MetaEntry, engine: &Engine, wb: &mut WriteBatch, ctx: &mut ApplyContext) -> Result<u64> {
+    let Some(desc) = &entry.descriptor else { return Ok(0) };
+    let key = crate::keyspace::meta_key(&desc.end);
+    let stored = ctx.read(engine, &key)?.and_then(|b| MetaEntry::decode(b.as_slice()).ok());
+    if stored.is_some_and(|s| s.freshness() >= entry.freshness()) {
+        return Ok(0);
+    }
+    let value = entry.encode_to_vec();
+    wb.put(Cf::Data, &key, &value);
+    let bytes = (key.len() + value.len()) as u64;
+    ctx.overlay.insert(key, Some(value));
+    Ok(bytes)
 }
 
 /// The apply-time checks: the command was proposed under the current epoch and all its
@@ -167,6 +203,12 @@ fn check_command(desc: &RangeDescriptor, cmd: &RaftCommand) -> Option<Error> {
     if requested != desc.epoch() {
         return Some(Error::epoch_not_match(desc, requested));
     }
-    let mut keys = cmd.ops.iter().map(|op| &op.key).chain(cmd.condition.iter().map(|c| &c.key));
+    let meta_keys: Vec<Vec<u8>> = cmd
+        .meta_update
+        .iter()
+        .filter_map(|e| e.descriptor.as_ref().map(|d| crate::keyspace::meta_key(&d.end)))
+        .collect();
+    let mut keys =
+        cmd.ops.iter().map(|op| &op.key).chain(cmd.condition.iter().map(|c| &c.key)).chain(meta_keys.iter());
     keys.find(|k| !desc.contains(k)).map(|k| Error::key_not_in_range(desc, k))
 }

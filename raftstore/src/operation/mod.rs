@@ -5,7 +5,8 @@
 //!   one fsync, send messages per node, apply, answer;
 //! - `apply`: execute committed commands on the state machine;
 //! - `gc`: truncate applied log entries;
-//! - `balance`: hand leadership to each range's preferred replica.
+//! - `balance`: hand leadership to each range's preferred replica;
+//! - `split`: split ranges, create the replicas splits imply, find split keys.
 
 mod apply;
 mod balance;
@@ -13,5 +14,7 @@ mod gc;
 mod propose;
 mod read;
 mod ready;
+mod split;
 
 pub(crate) use apply::ApplyContext;
+pub use split::{find_split_key, SplitCheckTask};

@@ -7,10 +7,10 @@
 
 use prost::Message as _;
 
-use crate::cmd::{Callback, Command, Request};
+use crate::cmd::{Callback, Command, Request, Response};
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
-use crate::metapb::{Condition, RaftCommand, RangeDescriptor, WriteOp, MAX_KEY_SIZE_CAP};
+use crate::metapb::{Condition, RaftCommand, RangeDescriptor, SplitRequest, WriteOp, MAX_KEY_SIZE_CAP};
 use crate::peer::{Peer, Proposal};
 use crate::store::Store;
 
@@ -18,31 +18,66 @@ impl Store {
     /// Accepts one request; its answer arrives on `callback`.
     pub fn on_request(&mut self, req: Request, callback: Callback) {
         let _span = tracing::debug_span!("request", node = self.node_id, range = req.range_id).entered();
-        let now = self.now;
-        let node_id = self.node_id;
-        let Some(peer) = self.peers.get_mut(&req.range_id) else {
-            let _ = callback.send(Err(Error::RangeNotFound { range_id: req.range_id, node_id }));
-            return;
-        };
-        if let Err(e) = check_request(&req, peer.descriptor(), &self.cfg) {
+        if let Err(e) = self.check_routing(&req) {
             let _ = callback.send(Err(e));
             return;
         }
-        if !peer.is_leader() {
-            let _ = callback.send(Err(peer.not_leader()));
-            return;
-        }
+        let now = self.now;
         self.touched.insert(req.range_id);
         if req.command.is_read() {
             let id = self.next_read_id;
             self.next_read_id += 1;
-            peer.start_read(id, req, callback, now);
+            self.peers.get_mut(&req.range_id).expect("checked").start_read(id, req, callback, now);
             return;
         }
-        let Some(cmd) = to_raft_command(&req) else { return };
+        let cmd = match self.prepare_command(&req) {
+            Ok(Some(cmd)) => cmd,
+            Ok(None) => return,
+            Err(done) => {
+                let _ = callback.send(done);
+                return;
+            }
+        };
+        let peer = self.peers.get_mut(&req.range_id).expect("checked");
         if let Err(e) = peer.propose_write(&cmd, callback, now) {
             tracing::debug!(range = req.range_id, error = %e, "proposal refused");
         }
+    }
+
+    /// The range is hosted here, the request fits it, and this replica leads.
+    fn check_routing(&self, req: &Request) -> Result<()> {
+        let hosted = self.peers.get(&req.range_id).filter(|p| p.raw.store().is_initialized());
+        let Some(peer) = hosted else {
+            return Err(Error::RangeNotFound { range_id: req.range_id, node_id: self.node_id });
+        };
+        if let Err(mut e) = check_request(req, peer.descriptor(), &self.cfg) {
+            if let (Error::EpochNotMatch { current, .. }, Some(key)) = (&mut e, req.command.key()) {
+                // Also name the range that holds the key now, so a router whose cache
+                // predates a split learns where to go in one step.
+                let holder = self.peers.values().map(|p| p.descriptor()).find(|d| d.contains(key));
+                current.extend(holder.filter(|d| d.range_id != req.range_id).cloned());
+            }
+            return Err(e);
+        }
+        if !peer.is_leader() {
+            return Err(peer.not_leader());
+        }
+        Ok(())
+    }
+
+    /// The replicated form of a write, with a new range id for a split. `Err` holds the
+    /// answer when there is nothing to propose (a split that is already done, or an
+    /// allocation failure).
+    fn prepare_command(&mut self, req: &Request) -> std::result::Result<Option<RaftCommand>, Result<Response>> {
+        let Some(mut cmd) = to_raft_command(req) else { return Ok(None) };
+        if let Some(split) = cmd.split.as_mut() {
+            let desc = self.peers[&req.range_id].descriptor();
+            if split.split_key == desc.start {
+                return Err(self.already_split(desc.clone()));
+            }
+            split.new_range_id = self.alloc_range_id().map_err(Err)?;
+        }
+        Ok(Some(cmd))
     }
 }
 
@@ -101,6 +136,22 @@ pub(crate) fn check_request(req: &Request, desc: &RangeDescriptor, cfg: &StoreCo
             check_key(key, desc, key_limit(cfg))?;
             expected.iter().chain(new.iter()).try_for_each(|v| check_value(v, cfg))
         }
+        Command::Split { split_key } => {
+            check_key(split_key, desc, key_limit(cfg))?;
+            if req.range_id == crate::keyspace::META_RANGE_ID {
+                return Err(Error::InvalidRequest("the meta range does not split".into()));
+            }
+            Ok(())
+        }
+        Command::UpdateMeta { entries } => {
+            if req.range_id != crate::keyspace::META_RANGE_ID {
+                return Err(Error::InvalidRequest("meta updates go to the meta range".into()));
+            }
+            if entries.is_empty() || entries.iter().any(|e| e.descriptor.is_none()) {
+                return Err(Error::InvalidRequest("meta updates need descriptors".into()));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -148,7 +199,18 @@ fn to_raft_command(req: &Request) -> Option<RaftCommand> {
             };
             (vec![op], Some(cond))
         }
+        Command::Split { split_key } => {
+            let split = SplitRequest { split_key: split_key.clone(), new_range_id: 0 };
+            return Some(RaftCommand { split: Some(split), ..base(req) });
+        }
+        Command::UpdateMeta { entries } => {
+            return Some(RaftCommand { meta_update: entries.clone(), ..base(req) });
+        }
         Command::Get { .. } | Command::Scan { .. } => return None,
     };
-    Some(RaftCommand { range_id: req.range_id, epoch: Some(req.epoch), ops, condition })
+    Some(RaftCommand { ops, condition, ..base(req) })
+}
+
+fn base(req: &Request) -> RaftCommand {
+    RaftCommand { range_id: req.range_id, epoch: Some(req.epoch), ..Default::default() }
 }

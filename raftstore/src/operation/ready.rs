@@ -32,6 +32,10 @@ impl Store {
         let mut ctx = ApplyContext::default();
         let readied = self.persist_readies(&touched, &mut ctx)?;
         self.advance_readies(readied, &mut ctx)?;
+        // Only now, with every Ready of the round advanced, may a split-created replica
+        // replace an uninitialized one.
+        self.create_split_peers(&mut ctx)?;
+        self.meta_updates.append(&mut ctx.meta);
         for id in &touched {
             if let Some(peer) = self.peers.get_mut(id) {
                 peer.serve_reads(&self.metrics);
@@ -61,6 +65,9 @@ impl Store {
                 continue;
             }
             let mut rd = peer.raw.ready();
+            if rd.ss().is_some_and(|ss| ss.raft_state == raft::StateRole::Leader) {
+                self.meta_updates.extend(peer.meta_entry());
+            }
             queue_messages(&mut self.outbox, self.node_id, peer, rd.take_messages());
             if let Some(hs) = rd.hs() {
                 // Staged first: an early flush for a snapshot must not persist the old term.
@@ -81,6 +88,7 @@ impl Store {
             peer.on_read_states(rd.take_read_states());
             must_sync |= rd.must_sync();
             readied.push((*id, rd));
+            self.stage_splits(&mut wb, ctx);
         }
         fail::fail_point!("raftstore::before_log_write", |_| Err(self.crashed_here()));
         if !wb.is_empty() {
@@ -115,6 +123,7 @@ impl Store {
             queue_messages(&mut self.outbox, self.node_id, peer, light.take_messages());
             peer.apply_entries(light.take_committed_entries(), &mut wb, ctx)?;
             advanced.push(id);
+            self.stage_splits(&mut wb, ctx);
         }
         for id in &advanced {
             if let Some(peer) = self.peers.get_mut(id) {

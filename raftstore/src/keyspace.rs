@@ -1,0 +1,136 @@
+//! The layout of the replicated key space: which keys hold user data and which hold the
+//! cluster's own metadata.
+//!
+//! The store itself treats keys as opaque bytes; this module is the one place that says
+//! how the router and the bootstrap code carve them up:
+//!
+//! - `[ "", "u" )` is the **meta range** (always range [`META_RANGE_ID`], never split). It
+//!   holds one [`MetaEntry`](crate::metapb::MetaEntry) per range, under
+//!   `"m" + end key` (`"m\xff"` for the last, unbounded range), so the range holding a key
+//!   is the first record whose key sorts above `"m" + key`.
+//! - `[ "u", ∞ )` is user data: user key `k` is stored as `"u" + k`, so user keys sort
+//!   naturally and can never collide with metadata.
+
+use crate::metapb::{Epoch, RangeDescriptor, Replica};
+
+/// The id of the meta range.
+pub const META_RANGE_ID: u64 = 1;
+/// The first byte of every user key as stored.
+pub const USER_PREFIX: u8 = b'u';
+/// The first byte of every meta record key.
+pub const META_PREFIX: u8 = b'm';
+
+/// The stored form of user key `key`.
+pub fn user_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(USER_PREFIX);
+    k.extend_from_slice(key);
+    k
+}
+
+/// The user key of a stored key, or `None` for a key outside the user span.
+pub fn decode_user_key(stored: &[u8]) -> Option<&[u8]> {
+    match stored.split_first() {
+        Some((&USER_PREFIX, rest)) => Some(rest),
+        _ => None,
+    }
+}
+
+/// The stored end of the user span for an exclusive user bound (empty: unbounded).
+pub fn user_end(end: &[u8]) -> Vec<u8> {
+    if end.is_empty() {
+        Vec::new()
+    } else {
+        user_key(end)
+    }
+}
+
+/// The meta record key of a range ending at `end` (stored form; empty = unbounded).
+pub fn meta_key(end: &[u8]) -> Vec<u8> {
+    if end.is_empty() {
+        return vec![META_PREFIX, 0xff];
+    }
+    let mut k = Vec::with_capacity(end.len() + 1);
+    k.push(META_PREFIX);
+    k.extend_from_slice(end);
+    k
+}
+
+/// The start of a meta scan for the range holding stored key `key`: the first record
+/// strictly above `"m" + key`.
+pub fn meta_lookup_start(key: &[u8]) -> Vec<u8> {
+    let mut k = meta_key(key);
+    k.push(0);
+    k
+}
+
+/// The end of every meta scan.
+pub fn meta_scan_end() -> Vec<u8> {
+    vec![META_PREFIX + 1]
+}
+
+/// True for a stored key inside the meta range.
+pub fn is_meta_key(key: &[u8]) -> bool {
+    key < [USER_PREFIX].as_slice()
+}
+
+/// The ranges of a new cluster: the meta range, then `user_ranges` ranges covering the
+/// user span, split evenly over the first two bytes of user keys, each replicated on
+/// nodes `1..=nodes` (replica id = `range_id * 100 + node_id`).
+pub fn initial_ranges(user_ranges: u64, nodes: u64) -> Vec<RangeDescriptor> {
+    let count = user_ranges.clamp(1, 65_536);
+    let replicas = |range_id: u64| -> Vec<Replica> {
+        (1..=nodes).map(|n| Replica { node_id: n, replica_id: range_id * 100 + n }).collect()
+    };
+    let epoch = Some(Epoch { version: 1, conf_ver: 1 });
+    let mut out = vec![RangeDescriptor {
+        range_id: META_RANGE_ID,
+        start: Vec::new(),
+        end: vec![USER_PREFIX],
+        epoch,
+        replicas: replicas(META_RANGE_ID),
+    }];
+    let bound = |j: u64| -> Vec<u8> {
+        match j {
+            0 => vec![USER_PREFIX],
+            j if j == count => Vec::new(),
+            j => user_key(&((j * 65_536 / count) as u16).to_be_bytes()),
+        }
+    };
+    for i in 0..count {
+        let range_id = META_RANGE_ID + 1 + i;
+        let (start, end) = (bound(i), bound(i + 1));
+        out.push(RangeDescriptor { range_id, start, end, epoch, replicas: replicas(range_id) });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_lookup_finds_the_covering_record() {
+        let ends: Vec<Vec<u8>> = vec![user_key(b"g"), user_key(b"p"), Vec::new()];
+        let mut records: Vec<Vec<u8>> = ends.iter().map(|e| meta_key(e)).collect();
+        records.sort();
+        let find = |key: &[u8]| records.iter().position(|r| r.as_slice() >= meta_lookup_start(key).as_slice());
+        assert_eq!(find(&user_key(b"a")), Some(0));
+        assert_eq!(find(&user_key(b"g")), Some(1), "a range's end key belongs to the next range");
+        assert_eq!(find(&user_key(b"zzz")), Some(2));
+        assert_eq!(find(&user_key(&[0xff; 300])), Some(2));
+    }
+
+    #[test]
+    fn initial_ranges_tile_the_key_space() {
+        let ranges = initial_ranges(4, 3);
+        assert_eq!(ranges.len(), 5);
+        assert!(ranges[0].contains(&meta_key(b"")) && !ranges[0].contains(&user_key(b"")));
+        for w in ranges.windows(2) {
+            assert_eq!(w[0].end, w[1].start);
+        }
+        assert!(ranges.last().unwrap().end.is_empty());
+        assert!(is_meta_key(&meta_key(&user_key(b"x"))) && !is_meta_key(&user_key(b"")));
+        assert_eq!(decode_user_key(&user_key(b"k")), Some(b"k".as_slice()));
+    }
+}
