@@ -1,8 +1,10 @@
-//! A seeded random fault schedule over many ranges with concurrent clients.
+//! A seeded random fault schedule over many ranges with concurrent clients, while ranges
+//! split.
 //!
 //! Each client owns a few keys and writes increasing versions to them one at a time, and
 //! reads them back. Faults: random drops, delays, duplicates, partitions, isolation and
-//! restarts. Checks, after healing: every acknowledged write is present (a key holds a
+//! restarts, and splits at random client keys proposed in the middle of it all. Checks,
+//! after healing: every acknowledged write is present (a key holds a
 //! version at least its last acknowledged one), nothing appears that was never written,
 //! every read returned a version between the last acknowledged before it began and the
 //! last attempted before it ended, and all replicas of each range hold identical data.
@@ -95,8 +97,15 @@ fn run(seed: u64) {
         assert!(v >= state.acked, "key {k}: acknowledged v{} lost, found v{v}", state.acked);
         assert!(v <= state.attempted, "key {k}: v{v} was never written");
     }
-    for r in c.ranges().to_vec() {
+    let ranges = c.current_ranges();
+    eprintln!("seed {seed}: {} ranges after splits", ranges.len());
+    assert!(ranges.len() > c.ranges().len(), "seed {seed}: no split happened");
+    for w in ranges.windows(2) {
+        assert_eq!(w[0].end, w[1].start, "seed {seed}: ranges do not tile the key space");
+    }
+    for r in ranges {
         let d = c.digests(r.range_id, 200);
+        assert_eq!(d.len(), 3, "seed {seed}: range {} is missing on a node: {d:?}", r.range_id);
         let first = d.values().next().copied();
         let state: Vec<_> = c
             .node_ids()
@@ -145,6 +154,14 @@ fn inject_faults(c: &mut Cluster, filters: &mut Vec<u64>, stopped: &mut Option<u
     }
     if c.rng.gen_bool(0.3) {
         filters.push(c.add_filter(DropRandom(0.05)));
+    }
+    if c.rng.gen_bool(0.6) {
+        // Split the range of a random client key at that key; the outcome is not awaited.
+        let at = key_name(c.rng.gen_range(0..CLIENTS * KEYS_PER_CLIENT));
+        let range = c.range_of(&at);
+        if let Some(leader) = c.leader_of(range) {
+            drop(c.request(leader, range, Command::Split { split_key: at }));
+        }
     }
 }
 
