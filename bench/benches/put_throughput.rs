@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use flotilla_bench::{concurrent_puts, local_db, random_key, syncs_and_writes};
 use flotilla_engine::{Cf, Engine, EngineOptions};
-use flotilla_raftstore::local::{even_ranges, LocalCluster};
+use flotilla_raftstore::keyspace::{decode_user_key, initial_ranges};
+use flotilla_raftstore::local::LocalCluster;
 use flotilla_raftstore::StoreConfig;
 use rand::SeedableRng;
 
@@ -63,12 +64,12 @@ fn cluster_puts(c: &mut Criterion) {
     for ranges in [1u64, 64, 1024] {
         let dir = tempfile::tempdir().unwrap();
         let cfg = StoreConfig::default();
-        let cluster = Arc::new(LocalCluster::start(dir.path(), 3, even_ranges(ranges, 3), cfg).unwrap());
-        let db = local_db(&cluster);
+        let cluster = Arc::new(LocalCluster::start(dir.path(), 3, initial_ranges(ranges, 3), cfg).unwrap());
+        let db = local_db(&rt, &cluster);
         // Wait for every range to elect and serve once.
         rt.block_on(async {
-            for r in cluster.ranges() {
-                let mut key = r.start.clone();
+            for r in &cluster.ranges()[1..] {
+                let mut key = decode_user_key(&r.start).expect("a user range").to_vec();
                 key.push(0);
                 db.put(&key, b"warm").await.unwrap();
             }

@@ -5,15 +5,17 @@ use std::time::{Duration, Instant};
 
 use flotilla_raftstore::local::LocalCluster;
 use flotilla_raftstore::StoreMetrics;
-use flotilla_router::{Db, RetryPolicy, Router};
+use flotilla_router::local::open_local;
+use flotilla_router::Db;
 use rand::{Rng, SeedableRng};
 
 /// The embeddable API over an in-process cluster.
-pub type LocalDb = Db<Arc<LocalCluster>, Arc<LocalCluster>>;
+pub type LocalDb = Db<Arc<LocalCluster>>;
 
-/// A `Db` over `cluster`.
-pub fn local_db(cluster: &Arc<LocalCluster>) -> Arc<LocalDb> {
-    Arc::new(Db::new(Router::new(cluster.clone(), cluster.clone(), RetryPolicy::default())))
+/// A `Db` over `cluster`, its meta publisher running on `rt`.
+pub fn local_db(rt: &tokio::runtime::Runtime, cluster: &Arc<LocalCluster>) -> Arc<LocalDb> {
+    let _guard = rt.enter();
+    open_local(cluster)
 }
 
 /// A random 16-byte key (uniform over the key space, so over the ranges).

@@ -2,9 +2,10 @@
 //! data directory, joined by a [`LocalTransport`]. It backs the demo, the benchmarks and
 //! examples until the server and router land.
 //!
-//! Ranges are fixed at bootstrap (every node holds a replica of every range). Routing is
-//! not done here: the router crate's `Db` runs over a `LocalCluster` (it implements the
-//! router's `NodeClient` and `RangeSource`).
+//! Every node holds a replica of every range; ranges split as they grow. Routing is not
+//! done here: the router crate's `Db` runs over a `LocalCluster` (it implements the
+//! router's `NodeClient`), and the meta records the nodes produce are handed out through
+//! [`LocalCluster::take_meta_updates`] for the router to publish to the meta range.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,12 +15,14 @@ use flotilla_engine::{Engine, EngineOptions};
 
 use crate::config::StoreConfig;
 use crate::error::Result;
-use crate::metapb::{Epoch, RangeDescriptor, Replica};
-use crate::node::{Node, StoreMsg};
+use crate::metapb::{Epoch, MetaEntry, RangeDescriptor, Replica};
+use crate::node::{MetaSink, Node, StoreMsg};
 use crate::store::Store;
 use crate::transport::LocalTransport;
 
 /// `count` ranges covering the whole key space, split evenly over the first two key bytes,
+/// with no meta range (for tests of the store alone; a cluster uses
+/// [`keyspace::initial_ranges`](crate::keyspace::initial_ranges)),
 /// each replicated on nodes `1..=nodes` (replica id = `range_id * 100 + node_id`).
 pub fn even_ranges(count: u64, nodes: u64) -> Vec<RangeDescriptor> {
     let count = count.clamp(1, 65_536);
@@ -53,6 +56,8 @@ pub struct LocalCluster {
     transport: LocalTransport,
     nodes: HashMap<u64, Node>,
     ranges: Vec<RangeDescriptor>,
+    meta_tx: tokio::sync::mpsc::UnboundedSender<Vec<MetaEntry>>,
+    meta_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Vec<MetaEntry>>>>,
 }
 
 impl LocalCluster {
@@ -63,12 +68,15 @@ impl LocalCluster {
         ranges: Vec<RangeDescriptor>,
         cfg: StoreConfig,
     ) -> Result<LocalCluster> {
+        let (meta_tx, meta_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut cluster = LocalCluster {
             root: root.to_path_buf(),
             cfg,
             transport: LocalTransport::new(),
             nodes: HashMap::new(),
             ranges,
+            meta_tx,
+            meta_rx: std::sync::Mutex::new(Some(meta_rx)),
         };
         for node_id in 1..=node_count {
             cluster.start_node(node_id)?;
@@ -84,7 +92,11 @@ impl LocalCluster {
             Store::bootstrap(&engine, node_id, &self.ranges)?;
         }
         let store = Store::open(node_id, engine, self.cfg.clone())?;
-        let node = Node::start(store, Arc::new(self.transport.clone()));
+        let meta_tx = self.meta_tx.clone();
+        let sink: MetaSink = Arc::new(move |entries| {
+            let _ = meta_tx.send(entries);
+        });
+        let node = Node::start(store, Arc::new(self.transport.clone()), Some(sink));
         let mailbox = node.mailbox();
         self.transport.register(node_id, move |batch| {
             let _ = mailbox.send(StoreMsg::Raft(batch));
@@ -108,10 +120,9 @@ impl LocalCluster {
         &self.ranges
     }
 
-    /// The range holding `key`.
-    pub fn range_for(&self, key: &[u8]) -> &RangeDescriptor {
-        let i = self.ranges.partition_point(|r| !r.end.is_empty() && r.end.as_slice() <= key);
-        &self.ranges[i.min(self.ranges.len() - 1)]
+    /// The meta records every node produces (once; later calls get `None`).
+    pub fn take_meta_updates(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Vec<MetaEntry>>> {
+        self.meta_rx.lock().ok()?.take()
     }
 
     /// Stops every node.

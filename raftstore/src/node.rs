@@ -6,6 +6,11 @@
 //! one fsync, one transport flush per destination node. A storage failure stops the
 //! poller; callers whose requests were in flight see their channel close
 //! ([`Error::StoreStopped`]).
+//!
+//! Size checks for auto-split scan whole ranges, so they run on a second thread per node
+//! (`split-check-N`), which reads through an engine snapshot and posts the split key back
+//! into the mailbox. Meta records the store produces (after splits and leader changes)
+//! go to a [`MetaSink`], which publishes them to the meta range.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -15,7 +20,9 @@ use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender, TryRecvError}
 
 use crate::cmd::{callback, Callback, Request, ResponseReceiver};
 use crate::error::Error;
+use crate::metapb::{Epoch, MetaEntry};
 use crate::metrics::StoreMetrics;
+use crate::operation::{find_split_key, SplitCheckTask};
 use crate::store::{RangeStatus, Store};
 use crate::transport::{RaftEnvelope, Transport};
 
@@ -27,29 +34,38 @@ pub enum StoreMsg {
     Request(Request, Callback),
     /// Report every replica's state.
     Status(tokio::sync::oneshot::Sender<Vec<RangeStatus>>),
+    /// A size check found that `range_id` (at `epoch`) should split at `split_key`.
+    SplitKey { range_id: u64, epoch: Epoch, split_key: Vec<u8> },
     /// Stop the poller after this round.
     Stop,
 }
+
+/// Where a node hands the meta records its store produces.
+pub type MetaSink = Arc<dyn Fn(Vec<MetaEntry>) + Send + Sync>;
 
 /// A running store: its mailbox and its poller thread.
 pub struct Node {
     node_id: u64,
     mailbox: Sender<StoreMsg>,
     metrics: Arc<StoreMetrics>,
-    thread: Option<JoinHandle<()>>,
+    /// The poller, then the split checker (which ends once the poller is gone).
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Node {
-    /// Starts the poller thread for `store`, sending its messages through `transport`.
-    pub fn start(store: Store, transport: Arc<dyn Transport>) -> Node {
+    /// Starts the poller thread for `store`, sending its messages through `transport`
+    /// and its meta records to `meta_sink` (dropped when `None`).
+    pub fn start(store: Store, transport: Arc<dyn Transport>, meta_sink: Option<MetaSink>) -> Node {
         let (tx, rx) = channel::unbounded();
         let node_id = store.node_id();
         let metrics = store.metrics();
+        let (checker, checker_thread) = start_split_checker(&store, tx.clone());
+        let sinks = Sinks { transport, meta: meta_sink, checker };
         let thread = std::thread::Builder::new()
             .name(format!("poller-{node_id}"))
-            .spawn(move || poll_loop(store, rx, transport))
+            .spawn(move || poll_loop(store, rx, sinks))
             .expect("spawn poller thread");
-        Node { node_id, mailbox: tx, metrics, thread: Some(thread) }
+        Node { node_id, mailbox: tx, metrics, threads: vec![thread, checker_thread] }
     }
 
     /// This node's id.
@@ -95,7 +111,7 @@ impl Node {
 
     fn shutdown(&mut self) {
         let _ = self.mailbox.send(StoreMsg::Stop);
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -107,7 +123,40 @@ impl Drop for Node {
     }
 }
 
-fn poll_loop(mut store: Store, rx: Receiver<StoreMsg>, transport: Arc<dyn Transport>) {
+/// Where a poller's output goes.
+struct Sinks {
+    transport: Arc<dyn Transport>,
+    meta: Option<MetaSink>,
+    checker: Sender<SplitCheckTask>,
+}
+
+/// Starts the thread that runs size checks for `store` and posts split keys back into
+/// `mailbox`. It ends when the poller (the only sender of tasks) is gone.
+fn start_split_checker(store: &Store, mailbox: Sender<StoreMsg>) -> (Sender<SplitCheckTask>, JoinHandle<()>) {
+    let (tx, rx) = channel::unbounded::<SplitCheckTask>();
+    let engine = store.engine().clone();
+    let split_size = store.config().split_size;
+    let thread = std::thread::Builder::new()
+        .name(format!("split-check-{}", store.node_id()))
+        .spawn(move || {
+            for task in rx {
+                match find_split_key(&engine, &task, split_size) {
+                    Ok(Some(split_key)) => {
+                        let msg = StoreMsg::SplitKey { range_id: task.range_id, epoch: task.epoch, split_key };
+                        if mailbox.send(msg).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(range = task.range_id, error = %e, "size check failed"),
+                }
+            }
+        })
+        .expect("spawn split check thread");
+    (tx, thread)
+}
+
+fn poll_loop(mut store: Store, rx: Receiver<StoreMsg>, sinks: Sinks) {
     let tick = store.config().tick_interval;
     let max_batch = store.config().max_batch_messages;
     let mut next_tick = Instant::now() + tick;
@@ -138,8 +187,15 @@ fn poll_loop(mut store: Store, rx: Receiver<StoreMsg>, transport: Arc<dyn Transp
             store.tick();
             next_tick = (next_tick + tick).max(Instant::now());
         }
+        for task in store.take_split_checks() {
+            let _ = sinks.checker.send(task);
+        }
+        let meta = store.take_meta_updates();
+        if let (Some(sink), false) = (&sinks.meta, meta.is_empty()) {
+            sink(meta);
+        }
         match store.end_round() {
-            Ok(out) => out.into_iter().for_each(|(to, batch)| transport.send(to, batch)),
+            Ok(out) => out.into_iter().for_each(|(to, batch)| sinks.transport.send(to, batch)),
             Err(e) => {
                 tracing::error!(node = store.node_id(), error = %e, "storage failure; stopping store");
                 return;
@@ -155,6 +211,7 @@ fn handle(store: &mut Store, msg: StoreMsg) -> bool {
         StoreMsg::Status(tx) => {
             let _ = tx.send(store.status());
         }
+        StoreMsg::SplitKey { range_id, epoch, split_key } => store.on_split_key(range_id, epoch, split_key),
         StoreMsg::Stop => return false,
     }
     true

@@ -77,6 +77,14 @@ impl Store {
             }
             PeerStorage::bootstrap(desc, &mut wb);
         }
+        let meta = descs.iter().find(|d| d.range_id == crate::keyspace::META_RANGE_ID);
+        if let Some(meta) = meta.filter(|m| m.contains(&crate::keyspace::meta_key(b""))) {
+            // The meta range starts out listing every other range (no leaders yet).
+            for desc in descs.iter().filter(|d| d.range_id != meta.range_id) {
+                let entry = crate::metapb::MetaEntry { descriptor: Some(desc.clone()), leader: None, term: 0 };
+                wb.put(Cf::Data, &crate::keyspace::meta_key(&desc.end), &entry.encode_to_vec());
+            }
+        }
         engine.write(wb, true)?;
         Ok(())
     }

@@ -1,38 +1,65 @@
 //! [`Db`]: the embeddable key-value API over a [`Router`].
 //!
-//! Single-key operations go to the key's range. `batch` is atomic, and so must stay within
+//! User keys are stored under the user prefix of the key space (`keyspace::user_key`), so
+//! they can never collide with the meta range; callers never see the prefix. Single-key
+//! operations go to the key's range. `batch` is atomic, and so must stay within
 //! one range: a batch whose keys span ranges is refused with `InvalidRequest` (split it
 //! per range; cross-range atomicity needs transactions, which Flotilla does not have).
 //! `scan` walks the ranges in key order, continuing at each range's end, so it sees each
 //! range at a different moment: every pair returned was current when its range was read,
 //! but the scan as a whole is not one snapshot.
 
-use flotilla_raftstore::{Command, Response, WriteOp};
+use flotilla_raftstore::keyspace::{decode_user_key, user_end, user_key};
+use flotilla_raftstore::{Command, Error as StoreError, RangeDescriptor, Response, WriteOp};
 
 use crate::error::{Error, Result};
-use crate::router::{NodeClient, RangeSource, Router};
+use crate::router::{NodeClient, Router};
 
 /// Pairs asked of one range per scan request.
 const SCAN_CHUNK: usize = 1000;
 
 /// The key-value API.
-pub struct Db<C, S> {
-    router: Router<C, S>,
+pub struct Db<C> {
+    router: Router<C>,
 }
 
 fn unexpected(resp: Response) -> Error {
-    Error::InvalidRequest(flotilla_raftstore::Error::InvalidRequest(format!("unexpected answer {resp:?}")))
+    Error::InvalidRequest(StoreError::InvalidRequest(format!("unexpected answer {resp:?}")))
 }
 
-impl<C: NodeClient, S: RangeSource> Db<C, S> {
+/// The stored form of a user key; empty keys are refused here, where the caller can still
+/// see that the key is empty (stored, it has the prefix).
+fn stored(key: &[u8]) -> Result<Vec<u8>> {
+    if key.is_empty() {
+        return Err(Error::InvalidRequest(StoreError::EmptyKey));
+    }
+    Ok(user_key(key))
+}
+
+/// Speaks of user keys in errors: stored keys and their limit carry the one-byte prefix.
+fn user_error(e: Error) -> Error {
+    match e {
+        Error::InvalidRequest(StoreError::KeyTooLarge { size, limit }) => {
+            Error::InvalidRequest(StoreError::KeyTooLarge { size: size - 1, limit: limit - 1 })
+        }
+        other => other,
+    }
+}
+
+impl<C: NodeClient> Db<C> {
     /// A handle over `router`.
-    pub fn new(router: Router<C, S>) -> Self {
+    pub fn new(router: Router<C>) -> Self {
         Db { router }
+    }
+
+    async fn run(&self, key: &[u8], command: Command) -> Result<(RangeDescriptor, Response)> {
+        self.router.execute(key, command).await.map_err(user_error)
     }
 
     /// The value of `key`, read linearizably.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        match self.router.execute(key, Command::Get { key: key.to_vec() }).await? {
+        let key = stored(key)?;
+        match self.run(&key, Command::Get { key: key.clone() }).await? {
             (_, Response::Value(v)) => Ok(v),
             (_, other) => Err(unexpected(other)),
         }
@@ -40,13 +67,31 @@ impl<C: NodeClient, S: RangeSource> Db<C, S> {
 
     /// Sets `key` to `value`.
     pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        let cmd = Command::Put { key: key.to_vec(), value: value.to_vec() };
-        self.router.execute(key, cmd).await.map(|_| ())
+        let key = stored(key)?;
+        let cmd = Command::Put { key: key.clone(), value: value.to_vec() };
+        self.run(&key, cmd).await.map(|_| ())
     }
 
     /// Removes `key`.
     pub async fn delete(&self, key: &[u8]) -> Result<()> {
-        self.router.execute(key, Command::Delete { key: key.to_vec() }).await.map(|_| ())
+        let key = stored(key)?;
+        self.run(&key, Command::Delete { key: key.clone() }).await.map(|_| ())
+    }
+
+    /// Splits the range holding `key` so that a range starts at `key` (an admin
+    /// operation; ranges also split by themselves as they grow). Returns the ranges on
+    /// either side, with their spans in stored form. Splitting where a range already
+    /// starts succeeds without change.
+    pub async fn split(&self, key: &[u8]) -> Result<(RangeDescriptor, RangeDescriptor)> {
+        let key = stored(key)?;
+        match self.run(&key, Command::Split { split_key: key.clone() }).await? {
+            (_, Response::Split { left, right }) => {
+                self.router.learn_range(left.clone());
+                self.router.learn_range(right.clone());
+                Ok((left, right))
+            }
+            (_, other) => Err(unexpected(other)),
+        }
     }
 
     /// Sets `key` to `new` (deletes it for `None`) if it holds `expected` (is absent for
@@ -57,12 +102,13 @@ impl<C: NodeClient, S: RangeSource> Db<C, S> {
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<(bool, Option<Vec<u8>>)> {
+        let key = stored(key)?;
         let cmd = Command::CompareAndSwap {
-            key: key.to_vec(),
+            key: key.clone(),
             expected: expected.map(<[u8]>::to_vec),
             new: new.map(<[u8]>::to_vec),
         };
-        match self.router.execute(key, cmd).await? {
+        match self.run(&key, cmd).await? {
             (_, Response::Swapped { succeeded, previous }) => Ok((succeeded, previous)),
             (_, other) => Err(unexpected(other)),
         }
@@ -71,42 +117,43 @@ impl<C: NodeClient, S: RangeSource> Db<C, S> {
     /// Applies `ops` atomically. All keys must lie in one range.
     pub async fn batch(&self, ops: Vec<WriteOp>) -> Result<()> {
         let Some(first) = ops.first().map(|op| op.key.clone()) else {
-            return Err(Error::InvalidRequest(flotilla_raftstore::Error::InvalidRequest(
-                "a batch needs at least one write".into(),
-            )));
+            return Err(Error::InvalidRequest(StoreError::InvalidRequest("a batch needs at least one write".into())));
         };
-        self.router.execute(&first, Command::Batch { ops }).await.map(|_| ())
+        let first = stored(&first)?;
+        let ops = ops
+            .into_iter()
+            .map(|op| Ok(WriteOp { key: stored(&op.key)?, ..op }))
+            .collect::<Result<Vec<_>>>()?;
+        self.run(&first, Command::Batch { ops }).await.map(|_| ())
     }
 
     /// Up to `limit` pairs with keys in `[start, end)` (empty `end`: no bound), in key
     /// order, across ranges.
     pub async fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = Vec::new();
-        let mut cursor = start.to_vec();
-        if cursor.is_empty() {
-            cursor.push(0);
-        }
+        let mut cursor = user_key(start);
+        let end = user_end(end);
         while out.len() < limit {
             let want = (limit - out.len()).min(SCAN_CHUNK);
-            let cmd = Command::Scan { start: cursor.clone(), end: end.to_vec(), limit: want };
-            let (desc, resp) = self.router.execute(&cursor, cmd).await?;
+            let cmd = Command::Scan { start: cursor.clone(), end: end.clone(), limit: want };
+            let (desc, resp) = self.run(&cursor, cmd).await?;
             let Response::Pairs(pairs) = resp else { return Err(unexpected(resp)) };
             let full = pairs.len() == want;
             let last_key = pairs.last().map(|(k, _)| k.clone());
-            out.extend(pairs);
+            out.extend(pairs.into_iter().filter_map(|(k, v)| Some((decode_user_key(&k)?.to_vec(), v))));
             cursor = match (full, last_key) {
                 // The range may have more: continue right after the last key, unless that
                 // is already the end of the scan.
                 (true, Some(mut k)) => {
                     k.push(0);
-                    if !end.is_empty() && k.as_slice() >= end {
+                    if !end.is_empty() && k >= end {
                         break;
                     }
                     k
                 }
                 // The range is done: continue at its end, unless that is past ours.
                 _ if desc.end.is_empty() => break,
-                _ if !end.is_empty() && desc.end.as_slice() >= end => break,
+                _ if !end.is_empty() && desc.end >= end => break,
                 _ => desc.end.clone(),
             };
         }

@@ -4,23 +4,27 @@
 //!
 //! - [`RangeCache`] maps keys to range descriptors and leader hints; newer epochs replace
 //!   older, overlapping entries.
-//! - [`Router`] runs one command: look up, send, and on a retryable error refresh the cache
-//!   from the error's hints (`NotLeader` leader, `EpochNotMatch` descriptors) or from its
-//!   [`RangeSource`], back off, and try again, within a bounded number of attempts.
+//! - [`Router`] runs one command: look up (in the cache, else in the meta range), send,
+//!   and on a retryable error refresh the cache from the error's hints (`NotLeader`
+//!   leader, `EpochNotMatch` descriptors) or the meta range, back off, and try again,
+//!   within a bounded number of attempts.
 //! - [`Db`] is the embeddable key-value API on top: get, put, delete, compare-and-swap,
 //!   batch (atomic within one range) and scans across ranges in key order.
+//! - [`publish_meta`] writes the meta records nodes produce (splits, new leaders) into
+//!   the meta range.
 //!
-//! How commands reach nodes and where descriptors come from on a cache miss are traits
-//! ([`NodeClient`], [`RangeSource`]): in-process today, the network and the meta range
-//! later.
+//! How commands reach nodes is a trait ([`NodeClient`]): in-process today
+//! ([`local::open_local`]), the network later.
 
 mod cache;
 mod db;
 mod error;
 pub mod local;
+mod meta;
 mod router;
 
 pub use cache::RangeCache;
 pub use db::Db;
 pub use error::{Error, Result};
-pub use router::{NodeClient, RangeSource, RetryPolicy, Router};
+pub use meta::publish_meta;
+pub use router::{NodeClient, RetryPolicy, Router};

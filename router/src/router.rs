@@ -1,6 +1,7 @@
 //! [`Router`]: route one command, learn from routing errors, retry with backoff.
 //!
-//! Each attempt looks the key up in the cache (or asks the [`RangeSource`] on a miss),
+//! Each attempt looks the key up in the cache (or reads the meta range on a miss: the
+//! first meta record above the key names the range holding it and its last known leader),
 //! sends the command to the cached leader (or, with no hint, to the replicas in turn), and
 //! on failure learns what the error says: `NotLeader` names the leader to try next,
 //! `EpochNotMatch` carries the current descriptors, `KeyNotInRange` / `RangeNotFound`
@@ -11,8 +12,13 @@
 
 use std::time::Duration;
 
-use flotilla_raftstore::{Command, Error as StoreError, RangeDescriptor, Request, Response, ResponseReceiver};
+use std::future::Future;
+use std::pin::Pin;
+
+use flotilla_raftstore::keyspace::{is_meta_key, meta_lookup_start, meta_scan_end};
+use flotilla_raftstore::{Command, Error as StoreError, MetaEntry, RangeDescriptor, Request, Response, ResponseReceiver};
 use parking_lot::Mutex;
+use prost::Message as _;
 
 use crate::cache::RangeCache;
 use crate::error::{Error, Result};
@@ -20,12 +26,6 @@ use crate::error::{Error, Result};
 /// Sends a request to a node's store.
 pub trait NodeClient: Send + Sync {
     fn send(&self, node_id: u64, req: Request) -> ResponseReceiver;
-}
-
-/// Where descriptors come from on a cache miss (the meta range, once it exists).
-pub trait RangeSource: Send + Sync {
-    /// The current descriptor of the range holding `key`.
-    fn locate(&self, key: &[u8]) -> Option<RangeDescriptor>;
 }
 
 /// How hard the router tries.
@@ -47,9 +47,10 @@ impl Default for RetryPolicy {
 }
 
 /// Routes commands to range leaders through a cache, retrying stale routes.
-pub struct Router<C, S> {
+pub struct Router<C> {
     client: C,
-    source: S,
+    /// The meta range as known at startup: where lookups go when the cache has nothing.
+    meta: RangeDescriptor,
     cache: Mutex<RangeCache>,
     policy: RetryPolicy,
 }
@@ -70,10 +71,16 @@ fn pick_replica(desc: &RangeDescriptor, attempt: usize) -> Option<u64> {
     (n > 0).then(|| desc.replicas[attempt % n].node_id)
 }
 
-impl<C: NodeClient, S: RangeSource> Router<C, S> {
-    /// A router with an empty cache.
-    pub fn new(client: C, source: S, policy: RetryPolicy) -> Self {
-        Router { client, source, cache: Mutex::new(RangeCache::new()), policy }
+impl<C: NodeClient> Router<C> {
+    /// A router that finds ranges through the meta range `meta`, with an empty cache.
+    pub fn new(client: C, meta: RangeDescriptor, policy: RetryPolicy) -> Self {
+        Router { client, meta, cache: Mutex::new(RangeCache::new()), policy }
+    }
+
+    /// Remembers `desc` (for instance from a split this client made), unless the cache
+    /// knows a newer shape.
+    pub fn learn_range(&self, desc: RangeDescriptor) {
+        self.cache.lock().insert(desc);
     }
 
     /// Runs `command` on the range holding `key`; returns the range it ran on and the
@@ -84,7 +91,7 @@ impl<C: NodeClient, S: RangeSource> Router<C, S> {
         let mut last = None;
         let mut maybe_applied = None;
         for attempt in 0..self.policy.max_attempts {
-            let (desc, leader) = self.route(key)?;
+            let (desc, leader) = self.route(key).await?;
             if let Command::Batch { ops } = &command {
                 if let Some(op) = ops.iter().find(|op| !desc.contains(&op.key)) {
                     let e = StoreError::key_not_in_range(&desc, &op.key);
@@ -129,14 +136,40 @@ impl<C: NodeClient, S: RangeSource> Router<C, S> {
         Err(Error::Unavailable { attempts: self.policy.max_attempts, last })
     }
 
-    /// The cached route for `key`, filling the cache from the range source on a miss.
-    fn route(&self, key: &[u8]) -> Result<(RangeDescriptor, Option<u64>)> {
+    /// The cached route for `key`, filling the cache from the meta range on a miss.
+    async fn route(&self, key: &[u8]) -> Result<(RangeDescriptor, Option<u64>)> {
         if let Some(hit) = self.cache.lock().lookup(key) {
             return Ok(hit);
         }
-        let desc = self.source.locate(key).ok_or_else(|| Error::NoRange(key.to_vec()))?;
-        self.cache.lock().insert(desc.clone());
-        Ok((desc, None))
+        if is_meta_key(key) {
+            return Ok((self.meta.clone(), None));
+        }
+        let entry = self.lookup_meta(key).await?;
+        let desc = entry.descriptor.ok_or_else(|| Error::NoRange(key.to_vec()))?;
+        let leader = entry.leader.map(|r| r.node_id);
+        let mut cache = self.cache.lock();
+        if cache.insert(desc.clone()) {
+            cache.set_leader(desc.range_id, leader);
+        }
+        Ok((desc, leader))
+    }
+
+    /// Reads the meta record of the range holding `key` (boxed: it routes through
+    /// `execute` itself, to the meta range, whose route never needs a lookup).
+    fn lookup_meta<'a>(&'a self, key: &'a [u8]) -> Pin<Box<dyn Future<Output = Result<MetaEntry>> + Send + 'a>>
+    where
+        C: 'a,
+    {
+        Box::pin(async move {
+            let start = meta_lookup_start(key);
+            let scan = Command::Scan { start: start.clone(), end: meta_scan_end(), limit: 1 };
+            let (_, resp) = self.execute(&start, scan).await?;
+            let Response::Pairs(pairs) = resp else { return Err(Error::NoRange(key.to_vec())) };
+            let (_, value) = pairs.into_iter().next().ok_or_else(|| Error::NoRange(key.to_vec()))?;
+            MetaEntry::decode(value.as_slice()).map_err(|e| {
+                Error::Storage(StoreError::Corrupt { what: "meta record", detail: e.to_string() })
+            })
+        })
     }
 
     /// Updates the cache from `err` and decides what comes next.

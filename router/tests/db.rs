@@ -3,17 +3,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_raftstore::local::{even_ranges, LocalCluster};
-use flotilla_raftstore::{Epoch, RangeDescriptor, StoreConfig, WriteOp};
-use flotilla_router::{Db, Error, RangeSource, RetryPolicy, Router};
+use flotilla_raftstore::keyspace::initial_ranges;
+use flotilla_raftstore::local::LocalCluster;
+use flotilla_raftstore::{Epoch, StoreConfig, WriteOp};
+use flotilla_router::local::{local_router, open_local};
+use flotilla_router::{Db, Error, RetryPolicy};
 
 fn cluster(dir: &tempfile::TempDir) -> Arc<LocalCluster> {
     let cfg = StoreConfig { tick_interval: Duration::from_millis(20), ..StoreConfig::default() };
-    Arc::new(LocalCluster::start(dir.path(), 3, even_ranges(8, 3), cfg).unwrap())
+    Arc::new(LocalCluster::start(dir.path(), 3, initial_ranges(8, 3), cfg).unwrap())
 }
 
-fn db(c: &Arc<LocalCluster>) -> Db<Arc<LocalCluster>, Arc<LocalCluster>> {
-    Db::new(Router::new(c.clone(), c.clone(), RetryPolicy::default()))
+fn db(c: &Arc<LocalCluster>) -> Arc<Db<Arc<LocalCluster>>> {
+    open_local(c)
 }
 
 fn key(i: u32) -> Vec<u8> {
@@ -70,23 +72,18 @@ async fn scans_cross_ranges_in_key_order() {
     assert_eq!(limited[122].0, keys[222]);
 }
 
-/// A range source that hands out descriptors with a stale epoch, as a cache filled
-/// before a split would hold.
-struct Stale(Arc<LocalCluster>);
-
-impl RangeSource for Stale {
-    fn locate(&self, key: &[u8]) -> Option<RangeDescriptor> {
-        let mut d = self.0.range_for(key).clone();
-        d.epoch = Some(Epoch { version: 0, conf_ver: 0 });
-        Some(d)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_router_with_stale_descriptors_converges_from_the_errors_hints() {
     let dir = tempfile::tempdir().unwrap();
     let c = cluster(&dir);
-    let db = Db::new(Router::new(c.clone(), Stale(c.clone()), RetryPolicy::default()));
+    let router = local_router(&c, c.clone(), RetryPolicy::default());
+    // A cache filled before some change of shape: every user range at epoch 0.
+    for r in &c.ranges()[1..] {
+        let mut stale = r.clone();
+        stale.epoch = Some(Epoch { version: 0, conf_ver: 0 });
+        router.learn_range(stale);
+    }
+    let db = Db::new(router);
     for i in 0..50u32 {
         db.put(&key(i), b"v").await.unwrap();
     }
@@ -101,7 +98,7 @@ async fn concurrent_writers_then_a_full_restart_keep_every_write() {
     let keys: Vec<Vec<u8>> = (0..200u32).map(key).collect();
     {
         let c = cluster(&dir);
-        let db = Arc::new(db(&c));
+        let db = db(&c);
         let tasks: Vec<_> = keys
             .chunks(50)
             .map(|chunk| {
@@ -116,8 +113,6 @@ async fn concurrent_writers_then_a_full_restart_keep_every_write() {
         for t in tasks {
             t.await.unwrap();
         }
-        let writes: u64 = c.nodes().map(|n| flotilla_raftstore::StoreMetrics::get(&n.metrics().writes_answered)).sum();
-        assert_eq!(writes, 200, "every put answered exactly once");
         drop(db);
         Arc::try_unwrap(c).ok().expect("no other handle").shutdown();
     }

@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use flotilla_raftstore::local::{even_ranges, LocalCluster};
+use flotilla_raftstore::keyspace::initial_ranges;
+use flotilla_raftstore::local::LocalCluster;
 use flotilla_raftstore::{StoreConfig, StoreMetrics};
-use flotilla_router::{Db, RetryPolicy, Router};
+use flotilla_router::local::open_local;
+use flotilla_router::Db;
 
 #[derive(Parser)]
 #[command(name = "flotilla", version, about = "Flotilla: a multi-Raft replicated key-value store")]
@@ -56,10 +58,13 @@ fn demo(data_dir: Option<PathBuf>, ranges: u64, keys: u32) -> Result<(), Box<dyn
     let temp = tempfile::tempdir()?;
     let root = data_dir.unwrap_or_else(|| temp.path().to_path_buf());
     let cfg = StoreConfig { tick_interval: Duration::from_millis(50), ..StoreConfig::default() };
-    println!("starting 3 nodes with {ranges} ranges in {}", root.display());
-    let cluster = Arc::new(LocalCluster::start(&root, 3, even_ranges(ranges, 3), cfg)?);
-    let db = Db::new(Router::new(cluster.clone(), cluster.clone(), RetryPolicy::default()));
+    println!("starting 3 nodes with {ranges} user ranges and the meta range in {}", root.display());
+    let cluster = Arc::new(LocalCluster::start(&root, 3, initial_ranges(ranges, 3), cfg)?);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let db = {
+        let _guard = runtime.enter();
+        open_local(&cluster)
+    };
     let found = runtime.block_on(demo_ops(&db, keys))?;
     print_ranges(&runtime, &cluster);
     for node in cluster.nodes() {
@@ -85,7 +90,7 @@ fn demo(data_dir: Option<PathBuf>, ranges: u64, keys: u32) -> Result<(), Box<dyn
     Ok(())
 }
 
-type LocalDb = Db<Arc<LocalCluster>, Arc<LocalCluster>>;
+type LocalDb = Db<Arc<LocalCluster>>;
 
 /// A table of ranges: span, leader, term and applied index, from each node's status.
 fn print_ranges(runtime: &tokio::runtime::Runtime, cluster: &LocalCluster) {
