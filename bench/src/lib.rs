@@ -23,6 +23,30 @@ pub fn random_key(rng: &mut impl Rng) -> Vec<u8> {
     rng.gen::<[u8; 16]>().to_vec()
 }
 
+/// Which keys a load writes.
+#[derive(Clone)]
+pub enum Keys {
+    /// Uniform random 16-byte keys.
+    Uniform,
+    /// Increasing 8-byte keys shared by all writers (an append-only load: every write goes
+    /// to the last range).
+    Sequential(Arc<std::sync::atomic::AtomicU64>),
+}
+
+impl Keys {
+    /// A fresh sequential counter starting at 0.
+    pub fn sequential() -> Keys {
+        Keys::Sequential(Arc::new(std::sync::atomic::AtomicU64::new(0)))
+    }
+
+    fn next(&self, rng: &mut impl Rng) -> Vec<u8> {
+        match self {
+            Keys::Uniform => random_key(rng),
+            Keys::Sequential(n) => n.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_be_bytes().to_vec(),
+        }
+    }
+}
+
 /// Runs `total` puts of `value_size`-byte values from `proposers` concurrent tasks, each
 /// waiting for its answer before the next put; returns the wall time. Panics if a put fails.
 pub fn concurrent_puts(
@@ -32,17 +56,29 @@ pub fn concurrent_puts(
     proposers: u64,
     value_size: usize,
 ) -> Duration {
+    puts_with_keys(rt, db, Keys::Uniform, total, proposers, value_size)
+}
+
+/// Like [`concurrent_puts`], with keys from `keys`.
+pub fn puts_with_keys(
+    rt: &tokio::runtime::Runtime,
+    db: &Arc<LocalDb>,
+    keys: Keys,
+    total: u64,
+    proposers: u64,
+    value_size: usize,
+) -> Duration {
     let per_task = total.div_ceil(proposers);
     let started = Instant::now();
     rt.block_on(async {
         let tasks: Vec<_> = (0..proposers)
             .map(|t| {
-                let db = db.clone();
+                let (db, keys) = (db.clone(), keys.clone());
                 tokio::spawn(async move {
                     let mut rng = rand::rngs::SmallRng::seed_from_u64(t);
                     let value = vec![b'v'; value_size];
                     for _ in 0..per_task {
-                        db.put(&random_key(&mut rng), &value).await.expect("put succeeds");
+                        db.put(&keys.next(&mut rng), &value).await.expect("put succeeds");
                     }
                 })
             })

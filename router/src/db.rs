@@ -40,7 +40,7 @@ fn stored(key: &[u8]) -> Result<Vec<u8>> {
 fn user_error(e: Error) -> Error {
     match e {
         Error::InvalidRequest(StoreError::KeyTooLarge { size, limit }) => {
-            Error::InvalidRequest(StoreError::KeyTooLarge { size: size - 1, limit: limit - 1 })
+            Error::InvalidRequest(StoreError::KeyTooLarge { size: size.saturating_sub(1), limit: limit.saturating_sub(1) })
         }
         other => other,
     }

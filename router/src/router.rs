@@ -74,7 +74,9 @@ fn pick_replica(desc: &RangeDescriptor, attempt: usize) -> Option<u64> {
 impl<C: NodeClient> Router<C> {
     /// A router that finds ranges through the meta range `meta`, with an empty cache.
     pub fn new(client: C, meta: RangeDescriptor, policy: RetryPolicy) -> Self {
-        Router { client, meta, cache: Mutex::new(RangeCache::new()), policy }
+        let mut cache = RangeCache::new();
+        cache.insert(meta.clone());
+        Router { client, meta, cache: Mutex::new(cache), policy }
     }
 
     /// Remembers `desc` (for instance from a split this client made), unless the cache

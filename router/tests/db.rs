@@ -45,6 +45,15 @@ async fn single_key_operations_batches_and_cas() {
     assert_eq!(db.get(&[0x01, 1]).await.unwrap(), None);
     // Bad input is final at once, not retried into `Unavailable`.
     assert!(matches!(db.put(b"", b"v").await.unwrap_err(), Error::InvalidRequest(_)));
+    // Sizes in errors are those of the user's key, not of its stored form.
+    let limit = StoreConfig::default().max_key_size;
+    match db.put(&vec![b'k'; limit], b"v").await.unwrap_err() {
+        Error::InvalidRequest(flotilla_raftstore::Error::KeyTooLarge { size, limit: l }) => {
+            assert_eq!((size, l), (limit, limit - 1));
+        }
+        other => panic!("expected KeyTooLarge, got {other}"),
+    }
+    db.put(&vec![b'k'; limit - 1], b"v").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
