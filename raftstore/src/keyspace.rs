@@ -7,7 +7,7 @@
 //! - `[ "", "u" )` is the **meta range** (always range [`META_RANGE_ID`], never split). It
 //!   holds one [`MetaEntry`](crate::metapb::MetaEntry) per range, under
 //!   `"m" + end key` (`"m\xff"` for the last, unbounded range), so the range holding a key
-//!   is the first record whose key sorts above `"m" + key`.
+//!   is the first record whose key sorts strictly above `"m" + key`.
 //! - `[ "u", ∞ )` is user data: user key `k` is stored as `"u" + k`, so user keys sort
 //!   naturally and can never collide with metadata.
 
@@ -53,14 +53,6 @@ pub fn meta_key(end: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(end.len() + 1);
     k.push(META_PREFIX);
     k.extend_from_slice(end);
-    k
-}
-
-/// The start of a meta scan for the range holding stored key `key`: the first record
-/// strictly above `"m" + key`.
-pub fn meta_lookup_start(key: &[u8]) -> Vec<u8> {
-    let mut k = meta_key(key);
-    k.push(0);
     k
 }
 
@@ -114,7 +106,7 @@ mod tests {
         let ends: Vec<Vec<u8>> = vec![user_key(b"g"), user_key(b"p"), Vec::new()];
         let mut records: Vec<Vec<u8>> = ends.iter().map(|e| meta_key(e)).collect();
         records.sort();
-        let find = |key: &[u8]| records.iter().position(|r| r.as_slice() >= meta_lookup_start(key).as_slice());
+        let find = |key: &[u8]| records.iter().position(|r| r.as_slice() > meta_key(key).as_slice());
         assert_eq!(find(&user_key(b"a")), Some(0));
         assert_eq!(find(&user_key(b"g")), Some(1), "a range's end key belongs to the next range");
         assert_eq!(find(&user_key(b"zzz")), Some(2));

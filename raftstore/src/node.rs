@@ -187,19 +187,19 @@ fn poll_loop(mut store: Store, rx: Receiver<StoreMsg>, sinks: Sinks) {
             store.tick();
             next_tick = (next_tick + tick).max(Instant::now());
         }
-        for task in store.take_split_checks() {
-            let _ = sinks.checker.send(task);
-        }
-        let meta = store.take_meta_updates();
-        if let (Some(sink), false) = (&sinks.meta, meta.is_empty()) {
-            sink(meta);
-        }
         match store.end_round() {
             Ok(out) => out.into_iter().for_each(|(to, batch)| sinks.transport.send(to, batch)),
             Err(e) => {
                 tracing::error!(node = store.node_id(), error = %e, "storage failure; stopping store");
                 return;
             }
+        }
+        for task in store.take_split_checks() {
+            let _ = sinks.checker.send(task);
+        }
+        let meta = store.take_meta_updates();
+        if let (Some(sink), false) = (&sinks.meta, meta.is_empty()) {
+            sink(meta);
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct Store {
     pub(crate) logger: slog::Logger,
     /// Size checks waiting to be handed to a split checker.
     pub(crate) split_checks: Vec<crate::operation::SplitCheckTask>,
+    /// Spans of snapshots stepped this round and not yet installed.
+    pub(crate) pending_snapshots: Vec<RangeDescriptor>,
     /// Meta records to publish to the meta range (splits, new leaders).
     pub(crate) meta_updates: Vec<crate::metapb::MetaEntry>,
     /// The next range id to hand out, and the end of the block reserved on disk.
@@ -126,6 +128,7 @@ impl Store {
             election_seed: seed,
             logger,
             split_checks: Vec::new(),
+            pending_snapshots: Vec::new(),
             meta_updates: Vec::new(),
             next_range_id: 0,
             reserved_range_id: 0,
@@ -204,13 +207,18 @@ impl Store {
                 continue;
             }
             let peer = &self.peers[&env.range_id];
-            let refused = self.refuse_message(peer, &env);
+            let misaddressed = env.to.node_id != self.node_id || env.to.replica_id != peer.replica_id;
+            let admitted = if misaddressed { Err("misaddressed") } else { self.admit(peer, &env) };
+            let snapshot = match admitted {
+                Ok(snapshot) => snapshot,
+                Err(reason) => {
+                    tracing::debug!(range = env.range_id, reason, "dropped raft message");
+                    StoreMetrics::add(&self.metrics.messages_dropped, 1);
+                    continue;
+                }
+            };
+            self.pending_snapshots.extend(snapshot);
             let peer = self.peers.get_mut(&env.range_id).expect("replica exists");
-            if env.to.node_id != self.node_id || env.to.replica_id != peer.replica_id || refused.is_some() {
-                tracing::debug!(range = env.range_id, reason = refused, "dropped raft message");
-                StoreMetrics::add(&self.metrics.messages_dropped, 1);
-                continue;
-            }
             peer.raw.mut_store().learn_replica(env.from);
             peer.last_heard.insert(env.from.replica_id, self.now);
             if let Err(e) = peer.raw.step(env.message) {
@@ -278,7 +286,12 @@ fn check_message(m: &raft::prelude::Message) -> std::result::Result<(), &'static
         MessageType::MsgSnapshot => {
             let data = m.get_snapshot().get_data();
             match crate::metapb::SnapshotData::decode(data) {
-                Ok(d) if d.descriptor.is_some() => Ok(()),
+                Ok(crate::metapb::SnapshotData { descriptor: Some(d), pairs }) => {
+                    match pairs.iter().all(|p| d.contains(&p.key)) {
+                        true => Ok(()),
+                        false => Err("snapshot holds keys outside its range"),
+                    }
+                }
                 _ => Err("snapshot data does not decode"),
             }
         }
@@ -286,7 +299,13 @@ fn check_message(m: &raft::prelude::Message) -> std::result::Result<(), &'static
     }
 }
 
+/// Node ids fill the top bits of the range ids a node allocates (`operation/split.rs`).
+pub const MAX_NODE_ID: u64 = (1 << 24) - 1;
+
 fn check_identity(engine: &Engine, node_id: u64) -> Result<()> {
+    if node_id == 0 || node_id > MAX_NODE_ID {
+        return Err(Error::InvalidRequest(format!("node id {node_id} is out of range 1..={MAX_NODE_ID}")));
+    }
     match engine.get(Cf::Meta, keys::STORE_IDENT_KEY)? {
         None => Ok(()),
         Some(b) if b.as_slice() == node_id.to_be_bytes() => Ok(()),

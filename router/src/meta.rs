@@ -17,8 +17,9 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::router::{NodeClient, Router};
 
-/// Records per `UpdateMeta` command.
-const CHUNK: usize = 256;
+/// Records per `UpdateMeta` command (about 100 bytes each). Large, so that the records of
+/// one split nearly always land together.
+const CHUNK: usize = 4096;
 
 /// Publishes every batch of records arriving on `updates` until the channel closes.
 pub async fn publish_meta<C: NodeClient>(router: &Router<C>, mut updates: UnboundedReceiver<Vec<MetaEntry>>) {
@@ -34,7 +35,9 @@ pub async fn publish_meta<C: NodeClient>(router: &Router<C>, mut updates: Unboun
             merge(&mut pending, batch);
         }
         let chunk: Vec<MetaEntry> = pending.values().take(CHUNK).cloned().collect();
-        let first = meta_key(&chunk[0].descriptor.as_ref().map(|d| d.end.clone()).unwrap_or_default());
+        let Some(first) = chunk.first().and_then(|e| e.descriptor.as_ref()).map(|d| meta_key(&d.end)) else {
+            continue;
+        };
         match router.execute(&first, Command::UpdateMeta { entries: chunk.clone() }).await {
             Ok(_) => {
                 for e in &chunk {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use std::future::Future;
 use std::pin::Pin;
 
-use flotilla_raftstore::keyspace::{is_meta_key, meta_lookup_start, meta_scan_end};
+use flotilla_raftstore::keyspace::{is_meta_key, meta_key, meta_scan_end};
 use flotilla_raftstore::{Command, Error as StoreError, MetaEntry, RangeDescriptor, Request, Response, ResponseReceiver};
 use parking_lot::Mutex;
 use prost::Message as _;
@@ -94,7 +94,10 @@ impl<C: NodeClient> Router<C> {
         let mut maybe_applied = None;
         for attempt in 0..self.policy.max_attempts {
             let (desc, leader) = self.route(key).await?;
-            if let Command::Batch { ops } = &command {
+            // A batch whose first key is in this range but another key is not spans
+            // ranges: refused here, final. (A route that does not hold the first key is
+            // stale; the store's answer corrects it.)
+            if let (Command::Batch { ops }, true) = (&command, desc.contains(key)) {
                 if let Some(op) = ops.iter().find(|op| !desc.contains(&op.key)) {
                     let e = StoreError::key_not_in_range(&desc, &op.key);
                     return Err(Error::InvalidRequest(e));
@@ -147,8 +150,16 @@ impl<C: NodeClient> Router<C> {
             return Ok((self.meta.clone(), None));
         }
         let entry = self.lookup_meta(key).await?;
-        let desc = entry.descriptor.ok_or_else(|| Error::NoRange(key.to_vec()))?;
+        let mut desc = entry.descriptor.ok_or_else(|| Error::NoRange(key.to_vec()))?;
         let leader = entry.leader.map(|r| r.node_id);
+        if !desc.contains(key) {
+            // The record of the range holding the key is not published yet (a split's
+            // records land one by one). Ask the range the meta range did name, with an
+            // epoch it is sure to refuse: its `EpochNotMatch` names the range that holds
+            // the key now.
+            desc.epoch = None;
+            return Ok((desc, leader));
+        }
         let mut cache = self.cache.lock();
         if cache.insert(desc.clone()) {
             cache.set_leader(desc.range_id, leader);
@@ -156,18 +167,22 @@ impl<C: NodeClient> Router<C> {
         Ok((desc, leader))
     }
 
-    /// Reads the meta record of the range holding `key` (boxed: it routes through
-    /// `execute` itself, to the meta range, whose route never needs a lookup).
+    /// Reads the meta record of the range holding `key`: the first record above
+    /// `"m" ‖ key` (boxed: it routes through `execute` itself, to the meta range, whose
+    /// route never needs a lookup).
     fn lookup_meta<'a>(&'a self, key: &'a [u8]) -> Pin<Box<dyn Future<Output = Result<MetaEntry>> + Send + 'a>>
     where
         C: 'a,
     {
         Box::pin(async move {
-            let start = meta_lookup_start(key);
-            let scan = Command::Scan { start: start.clone(), end: meta_scan_end(), limit: 1 };
-            let (_, resp) = self.execute(&start, scan).await?;
+            // Scanning from `"m" ‖ key` itself (not just above it) keeps the bound within
+            // the scan limit for the longest keys; a record exactly there is the range
+            // that ends at `key`, and is skipped.
+            let at = meta_key(key);
+            let scan = Command::Scan { start: at.clone(), end: meta_scan_end(), limit: 2 };
+            let (_, resp) = self.execute(&at, scan).await?;
             let Response::Pairs(pairs) = resp else { return Err(Error::NoRange(key.to_vec())) };
-            let (_, value) = pairs.into_iter().next().ok_or_else(|| Error::NoRange(key.to_vec()))?;
+            let (_, value) = pairs.into_iter().find(|(k, _)| *k != at).ok_or_else(|| Error::NoRange(key.to_vec()))?;
             MetaEntry::decode(value.as_slice()).map_err(|e| {
                 Error::Storage(StoreError::Corrupt { what: "meta record", detail: e.to_string() })
             })

@@ -53,7 +53,19 @@ async fn single_key_operations_batches_and_cas() {
         }
         other => panic!("expected KeyTooLarge, got {other}"),
     }
-    db.put(&vec![b'k'; limit - 1], b"v").await.unwrap();
+    let longest = vec![b'k'; limit - 1];
+    db.put(&longest, b"v").await.unwrap();
+    // A client with an empty cache finds the longest keys through the meta range, and a
+    // scan resumes after them.
+    let fresh = self::db(&c);
+    assert_eq!(fresh.get(&longest).await.unwrap().as_deref(), Some(&b"v"[..]));
+    let next = [vec![b'k'; limit - 2], b"z".to_vec()].concat();
+    db.put(&next, b"w").await.unwrap();
+    // Where a scan resumes after the longest key: one byte longer than any key.
+    let after = [longest.clone(), vec![0]].concat();
+    let fresh = self::db(&c);
+    let found = fresh.scan(&after, b"l", 10).await.unwrap();
+    assert!(found.len() == 1 && found[0].0 == next, "{} pairs", found.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

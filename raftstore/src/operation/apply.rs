@@ -97,6 +97,9 @@ impl Peer {
             Ok(c) => c,
             Err(e) => return Ok(Err(Error::InvalidRequest(format!("undecodable command: {e}")))),
         };
+        if !self.raw.store().is_initialized() {
+            return Ok(Err(Error::InvalidRequest("an uninitialized replica applies nothing".into())));
+        }
         if let Some(err) = check_command(self.descriptor(), &cmd) {
             return Ok(Err(err));
         }
@@ -106,7 +109,7 @@ impl Peer {
         let engine = self.raw.store().engine().clone();
         let written = execute(cmd, &engine, wb, ctx)?;
         if let Ok((_, bytes)) = &written {
-            self.written_since_check += bytes;
+            self.written_since_check = self.written_since_check.saturating_add(*bytes);
         }
         Ok(written.map(|(resp, _)| resp))
     }

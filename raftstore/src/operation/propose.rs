@@ -54,7 +54,8 @@ impl Store {
             if let (Error::EpochNotMatch { current, .. }, Some(key)) = (&mut e, req.command.key()) {
                 // Also name the range that holds the key now, so a router whose cache
                 // predates a split learns where to go in one step.
-                let holder = self.peers.values().map(|p| p.descriptor()).find(|d| d.contains(key));
+                let initialized = self.peers.values().filter(|p| p.raw.store().is_initialized());
+                let holder = initialized.map(|p| p.descriptor()).find(|d| d.contains(key));
                 current.extend(holder.filter(|d| d.range_id != req.range_id).cloned());
             }
             return Err(e);
@@ -111,9 +112,10 @@ pub(crate) fn check_request(req: &Request, desc: &RangeDescriptor, cfg: &StoreCo
         Command::Get { key } | Command::Delete { key } => check_key(key, desc, key_limit(cfg)),
         Command::Put { key, value } => check_key(key, desc, key_limit(cfg)).and(check_value(value, cfg)),
         Command::Scan { start, end, limit } => {
-            // A scan bound is never stored; it may be one byte longer than the longest key
-            // so that a scan can resume right after a key of maximum length.
-            check_key(start, desc, key_limit(cfg) + 1)?;
+            // A scan bound is never stored. It may be one byte longer than the longest key,
+            // so that a scan can resume right after a key of maximum length, and one more
+            // for the meta lookup of such a resume point (`"m" ‖ key`).
+            check_key(start, desc, key_limit(cfg) + 2)?;
             if !end.is_empty() && end <= start {
                 return Err(Error::InvalidRequest("scan end must be above its start".into()));
             }

@@ -36,6 +36,7 @@ impl Store {
         // replace an uninitialized one.
         self.create_split_peers(&mut ctx)?;
         self.meta_updates.append(&mut ctx.meta);
+        self.pending_snapshots.clear();
         for id in &touched {
             if let Some(peer) = self.peers.get_mut(id) {
                 peer.serve_reads(&self.metrics);

@@ -53,6 +53,8 @@ pub struct SplitCheckTask {
 
 /// Meta key of the per-node range id allocator (the highest id reserved so far).
 const RANGE_ID_ALLOC_KEY: &[u8] = b"\x01range_id_alloc";
+/// A `written_since_check` that makes a leader check the range's size at the next look.
+const RECHECK: u64 = u64::MAX / 2;
 /// Ids reserved per durable allocator write.
 const RANGE_ID_BLOCK: u64 = 64;
 
@@ -83,7 +85,9 @@ impl Peer {
         };
         let left = RangeDescriptor { end: key.clone(), epoch: Some(epoch), ..desc };
         self.raw.mut_store().set_descriptor(left.clone(), wb);
-        self.written_since_check = 0;
+        // Both halves are measured again soon: one split may not bring a range that grew
+        // quickly under the threshold, and without new writes nothing else would.
+        self.written_since_check = RECHECK;
         let campaign = self.is_leader();
         if campaign {
             let leader = self.descriptor().replica_on(self.node_id);
@@ -118,6 +122,7 @@ impl Store {
         for outcome in ctx.splits.drain(..) {
             let Some(storage) = outcome.storage else { continue };
             let mut peer = Peer::new(self.node_id, storage, &self.cfg, self.election_seed, &self.logger)?;
+            peer.written_since_check = RECHECK;
             if outcome.campaign {
                 peer.raw.campaign()?;
             }
@@ -151,31 +156,41 @@ impl Store {
         }
     }
 
-    /// Why a message for an existing replica must not be stepped, if it must not: votes
-    /// to an uninitialized replica (it has no log to judge a candidate by), and snapshots
-    /// whose span overlaps another initialized replica here (that replica still owns the
-    /// keys; it gives them up by applying the split).
-    pub(crate) fn refuse_message(&self, peer: &Peer, env: &RaftEnvelope) -> Option<&'static str> {
+    /// Decides whether a message for an existing replica may be stepped. Refused: votes to
+    /// an uninitialized replica (it has no log to judge a candidate by), appends that its
+    /// empty log would accept (an honest leader's appends start past index 5, where split
+    /// ranges begin), and snapshots whose span overlaps another initialized replica here or a
+    /// snapshot already accepted this round (the other replica still owns the keys; it
+    /// gives them up by applying the split). An accepted snapshot's descriptor is
+    /// returned, to be recorded until the round installs it.
+    pub(crate) fn admit(&self, peer: &Peer, env: &RaftEnvelope) -> std::result::Result<Option<RangeDescriptor>, &'static str> {
         let m = &env.message;
+        let initialized = peer.raw.store().is_initialized();
         match m.get_msg_type() {
-            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
-                if !peer.raw.store().is_initialized() =>
-            {
-                Some("vote request to an uninitialized replica")
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote if !initialized => {
+                Err("vote request to an uninitialized replica")
+            }
+            MessageType::MsgAppend if !initialized && m.index == 0 && !m.entries.is_empty() => {
+                // Would match its empty log and be accepted without a snapshot. (An honest
+                // append starts past the split's initial index, is rejected, and the
+                // rejection is what makes the leader send the snapshot.)
+                Err("entries at index 0 for an uninitialized replica")
             }
             MessageType::MsgSnapshot => {
                 use prost::Message as _;
-                let data = crate::metapb::SnapshotData::decode(m.get_snapshot().get_data()).ok()?;
-                let desc = data.descriptor?;
+                let data = crate::metapb::SnapshotData::decode(m.get_snapshot().get_data());
+                let desc = data.ok().and_then(|d| d.descriptor).ok_or("snapshot without descriptor")?;
                 if desc.range_id != peer.range_id {
-                    return Some("snapshot of another range");
+                    return Err("snapshot of another range");
                 }
-                let overlaps = self.peers.values().any(|p| {
-                    p.range_id != peer.range_id && p.raw.store().is_initialized() && overlap(p.descriptor(), &desc)
-                });
-                overlaps.then_some("snapshot overlaps another replica here")
+                let installed = self.peers.values().filter(|p| p.range_id != peer.range_id && p.raw.store().is_initialized());
+                let mut others = installed.map(|p| p.descriptor()).chain(self.pending_snapshots.iter());
+                if others.any(|d| d.range_id != peer.range_id && overlap(d, &desc)) {
+                    return Err("snapshot overlaps another replica here");
+                }
+                Ok(Some(desc))
             }
-            _ => None,
+            _ => Ok(None),
         }
     }
 
