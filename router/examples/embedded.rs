@@ -3,8 +3,8 @@
 //! The cluster starts with one user range and a small split threshold (64 KiB), then
 //! takes enough writes to split many times; everything is read back and scanned.
 //!
-//! Run: `cargo run --example embedded` (or `cargo build --workspace --examples` and run
-//! `$CARGO_TARGET_DIR/debug/examples/embedded`, which shares the test suite's RocksDB build).
+//! Run: `cargo run --example embedded`. `cargo test --workspace` builds it too, as
+//! `$CARGO_TARGET_DIR/debug/examples/embedded-<hash>`, sharing the test suite's RocksDB build.
 
 use std::time::Duration;
 
