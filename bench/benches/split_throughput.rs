@@ -1,10 +1,12 @@
-//! Put throughput while ranges split. Each sample starts a fresh 3-node in-process cluster
-//! with the meta range and one user range, then 64 concurrent writers put 256-byte values
-//! (fsync on) with either increasing keys (every write lands in the last range, which
-//! keeps splitting: the hot-spot case) or uniform random keys (splits spread over the key
-//! space). The split threshold is 512 KiB, so a sample of 50k writes causes about 25
-//! splits. Baseline in the same run: the uniform load with splitting off. After each
-//! benchmark it prints how many ranges the last sample ended with.
+//! Put throughput while ranges split. One iteration starts a fresh 3-node in-process
+//! cluster with the meta range and one user range (not timed), then 64 concurrent writers
+//! put 30,000 256-byte values (fsync on, timed) with either increasing keys (every write
+//! lands in the last range, which keeps splitting: the hot-spot case) or uniform random
+//! keys (splits spread over the key space). The split threshold is 512 KiB and leaders
+//! look for ranges to check every 2 ticks (200 ms), so the about 8 MiB one iteration
+//! writes cause several splits while it runs. Baseline in the same run: the
+//! uniform load with splitting off. After each benchmark it prints how many ranges the last
+//! iteration ended with.
 //!
 //! Run: `cargo bench -p flotilla-bench --bench split_throughput`
 
@@ -20,15 +22,17 @@ use flotilla_raftstore::StoreConfig;
 const VALUE_SIZE: usize = 256;
 const PROPOSERS: u64 = 64;
 const SPLIT_SIZE: u64 = 512 << 10;
+/// Puts per iteration.
+const PUTS: u64 = 30_000;
 
-/// Times `iters` puts on a fresh cluster; returns the time and the ranges it ended with.
-fn sample(rt: &tokio::runtime::Runtime, keys: Keys, split_size: u64, iters: u64) -> (Duration, usize) {
+/// Times `puts` puts on a fresh cluster; returns the time and the ranges it ended with.
+fn sample(rt: &tokio::runtime::Runtime, keys: Keys, split_size: u64, puts: u64) -> (Duration, usize) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = StoreConfig { split_size, ..StoreConfig::default() };
+    let cfg = StoreConfig { split_size, split_check_ticks: 2, ..StoreConfig::default() };
     let cluster = Arc::new(LocalCluster::start(dir.path(), 3, initial_ranges(1, 3), cfg).unwrap());
     let db = local_db(rt, &cluster);
     rt.block_on(async { db.put(b"warm", b"up").await.unwrap() });
-    let took = puts_with_keys(rt, &db, keys, iters, PROPOSERS, VALUE_SIZE);
+    let took = puts_with_keys(rt, &db, keys, puts, PROPOSERS, VALUE_SIZE);
     let status = rt.block_on(cluster.node(1).unwrap().status()).unwrap();
     drop(db);
     if let Ok(c) = Arc::try_unwrap(cluster) {
@@ -40,10 +44,10 @@ fn sample(rt: &tokio::runtime::Runtime, keys: Keys, split_size: u64, iters: u64)
 fn split_under_load(c: &mut Criterion) {
     let mut group = c.benchmark_group("put_while_splitting_3_nodes");
     group
-        .throughput(Throughput::Elements(1))
+        .throughput(Throughput::Elements(PUTS))
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(20));
+        .measurement_time(Duration::from_secs(10));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let loads: [(&str, fn() -> Keys, u64); 3] = [
         ("sequential_keys", Keys::sequential, SPLIT_SIZE),
@@ -54,9 +58,13 @@ fn split_under_load(c: &mut Criterion) {
         let mut ranges = 0;
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let (took, r) = sample(&rt, keys(), split_size, iters);
-                ranges = r;
-                took
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let (took, r) = sample(&rt, keys(), split_size, PUTS);
+                    total += took;
+                    ranges = r;
+                }
+                total
             })
         });
         println!("{name}: the last sample ended with {ranges} ranges (meta range included)");

@@ -44,6 +44,14 @@ pub struct StoreConfig {
     pub split_size: u64,
     /// Ticks between looks for ranges due a size check.
     pub split_check_ticks: u64,
+    /// A node sends every node it shares a range with at least one message (its coalesced
+    /// heartbeat batch, empty if need be) this often.
+    pub liveness_interval_ticks: u64,
+    /// A node not heard from for this long is declared dead: the quiesced ranges it led
+    /// wake up and elect.
+    pub liveness_timeout_ticks: u64,
+    /// Let idle ranges stop ticking and heartbeating.
+    pub quiesce: bool,
 }
 
 impl Default for StoreConfig {
@@ -64,6 +72,9 @@ impl Default for StoreConfig {
             balance_interval_ticks: 10,
             split_size: 64 << 20,
             split_check_ticks: 10,
+            liveness_interval_ticks: 2,
+            liveness_timeout_ticks: 10,
+            quiesce: true,
         }
     }
 }

@@ -26,7 +26,7 @@ pub use cmd::{callback, Callback, Command, Request, Response, ResponseReceiver};
 pub use config::StoreConfig;
 pub use error::{Error, Result};
 pub use metapb::{Epoch, MetaEntry, RangeDescriptor, Replica, WriteOp};
-pub use operation::{find_split_key, SplitCheckTask};
+pub use operation::{find_split_key, SplitCheckTask, NODE_RANGE_ID};
 pub use metrics::StoreMetrics;
 pub use peer::Peer;
 pub use storage::PeerStorage;

@@ -203,3 +203,34 @@ pub struct SnapshotData {
     #[prost(message, repeated, tag = "2")]
     pub pairs: Vec<KvPair>,
 }
+
+/// One range's heartbeat (or response) inside a coalesced [`HeartbeatBatch`]: what raft-rs
+/// puts in a `MsgHeartbeat` / `MsgHeartbeatResponse` without a read context.
+#[derive(Clone, Copy, PartialEq, Eq, Message)]
+pub struct Beat {
+    #[prost(uint64, tag = "1")]
+    pub range_id: u64,
+    #[prost(uint64, tag = "2")]
+    pub from: u64,
+    #[prost(uint64, tag = "3")]
+    pub to: u64,
+    #[prost(uint64, tag = "4")]
+    pub term: u64,
+    #[prost(uint64, tag = "5")]
+    pub commit: u64,
+    /// A `MsgHeartbeatResponse` rather than a `MsgHeartbeat`.
+    #[prost(bool, tag = "6")]
+    pub response: bool,
+    /// From a leader going quiet: the follower may stop ticking once it has caught up.
+    #[prost(bool, tag = "7")]
+    pub quiesce: bool,
+}
+
+/// Everything one node sends another in one flush besides real Raft traffic: the
+/// coalesced heartbeats of all ranges, and the node's liveness beat (the batch itself,
+/// sent at least once per liveness interval, even when empty).
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct HeartbeatBatch {
+    #[prost(message, repeated, tag = "1")]
+    pub beats: Vec<Beat>,
+}

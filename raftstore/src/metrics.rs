@@ -30,11 +30,43 @@ pub struct StoreMetrics {
     pub snapshots_applied: AtomicU64,
     /// Log truncations performed.
     pub log_compactions: AtomicU64,
+    /// Heartbeats and heartbeat responses sent inside coalesced batches.
+    pub heartbeats_coalesced: AtomicU64,
+    /// Replicas quiesced right now (a gauge, updated each round).
+    pub quiesced_ranges: AtomicU64,
+    /// Messages and bytes sent to each other node.
+    pub per_node: std::sync::Mutex<std::collections::BTreeMap<u64, PairCounters>>,
+}
+
+/// Traffic to one other node.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PairCounters {
+    pub messages: u64,
+    pub bytes: u64,
 }
 
 impl StoreMetrics {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets a gauge.
+    pub(crate) fn set(gauge: &AtomicU64, v: u64) {
+        gauge.store(v, Ordering::Relaxed);
+    }
+
+    /// Counts `messages` messages of `bytes` bytes sent to `node`.
+    pub(crate) fn sent_to(&self, node: u64, messages: u64, bytes: u64) {
+        if let Ok(mut m) = self.per_node.lock() {
+            let c = m.entry(node).or_default();
+            c.messages += messages;
+            c.bytes += bytes;
+        }
+    }
+
+    /// Traffic sent to each other node so far.
+    pub fn per_node(&self) -> std::collections::BTreeMap<u64, PairCounters> {
+        self.per_node.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     /// Reads a counter.

@@ -57,6 +57,15 @@ pub struct Store {
     pub(crate) pending_snapshots: Vec<RangeDescriptor>,
     /// Meta records to publish to the meta range (splits, new leaders).
     pub(crate) meta_updates: Vec<crate::metapb::MetaEntry>,
+    /// Coalesced heartbeats to send at the end of this round, per destination node.
+    pub(crate) beats: BTreeMap<u64, Vec<crate::metapb::Beat>>,
+    /// Replicas that tick (the others are quiesced).
+    pub(crate) awake: BTreeSet<u64>,
+    /// Other nodes holding replicas of ranges here, when each was last heard from, and
+    /// which are declared dead.
+    pub(crate) neighbours: BTreeSet<u64>,
+    pub(crate) node_heard: BTreeMap<u64, u64>,
+    pub(crate) dead_nodes: BTreeSet<u64>,
     /// The next range id to hand out, and the end of the block reserved on disk.
     pub(crate) next_range_id: u64,
     pub(crate) reserved_range_id: u64,
@@ -114,13 +123,12 @@ impl Store {
             let peer = Peer::new(node_id, storage, &cfg, seed, &logger)?;
             peers.insert(peer.range_id, peer);
         }
-        let touched = peers.keys().copied().collect();
-        Ok(Store {
+        let touched: BTreeSet<u64> = peers.keys().copied().collect();
+        let mut store = Store {
             node_id,
             engine,
             cfg,
             peers,
-            touched,
             outbox: BTreeMap::new(),
             now: 0,
             next_read_id: 1,
@@ -132,7 +140,16 @@ impl Store {
             meta_updates: Vec::new(),
             next_range_id: 0,
             reserved_range_id: 0,
-        })
+            beats: BTreeMap::new(),
+            awake: touched.clone(),
+            neighbours: BTreeSet::new(),
+            node_heard: BTreeMap::new(),
+            dead_nodes: BTreeSet::new(),
+            touched,
+        };
+        let replicas: Vec<_> = store.peers.values().flat_map(|p| p.descriptor().replicas.clone()).collect();
+        store.add_neighbours(&replicas);
+        Ok(store)
     }
 
     /// This store's node id.
@@ -197,49 +214,74 @@ impl Store {
     pub fn on_raft_messages(&mut self, batch: Vec<RaftEnvelope>) {
         StoreMetrics::add(&self.metrics.messages_received, batch.len() as u64);
         for env in batch {
-            if let Err(reason) = check_message(&env.message) {
-                tracing::warn!(range = env.range_id, from = env.from.node_id, reason, "dropped malformed raft message");
-                StoreMetrics::add(&self.metrics.messages_dropped, 1);
-                continue;
+            self.heard_from(env.from.node_id);
+            if env.range_id == crate::operation::NODE_RANGE_ID {
+                self.on_heartbeat_batch(env);
+            } else {
+                self.step_envelope(env);
             }
-            if !self.peers.contains_key(&env.range_id) && !self.maybe_create_peer(&env) {
-                StoreMetrics::add(&self.metrics.messages_dropped, 1);
-                continue;
-            }
-            let peer = &self.peers[&env.range_id];
-            let misaddressed = env.to.node_id != self.node_id || env.to.replica_id != peer.replica_id;
-            let admitted = if misaddressed { Err("misaddressed") } else { self.admit(peer, &env) };
-            let snapshot = match admitted {
-                Ok(snapshot) => snapshot,
-                Err(reason) => {
-                    tracing::debug!(range = env.range_id, reason, "dropped raft message");
-                    StoreMetrics::add(&self.metrics.messages_dropped, 1);
-                    continue;
-                }
-            };
-            self.pending_snapshots.extend(snapshot);
-            let peer = self.peers.get_mut(&env.range_id).expect("replica exists");
-            peer.raw.mut_store().learn_replica(env.from);
-            peer.last_heard.insert(env.from.replica_id, self.now);
-            if let Err(e) = peer.raw.step(env.message) {
-                tracing::debug!(range = env.range_id, error = %e, "dropped raft message");
-            }
-            self.touched.insert(env.range_id);
         }
     }
 
-    /// Advances logical time by one tick for every replica, and expires requests that
-    /// waited too long.
+    /// Steps one message into its replica (creating an uninitialized one if the message
+    /// may), waking it if quiesced. Returns whether it was stepped.
+    pub(crate) fn step_envelope(&mut self, env: RaftEnvelope) -> bool {
+        if let Err(reason) = check_message(&env.message) {
+            tracing::warn!(range = env.range_id, from = env.from.node_id, reason, "dropped malformed raft message");
+            StoreMetrics::add(&self.metrics.messages_dropped, 1);
+            return false;
+        }
+        if !self.peers.contains_key(&env.range_id) && !self.maybe_create_peer(&env) {
+            StoreMetrics::add(&self.metrics.messages_dropped, 1);
+            return false;
+        }
+        let peer = &self.peers[&env.range_id];
+        let misaddressed = env.to.node_id != self.node_id || env.to.replica_id != peer.replica_id;
+        let admitted = if misaddressed { Err("misaddressed") } else { self.admit(peer, &env) };
+        let snapshot = match admitted {
+            Ok(snapshot) => snapshot,
+            Err(reason) => {
+                tracing::debug!(range = env.range_id, reason, "dropped raft message");
+                StoreMetrics::add(&self.metrics.messages_dropped, 1);
+                return false;
+            }
+        };
+        self.pending_snapshots.extend(snapshot);
+        let from_leader = peer.raw.raft.leader_id == env.from.replica_id;
+        self.wake(env.range_id, !from_leader);
+        let peer = self.peers.get_mut(&env.range_id).expect("replica exists");
+        peer.raw.mut_store().learn_replica(env.from);
+        peer.last_heard.insert(env.from.replica_id, self.now);
+        if let Err(e) = peer.raw.step(env.message) {
+            tracing::debug!(range = env.range_id, error = %e, "dropped raft message");
+        }
+        self.touched.insert(env.range_id);
+        true
+    }
+
+    /// Advances logical time by one tick for every awake replica; checks node liveness,
+    /// expires requests that waited too long, balances leaders, schedules size checks and
+    /// lets idle ranges go quiet.
     pub fn tick(&mut self) {
         self.now += 1;
-        for (id, peer) in self.peers.iter_mut() {
-            peer.tick();
-            self.touched.insert(*id);
+        let Store { awake, peers, touched, .. } = self;
+        for id in awake.iter() {
+            if let Some(peer) = peers.get_mut(id) {
+                peer.tick();
+                touched.insert(*id);
+            }
+        }
+        self.check_liveness();
+        if self.now % self.cfg.liveness_interval_ticks.max(1) == 0 {
+            self.send_liveness();
         }
         self.expire_requests();
         self.balance_leaders();
         if self.now % self.cfg.split_check_ticks.max(1) == 0 {
             self.schedule_split_checks();
+        }
+        if self.cfg.quiesce {
+            self.maybe_quiesce();
         }
     }
 
@@ -267,10 +309,16 @@ impl Store {
 
     /// Hands out this round's outgoing messages, grouped per destination node.
     pub(crate) fn take_outbox(&mut self) -> Vec<(u64, Vec<RaftEnvelope>)> {
+        use protobuf::Message as _;
+        self.flush_beats();
         let out: Vec<_> = std::mem::take(&mut self.outbox).into_iter().collect();
         StoreMetrics::add(&self.metrics.batches_sent, out.len() as u64);
-        let n: usize = out.iter().map(|(_, b)| b.len()).sum();
-        StoreMetrics::add(&self.metrics.messages_sent, n as u64);
+        for (node, batch) in &out {
+            let bytes: u64 = batch.iter().map(|e| e.message.compute_size() as u64).sum();
+            StoreMetrics::add(&self.metrics.messages_sent, batch.len() as u64);
+            self.metrics.sent_to(*node, batch.len() as u64, bytes);
+        }
+        StoreMetrics::set(&self.metrics.quiesced_ranges, self.quiesced_count() as u64);
         out
     }
 }

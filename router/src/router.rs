@@ -61,6 +61,10 @@ enum Next {
     RetryNow,
     /// Retry after backing off.
     Backoff,
+    /// Retry after a short pause that does not grow: the range is electing a leader
+    /// (a new range right after a split, or a failover) or handing leadership over, which
+    /// takes a few round trips.
+    Pause,
     /// Give up with this error.
     Fail(Error),
 }
@@ -92,7 +96,11 @@ impl<C: NodeClient> Router<C> {
         let mut backoff = self.policy.initial_backoff;
         let mut last = None;
         let mut maybe_applied = None;
-        for attempt in 0..self.policy.max_attempts {
+        // Short pauses while a range elects do not use up attempts, up to this many.
+        let mut free_pauses = 100usize;
+        let (mut attempt, mut tries) = (0, 0);
+        while attempt < self.policy.max_attempts {
+            tries += 1;
             let (desc, leader) = self.route(key).await?;
             // A batch whose first key is in this range but another key is not spans
             // ranges: refused here, final. (A route that does not hold the first key is
@@ -103,7 +111,7 @@ impl<C: NodeClient> Router<C> {
                     return Err(Error::InvalidRequest(e));
                 }
             }
-            let Some(node) = leader.or_else(|| pick_replica(&desc, attempt)) else {
+            let Some(node) = leader.or_else(|| pick_replica(&desc, tries)) else {
                 self.cache.lock().invalidate(desc.range_id);
                 return Err(Error::NoRange(key.to_vec()));
             };
@@ -122,7 +130,12 @@ impl<C: NodeClient> Router<C> {
             tracing::debug!(range = desc.range_id, node, attempt, error = %err, "retrying");
             match self.learn(&desc, node, &err, idempotent) {
                 Next::RetryNow => {}
-                Next::Backoff => {
+                Next::Pause if free_pauses > 0 => {
+                    free_pauses -= 1;
+                    tokio::time::sleep(self.policy.initial_backoff).await;
+                    continue;
+                }
+                Next::Backoff | Next::Pause => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.policy.max_backoff);
                 }
@@ -132,6 +145,7 @@ impl<C: NodeClient> Router<C> {
                 maybe_applied = Some(err.clone());
             }
             last = Some(err);
+            attempt += 1;
         }
         // A write one of whose attempts may have applied must not be reported as failed.
         if let Some(e) = maybe_applied {
@@ -212,6 +226,12 @@ impl<C: NodeClient> Router<C> {
                 cache.invalidate(desc.range_id);
                 Next::Backoff
             }
+            StoreError::NotLeader { leader: None, .. } => {
+                cache.set_leader(desc.range_id, None);
+                Next::Pause
+            }
+            // A leadership transfer pauses proposals for a round trip or two.
+            StoreError::ProposalDropped { .. } => Next::Pause,
             e if e.is_retryable() || matches!(e, StoreError::StoreStopped { .. }) => {
                 cache.set_leader(desc.range_id, None);
                 Next::Backoff

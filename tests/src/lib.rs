@@ -18,10 +18,13 @@ use std::path::PathBuf;
 
 use flotilla_engine::{Engine, EngineOptions};
 use flotilla_raftstore::local::even_ranges;
+use flotilla_raftstore::metapb::{HeartbeatBatch, Replica};
 use flotilla_raftstore::{
-    callback, find_split_key, Command, Error, RaftEnvelope, RangeDescriptor, Request, Response,
+    callback, find_split_key, Command, Error, NODE_RANGE_ID, RaftEnvelope, RangeDescriptor, Request, Response,
     ResponseReceiver, Store, StoreConfig,
 };
+use prost::Message as _;
+use raft::prelude::MessageType;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -79,6 +82,8 @@ pub struct Cluster {
     /// Messages delivered and dropped so far.
     pub delivered: u64,
     pub dropped: u64,
+    /// Messages delivered so far per (from node, to node).
+    pub delivered_between: BTreeMap<(u64, u64), u64>,
 }
 
 impl Cluster {
@@ -103,6 +108,7 @@ impl Cluster {
             now: 0,
             delivered: 0,
             dropped: 0,
+            delivered_between: BTreeMap::new(),
         };
         for node_id in 1..=nodes {
             let engine = cluster.open_engine(node_id);
@@ -254,7 +260,10 @@ impl Cluster {
         }
     }
 
-    fn route(&mut self, env: RaftEnvelope) {
+    fn route(&mut self, mut env: RaftEnvelope) {
+        if env.range_id == NODE_RANGE_ID {
+            self.filter_beats(&mut env);
+        }
         let mut delay = 0;
         let mut copies = 1;
         for (_, f) in self.filters.iter_mut() {
@@ -274,6 +283,29 @@ impl Cluster {
         self.in_flight.push(InFlight { due: self.now + delay, env });
     }
 
+    /// Filters the heartbeats inside a node's coalesced batch one by one, as if each
+    /// were its range's own message, so that filters selecting ranges or message types
+    /// see them; the batch itself then passes the filters as a whole (node-to-node).
+    fn filter_beats(&mut self, env: &mut RaftEnvelope) {
+        let Ok(mut batch) = HeartbeatBatch::decode(env.message.context.as_ref()) else { return };
+        let before = batch.beats.len();
+        let (filters, rng) = (&mut self.filters, &mut self.rng);
+        batch.beats.retain(|b| {
+            let mut m = raft::prelude::Message::default();
+            let t = if b.response { MessageType::MsgHeartbeatResponse } else { MessageType::MsgHeartbeat };
+            m.set_msg_type(t);
+            let one = RaftEnvelope {
+                range_id: b.range_id,
+                from: Replica { node_id: env.from.node_id, replica_id: b.from },
+                to: Replica { node_id: env.to.node_id, replica_id: b.to },
+                message: m,
+            };
+            filters.iter_mut().all(|(_, f)| f.check(&one, rng) != Verdict::Drop)
+        });
+        self.dropped += (before - batch.beats.len()) as u64;
+        env.message.context = batch.encode_to_vec().into();
+    }
+
     fn deliver_due(&mut self) -> usize {
         let now = self.now;
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight)
@@ -290,6 +322,9 @@ impl Cluster {
                 Some(Some(store)) => {
                     n += batch.len();
                     self.delivered += batch.len() as u64;
+                    for env in &batch {
+                        *self.delivered_between.entry((env.from.node_id, node)).or_default() += 1;
+                    }
                     store.on_raft_messages(batch);
                 }
                 _ => self.dropped += batch.len() as u64,

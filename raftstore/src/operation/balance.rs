@@ -60,13 +60,17 @@ impl Store {
             return;
         }
         let (now, fresh) = (self.now, 2 * self.cfg.heartbeat_ticks as u64);
-        for (id, peer) in self.peers.iter_mut() {
+        // A quiesced leader stays awake until it leads from its preferred replica
+        // (`quiesce.rs`), so only awake replicas need looking at.
+        let Store { awake, peers, touched, .. } = self;
+        for id in awake.iter() {
+            let Some(peer) = peers.get_mut(id) else { continue };
             if (now + id) % every != 0 {
                 continue;
             }
             if peer.maybe_transfer_to_preferred(now, fresh, 4 * every) {
                 tracing::debug!(range = id, "transferring leadership to the preferred replica");
-                self.touched.insert(*id);
+                touched.insert(*id);
             }
         }
     }

@@ -6,15 +6,20 @@
 //! - `apply`: execute committed commands on the state machine;
 //! - `gc`: truncate applied log entries;
 //! - `balance`: hand leadership to each range's preferred replica;
+//! - `heartbeat`: coalesce heartbeats per node pair, node liveness;
+//! - `quiesce`: let idle ranges stop ticking, wake them;
 //! - `split`: split ranges, create the replicas splits imply, find split keys.
 
 mod apply;
 mod balance;
 mod gc;
+mod heartbeat;
 mod propose;
+mod quiesce;
 mod read;
 mod ready;
 mod split;
 
 pub(crate) use apply::ApplyContext;
+pub use heartbeat::NODE_RANGE_ID;
 pub use split::{find_split_key, SplitCheckTask};

@@ -23,6 +23,7 @@ impl Store {
             return;
         }
         let now = self.now;
+        self.wake(req.range_id, true);
         self.touched.insert(req.range_id);
         if req.command.is_read() {
             let id = self.next_read_id;

@@ -123,16 +123,19 @@ impl Peer {
 }
 
 impl Store {
-    /// Runs [`Peer::expire`] on every replica with requests in flight.
+    /// Runs [`Peer::expire`] on every awake replica with requests in flight.
     pub(crate) fn expire_requests(&mut self) {
         let (now, timeout) = (self.now, self.cfg.request_timeout_ticks);
         let retry = self.cfg.read_index_retry_ticks;
-        for (id, peer) in self.peers.iter_mut() {
+        // Quiesced replicas have nothing in flight: only awake ones are looked at.
+        let Store { awake, peers, touched, .. } = self;
+        for id in awake.iter() {
+            let Some(peer) = peers.get_mut(id) else { continue };
             if peer.reads.is_empty() && peer.proposals.is_empty() {
                 continue;
             }
             peer.expire(now, timeout, retry);
-            self.touched.insert(*id);
+            touched.insert(*id);
         }
     }
 }

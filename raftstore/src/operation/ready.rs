@@ -15,6 +15,7 @@
 use raft::prelude::{Message, MessageType};
 use raft::SnapshotStatus;
 
+use super::heartbeat::as_beat;
 use super::ApplyContext;
 use crate::error::{Error, Result};
 use crate::metrics::StoreMetrics;
@@ -69,7 +70,8 @@ impl Store {
             if rd.ss().is_some_and(|ss| ss.raft_state == raft::StateRole::Leader) {
                 self.meta_updates.extend(peer.meta_entry());
             }
-            queue_messages(&mut self.outbox, self.node_id, peer, rd.take_messages());
+            let out = Outbound { outbox: &mut self.outbox, beats: &mut self.beats, quiet: !self.awake.contains(id) };
+            queue_messages(out, self.node_id, peer, rd.take_messages());
             if let Some(hs) = rd.hs() {
                 // Staged first: an early flush for a snapshot must not persist the old term.
                 peer.raw.mut_store().set_hard_state(hs);
@@ -116,12 +118,15 @@ impl Store {
         let mut advanced = Vec::with_capacity(readied.len());
         for (id, mut rd) in readied {
             let Some(peer) = self.peers.get_mut(&id) else { continue };
-            queue_messages(&mut self.outbox, self.node_id, peer, rd.take_persisted_messages());
+            let quiet = !self.awake.contains(&id);
+            let out = Outbound { outbox: &mut self.outbox, beats: &mut self.beats, quiet };
+            queue_messages(out, self.node_id, peer, rd.take_persisted_messages());
             let mut light = peer.raw.advance(rd);
             if let Some(commit) = light.commit_index() {
                 peer.raw.mut_store().set_commit(commit);
             }
-            queue_messages(&mut self.outbox, self.node_id, peer, light.take_messages());
+            let out = Outbound { outbox: &mut self.outbox, beats: &mut self.beats, quiet };
+            queue_messages(out, self.node_id, peer, light.take_messages());
             peer.apply_entries(light.take_committed_entries(), &mut wb, ctx)?;
             advanced.push(id);
             self.stage_splits(&mut wb, ctx);
@@ -159,14 +164,18 @@ impl Store {
     }
 }
 
-/// Wraps raft-rs messages in envelopes and queues them per destination node. Snapshots
+/// Where a replica's messages go: envelopes per node, coalescable heartbeats per node.
+struct Outbound<'a> {
+    outbox: &'a mut std::collections::BTreeMap<u64, Vec<RaftEnvelope>>,
+    beats: &'a mut std::collections::BTreeMap<u64, Vec<crate::metapb::Beat>>,
+    /// The replica is quiesced.
+    quiet: bool,
+}
+
+/// Wraps raft-rs messages in envelopes and queues them per destination node; heartbeats
+/// without a read context join the node's coalesced batch (`heartbeat.rs`). Snapshots
 /// handed out are noted in the peer, to be reported once the peer may be stepped again.
-fn queue_messages(
-    outbox: &mut std::collections::BTreeMap<u64, Vec<RaftEnvelope>>,
-    node_id: u64,
-    peer: &mut Peer,
-    messages: Vec<Message>,
-) {
+fn queue_messages(out: Outbound<'_>, node_id: u64, peer: &mut Peer, messages: Vec<Message>) {
     if messages.is_empty() {
         return;
     }
@@ -181,8 +190,15 @@ fn queue_messages(
         if message.get_msg_type() == MessageType::MsgSnapshot {
             snapshots_to.push(to.replica_id);
         }
+        if let Some(beat) = as_beat(peer.range_id, &message) {
+            // A quiesced follower does not answer the heartbeat that quiesced it.
+            if !(beat.response && out.quiet) {
+                out.beats.entry(to.node_id).or_default().push(beat);
+            }
+            continue;
+        }
         let env = RaftEnvelope { range_id: peer.range_id, from, to, message };
-        outbox.entry(to.node_id).or_default().push(env);
+        out.outbox.entry(to.node_id).or_default().push(env);
     }
     peer.snapshots_sent.extend(snapshots_to);
 }

@@ -127,6 +127,7 @@ impl Store {
                 peer.raw.campaign()?;
             }
             self.touched.insert(peer.range_id);
+            self.awake.insert(peer.range_id);
             self.peers.insert(peer.range_id, peer);
         }
         Ok(())
@@ -146,6 +147,7 @@ impl Store {
         match Peer::new(self.node_id, storage, &self.cfg, self.election_seed, &self.logger) {
             Ok(peer) => {
                 tracing::debug!(range = env.range_id, "created uninitialized replica from a message");
+                self.awake.insert(env.range_id);
                 self.peers.insert(env.range_id, peer);
                 true
             }
@@ -232,7 +234,10 @@ impl Store {
         if self.cfg.split_size == 0 {
             return;
         }
-        for peer in self.peers.values_mut() {
+        // A range written to is awake; quiesced ones have nothing new to measure.
+        let Store { awake, peers, split_checks, .. } = self;
+        for id in awake.iter() {
+            let Some(peer) = peers.get_mut(id) else { continue };
             if peer.written_since_check < step || !peer.is_leader() {
                 continue;
             }
@@ -241,7 +246,7 @@ impl Store {
             }
             peer.written_since_check = 0;
             let d = peer.descriptor();
-            self.split_checks.push(SplitCheckTask {
+            split_checks.push(SplitCheckTask {
                 range_id: d.range_id,
                 epoch: d.epoch(),
                 start: d.start.clone(),

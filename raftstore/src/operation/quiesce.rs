@@ -1,0 +1,154 @@
+//! Quiescence: idle ranges stop ticking and send nothing.
+//!
+//! A leader whose log is committed, applied and known to every live follower, with no
+//! proposal, read, transfer or configuration change in flight, sends each follower a
+//! final heartbeat marked `quiesce` and stops ticking. A follower that receives it, has
+//! the same term and leader, and holds the whole log up to the leader's commit, stops
+//! ticking too (and does not answer that heartbeat). From then on the range costs
+//! nothing: no ticks, no heartbeats; the node's one liveness beat per interval is what
+//! remains between two nodes, however many ranges they share.
+//!
+//! Anything wakes a quiesced replica: a request, or any Raft message for it. (A follower
+//! that went quiet does not answer the quiesce heartbeat, so the leader is not woken by
+//! the answer.) A woken
+//! follower tells its leader with a heartbeat response, so the leader wakes too. A woken
+//! leader forgets the time it was quiet (`election_elapsed`, and marks its followers
+//! recently active) so check-quorum does not depose it on its first tick. When node
+//! liveness declares a node dead, every quiesced replica whose leader was there wakes;
+//! its followers then campaign after their election timeout, as for any lost leader.
+
+use raft::{ProgressState, StateRole, INVALID_INDEX};
+
+use crate::metapb::Beat;
+use crate::peer::Peer;
+use crate::store::Store;
+use crate::transport::RaftEnvelope;
+
+impl Peer {
+    /// On a leader: true when the range may go quiet. Followers on nodes `live` says are
+    /// dead are not waited for.
+    fn can_quiesce(&self, live: impl Fn(u64) -> bool) -> bool {
+        let r = &self.raw.raft;
+        if r.state != StateRole::Leader || !self.proposals.is_empty() || !self.reads.is_empty() {
+            return false;
+        }
+        if r.lead_transferee.is_some() || r.has_pending_conf() || r.pending_read_count() > 0 || r.ready_read_count() > 0 {
+            return false;
+        }
+        let log = &r.raft_log;
+        let last = log.last_index();
+        if log.committed != last || log.persisted != last || self.applied_index() != last || !r.commit_to_current_term() {
+            return false;
+        }
+        let followers_done = r.prs().iter().filter(|(id, _)| **id != self.replica_id).all(|(id, pr)| {
+            let on_dead_node = self.descriptor().replica_by_id(*id).is_some_and(|rep| !live(rep.node_id));
+            on_dead_node
+                || (pr.matched == last
+                    && pr.committed_index == last
+                    && pr.state == ProgressState::Replicate
+                    && !pr.is_paused()
+                    && pr.pending_request_snapshot == INVALID_INDEX)
+        });
+        followers_done && !self.raw.has_ready()
+    }
+
+    /// On a follower that just stepped a quiesce heartbeat `b`: true when it may go
+    /// quiet with its leader.
+    fn may_follow_into_quiet(&self, b: &Beat) -> bool {
+        let r = &self.raw.raft;
+        // Requests left from when it led must still be answered (by ticks expiring them).
+        let idle = self.proposals.is_empty() && self.reads.is_empty();
+        idle && r.state == StateRole::Follower
+            && r.leader_id == b.from
+            && r.term == b.term
+            && r.raft_log.committed == b.commit
+            && r.raft_log.last_index() == b.commit
+    }
+}
+
+impl Store {
+    /// Lets every awake leader that may go quiet do so, telling its followers.
+    pub(crate) fn maybe_quiesce(&mut self) {
+        let ids: Vec<u64> = self.awake.iter().copied().collect();
+        for id in ids {
+            let Some(peer) = self.peers.get(&id) else { continue };
+            if !peer.can_quiesce(|n| self.is_live(n)) {
+                continue;
+            }
+            // A leader about to hand leadership to its preferred replica stays awake.
+            if peer.preferred_leader().is_some_and(|p| p.replica_id != peer.replica_id && self.is_live(p.node_id)) {
+                continue;
+            }
+            let (term, commit, me) = (peer.term(), peer.raw.raft.raft_log.committed, peer.replica_id);
+            let followers: Vec<_> = peer.descriptor().replicas.iter().filter(|r| r.replica_id != me).copied().collect();
+            let live: Vec<_> = followers.into_iter().filter(|f| self.is_live(f.node_id)).collect();
+            for f in live {
+                let beat = Beat { range_id: id, from: me, to: f.replica_id, term, commit, response: false, quiesce: true };
+                self.beats.entry(f.node_id).or_default().push(beat);
+            }
+            self.awake.remove(&id);
+        }
+    }
+
+    /// Steps one expanded heartbeat; a quiesce heartbeat may put the follower to sleep.
+    pub(crate) fn on_beat(&mut self, env: RaftEnvelope, quiesce: bool) {
+        let id = env.range_id;
+        let m = &env.message;
+        let beat = Beat { range_id: id, from: m.from, to: m.to, term: m.term, commit: m.commit, response: false, quiesce };
+        if !self.step_envelope(env) {
+            return;
+        }
+        if quiesce && self.peers.get(&id).is_some_and(|p| p.may_follow_into_quiet(&beat)) {
+            self.awake.remove(&id);
+        }
+    }
+
+    /// Wakes a quiesced replica (a no-op for an awake one). A follower tells its leader,
+    /// unless `notify` is false (woken by the leader itself).
+    pub(crate) fn wake(&mut self, range_id: u64, notify: bool) {
+        if self.awake.contains(&range_id) {
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&range_id) else { return };
+        self.awake.insert(range_id);
+        self.touched.insert(range_id);
+        if peer.is_leader() {
+            // The quiet time must not count against the followers under check-quorum.
+            peer.raw.raft.election_elapsed = 0;
+            for (_, pr) in peer.raw.raft.mut_prs().iter_mut() {
+                pr.recent_active = true;
+            }
+            peer.raw.ping();
+        } else if let Some(leader) = peer.leader().filter(|_| notify) {
+            let raft = &peer.raw.raft;
+            let beat = Beat {
+                range_id,
+                from: peer.replica_id,
+                to: leader.replica_id,
+                term: raft.term,
+                commit: raft.raft_log.committed,
+                response: true,
+                quiesce: false,
+            };
+            self.beats.entry(leader.node_id).or_default().push(beat);
+        }
+    }
+
+    /// Wakes every quiesced replica whose leader is on `node`.
+    pub(crate) fn wake_ranges_led_by(&mut self, node: u64) {
+        let asleep: Vec<u64> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| !self.awake.contains(id) && p.leader().is_some_and(|l| l.node_id == node))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in asleep {
+            self.wake(id, true);
+        }
+    }
+
+    /// The number of replicas here that are quiesced.
+    pub fn quiesced_count(&self) -> usize {
+        self.peers.len() - self.awake.len()
+    }
+}

@@ -1,0 +1,146 @@
+//! Idle ranges go quiet: coalesced heartbeats, quiescence and node liveness under the
+//! deterministic harness. Traffic between two idle nodes does not grow with the number of
+//! ranges; a quiesced range wakes on a write or a read; when a node dies or is cut off,
+//! the quiesced ranges it led elect new leaders within a bounded number of ticks, and the
+//! node catches up when it returns.
+
+use flotilla_raftstore::{Command, StoreMetrics};
+use flotilla_tests::filter::Isolate;
+use flotilla_tests::Cluster;
+
+/// Ticks until every live store has all `ranges` replicas quiesced; panics after `max`.
+fn wait_quiet(c: &mut Cluster, ranges: usize, max: u64) {
+    for _ in 0..max {
+        let all = c.node_ids().into_iter().filter(|n| c.is_running(*n)).all(|n| c.store(n).quiesced_count() == ranges);
+        if all {
+            return;
+        }
+        c.tick();
+    }
+    let counts: Vec<_> = c.node_ids().into_iter().filter(|n| c.is_running(*n)).map(|n| c.store(n).quiesced_count()).collect();
+    panic!("ranges did not quiesce within {max} ticks: {counts:?} of {ranges}");
+}
+
+fn wait_all_leaders(c: &mut Cluster, ranges: u64) {
+    for r in 1..=ranges {
+        assert!(c.wait_leader(r, 200).is_some(), "range {r} elects");
+    }
+}
+
+/// Messages delivered from node `a` to node `b` over `ticks` ticks.
+fn traffic(c: &mut Cluster, a: u64, b: u64, ticks: u64) -> u64 {
+    let before = c.delivered_between.get(&(a, b)).copied().unwrap_or(0);
+    c.ticks(ticks);
+    c.delivered_between.get(&(a, b)).copied().unwrap_or(0) - before
+}
+
+#[test]
+fn idle_traffic_between_two_nodes_does_not_grow_with_ranges() {
+    let mut per_interval = Vec::new();
+    for ranges in [100u64, 1000] {
+        let mut c = Cluster::new(3, ranges, 7);
+        wait_all_leaders(&mut c, ranges);
+        wait_quiet(&mut c, ranges as usize, 400);
+        // 10 liveness intervals of 2 ticks.
+        let sent = traffic(&mut c, 1, 2, 20);
+        let interval = c.store(1).config().liveness_interval_ticks;
+        per_interval.push(sent as f64 / (20 / interval) as f64);
+        assert_eq!(c.store(1).quiesced_count(), ranges as usize, "nothing woke up while idle");
+        let m = c.store(1).metrics();
+        assert!(StoreMetrics::get(&m.heartbeats_coalesced) > 0);
+        assert_eq!(StoreMetrics::get(&m.quiesced_ranges), ranges);
+        assert!(m.per_node().get(&2).is_some_and(|p| p.messages > 0 && p.bytes > 0));
+    }
+    // One liveness beat per interval and direction, whatever the number of ranges.
+    assert_eq!(per_interval, vec![1.0, 1.0], "messages from node 1 to node 2 per liveness interval");
+}
+
+#[test]
+fn a_quiesced_range_wakes_on_a_write_and_on_a_read() {
+    let mut c = Cluster::new(3, 4, 8);
+    wait_all_leaders(&mut c, 4);
+    wait_quiet(&mut c, 4, 300);
+    let key = [0x10, 1];
+    c.put(&key, b"v1").expect("a write wakes the range");
+    assert!(c.node_ids().iter().any(|n| c.store(*n).quiesced_count() < 4), "the range woke up");
+    wait_quiet(&mut c, 4, 300);
+    assert_eq!(c.get(&key).expect("a read wakes the range"), Some(b"v1".to_vec()));
+    wait_quiet(&mut c, 4, 300);
+    // Writes on one range leave the others asleep: only range of `key` wakes.
+    let range = c.range_of(&key);
+    let leader = c.leader_of(range).unwrap();
+    let mut rx = c.request(leader, range, Command::Put { key: key.to_vec(), value: b"v2".to_vec() });
+    c.settle();
+    assert_eq!(c.store(leader).quiesced_count(), 3);
+    assert!(c.wait_answer(&mut rx, 50).is_ok());
+}
+
+/// Ranges whose leader is on `node`.
+fn led_by(c: &Cluster, node: u64, ranges: u64) -> Vec<u64> {
+    (1..=ranges).filter(|r| c.leader_of(*r) == Some(node)).collect()
+}
+
+fn assert_new_leaders_within(c: &mut Cluster, gone: u64, ranges: &[u64], max_ticks: u64) {
+    for t in 0..=max_ticks {
+        let missing: Vec<u64> = ranges
+            .iter()
+            .copied()
+            .filter(|r| {
+                c.node_ids()
+                    .into_iter()
+                    .filter(|n| *n != gone && c.is_running(*n))
+                    .all(|n| !c.store(n).peer(*r).is_some_and(|p| p.is_leader()))
+            })
+            .collect();
+        if missing.is_empty() {
+            eprintln!("new leaders for {} ranges after {t} ticks", ranges.len());
+            return;
+        }
+        assert!(t < max_ticks, "ranges {missing:?} have no leader off node {gone} after {max_ticks} ticks");
+        c.tick();
+    }
+}
+
+#[test]
+fn killing_a_node_elects_new_leaders_for_its_quiesced_ranges_and_it_catches_up() {
+    let ranges = 30;
+    let mut c = Cluster::new(3, ranges, 9);
+    wait_all_leaders(&mut c, ranges);
+    wait_quiet(&mut c, ranges as usize, 400);
+    let victims = led_by(&c, 1, ranges);
+    assert!(!victims.is_empty());
+    c.stop(1);
+    // Liveness timeout (10) + election timeout (at most 20) + a round trip or two.
+    assert_new_leaders_within(&mut c, 1, &victims, 45);
+    for i in 0..20u8 {
+        c.put(&[i * 12, i], b"while node 1 was down").expect("write without node 1");
+    }
+    c.start(1);
+    c.ticks(60);
+    for r in 1..=ranges {
+        let d = c.digests(r, 300);
+        let first = d.values().next().copied();
+        assert!(d.len() == 3 && d.values().all(|x| Some(*x) == first), "range {r}: {d:?}");
+    }
+    wait_quiet(&mut c, ranges as usize, 600);
+}
+
+#[test]
+fn isolating_a_node_elects_new_leaders_for_its_quiesced_ranges() {
+    let ranges = 30;
+    let mut c = Cluster::new(3, ranges, 10);
+    wait_all_leaders(&mut c, ranges);
+    wait_quiet(&mut c, ranges as usize, 400);
+    let victims = led_by(&c, 2, ranges);
+    assert!(!victims.is_empty());
+    let iso = c.add_filter(Isolate(2));
+    assert_new_leaders_within(&mut c, 2, &victims, 45);
+    // The isolated node accepts no write: its old leaderships cannot commit.
+    let r = victims[0];
+    let mut rx = c.request(2, r, Command::Put { key: c.ranges()[r as usize - 1].start.clone().into_iter().chain([7]).collect(), value: b"x".to_vec() });
+    let answer = c.wait_answer(&mut rx, 60);
+    assert!(answer.as_ref().is_err_and(|e| e.is_failure_or_unknown()), "{answer:?}");
+    c.remove_filter(iso);
+    c.ticks(60);
+    wait_quiet(&mut c, ranges as usize, 600);
+}
