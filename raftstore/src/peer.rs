@@ -49,6 +49,9 @@ pub struct Peer {
     pub(crate) last_transfer: Option<u64>,
     /// Followers a snapshot was queued for this round (reported after `advance`).
     pub(crate) snapshots_sent: Vec<u64>,
+    /// Until this tick, a replica created by a split on its leader's node campaigns every
+    /// tick while no leader is known.
+    pub(crate) campaign_until: Option<u64>,
     /// Bytes of keys and values applied since the last size check (for auto-split).
     pub(crate) written_since_check: u64,
     /// With a seed (the deterministic harness), election timeouts are drawn from it.
@@ -87,6 +90,7 @@ impl Peer {
             reads: VecDeque::new(),
             snapshots_sent: Vec::new(),
             written_since_check: 0,
+            campaign_until: None,
             last_heard: std::collections::HashMap::new(),
             last_transfer: None,
             election_seed,
@@ -100,7 +104,14 @@ impl Peer {
     /// election timeout (drawn from the thread's generator whenever the term or role
     /// changes) with one drawn from the seed, so harness runs are reproducible while
     /// replicas still time out at different ticks after every election.
-    pub(crate) fn tick(&mut self) {
+    pub(crate) fn tick(&mut self, now: u64) {
+        if let Some(until) = self.campaign_until {
+            if now > until || self.raw.raft.leader_id != raft::INVALID_ID {
+                self.campaign_until = None;
+            } else if self.raw.raft.state != StateRole::Leader {
+                let _ = self.raw.campaign();
+            }
+        }
         if let Some(seed) = self.election_seed {
             let now = (self.raw.raft.term, self.raw.raft.state);
             if now != self.timeout_drawn_for {

@@ -264,10 +264,10 @@ impl Store {
     /// lets idle ranges go quiet.
     pub fn tick(&mut self) {
         self.now += 1;
-        let Store { awake, peers, touched, .. } = self;
+        let Store { awake, peers, touched, now, .. } = self;
         for id in awake.iter() {
             if let Some(peer) = peers.get_mut(id) {
-                peer.tick();
+                peer.tick(*now);
                 touched.insert(*id);
             }
         }

@@ -125,6 +125,9 @@ impl Store {
             peer.written_since_check = RECHECK;
             if outcome.campaign {
                 peer.raw.campaign()?;
+                // The other replicas may not have applied the split yet and drop this
+                // first vote request: campaign again each tick until a leader is known.
+                peer.campaign_until = Some(self.now + self.cfg.election_ticks as u64);
             }
             self.touched.insert(peer.range_id);
             self.awake.insert(peer.range_id);
