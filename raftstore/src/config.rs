@@ -52,6 +52,12 @@ pub struct StoreConfig {
     pub liveness_timeout_ticks: u64,
     /// Let idle ranges stop ticking and heartbeating.
     pub quiesce: bool,
+    /// How far apart two nodes' clocks may drift over `liveness_timeout_ticks`, in ticks.
+    /// Leases end this much before the support they rest on (see `lease.rs`); a larger
+    /// real drift can let a deposed leader serve a stale read.
+    pub max_clock_offset_ticks: u64,
+    /// Serve reads locally under the leader's lease (false: every read through ReadIndex).
+    pub lease_reads: bool,
 }
 
 impl Default for StoreConfig {
@@ -75,6 +81,8 @@ impl Default for StoreConfig {
             liveness_interval_ticks: 2,
             liveness_timeout_ticks: 10,
             quiesce: true,
+            max_clock_offset_ticks: 1,
+            lease_reads: true,
         }
     }
 }

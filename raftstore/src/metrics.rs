@@ -18,6 +18,8 @@ pub struct StoreMetrics {
     pub writes_answered: AtomicU64,
     /// Reads served after a ReadIndex round.
     pub read_index_reads: AtomicU64,
+    /// Reads served locally under the leader's lease.
+    pub lease_reads: AtomicU64,
     /// Raft messages handed to the transport.
     pub messages_sent: AtomicU64,
     /// Batches handed to the transport (one per destination node per round).

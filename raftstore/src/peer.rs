@@ -50,8 +50,16 @@ pub struct Peer {
     /// Followers a snapshot was queued for this round (reported after `advance`).
     pub(crate) snapshots_sent: Vec<u64>,
     /// Until this tick, a replica created by a split on its leader's node campaigns every
-    /// tick while no leader is known.
+    /// other tick while no leader is known.
     pub(crate) campaign_until: Option<u64>,
+    /// The lease: the term and the tick until which this leader may read locally.
+    pub(crate) lease: (u64, u64),
+    /// Outstanding lease renewals: read-index request id and the tick it was issued.
+    pub(crate) lease_probes: Vec<(u64, u64)>,
+    /// The last tick a read reached this leader (renewals stop when reads do).
+    pub(crate) last_read: u64,
+    /// A term in which this replica started a leadership transfer: no lease in it.
+    pub(crate) no_lease_term: Option<u64>,
     /// Bytes of keys and values applied since the last size check (for auto-split).
     pub(crate) written_since_check: u64,
     /// With a seed (the deterministic harness), election timeouts are drawn from it.
@@ -91,6 +99,10 @@ impl Peer {
             snapshots_sent: Vec::new(),
             written_since_check: 0,
             campaign_until: None,
+            lease: (0, 0),
+            lease_probes: Vec::new(),
+            last_read: 0,
+            no_lease_term: None,
             last_heard: std::collections::HashMap::new(),
             last_transfer: None,
             election_seed,
@@ -108,7 +120,8 @@ impl Peer {
         if let Some(until) = self.campaign_until {
             if now > until || self.raw.raft.leader_id != raft::INVALID_ID {
                 self.campaign_until = None;
-            } else if self.raw.raft.state != StateRole::Leader {
+            } else if self.raw.raft.state != StateRole::Leader && now % 2 == 0 {
+                // Every other tick, so a round already under way can finish.
                 let _ = self.raw.campaign();
             }
         }

@@ -66,6 +66,8 @@ pub struct Store {
     pub(crate) neighbours: BTreeSet<u64>,
     pub(crate) node_heard: BTreeMap<u64, u64>,
     pub(crate) dead_nodes: BTreeSet<u64>,
+    /// How many times this store has been opened (1: never before; see `lease.rs`).
+    pub(crate) incarnation: u64,
     /// The next range id to hand out, and the end of the block reserved on disk.
     pub(crate) next_range_id: u64,
     pub(crate) reserved_range_id: u64,
@@ -116,6 +118,7 @@ impl Store {
         seed: Option<u64>,
     ) -> Result<Store> {
         check_identity(&engine, node_id)?;
+        let incarnation = next_incarnation(&engine)?;
         let logger = raft_logger();
         let mut peers = BTreeMap::new();
         for desc in load_descriptors(&engine)? {
@@ -145,6 +148,7 @@ impl Store {
             neighbours: BTreeSet::new(),
             node_heard: BTreeMap::new(),
             dead_nodes: BTreeSet::new(),
+            incarnation,
             touched,
         };
         let replicas: Vec<_> = store.peers.values().flat_map(|p| p.descriptor().replicas.clone()).collect();
@@ -280,6 +284,7 @@ impl Store {
         if self.now % self.cfg.split_check_ticks.max(1) == 0 {
             self.schedule_split_checks();
         }
+        self.renew_leases();
         if self.cfg.quiesce {
             self.maybe_quiesce();
         }
@@ -367,6 +372,17 @@ fn check_identity(engine: &Engine, node_id: u64) -> Result<()> {
             )))
         }
     }
+}
+
+/// Counts this opening of the store (a synced write), returning the new count.
+fn next_incarnation(engine: &Engine) -> Result<u64> {
+    const KEY: &[u8] = b"\x01incarnation";
+    let last = engine.get(Cf::Meta, KEY)?.and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok()).map(u64::from_be_bytes);
+    let next = last.unwrap_or(0) + 1;
+    let mut wb = engine.batch();
+    wb.put(Cf::Meta, KEY, &next.to_be_bytes());
+    engine.write(wb, true)?;
+    Ok(next)
 }
 
 fn load_descriptors(engine: &Engine) -> Result<Vec<RangeDescriptor>> {

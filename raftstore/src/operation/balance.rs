@@ -44,6 +44,8 @@ impl Peer {
         let heard = self.last_heard.get(&preferred.replica_id).is_some_and(|t| now.saturating_sub(*t) <= fresh);
         let caught_up = self.raw.raft.prs().get(preferred.replica_id).is_some_and(|pr| pr.matched >= last);
         if heard && caught_up {
+            // The transferee's campaign bypasses support: no lease for the rest of the term.
+            self.no_lease_term = Some(self.term());
             self.raw.transfer_leader(preferred.replica_id);
             self.last_transfer = Some(now);
         }

@@ -101,6 +101,7 @@ impl Store {
         self.node_heard.insert(node, self.now);
         if self.dead_nodes.remove(&node) {
             tracing::info!(node = self.node_id, peer_node = node, "node is live again");
+            self.wake_ranges_shared_with(node);
         }
     }
 

@@ -7,6 +7,7 @@
 //! - `gc`: truncate applied log entries;
 //! - `balance`: hand leadership to each range's preferred replica;
 //! - `heartbeat`: coalesce heartbeats per node pair, node liveness;
+//! - `lease`: store-liveness support, leases, reads served under them;
 //! - `quiesce`: let idle ranges stop ticking, wake them;
 //! - `split`: split ranges, create the replicas splits imply, find split keys.
 
@@ -14,6 +15,7 @@ mod apply;
 mod balance;
 mod gc;
 mod heartbeat;
+mod lease;
 mod propose;
 mod quiesce;
 mod read;

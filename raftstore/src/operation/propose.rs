@@ -22,6 +22,7 @@ impl Store {
             let _ = callback.send(Err(e));
             return;
         }
+        let Some((req, callback)) = self.try_lease_read(req, callback) else { return };
         let now = self.now;
         self.wake(req.range_id, true);
         self.touched.insert(req.range_id);

@@ -12,8 +12,11 @@
 //! that went quiet does not answer the quiesce heartbeat, so the leader is not woken by
 //! the answer.) A woken
 //! follower tells its leader with a heartbeat response, so the leader wakes too. A woken
-//! leader forgets the time it was quiet (`election_elapsed`, and marks its followers
-//! recently active) so check-quorum does not depose it on its first tick. When node
+//! leader forgets the time it was quiet (`election_elapsed`) so check-quorum does not
+//! depose it on its first tick. (A request to a quiesced follower is answered `NotLeader`
+//! with the right hint and does not wake it.) When a node thought dead is heard from
+//! again, every quiesced replica sharing a range with it wakes, so a leader that was cut
+//! off learns of its successor and a follower that missed writes catches up. When node
 //! liveness declares a node dead, every quiesced replica whose leader was there wakes;
 //! its followers then campaign after their election timeout, as for any lost leader.
 
@@ -75,6 +78,16 @@ impl Store {
             if !peer.can_quiesce(|n| self.is_live(n)) {
                 continue;
             }
+            // A range being read from keeps renewing its lease (`lease.rs`).
+            if self.now.saturating_sub(peer.last_read) <= self.cfg.election_ticks as u64 && peer.last_read > 0 {
+                continue;
+            }
+            // A range due a size check (after a split, or a burst of writes) stays awake
+            // until it has been measured.
+            let step = self.cfg.split_size / 8;
+            if step > 0 && peer.written_since_check >= step {
+                continue;
+            }
             // A leader about to hand leadership to its preferred replica stays awake.
             if peer.preferred_leader().is_some_and(|p| p.replica_id != peer.replica_id && self.is_live(p.node_id)) {
                 continue;
@@ -114,10 +127,9 @@ impl Store {
         self.touched.insert(range_id);
         if peer.is_leader() {
             // The quiet time must not count against the followers under check-quorum.
+            // Its first check-quorum comes an election timeout from now, by when the
+            // ping's answers have marked the live followers active.
             peer.raw.raft.election_elapsed = 0;
-            for (_, pr) in peer.raw.raft.mut_prs().iter_mut() {
-                pr.recent_active = true;
-            }
             peer.raw.ping();
         } else if let Some(leader) = peer.leader().filter(|_| notify) {
             let raft = &peer.raw.raft;
@@ -131,6 +143,19 @@ impl Store {
                 quiesce: false,
             };
             self.beats.entry(leader.node_id).or_default().push(beat);
+        }
+    }
+
+    /// Wakes every quiesced replica with a replica on `node` (it is live again).
+    pub(crate) fn wake_ranges_shared_with(&mut self, node: u64) {
+        let asleep: Vec<u64> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| !self.awake.contains(id) && p.descriptor().replica_on(node).is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in asleep {
+            self.wake(id, true);
         }
     }
 

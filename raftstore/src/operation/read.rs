@@ -6,6 +6,7 @@
 //! acknowledged before it began. raft-rs silently drops a ReadIndex request while a new
 //! leader has not yet committed an entry of its term, so an unanswered read is asked again
 //! every `read_index_retry_ticks` and fails with `Timeout` after `request_timeout_ticks`.
+//! A leader holding a lease (`lease.rs`) answers reads before any of this.
 
 use flotilla_engine::Cf;
 
@@ -31,12 +32,19 @@ impl Peer {
     }
 
     /// Records the read indexes raft-rs confirmed.
-    pub(crate) fn on_read_states(&mut self, states: Vec<raft::ReadState>) {
+    /// Each confirmation also renews the lease from the tick its round was first issued
+    /// (`lease.rs`); lease renewals are confirmations with no read attached.
+    pub(crate) fn on_read_states(&mut self, states: Vec<raft::ReadState>, cfg: &crate::config::StoreConfig) {
+        let (election, offset) = (cfg.election_ticks as u64, cfg.max_clock_offset_ticks);
         for rs in states {
             let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else { continue };
             let id = u64::from_be_bytes(bytes);
-            if let Some(read) = self.reads.iter_mut().find(|r| r.id == id) {
+            if let Some(issued) = self.take_probe(id) {
+                self.extend_lease(issued, election, offset);
+            } else if let Some(read) = self.reads.iter_mut().find(|r| r.id == id) {
                 read.read_index.get_or_insert(rs.index);
+                let issued = read.issued_at;
+                self.extend_lease(issued, election, offset);
             }
         }
     }
@@ -66,7 +74,7 @@ impl Peer {
         self.reads = waiting;
     }
 
-    fn execute_read(&self, command: &Command) -> Result<Response> {
+    pub(crate) fn execute_read(&self, command: &Command) -> Result<Response> {
         let engine = self.raw.store().engine();
         let desc = self.descriptor();
         match command {

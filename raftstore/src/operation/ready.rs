@@ -88,7 +88,7 @@ impl Store {
             peer.apply_entries(rd.take_committed_entries(), &mut wb, ctx)?;
             peer.raw.mut_store().append(rd.entries(), &mut wb);
             peer.raw.mut_store().stage_dirty(&mut wb);
-            peer.on_read_states(rd.take_read_states());
+            peer.on_read_states(rd.take_read_states(), &self.cfg);
             must_sync |= rd.must_sync();
             readied.push((*id, rd));
             self.stage_splits(&mut wb, ctx);

@@ -126,7 +126,7 @@ impl Store {
             if outcome.campaign {
                 peer.raw.campaign()?;
                 // The other replicas may not have applied the split yet and drop this
-                // first vote request: campaign again each tick until a leader is known.
+                // first vote request: campaign again until a leader is known.
                 peer.campaign_until = Some(self.now + self.cfg.election_ticks as u64);
             }
             self.touched.insert(peer.range_id);
@@ -171,6 +171,9 @@ impl Store {
     pub(crate) fn admit(&self, peer: &Peer, env: &RaftEnvelope) -> std::result::Result<Option<RangeDescriptor>, &'static str> {
         let m = &env.message;
         let initialized = peer.raw.store().is_initialized();
+        if self.vote_refused(env) {
+            return Err("vote refused: the store reopened less than an election timeout ago");
+        }
         match m.get_msg_type() {
             MessageType::MsgRequestVote | MessageType::MsgRequestPreVote if !initialized => {
                 Err("vote request to an uninitialized replica")

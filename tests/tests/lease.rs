@@ -1,0 +1,112 @@
+//! Leaseholder reads under the deterministic harness: a leader confirmed by a quorum
+//! reads locally; cut off, it stops before anyone else can be elected and write; with
+//! clocks drifting beyond the configured bound, a stale read becomes possible (the
+//! documented failure mode).
+
+use flotilla_raftstore::{Command, Response, StoreConfig, StoreMetrics};
+use flotilla_tests::filter::Isolate;
+use flotilla_tests::{harness_config, CallError, Cluster};
+
+
+fn get_at(c: &mut Cluster, node: u64, key: &[u8]) -> flotilla_raftstore::ResponseReceiver {
+    c.request(node, 1, Command::Get { key: key.to_vec() })
+}
+
+/// The answer to `rx` if it came without the cluster running at all (a local read).
+fn answered_locally(rx: &mut flotilla_raftstore::ResponseReceiver) -> Option<Option<Vec<u8>>> {
+    match rx.try_recv() {
+        Ok(Ok(Response::Value(v))) => Some(v),
+        _ => None,
+    }
+}
+
+/// The harness configuration without leadership balance (a transfer ends a lease, and
+/// these tests watch one leader).
+fn config() -> StoreConfig {
+    StoreConfig { balance_interval_ticks: 0, ..harness_config() }
+}
+
+fn leader_with_lease(seed: u64, cfg: StoreConfig) -> (Cluster, u64) {
+    let mut c = Cluster::with_config(3, flotilla_raftstore::local::even_ranges(1, 3), seed, cfg);
+    let leader = c.wait_leader(1, 100).unwrap();
+    c.put(b"k", b"v1").unwrap();
+    assert_eq!(c.get(b"k").unwrap(), Some(b"v1".to_vec()), "a ReadIndex read confirms leadership");
+    assert!(c.store(leader).has_lease(1));
+    (c, leader)
+}
+
+#[test]
+fn a_confirmed_leader_reads_locally_and_keeps_its_lease_while_read_from() {
+    let (mut c, leader) = leader_with_lease(1, config());
+    let before = StoreMetrics::get(&c.store(leader).metrics().lease_reads);
+    for _ in 0..40 {
+        let mut rx = get_at(&mut c, leader, b"k");
+        assert_eq!(answered_locally(&mut rx), Some(Some(b"v1".to_vec())), "served at once, no Raft round");
+        c.tick();
+    }
+    assert_eq!(StoreMetrics::get(&c.store(leader).metrics().lease_reads), before + 40);
+    // Writes are seen by the next local read.
+    c.put(b"k", b"v2").unwrap();
+    let mut rx = get_at(&mut c, leader, b"k");
+    assert_eq!(answered_locally(&mut rx), Some(Some(b"v2".to_vec())));
+}
+
+#[test]
+fn an_isolated_leaseholder_stops_reading_before_a_successor_is_elected() {
+    let (mut c, old) = leader_with_lease(2, config());
+    c.add_filter(Isolate(old));
+    let (mut last_lease, mut successor) = (None, None);
+    for t in 0..80u64 {
+        if c.store(old).has_lease(1) {
+            last_lease = Some(t);
+            let mut rx = get_at(&mut c, old, b"k");
+            assert_eq!(answered_locally(&mut rx), Some(Some(b"v1".to_vec())));
+        }
+        let rival = c.node_ids().into_iter().find(|n| *n != old && c.store(*n).peer(1).is_some_and(|p| p.is_leader()));
+        if let (Some(n), None) = (rival, successor) {
+            successor = Some((t, n));
+        }
+        c.tick();
+    }
+    let (elected, new) = successor.expect("the others elect a new leader");
+    let last = last_lease.expect("the old leader held its lease when cut off");
+    eprintln!("old leader's lease last held at tick {last}; successor elected at tick {elected}");
+    assert!(last < elected, "the lease (last held at {last}) must end before a successor is elected ({elected})");
+    // The successor writes; the old leader, still cut off, cannot answer a read any more.
+    let mut rx = c.request(new, 1, Command::Put { key: b"k".to_vec(), value: b"v2".to_vec() });
+    assert!(c.wait_answer(&mut rx, 50).is_ok());
+    let mut rx = get_at(&mut c, old, b"k");
+    let outcome = c.wait_answer(&mut rx, 60);
+    assert!(matches!(outcome, Err(CallError::Store(_))), "no stale read from the deposed leader: {outcome:?}");
+}
+
+#[test]
+fn a_clock_drifting_beyond_the_bound_allows_a_stale_read() {
+    // The documented failure mode: the old leader's clock stands still while the others'
+    // run, far beyond `max_clock_offset_ticks`. Its lease never runs out in its own time,
+    // the others elect a new leader and write, and the old leader answers from its lease
+    // with the old value.
+    let cfg = StoreConfig { max_clock_offset_ticks: 0, ..config() };
+    let (mut c, old) = leader_with_lease(3, cfg);
+    c.add_filter(Isolate(old));
+    let others: Vec<u64> = c.node_ids().into_iter().filter(|n| *n != old).collect();
+    let mut new = None;
+    for _ in 0..100 {
+        c.tick_only(&others);
+        new = others.iter().copied().find(|n| c.store(*n).peer(1).is_some_and(|p| p.is_leader()));
+        if new.is_some() {
+            break;
+        }
+    }
+    let new = new.expect("a successor is elected while the old leader's clock stands still");
+    let mut rx = c.request(new, 1, Command::Put { key: b"k".to_vec(), value: b"v2".to_vec() });
+    for _ in 0..50 {
+        if rx.try_recv().is_ok() {
+            break;
+        }
+        c.tick_only(&others);
+    }
+    assert!(c.store(old).has_lease(1), "in its own (stopped) time the old lease still holds");
+    let mut rx = get_at(&mut c, old, b"k");
+    assert_eq!(answered_locally(&mut rx), Some(Some(b"v1".to_vec())), "a stale read: v2 was already acknowledged");
+}
