@@ -233,4 +233,23 @@ pub struct Beat {
 pub struct HeartbeatBatch {
     #[prost(message, repeated, tag = "1")]
     pub beats: Vec<Beat>,
+    /// The sender's tick when it sent this batch.
+    #[prost(uint64, tag = "2")]
+    pub sent_at: u64,
+    /// The latest `sent_at` the sender has received from the destination: it acknowledges
+    /// that the sender supports the destination at least until that tick plus the
+    /// support period (`lease.rs`).
+    #[prost(uint64, tag = "3")]
+    pub echo: u64,
+    /// How many times the sender's store has been opened (ticks restart with each
+    /// opening, so stamps compare as `(incarnation, tick)`).
+    #[prost(uint64, tag = "4")]
+    pub incarnation: u64,
+    /// The incarnation `echo` belongs to.
+    #[prost(uint64, tag = "5")]
+    pub echo_incarnation: u64,
+    /// The sender's support epoch for the destination: it grows whenever the sender's
+    /// support lapsed (it did not hear from the destination for a support period).
+    #[prost(uint64, tag = "6")]
+    pub support_epoch: u64,
 }

@@ -58,6 +58,9 @@ pub struct Peer {
     pub(crate) lease_probes: Vec<(u64, u64)>,
     /// The last tick a read reached this leader (renewals stop when reads do).
     pub(crate) last_read: u64,
+    /// Per follower: the term and the follower node's support epoch (`(incarnation,
+    /// epoch)`) in which it last answered this leader's heartbeat.
+    pub(crate) fortified: std::collections::HashMap<u64, (u64, (u64, u64))>,
     /// A term in which this replica started a leadership transfer: no lease in it.
     pub(crate) no_lease_term: Option<u64>,
     /// Bytes of keys and values applied since the last size check (for auto-split).
@@ -101,6 +104,7 @@ impl Peer {
             campaign_until: None,
             lease: (0, 0),
             lease_probes: Vec::new(),
+            fortified: Default::default(),
             last_read: 0,
             no_lease_term: None,
             last_heard: std::collections::HashMap::new(),
@@ -116,7 +120,8 @@ impl Peer {
     /// election timeout (drawn from the thread's generator whenever the term or role
     /// changes) with one drawn from the seed, so harness runs are reproducible while
     /// replicas still time out at different ticks after every election.
-    pub(crate) fn tick(&mut self, now: u64) {
+    /// `hold`: the election timer must not run (this node supports the leader's node).
+    pub(crate) fn tick(&mut self, now: u64, hold: bool) {
         if let Some(until) = self.campaign_until {
             if now > until || self.raw.raft.leader_id != raft::INVALID_ID {
                 self.campaign_until = None;
@@ -138,7 +143,9 @@ impl Peer {
                 self.raw.raft.set_randomized_election_timeout(timeout);
             }
         }
-        self.raw.tick();
+        if !hold {
+            self.raw.tick();
+        }
     }
 
     /// The range's descriptor as this replica knows it.

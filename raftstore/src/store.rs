@@ -68,6 +68,13 @@ pub struct Store {
     pub(crate) dead_nodes: BTreeSet<u64>,
     /// How many times this store has been opened (1: never before; see `lease.rs`).
     pub(crate) incarnation: u64,
+    /// Store-liveness support (`lease.rs`), per neighbour: the latest `(incarnation, tick)`
+    /// stamp received from it (echoed back), the latest of our ticks it echoed, the
+    /// support epoch it last reported for us, and our own support epoch for it.
+    pub(crate) stamp_from: BTreeMap<u64, (u64, u64)>,
+    pub(crate) support_acked: BTreeMap<u64, u64>,
+    pub(crate) their_epoch: BTreeMap<u64, (u64, u64)>,
+    pub(crate) my_epoch: BTreeMap<u64, u64>,
     /// The next range id to hand out, and the end of the block reserved on disk.
     pub(crate) next_range_id: u64,
     pub(crate) reserved_range_id: u64,
@@ -149,6 +156,10 @@ impl Store {
             node_heard: BTreeMap::new(),
             dead_nodes: BTreeSet::new(),
             incarnation,
+            stamp_from: BTreeMap::new(),
+            support_acked: BTreeMap::new(),
+            their_epoch: BTreeMap::new(),
+            my_epoch: BTreeMap::new(),
             touched,
         };
         let replicas: Vec<_> = store.peers.values().flat_map(|p| p.descriptor().replicas.clone()).collect();
@@ -256,6 +267,7 @@ impl Store {
         let peer = self.peers.get_mut(&env.range_id).expect("replica exists");
         peer.raw.mut_store().learn_replica(env.from);
         peer.last_heard.insert(env.from.replica_id, self.now);
+        peer.forget_leader_if_it_campaigns(&env);
         if let Err(e) = peer.raw.step(env.message) {
             tracing::debug!(range = env.range_id, error = %e, "dropped raft message");
         }
@@ -268,11 +280,12 @@ impl Store {
     /// lets idle ranges go quiet.
     pub fn tick(&mut self) {
         self.now += 1;
-        let Store { awake, peers, touched, now, .. } = self;
-        for id in awake.iter() {
-            if let Some(peer) = peers.get_mut(id) {
-                peer.tick(*now);
-                touched.insert(*id);
+        let ids: Vec<u64> = self.awake.iter().copied().collect();
+        for id in ids {
+            let hold = self.peers.get(&id).is_some_and(|p| self.holds_election(p));
+            if let Some(peer) = self.peers.get_mut(&id) {
+                peer.tick(self.now, hold);
+                self.touched.insert(id);
             }
         }
         self.check_liveness();

@@ -110,3 +110,83 @@ fn a_clock_drifting_beyond_the_bound_allows_a_stale_read() {
     let mut rx = get_at(&mut c, old, b"k");
     assert_eq!(answered_locally(&mut rx), Some(Some(b"v1".to_vec())), "a stale read: v2 was already acknowledged");
 }
+
+/// Ticks until every store has its one range quiesced.
+fn wait_quiet(c: &mut Cluster) {
+    for _ in 0..300 {
+        if c.node_ids().into_iter().filter(|n| c.is_running(*n)).all(|n| c.store(n).quiesced_count() == 1) {
+            return;
+        }
+        c.tick();
+    }
+    panic!("the range did not quiesce");
+}
+
+#[test]
+fn a_quiesced_range_keeps_its_lease_and_reads_locally_without_waking() {
+    let mut c = Cluster::with_config(3, flotilla_raftstore::local::even_ranges(1, 3), 4, harness_config());
+    c.wait_leader(1, 100).unwrap();
+    c.put(b"k", b"v1").unwrap();
+    wait_quiet(&mut c);
+    let leader = c.leader_of(1).unwrap();
+    c.ticks(50);
+    assert!(c.store(leader).has_lease(1), "store-liveness support keeps the lease while quiet");
+    let delivered = c.delivered;
+    let mut rx = get_at(&mut c, leader, b"k");
+    assert_eq!(answered_locally(&mut rx), Some(Some(b"v1".to_vec())));
+    c.settle();
+    assert_eq!(c.delivered, delivered, "the read sent nothing");
+    assert_eq!(c.store(leader).quiesced_count(), 1, "and woke nothing");
+}
+
+/// Isolates the leaseholder of a quiesced range (restarting one follower at the same
+/// moment, so its support is void and the other follower's must carry the proof) and
+/// checks the lease ends before any other replica is elected.
+fn isolated_quiesced_leaseholder(seed: u64, restart_follower: bool) {
+    let mut c = Cluster::with_config(3, flotilla_raftstore::local::even_ranges(1, 3), seed, config());
+    c.wait_leader(1, 100).unwrap();
+    c.put(b"k", b"v1").unwrap();
+    wait_quiet(&mut c);
+    let old = c.leader_of(1).unwrap();
+    assert!(c.store(old).has_lease(1));
+    if restart_follower {
+        let f = c.node_ids().into_iter().find(|n| *n != old).unwrap();
+        c.restart(f);
+    }
+    c.add_filter(Isolate(old));
+    let (mut last_lease, mut successor) = (None, None);
+    for t in 0..100u64 {
+        if c.store(old).has_lease(1) {
+            last_lease = Some(t);
+            let mut rx = get_at(&mut c, old, b"k");
+            assert_eq!(answered_locally(&mut rx), Some(Some(b"v1".to_vec())));
+        }
+        let rival = c.node_ids().into_iter().find(|n| *n != old && c.store(*n).peer(1).is_some_and(|p| p.is_leader()));
+        if successor.is_none() {
+            successor = rival.map(|n| (t, n));
+        }
+        c.tick();
+    }
+    let (elected, new) = successor.expect("the others elect a new leader");
+    let last = last_lease.expect("the lease held when the leader was cut off");
+    eprintln!("seed {seed}: lease last held at tick {last}; successor elected at tick {elected}");
+    assert!(last < elected, "the lease (last held at {last}) must end before a successor is elected ({elected})");
+    let mut rx = c.request(new, 1, Command::Put { key: b"k".to_vec(), value: b"v2".to_vec() });
+    assert!(c.wait_answer(&mut rx, 50).is_ok());
+    let mut rx = get_at(&mut c, old, b"k");
+    assert!(matches!(c.wait_answer(&mut rx, 60), Err(CallError::Store(_))), "no stale read from the deposed leader");
+}
+
+#[test]
+fn an_isolated_quiesced_leaseholder_stops_reading_before_a_successor_is_elected() {
+    for seed in 5..10 {
+        isolated_quiesced_leaseholder(seed, false);
+    }
+}
+
+#[test]
+fn a_follower_restarting_as_the_leaseholder_is_cut_off_keeps_no_rival_from_being_early() {
+    for seed in 10..15 {
+        isolated_quiesced_leaseholder(seed, true);
+    }
+}

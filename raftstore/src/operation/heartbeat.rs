@@ -59,7 +59,16 @@ impl Store {
             StoreMetrics::add(&self.metrics.heartbeats_coalesced, beats.len() as u64);
             let mut message = Message::default();
             message.set_msg_type(MessageType::MsgHeartbeat);
-            message.context = HeartbeatBatch { beats }.encode_to_vec().into();
+            let (echo_incarnation, echo) = self.stamp_from.get(&node).copied().unwrap_or((0, 0));
+            let batch = HeartbeatBatch {
+                beats,
+                sent_at: self.now,
+                echo,
+                incarnation: self.incarnation,
+                echo_incarnation,
+                support_epoch: self.my_epoch.get(&node).copied().unwrap_or(0),
+            };
+            message.context = batch.encode_to_vec().into();
             let to = Replica { node_id: node, replica_id: 0 };
             let env = RaftEnvelope { range_id: NODE_RANGE_ID, from: me, to, message };
             self.outbox.entry(node).or_default().push(env);
@@ -85,6 +94,7 @@ impl Store {
             }
         };
         let (from_node, to_node) = (env.from.node_id, env.to.node_id);
+        let epoch = self.record_support(from_node, &batch);
         for beat in batch.beats {
             let env = RaftEnvelope {
                 range_id: beat.range_id,
@@ -92,12 +102,22 @@ impl Store {
                 to: Replica { node_id: to_node, replica_id: beat.to },
                 message: to_message(&beat),
             };
-            self.on_beat(env, beat.quiesce);
+            let (range, from, term) = (beat.range_id, beat.from, beat.term);
+            if self.on_beat(env, beat.quiesce) && beat.response {
+                if let Some(peer) = self.peers.get_mut(&range) {
+                    peer.fortify(from, term, epoch);
+                }
+            }
         }
     }
 
     /// Records that `node` was heard from; a node thought dead is alive again.
     pub(crate) fn heard_from(&mut self, node: u64) {
+        let window = self.cfg.liveness_timeout_ticks;
+        if self.node_heard.get(&node).is_some_and(|t| self.now.saturating_sub(*t) > window) {
+            // Support for the node lapsed in the silence: leases resting on it end.
+            *self.my_epoch.entry(node).or_default() += 1;
+        }
         self.node_heard.insert(node, self.now);
         if self.dead_nodes.remove(&node) {
             tracing::info!(node = self.node_id, peer_node = node, "node is live again");

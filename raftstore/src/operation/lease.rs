@@ -1,32 +1,40 @@
-//! Leaseholder reads: a leader that a quorum confirmed recently reads locally.
+//! Leaseholder reads: a leader that can prove no rival can be elected reads locally.
 //!
-//! **Why it is safe.** Every replica runs raft-rs with check-quorum, under which a
+//! Two proofs, either of which gives the lease (`Store::has_lease`):
+//!
+//! **A recent quorum round.** Every replica runs raft-rs with check-quorum, under which a
 //! follower that heard from its leader ignores vote requests, and does not campaign, for
-//! `election_ticks` ticks of its own clock after that (`election_elapsed`). So when a
-//! quorum answers a heartbeat round the leader sent at tick `t`, no other replica can be
-//! elected before `t + election_ticks` on the followers' clocks: any electing quorum
-//! contains one of them. The leader holds the lease until
-//! `t + election_ticks − max_clock_offset_ticks` on its own clock. Three holes are closed:
-//! - a restarted replica forgets its leader and would vote at once, so a store that ran
-//!   before refuses every vote for its first `election_ticks` ticks after reopening;
-//! - a leadership transfer's campaign bypasses check-quorum, so a leader that starts one
-//!   holds no lease for the rest of its term;
-//! - a new leader may lack entries the old one applied, so it reads locally only once it
-//!   has committed an entry of its term and applied everything committed.
+//! `election_ticks` of its own ticks. So when a quorum answers a heartbeat round the
+//! leader sent at tick `t`, no rival can be elected before `t + election_ticks` on the
+//! followers' clocks; the leader reads until `t + election_ticks − max_clock_offset_ticks`
+//! on its own. The confirmation is raft-rs's ReadIndex round: a `ReadState` for a request
+//! issued at `t` means a quorum answered heartbeats sent at `t` or later. Every ReadIndex
+//! read renews it, and while reads keep coming a leader sends a renewal every
+//! `heartbeat_ticks`.
 //!
-//! **Where `t` comes from.** The confirmation is raft-rs's own ReadIndex round (Safe
-//! mode): a `ReadState` for a request issued at tick `t` means a quorum answered
-//! heartbeats sent at `t` or later. Every read served through ReadIndex renews the lease
-//! with its issue tick, and while reads keep coming a leader sends a renewal round every
-//! `heartbeat_ticks`, so the lease does not lapse between them. Renewals stop once no read
-//! has come for `election_ticks`.
+//! **Store liveness** (after CockroachDB), which survives quiescence. A node *supports*
+//! another while it hears from it: for `liveness_timeout_ticks` after any message from
+//! node L, none of its replicas whose leader is on L grants a vote to a rival (a leader
+//! transfer, or the leader itself campaigning, excepted) or lets its election timer run.
+//! Each node-to-node batch carries its send tick, and the next batch back echoes the
+//! latest one received, so when node V echoes L's tick `s`, L knows V supports it until
+//! at least `s + liveness_timeout_ticks` on V's clock. Support that lapses (a silence
+//! longer than the period, or a restart: `incarnation`) starts a new support *epoch*,
+//! reported in every batch. A follower *fortifies* a leader when it answers the leader's
+//! heartbeat in the leader's term; the answer travels in a batch that names the epoch of
+//! the moment it was sent. The leader holds the lease while a quorum of replicas (itself
+//! included) fortified it in its current term under their node's current epoch, with
+//! echoed support reaching past `now + max_clock_offset_ticks`. Any quorum that could
+//! elect a rival contains one of those replicas, whose node still supports the leader's:
+//! it refuses. Since support is per node, a quiesced range keeps its lease for the price
+//! of the node's liveness beats, and idle ranges serve local reads.
 //!
-//! **Quiescence.** A quiesced range sends nothing, so its lease runs out: the first read
-//! after it went quiet wakes it and goes through ReadIndex (one quorum round), which
-//! renews the lease, and the reads after it are local until the range is idle again. The
-//! way to keep leases through quiescence is CockroachDB's store liveness: support granted
-//! per node, with a node's replicas refusing to vote against a leader on a node it still
-//! supports; docs/architecture.md describes it. It is not built.
+//! **Common conditions.** A store that ran before grants no vote and starts no election
+//! for its first `liveness_timeout_ticks` after reopening, so promises made before a
+//! crash still hold. A leader that starts a leadership transfer holds no lease for the
+//! rest of its term (the transferee's campaign bypasses both proofs). A leader reads
+//! locally only once it has committed an entry of its term and applied everything
+//! committed, so its engine holds every acknowledged write.
 
 use raft::prelude::MessageType;
 use raft::{StateRole, CAMPAIGN_TRANSFER};
@@ -41,19 +49,92 @@ use crate::transport::RaftEnvelope;
 const PROBE_BIT: u64 = 1 << 63;
 
 impl Store {
-    /// Whether a (pre-)vote request must be refused: within an election timeout of
-    /// reopening, the replicas here may have promised (by hearing from a leader before the
-    /// restart) not to vote yet.
-    pub(crate) fn vote_refused(&self, env: &RaftEnvelope) -> bool {
+    /// True within one support period of reopening a store that ran before: promises it
+    /// made before stopping may still stand. (A store opened for the first time made none.)
+    fn just_reopened(&self) -> bool {
+        let window = self.cfg.liveness_timeout_ticks.max(self.cfg.election_ticks as u64);
+        self.incarnation > 1 && self.now < window
+    }
+
+    /// True while this node supports `node`: it heard from it within a support period.
+    pub(crate) fn supports(&self, node: u64) -> bool {
+        let window = self.cfg.liveness_timeout_ticks;
+        node != self.node_id && self.node_heard.get(&node).is_some_and(|t| self.now.saturating_sub(*t) <= window)
+    }
+
+    /// Whether a (pre-)vote request must be refused: the store just reopened, or the
+    /// replica follows a leader on a node this one supports and the candidate is neither
+    /// that leader nor a transferee.
+    pub(crate) fn vote_refused(&self, peer: &Peer, env: &RaftEnvelope) -> bool {
         let m = &env.message;
         let is_vote = matches!(m.get_msg_type(), MessageType::MsgRequestVote | MessageType::MsgRequestPreVote);
-        let reopened = self.incarnation > 1 && self.now < self.cfg.election_ticks as u64;
-        is_vote && reopened && m.context.as_ref() != CAMPAIGN_TRANSFER
+        if !is_vote || m.context.as_ref() == CAMPAIGN_TRANSFER {
+            return false;
+        }
+        if self.just_reopened() {
+            return true;
+        }
+        let leader = peer.raw.raft.leader_id;
+        if leader == raft::INVALID_ID || leader == m.from || leader == peer.replica_id {
+            return false;
+        }
+        peer.descriptor().replica_by_id(leader).is_some_and(|l| self.supports(l.node_id))
+    }
+
+    /// True when a replica's election timer must not run: the store just reopened, or the
+    /// replica follows a leader on a node this one supports.
+    pub(crate) fn holds_election(&self, peer: &Peer) -> bool {
+        let r = &peer.raw.raft;
+        if r.state == StateRole::Leader {
+            return false;
+        }
+        if self.just_reopened() {
+            return true;
+        }
+        r.state == StateRole::Follower
+            && r.leader_id != raft::INVALID_ID
+            && peer.descriptor().replica_by_id(r.leader_id).is_some_and(|l| self.supports(l.node_id))
+    }
+
+    /// Records what a neighbour's batch says about support; returns the support epoch it
+    /// names for us (the epoch its answers in this batch were given under).
+    pub(crate) fn record_support(&mut self, node: u64, batch: &crate::metapb::HeartbeatBatch) -> (u64, u64) {
+        let stamp = self.stamp_from.entry(node).or_default();
+        *stamp = (*stamp).max((batch.incarnation, batch.sent_at));
+        if batch.echo_incarnation == self.incarnation {
+            let acked = self.support_acked.entry(node).or_default();
+            *acked = (*acked).max(batch.echo.min(self.now));
+        }
+        let epoch = (batch.incarnation, batch.support_epoch);
+        let known = self.their_epoch.entry(node).or_default();
+        *known = (*known).max(epoch);
+        epoch
+    }
+
+    /// True when `peer` holds the lease by store liveness (see the module notes).
+    pub(crate) fn liveness_lease(&self, peer: &Peer) -> bool {
+        if !peer.may_read_locally() {
+            return false;
+        }
+        let term = peer.raw.raft.term;
+        let until = self.now + self.cfg.max_clock_offset_ticks;
+        let window = self.cfg.liveness_timeout_ticks;
+        let replicas = &peer.descriptor().replicas;
+        let fortified = replicas
+            .iter()
+            .filter(|rep| {
+                rep.replica_id == peer.replica_id
+                    || (peer.fortified.get(&rep.replica_id)
+                        == Some(&(term, self.their_epoch.get(&rep.node_id).copied().unwrap_or_default()))
+                        && self.support_acked.get(&rep.node_id).is_some_and(|s| s + window > until))
+            })
+            .count();
+        fortified * 2 > replicas.len()
     }
 
     /// True while the replica of `range_id` here holds the range's lease.
     pub fn has_lease(&self, range_id: u64) -> bool {
-        self.peers.get(&range_id).is_some_and(|p| p.lease_valid(self.now))
+        self.peers.get(&range_id).is_some_and(|p| p.lease_valid(self.now) || self.liveness_lease(p))
     }
 
     /// Serves a read from the engine under the lease; gives the request back when the
@@ -63,11 +144,13 @@ impl Store {
             return Some((req, callback));
         }
         let now = self.now;
-        let peer = self.peers.get_mut(&req.range_id)?;
-        peer.last_read = now;
-        if !peer.lease_valid(now) {
+        if !self.has_lease(req.range_id) {
+            if let Some(peer) = self.peers.get_mut(&req.range_id) {
+                peer.last_read = now;
+            }
             return Some((req, callback));
         }
+        let peer = self.peers.get(&req.range_id)?;
         let _ = callback.send(peer.execute_read(&req.command));
         StoreMetrics::add(&self.metrics.lease_reads, 1);
         None
@@ -99,16 +182,39 @@ impl Store {
 }
 
 impl Peer {
-    /// True while this replica leads and its lease holds at tick `now`.
-    pub(crate) fn lease_valid(&self, now: u64) -> bool {
+    /// True when this replica leads, is not handing leadership over, and its engine holds
+    /// every committed write: the conditions common to both proofs of the lease.
+    pub(crate) fn may_read_locally(&self) -> bool {
         let r = &self.raw.raft;
         r.state == StateRole::Leader
             && r.lead_transferee.is_none()
             && self.no_lease_term != Some(r.term)
-            && self.lease.0 == r.term
-            && now < self.lease.1
             && r.commit_to_current_term()
             && self.applied_index() >= r.raft_log.committed
+    }
+
+    /// True while this replica's lease from a recent quorum round holds at tick `now`.
+    pub(crate) fn lease_valid(&self, now: u64) -> bool {
+        self.may_read_locally() && self.lease.0 == self.raw.raft.term && now < self.lease.1
+    }
+
+    /// Records that follower `replica` answered this leader's heartbeat in `term`, in a
+    /// batch sent under its node's support `epoch`.
+    pub(crate) fn fortify(&mut self, replica: u64, term: u64, epoch: (u64, u64)) {
+        if self.raw.raft.state == StateRole::Leader && term == self.raw.raft.term {
+            self.fortified.insert(replica, (term, epoch));
+        }
+    }
+
+    /// Before stepping a vote request from this replica's own leader: the leader gave up
+    /// (it campaigns), so raft-rs must not ignore it as it ignores rivals while a leader
+    /// is known.
+    pub(crate) fn forget_leader_if_it_campaigns(&mut self, env: &RaftEnvelope) {
+        let m = &env.message;
+        let is_vote = matches!(m.get_msg_type(), MessageType::MsgRequestVote | MessageType::MsgRequestPreVote);
+        if is_vote && m.from == self.raw.raft.leader_id && self.raw.raft.state == StateRole::Follower {
+            self.raw.raft.leader_id = raft::INVALID_ID;
+        }
     }
 
     /// Extends the lease after raft-rs confirmed, in the current term, a quorum round

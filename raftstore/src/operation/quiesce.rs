@@ -78,6 +78,11 @@ impl Store {
             if !peer.can_quiesce(|n| self.is_live(n)) {
                 continue;
             }
+            // It goes quiet only with its lease resting on node support, so that reads
+            // stay local while it sleeps (`lease.rs`).
+            if !self.liveness_lease(peer) {
+                continue;
+            }
             // A range being read from keeps renewing its lease (`lease.rs`).
             if self.now.saturating_sub(peer.last_read) <= self.cfg.election_ticks as u64 && peer.last_read > 0 {
                 continue;
@@ -89,7 +94,8 @@ impl Store {
                 continue;
             }
             // A leader about to hand leadership to its preferred replica stays awake.
-            if peer.preferred_leader().is_some_and(|p| p.replica_id != peer.replica_id && self.is_live(p.node_id)) {
+            let balancing = self.cfg.balance_interval_ticks > 0;
+            if balancing && peer.preferred_leader().is_some_and(|p| p.replica_id != peer.replica_id && self.is_live(p.node_id)) {
                 continue;
             }
             let (term, commit, me) = (peer.term(), peer.raw.raft.raft_log.committed, peer.replica_id);
@@ -104,16 +110,18 @@ impl Store {
     }
 
     /// Steps one expanded heartbeat; a quiesce heartbeat may put the follower to sleep.
-    pub(crate) fn on_beat(&mut self, env: RaftEnvelope, quiesce: bool) {
+    /// Returns whether it was stepped.
+    pub(crate) fn on_beat(&mut self, env: RaftEnvelope, quiesce: bool) -> bool {
         let id = env.range_id;
         let m = &env.message;
         let beat = Beat { range_id: id, from: m.from, to: m.to, term: m.term, commit: m.commit, response: false, quiesce };
         if !self.step_envelope(env) {
-            return;
+            return false;
         }
         if quiesce && self.peers.get(&id).is_some_and(|p| p.may_follow_into_quiet(&beat)) {
             self.awake.remove(&id);
         }
+        true
     }
 
     /// Wakes a quiesced replica (a no-op for an awake one). A follower tells its leader,

@@ -171,8 +171,8 @@ impl Store {
     pub(crate) fn admit(&self, peer: &Peer, env: &RaftEnvelope) -> std::result::Result<Option<RangeDescriptor>, &'static str> {
         let m = &env.message;
         let initialized = peer.raw.store().is_initialized();
-        if self.vote_refused(env) {
-            return Err("vote refused: the store reopened less than an election timeout ago");
+        if self.vote_refused(peer, env) {
+            return Err("vote refused: a lease may rest on this node's support");
         }
         match m.get_msg_type() {
             MessageType::MsgRequestVote | MessageType::MsgRequestPreVote if !initialized => {
