@@ -61,6 +61,9 @@ pub struct Peer {
     /// Per follower: the term and the follower node's support epoch (`(incarnation,
     /// epoch)`) in which it last answered this leader's heartbeat.
     pub(crate) fortified: std::collections::HashMap<u64, (u64, (u64, u64))>,
+    /// Until this tick the replica grants no vote and starts no election (it replaced an
+    /// uninitialized replica that may have made promises, see `split.rs`).
+    pub(crate) no_votes_until: u64,
     /// A term in which this replica started a leadership transfer: no lease in it.
     pub(crate) no_lease_term: Option<u64>,
     /// Bytes of keys and values applied since the last size check (for auto-split).
@@ -105,6 +108,7 @@ impl Peer {
             lease: (0, 0),
             lease_probes: Vec::new(),
             fortified: Default::default(),
+            no_votes_until: 0,
             last_read: 0,
             no_lease_term: None,
             last_heard: std::collections::HashMap::new(),

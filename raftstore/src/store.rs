@@ -72,6 +72,8 @@ pub struct Store {
     /// stamp received from it (echoed back), the latest of our ticks it echoed, the
     /// support epoch it last reported for us, and our own support epoch for it.
     pub(crate) stamp_from: BTreeMap<u64, (u64, u64)>,
+    /// When each neighbour's newest batch arrived (support lasts a period from it).
+    pub(crate) support_heard: BTreeMap<u64, u64>,
     pub(crate) support_acked: BTreeMap<u64, u64>,
     pub(crate) their_epoch: BTreeMap<u64, (u64, u64)>,
     pub(crate) my_epoch: BTreeMap<u64, u64>,
@@ -157,6 +159,7 @@ impl Store {
             dead_nodes: BTreeSet::new(),
             incarnation,
             stamp_from: BTreeMap::new(),
+            support_heard: BTreeMap::new(),
             support_acked: BTreeMap::new(),
             their_epoch: BTreeMap::new(),
             my_epoch: BTreeMap::new(),

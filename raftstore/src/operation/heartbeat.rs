@@ -113,11 +113,6 @@ impl Store {
 
     /// Records that `node` was heard from; a node thought dead is alive again.
     pub(crate) fn heard_from(&mut self, node: u64) {
-        let window = self.cfg.liveness_timeout_ticks;
-        if self.node_heard.get(&node).is_some_and(|t| self.now.saturating_sub(*t) > window) {
-            // Support for the node lapsed in the silence: leases resting on it end.
-            *self.my_epoch.entry(node).or_default() += 1;
-        }
         self.node_heard.insert(node, self.now);
         if self.dead_nodes.remove(&node) {
             tracing::info!(node = self.node_id, peer_node = node, "node is live again");

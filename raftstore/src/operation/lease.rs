@@ -59,7 +59,7 @@ impl Store {
     /// True while this node supports `node`: it heard from it within a support period.
     pub(crate) fn supports(&self, node: u64) -> bool {
         let window = self.cfg.liveness_timeout_ticks;
-        node != self.node_id && self.node_heard.get(&node).is_some_and(|t| self.now.saturating_sub(*t) <= window)
+        node != self.node_id && self.support_heard.get(&node).is_some_and(|t| self.now.saturating_sub(*t) <= window)
     }
 
     /// Whether a (pre-)vote request must be refused: the store just reopened, or the
@@ -74,11 +74,43 @@ impl Store {
         if self.just_reopened() {
             return true;
         }
+        if self.now < peer.no_votes_until {
+            return true;
+        }
         let leader = peer.raw.raft.leader_id;
-        if leader == raft::INVALID_ID || leader == m.from || leader == peer.replica_id {
+        let own_leader_campaigns = leader == m.from && m.term > peer.raw.raft.term;
+        if leader == raft::INVALID_ID || own_leader_campaigns || leader == peer.replica_id {
             return false;
         }
         peer.descriptor().replica_by_id(leader).is_some_and(|l| self.supports(l.node_id))
+    }
+
+    /// Whether a message with a higher term than the replica's must be refused: while the
+    /// replica is bound to its leader (this node supports the leader's node, raft-rs's own
+    /// check-quorum lease runs, or the store just reopened), only proof of an elected
+    /// leader (an append, heartbeat or snapshot), a transfer campaign or its own leader's
+    /// campaign may move it to a higher term. Anything else (a stale vote answer, a
+    /// rejection) would make it forget its leader and free it to vote for a rival.
+    pub(crate) fn higher_term_refused(&self, peer: &Peer, env: &RaftEnvelope) -> bool {
+        use MessageType::*;
+        let m = &env.message;
+        let r = &peer.raw.raft;
+        if m.term <= r.term || r.state == StateRole::Leader {
+            return false;
+        }
+        let from_a_leader = matches!(m.get_msg_type(), MsgAppend | MsgHeartbeat | MsgSnapshot);
+        let transfer = m.context.as_ref() == CAMPAIGN_TRANSFER;
+        let own_leader = m.from == r.leader_id && matches!(m.get_msg_type(), MsgRequestVote | MsgRequestPreVote);
+        if from_a_leader || transfer || own_leader {
+            return false;
+        }
+        if self.just_reopened() || self.now < peer.no_votes_until {
+            return true;
+        }
+        let bound_by_raft = r.leader_id != raft::INVALID_ID && r.election_elapsed < r.election_timeout();
+        let supported = r.leader_id != raft::INVALID_ID
+            && peer.descriptor().replica_by_id(r.leader_id).is_some_and(|l| self.supports(l.node_id));
+        bound_by_raft || supported
     }
 
     /// True when a replica's election timer must not run: the store just reopened, or the
@@ -88,7 +120,7 @@ impl Store {
         if r.state == StateRole::Leader {
             return false;
         }
-        if self.just_reopened() {
+        if self.just_reopened() || self.now < peer.no_votes_until {
             return true;
         }
         r.state == StateRole::Follower
@@ -99,8 +131,18 @@ impl Store {
     /// Records what a neighbour's batch says about support; returns the support epoch it
     /// names for us (the epoch its answers in this batch were given under).
     pub(crate) fn record_support(&mut self, node: u64, batch: &crate::metapb::HeartbeatBatch) -> (u64, u64) {
+        // Support is renewed only by a batch newer than any before it: a replayed or
+        // delayed one proves nothing about the sender now. A silence longer than the
+        // support period before it means support lapsed: a new epoch.
         let stamp = self.stamp_from.entry(node).or_default();
-        *stamp = (*stamp).max((batch.incarnation, batch.sent_at));
+        if (batch.incarnation, batch.sent_at) > *stamp {
+            *stamp = (batch.incarnation, batch.sent_at);
+            let window = self.cfg.liveness_timeout_ticks;
+            if self.support_heard.get(&node).is_some_and(|t| self.now.saturating_sub(*t) > window) {
+                *self.my_epoch.entry(node).or_default() += 1;
+            }
+            self.support_heard.insert(node, self.now);
+        }
         if batch.echo_incarnation == self.incarnation {
             let acked = self.support_acked.entry(node).or_default();
             *acked = (*acked).max(batch.echo.min(self.now));
@@ -212,7 +254,8 @@ impl Peer {
     pub(crate) fn forget_leader_if_it_campaigns(&mut self, env: &RaftEnvelope) {
         let m = &env.message;
         let is_vote = matches!(m.get_msg_type(), MessageType::MsgRequestVote | MessageType::MsgRequestPreVote);
-        if is_vote && m.from == self.raw.raft.leader_id && self.raw.raft.state == StateRole::Follower {
+        let r = &self.raw.raft;
+        if is_vote && m.from == r.leader_id && m.term > r.term && r.state == StateRole::Follower {
             self.raw.raft.leader_id = raft::INVALID_ID;
         }
     }

@@ -121,8 +121,16 @@ impl Store {
     pub(crate) fn create_split_peers(&mut self, ctx: &mut ApplyContext) -> Result<()> {
         for outcome in ctx.splits.drain(..) {
             let Some(storage) = outcome.storage else { continue };
+            let replaces = self.peers.contains_key(&outcome.right.range_id);
             let mut peer = Peer::new(self.node_id, storage, &self.cfg, self.election_seed, &self.logger)?;
             peer.written_since_check = RECHECK;
+            if replaces {
+                // The uninitialized replica it replaces may have answered a leader (and so
+                // helped a lease); the new one starts with no leader, so it must not vote
+                // or campaign until any such promise has run out.
+                let window = self.cfg.liveness_timeout_ticks.max(self.cfg.election_ticks as u64);
+                peer.no_votes_until = self.now + window;
+            }
             if outcome.campaign {
                 peer.raw.campaign()?;
                 // The other replicas may not have applied the split yet and drop this
@@ -173,6 +181,9 @@ impl Store {
         let initialized = peer.raw.store().is_initialized();
         if self.vote_refused(peer, env) {
             return Err("vote refused: a lease may rest on this node's support");
+        }
+        if self.higher_term_refused(peer, env) {
+            return Err("higher term refused: the replica is bound to its leader");
         }
         match m.get_msg_type() {
             MessageType::MsgRequestVote | MessageType::MsgRequestPreVote if !initialized => {
