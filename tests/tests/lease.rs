@@ -190,3 +190,73 @@ fn a_follower_restarting_as_the_leaseholder_is_cut_off_keeps_no_rival_from_being
         isolated_quiesced_leaseholder(seed, true);
     }
 }
+
+/// Records every vote request it sees, delivering them.
+struct RecordVotes(std::sync::Arc<std::sync::Mutex<Vec<flotilla_raftstore::RaftEnvelope>>>);
+
+impl flotilla_tests::Filter for RecordVotes {
+    fn check(&mut self, env: &flotilla_raftstore::RaftEnvelope, _: &mut rand::rngs::StdRng) -> flotilla_tests::Verdict {
+        if env.message.get_msg_type() == raft::prelude::MessageType::MsgRequestVote {
+            self.0.lock().unwrap().push(env.clone());
+        }
+        flotilla_tests::Verdict::Deliver
+    }
+}
+
+/// A regression test for a review finding: the leader's own vote request, delivered late
+/// (replayed), must not make a follower forget the leader and vote for a rival while the
+/// leader still reads under a lease resting on that follower.
+#[test]
+fn a_replayed_vote_request_from_the_leader_frees_no_follower_to_elect_a_rival() {
+    let votes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut c = Cluster::with_config(3, flotilla_raftstore::local::even_ranges(1, 3), 20, config());
+    let rec = c.add_filter(RecordVotes(votes.clone()));
+    let leader = c.wait_leader(1, 100).unwrap();
+    c.remove_filter(rec);
+    let stale = votes.lock().unwrap().iter().find(|e| e.from.node_id == leader).cloned().expect("recorded");
+    let follower = stale.to.node_id;
+    let third = c.node_ids().into_iter().find(|n| *n != leader && *n != follower).unwrap();
+    c.put(b"k", b"v1").unwrap();
+    wait_quiet(&mut c);
+    assert!(c.store(leader).has_lease(1));
+    // Cut the leader off from the third node only, and replay the old vote request.
+    c.add_filter(flotilla_tests::filter::Select {
+        select: move |e: &flotilla_raftstore::RaftEnvelope| {
+            (e.from.node_id, e.to.node_id) == (leader, third) || (e.from.node_id, e.to.node_id) == (third, leader)
+        },
+        inner: Box::new(flotilla_tests::filter::DropAll),
+    });
+    // The adversary also delays (here: drops) the follower's vote traffic to the leader,
+    // which would otherwise wake it and tell it of a higher term.
+    c.add_filter(flotilla_tests::filter::Select {
+        select: move |e: &flotilla_raftstore::RaftEnvelope| {
+            (e.from.node_id, e.to.node_id) == (follower, leader)
+                && matches!(
+                    e.message.get_msg_type(),
+                    raft::prelude::MessageType::MsgRequestVote
+                        | raft::prelude::MessageType::MsgRequestPreVote
+                        | raft::prelude::MessageType::MsgRequestVoteResponse
+                )
+        },
+        inner: Box::new(flotilla_tests::filter::DropAll),
+    });
+    c.store_mut(follower).on_raft_messages(vec![stale]);
+    c.settle();
+    let mut acked = b"v1".to_vec();
+    let mut pending = None;
+    for _ in 0..120 {
+        if c.store(leader).has_lease(1) {
+            let mut rx = get_at(&mut c, leader, b"k");
+            assert_eq!(answered_locally(&mut rx), Some(Some(acked.clone())), "stale read under the lease");
+        }
+        if pending.is_none() && c.store(third).peer(1).is_some_and(|p| p.is_leader()) {
+            pending = Some(c.request(third, 1, Command::Put { key: b"k".to_vec(), value: b"v2".to_vec() }));
+        }
+        if let Some(Ok(Ok(_))) = pending.as_mut().map(|rx| rx.try_recv()) {
+            acked = b"v2".to_vec();
+        }
+        c.tick();
+    }
+    let leaders: Vec<_> = c.node_ids().into_iter().map(|n| (n, c.store(n).peer(1).map(|p| (p.is_leader(), p.term())))).collect();
+    eprintln!("leader {leader} follower {follower} third {third}: acked {:?}, lease {}, {leaders:?}", String::from_utf8_lossy(&acked), c.store(leader).has_lease(1));
+}
