@@ -55,27 +55,33 @@ fn a_confirmed_leader_reads_locally_and_keeps_its_lease_while_read_from() {
 fn an_isolated_leaseholder_stops_reading_before_a_successor_is_elected() {
     let (mut c, old) = leader_with_lease(2, config());
     c.add_filter(Isolate(old));
+    lease_ends_before_a_successor(&mut c, old, "quorum-round lease");
+}
+
+/// Ticks a cluster whose leader of range 1, `old`, was just cut off: reads it serves
+/// under its lease are checked, the lease must end before another replica is elected,
+/// and after the successor writes, the old leader answers no read.
+fn lease_ends_before_a_successor(c: &mut Cluster, old: u64, what: &str) {
     let (mut last_lease, mut successor) = (None, None);
-    for t in 0..80u64 {
+    for t in 0..100u64 {
         if c.store(old).has_lease(1) {
             last_lease = Some(t);
-            let mut rx = get_at(&mut c, old, b"k");
+            let mut rx = get_at(c, old, b"k");
             assert_eq!(answered_locally(&mut rx), Some(Some(b"v1".to_vec())));
         }
         let rival = c.node_ids().into_iter().find(|n| *n != old && c.store(*n).peer(1).is_some_and(|p| p.is_leader()));
-        if let (Some(n), None) = (rival, successor) {
-            successor = Some((t, n));
+        if successor.is_none() {
+            successor = rival.map(|n| (t, n));
         }
         c.tick();
     }
     let (elected, new) = successor.expect("the others elect a new leader");
     let last = last_lease.expect("the old leader held its lease when cut off");
-    eprintln!("old leader's lease last held at tick {last}; successor elected at tick {elected}");
+    eprintln!("{what}: lease last held at tick {last}; successor elected at tick {elected}");
     assert!(last < elected, "the lease (last held at {last}) must end before a successor is elected ({elected})");
-    // The successor writes; the old leader, still cut off, cannot answer a read any more.
     let mut rx = c.request(new, 1, Command::Put { key: b"k".to_vec(), value: b"v2".to_vec() });
     assert!(c.wait_answer(&mut rx, 50).is_ok());
-    let mut rx = get_at(&mut c, old, b"k");
+    let mut rx = get_at(c, old, b"k");
     let outcome = c.wait_answer(&mut rx, 60);
     assert!(matches!(outcome, Err(CallError::Store(_))), "no stale read from the deposed leader: {outcome:?}");
 }
@@ -154,27 +160,7 @@ fn isolated_quiesced_leaseholder(seed: u64, restart_follower: bool) {
         c.restart(f);
     }
     c.add_filter(Isolate(old));
-    let (mut last_lease, mut successor) = (None, None);
-    for t in 0..100u64 {
-        if c.store(old).has_lease(1) {
-            last_lease = Some(t);
-            let mut rx = get_at(&mut c, old, b"k");
-            assert_eq!(answered_locally(&mut rx), Some(Some(b"v1".to_vec())));
-        }
-        let rival = c.node_ids().into_iter().find(|n| *n != old && c.store(*n).peer(1).is_some_and(|p| p.is_leader()));
-        if successor.is_none() {
-            successor = rival.map(|n| (t, n));
-        }
-        c.tick();
-    }
-    let (elected, new) = successor.expect("the others elect a new leader");
-    let last = last_lease.expect("the lease held when the leader was cut off");
-    eprintln!("seed {seed}: lease last held at tick {last}; successor elected at tick {elected}");
-    assert!(last < elected, "the lease (last held at {last}) must end before a successor is elected ({elected})");
-    let mut rx = c.request(new, 1, Command::Put { key: b"k".to_vec(), value: b"v2".to_vec() });
-    assert!(c.wait_answer(&mut rx, 50).is_ok());
-    let mut rx = get_at(&mut c, old, b"k");
-    assert!(matches!(c.wait_answer(&mut rx, 60), Err(CallError::Store(_))), "no stale read from the deposed leader");
+    lease_ends_before_a_successor(&mut c, old, &format!("seed {seed}, quiesced"));
 }
 
 #[test]
