@@ -6,8 +6,8 @@
 //! follower that heard from its leader ignores vote requests, and does not campaign, for
 //! `election_ticks` of its own ticks. So when a quorum answers a heartbeat round the
 //! leader sent at tick `t`, no rival can be elected before `t + election_ticks` on the
-//! followers' clocks; the leader reads until `t + election_ticks − max_clock_offset_ticks`
-//! on its own. The confirmation is raft-rs's ReadIndex round: a `ReadState` for a request
+//! followers' clocks; the leader reads until `t + election_ticks − max_clock_offset_ticks − 1`
+//! on its own (a follower's next tick may come just after the heartbeat). The confirmation is raft-rs's ReadIndex round: a `ReadState` for a request
 //! issued at `t` means a quorum answered heartbeats sent at `t` or later. Every ReadIndex
 //! read renews it, and while reads keep coming a leader sends a renewal every
 //! `heartbeat_ticks`.
@@ -242,8 +242,15 @@ impl Peer {
 
     /// Records that follower `replica` answered this leader's heartbeat in `term`, in a
     /// batch sent under its node's support `epoch`.
+    ///
+    /// Only a follower that has acknowledged an append in this term counts (raft-rs resets
+    /// `matched` to 0 when a leader is elected): an uninitialized replica answers
+    /// heartbeats but never appends, and a split may replace it with a blank replica that
+    /// is bound to nobody.
     pub(crate) fn fortify(&mut self, replica: u64, term: u64, epoch: (u64, u64)) {
-        if self.raw.raft.state == StateRole::Leader && term == self.raw.raft.term {
+        let r = &self.raw.raft;
+        let appended = r.prs().get(replica).is_some_and(|pr| pr.matched > 0);
+        if r.state == StateRole::Leader && term == r.term && appended {
             self.fortified.insert(replica, (term, epoch));
         }
     }
@@ -267,7 +274,9 @@ impl Peer {
         if self.raw.raft.state != StateRole::Leader {
             return;
         }
-        let until = (issued + election_ticks).saturating_sub(max_offset);
+        // A follower may vote again at its `election_ticks`-th tick after the heartbeat,
+        // which can come one tick short of `election_ticks` ticks later: one tick off.
+        let until = (issued + election_ticks).saturating_sub(max_offset + 1);
         if self.lease.0 != term {
             self.lease = (term, until);
         } else {
