@@ -246,3 +246,32 @@ fn a_replayed_vote_request_from_the_leader_frees_no_follower_to_elect_a_rival() 
     let leaders: Vec<_> = c.node_ids().into_iter().map(|n| (n, c.store(n).peer(1).map(|p| (p.is_leader(), p.term())))).collect();
     eprintln!("leader {leader} follower {follower} third {third}: acked {:?}, lease {}, {leaders:?}", String::from_utf8_lossy(&acked), c.store(leader).has_lease(1));
 }
+
+/// A regression test for a review finding: a stale higher-term message that proves no
+/// elected leader (here a pre-vote rejection from a rival's old campaign) must not move a
+/// follower bound to its leader to the higher term, which would make it forget the leader
+/// and free it to vote for a rival under the leader's lease.
+#[test]
+fn a_stale_higher_term_rejection_does_not_unbind_a_follower() {
+    let mut c = Cluster::with_config(3, flotilla_raftstore::local::even_ranges(1, 3), 21, config());
+    let leader = c.wait_leader(1, 100).unwrap();
+    c.put(b"k", b"v1").unwrap();
+    wait_quiet(&mut c);
+    let others: Vec<u64> = c.node_ids().into_iter().filter(|n| *n != leader).collect();
+    let (follower, rival) = (others[0], others[1]);
+    let desc = c.store(follower).peer(1).unwrap().descriptor().clone();
+    let (f, r) = (desc.replica_on(follower).unwrap(), desc.replica_on(rival).unwrap());
+    let term = c.store(follower).peer(1).unwrap().term();
+    let mut m = raft::prelude::Message::default();
+    m.set_msg_type(raft::prelude::MessageType::MsgRequestPreVoteResponse);
+    m.from = r.replica_id;
+    m.to = f.replica_id;
+    m.term = term + 1;
+    m.reject = true;
+    c.store_mut(follower).on_raft_messages(vec![flotilla_raftstore::RaftEnvelope { range_id: 1, from: r, to: f, message: m }]);
+    c.settle();
+    let peer = c.store(follower).peer(1).unwrap();
+    assert_eq!(peer.term(), term, "the follower stays in its leader's term");
+    assert_eq!(peer.leader().map(|l| l.node_id), Some(leader), "and keeps its leader");
+    assert!(c.store(leader).has_lease(1));
+}
