@@ -139,7 +139,9 @@ impl Store {
             }
             self.touched.insert(peer.range_id);
             self.awake.insert(peer.range_id);
+            let replicas = peer.descriptor().replicas.clone();
             self.peers.insert(peer.range_id, peer);
+            self.add_neighbours(&replicas);
         }
         Ok(())
     }
@@ -160,6 +162,7 @@ impl Store {
                 tracing::debug!(range = env.range_id, "created uninitialized replica from a message");
                 self.awake.insert(env.range_id);
                 self.peers.insert(env.range_id, peer);
+                self.add_neighbours(&[env.from]);
                 true
             }
             Err(e) => {
