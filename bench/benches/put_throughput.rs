@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::sync::Arc;
 
-use flotilla_bench::{concurrent_puts, local_db, random_key, syncs_and_writes};
+use flotilla_bench::{local_db, puts_with_keys, random_key, syncs_and_writes, Keys};
 use flotilla_engine::{Cf, Engine, EngineOptions};
 use flotilla_raftstore::keyspace::{decode_user_key, initial_ranges};
 use flotilla_raftstore::local::LocalCluster;
@@ -76,7 +76,7 @@ fn cluster_puts(c: &mut Criterion) {
         });
         let (s0, w0) = syncs_and_writes(&cluster);
         group.bench_function(format!("{ranges}_ranges"), |b| {
-            b.iter_custom(|iters| concurrent_puts(&rt, &db, iters, PROPOSERS, VALUE_SIZE))
+            b.iter_custom(|iters| puts_with_keys(&rt, &db, Keys::Uniform, iters, PROPOSERS, VALUE_SIZE))
         });
         let (s1, w1) = syncs_and_writes(&cluster);
         println!(

@@ -47,19 +47,9 @@ impl Keys {
     }
 }
 
-/// Runs `total` puts of `value_size`-byte values from `proposers` concurrent tasks, each
-/// waiting for its answer before the next put; returns the wall time. Panics if a put fails.
-pub fn concurrent_puts(
-    rt: &tokio::runtime::Runtime,
-    db: &Arc<LocalDb>,
-    total: u64,
-    proposers: u64,
-    value_size: usize,
-) -> Duration {
-    puts_with_keys(rt, db, Keys::Uniform, total, proposers, value_size)
-}
-
-/// Like [`concurrent_puts`], with keys from `keys`.
+/// Runs `total` puts of `value_size`-byte values with keys from `keys`, from `proposers`
+/// concurrent tasks, each waiting for its answer before the next put; returns the wall
+/// time. Panics if a put fails.
 pub fn puts_with_keys(
     rt: &tokio::runtime::Runtime,
     db: &Arc<LocalDb>,

@@ -77,12 +77,16 @@ impl Store {
         if self.now < peer.no_votes_until {
             return true;
         }
+        let own_leader_campaigns = peer.raw.raft.leader_id == m.from && m.term > peer.raw.raft.term;
+        !own_leader_campaigns && self.leader_supported(peer)
+    }
+
+    /// True when the replica follows a leader on another node that this node supports.
+    fn leader_supported(&self, peer: &Peer) -> bool {
         let leader = peer.raw.raft.leader_id;
-        let own_leader_campaigns = leader == m.from && m.term > peer.raw.raft.term;
-        if leader == raft::INVALID_ID || own_leader_campaigns || leader == peer.replica_id {
-            return false;
-        }
-        peer.descriptor().replica_by_id(leader).is_some_and(|l| self.supports(l.node_id))
+        leader != raft::INVALID_ID
+            && leader != peer.replica_id
+            && peer.descriptor().replica_by_id(leader).is_some_and(|l| self.supports(l.node_id))
     }
 
     /// Whether a message with a higher term than the replica's must be refused: while the
@@ -108,9 +112,7 @@ impl Store {
             return true;
         }
         let bound_by_raft = r.leader_id != raft::INVALID_ID && r.election_elapsed < r.election_timeout();
-        let supported = r.leader_id != raft::INVALID_ID
-            && peer.descriptor().replica_by_id(r.leader_id).is_some_and(|l| self.supports(l.node_id));
-        bound_by_raft || supported
+        bound_by_raft || self.leader_supported(peer)
     }
 
     /// True when a replica's election timer must not run: the store just reopened, or the
@@ -123,9 +125,7 @@ impl Store {
         if self.just_reopened() || self.now < peer.no_votes_until {
             return true;
         }
-        r.state == StateRole::Follower
-            && r.leader_id != raft::INVALID_ID
-            && peer.descriptor().replica_by_id(r.leader_id).is_some_and(|l| self.supports(l.node_id))
+        r.state == StateRole::Follower && self.leader_supported(peer)
     }
 
     /// Records what a neighbour's batch says about support; returns the support epoch it
@@ -186,13 +186,12 @@ impl Store {
             return Some((req, callback));
         }
         let now = self.now;
-        if !self.has_lease(req.range_id) {
-            if let Some(peer) = self.peers.get_mut(&req.range_id) {
-                peer.last_read = now;
-            }
+        let leased = self.has_lease(req.range_id);
+        let Some(peer) = self.peers.get_mut(&req.range_id) else { return Some((req, callback)) };
+        if !leased {
+            peer.last_read = now;
             return Some((req, callback));
         }
-        let peer = self.peers.get(&req.range_id)?;
         let _ = callback.send(peer.execute_read(&req.command));
         StoreMetrics::add(&self.metrics.lease_reads, 1);
         None

@@ -55,17 +55,17 @@ impl Peer {
         followers_done && !self.raw.has_ready()
     }
 
-    /// On a follower that just stepped a quiesce heartbeat `b`: true when it may go
-    /// quiet with its leader.
-    fn may_follow_into_quiet(&self, b: &Beat) -> bool {
+    /// On a follower that just stepped a quiesce heartbeat from `leader` (its term and
+    /// commit): true when it may go quiet with it.
+    fn may_follow_into_quiet(&self, leader: u64, term: u64, commit: u64) -> bool {
         let r = &self.raw.raft;
         // Requests left from when it led must still be answered (by ticks expiring them).
         let idle = self.proposals.is_empty() && self.reads.is_empty();
         idle && r.state == StateRole::Follower
-            && r.leader_id == b.from
-            && r.term == b.term
-            && r.raft_log.committed == b.commit
-            && r.raft_log.last_index() == b.commit
+            && r.leader_id == leader
+            && r.term == term
+            && r.raft_log.committed == commit
+            && r.raft_log.last_index() == commit
     }
 }
 
@@ -74,30 +74,7 @@ impl Store {
     pub(crate) fn maybe_quiesce(&mut self) {
         let ids: Vec<u64> = self.awake.iter().copied().collect();
         for id in ids {
-            let Some(peer) = self.peers.get(&id) else { continue };
-            if !peer.can_quiesce(|n| self.is_live(n)) {
-                continue;
-            }
-            // It goes quiet only with its lease resting on node support, so that reads
-            // stay local while it sleeps (`lease.rs`).
-            if !self.liveness_lease(peer) {
-                continue;
-            }
-            // A range being read from keeps renewing its lease (`lease.rs`).
-            if self.now.saturating_sub(peer.last_read) <= self.cfg.election_ticks as u64 && peer.last_read > 0 {
-                continue;
-            }
-            // A range due a size check (after a split, or a burst of writes) stays awake
-            // until it has been measured.
-            let step = self.cfg.split_size / 8;
-            if step > 0 && peer.written_since_check >= step {
-                continue;
-            }
-            // A leader about to hand leadership to its preferred replica stays awake.
-            let balancing = self.cfg.balance_interval_ticks > 0;
-            if balancing && peer.preferred_leader().is_some_and(|p| p.replica_id != peer.replica_id && self.is_live(p.node_id)) {
-                continue;
-            }
+            let Some(peer) = self.peers.get(&id).filter(|p| self.may_quiesce(p)) else { continue };
             let (term, commit, me) = (peer.term(), peer.raw.raft.raft_log.committed, peer.replica_id);
             let followers: Vec<_> = peer.descriptor().replicas.iter().filter(|r| r.replica_id != me).copied().collect();
             let live: Vec<_> = followers.into_iter().filter(|f| self.is_live(f.node_id)).collect();
@@ -109,16 +86,33 @@ impl Store {
         }
     }
 
+    /// True when the leader `peer` may go quiet: its log is settled everywhere
+    /// (`can_quiesce`), its lease rests on node support (so reads stay local while it
+    /// sleeps, `lease.rs`), nobody is reading from it through ReadIndex (it keeps renewing
+    /// that lease instead), it is not due a size check, and, while leaders are balanced,
+    /// it is its range's preferred leader (or that replica's node is dead).
+    fn may_quiesce(&self, peer: &Peer) -> bool {
+        let read_lately = peer.last_read > 0 && self.now.saturating_sub(peer.last_read) <= self.cfg.election_ticks as u64;
+        let step = self.cfg.split_size / 8;
+        let due_size_check = step > 0 && peer.written_since_check >= step;
+        let balancing = self.cfg.balance_interval_ticks > 0;
+        let to_transfer = balancing
+            && peer.preferred_leader().is_some_and(|p| p.replica_id != peer.replica_id && self.is_live(p.node_id));
+        peer.can_quiesce(|n| self.is_live(n))
+            && self.liveness_lease(peer)
+            && !read_lately
+            && !due_size_check
+            && !to_transfer
+    }
+
     /// Steps one expanded heartbeat; a quiesce heartbeat may put the follower to sleep.
     /// Returns whether it was stepped.
     pub(crate) fn on_beat(&mut self, env: RaftEnvelope, quiesce: bool) -> bool {
-        let id = env.range_id;
-        let m = &env.message;
-        let beat = Beat { range_id: id, from: m.from, to: m.to, term: m.term, commit: m.commit, response: false, quiesce };
+        let (id, from, term, commit) = (env.range_id, env.message.from, env.message.term, env.message.commit);
         if !self.step_envelope(env) {
             return false;
         }
-        if quiesce && self.peers.get(&id).is_some_and(|p| p.may_follow_into_quiet(&beat)) {
+        if quiesce && self.peers.get(&id).is_some_and(|p| p.may_follow_into_quiet(from, term, commit)) {
             self.awake.remove(&id);
         }
         true
