@@ -70,10 +70,23 @@ pub fn is_meta_key(key: &[u8]) -> bool {
 /// user span, split evenly over the first two bytes of user keys, each replicated on
 /// nodes `1..=nodes` (replica id = `range_id * 100 + node_id`).
 pub fn initial_ranges(user_ranges: u64, nodes: u64) -> Vec<RangeDescriptor> {
-    let count = user_ranges.clamp(1, 65_536);
     let replicas = |range_id: u64| -> Vec<Replica> {
         (1..=nodes).map(|n| Replica { node_id: n, replica_id: range_id * 100 + n }).collect()
     };
+    initial_ranges_with(user_ranges, replicas)
+}
+
+/// Like [`initial_ranges`], replicated on the nodes `node_ids` (any ids; a replica's id is
+/// its node's id, unique within each range). The server bootstraps clusters with this.
+pub fn initial_ranges_on(user_ranges: u64, node_ids: &[u64]) -> Vec<RangeDescriptor> {
+    let replicas = |_: u64| -> Vec<Replica> {
+        node_ids.iter().map(|&n| Replica { node_id: n, replica_id: n }).collect()
+    };
+    initial_ranges_with(user_ranges, replicas)
+}
+
+fn initial_ranges_with(user_ranges: u64, replicas: impl Fn(u64) -> Vec<Replica>) -> Vec<RangeDescriptor> {
+    let count = user_ranges.clamp(1, 65_536);
     let epoch = Some(Epoch { version: 1, conf_ver: 1 });
     let mut out = vec![RangeDescriptor {
         range_id: META_RANGE_ID,

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use flotilla_engine::{keys, Cf, Engine};
+use flotilla_engine::{keys, Cf, Engine, WriteBatch};
 use prost::Message as _;
 
 use crate::config::StoreConfig;
@@ -33,6 +33,8 @@ pub struct RangeStatus {
     pub applied_index: u64,
     pub first_log_index: u64,
     pub last_log_index: u64,
+    /// This replica holds the range's lease (it serves reads locally).
+    pub has_lease: bool,
 }
 
 /// The replicas of one node and the state shared by their rounds.
@@ -87,28 +89,29 @@ impl Store {
     /// records the node id as the owner of the data directory. Fails if any of the
     /// ranges already exists there.
     pub fn bootstrap(engine: &Engine, node_id: u64, descs: &[RangeDescriptor]) -> Result<()> {
-        check_identity(engine, node_id)?;
-        let mut wb = engine.batch();
-        wb.put(Cf::Meta, keys::STORE_IDENT_KEY, &node_id.to_be_bytes());
-        for desc in descs {
-            if engine.get(Cf::Meta, &keys::descriptor_key(desc.range_id))?.is_some() {
-                return Err(Error::InvalidRequest(format!(
-                    "range {} already exists on node {node_id}",
-                    desc.range_id
-                )));
-            }
-            PeerStorage::bootstrap(desc, &mut wb);
-        }
-        let meta = descs.iter().find(|d| d.range_id == crate::keyspace::META_RANGE_ID);
-        if let Some(meta) = meta.filter(|m| m.contains(&crate::keyspace::meta_key(b""))) {
-            // The meta range starts out listing every other range (no leaders yet).
-            for desc in descs.iter().filter(|d| d.range_id != meta.range_id) {
-                let entry = crate::metapb::MetaEntry { descriptor: Some(desc.clone()), leader: None, term: 0 };
-                wb.put(Cf::Data, &crate::keyspace::meta_key(&desc.end), &entry.encode_to_vec());
-            }
-        }
+        let wb = bootstrap_batch(engine, node_id, descs)?;
         engine.write(wb, true)?;
         Ok(())
+    }
+
+    /// Like [`Store::bootstrap`], and records in the same synced write the identity of
+    /// the cluster the store now belongs to: bytes the server defines (see
+    /// [`Store::cluster_identity`]).
+    pub fn bootstrap_cluster(engine: &Engine, node_id: u64, identity: &[u8], descs: &[RangeDescriptor]) -> Result<()> {
+        let mut wb = bootstrap_batch(engine, node_id, descs)?;
+        wb.put(Cf::Meta, CLUSTER_IDENTITY_KEY, identity);
+        engine.write(wb, true)?;
+        Ok(())
+    }
+
+    /// Fails if the engine's data directory belongs to another node than `node_id`.
+    pub fn check_owner(engine: &Engine, node_id: u64) -> Result<()> {
+        check_identity(engine, node_id)
+    }
+
+    /// The cluster identity recorded by [`Store::bootstrap_cluster`], if any.
+    pub fn cluster_identity(engine: &Engine) -> Result<Option<Vec<u8>>> {
+        Ok(engine.get(Cf::Meta, CLUSTER_IDENTITY_KEY)?)
     }
 
     /// Opens the store of node `node_id`: rebuilds a replica for every descriptor on disk.
@@ -219,6 +222,7 @@ impl Store {
                 applied_index: p.applied_index(),
                 first_log_index: p.first_log_index(),
                 last_log_index: p.last_log_index(),
+                has_lease: self.has_lease(p.range_id),
             })
             .collect()
     }
@@ -389,6 +393,34 @@ fn check_identity(engine: &Engine, node_id: u64) -> Result<()> {
         }
     }
 }
+
+/// The write that bootstraps `descs` on node `node_id` (refused if one already exists).
+fn bootstrap_batch(engine: &Engine, node_id: u64, descs: &[RangeDescriptor]) -> Result<WriteBatch> {
+    check_identity(engine, node_id)?;
+    let mut wb = engine.batch();
+    wb.put(Cf::Meta, keys::STORE_IDENT_KEY, &node_id.to_be_bytes());
+    for desc in descs {
+        if engine.get(Cf::Meta, &keys::descriptor_key(desc.range_id))?.is_some() {
+            return Err(Error::InvalidRequest(format!(
+                "range {} already exists on node {node_id}",
+                desc.range_id
+            )));
+        }
+        PeerStorage::bootstrap(desc, &mut wb);
+    }
+    let meta = descs.iter().find(|d| d.range_id == crate::keyspace::META_RANGE_ID);
+    if let Some(meta) = meta.filter(|m| m.contains(&crate::keyspace::meta_key(b""))) {
+        // The meta range starts out listing every other range (no leaders yet).
+        for desc in descs.iter().filter(|d| d.range_id != meta.range_id) {
+            let entry = crate::metapb::MetaEntry { descriptor: Some(desc.clone()), leader: None, term: 0 };
+            wb.put(Cf::Data, &crate::keyspace::meta_key(&desc.end), &entry.encode_to_vec());
+        }
+    }
+    Ok(wb)
+}
+
+/// Where the cluster identity is recorded.
+const CLUSTER_IDENTITY_KEY: &[u8] = b"\x01cluster-identity";
 
 /// Counts this opening of the store (a synced write), returning the new count.
 fn next_incarnation(engine: &Engine) -> Result<u64> {

@@ -1,13 +1,14 @@
-//! The `flotilla` binary. Until the network server lands, it offers `demo`: a local
-//! 3-node cluster in this process (three stores, three data directories, an in-process
-//! transport) that writes, reads and scans through the embeddable `Db` API and reports
-//! what it did.
+//! The `flotilla` binary: `start` runs a node, `init` bootstraps a cluster, `kv`,
+//! `status`, `ranges` and `split` talk to a running cluster, and `demo` runs a 3-node
+//! cluster inside this process through the embeddable `Db` API.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use flotilla_server::cli::{self, Endpoints, KvCmd};
+use flotilla_server::config::StartArgs;
 use flotilla_raftstore::keyspace::initial_ranges;
 use flotilla_raftstore::local::LocalCluster;
 use flotilla_raftstore::{StoreConfig, StoreMetrics};
@@ -23,6 +24,40 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run a node. With no flags: a single-node cluster on 127.0.0.1:6180 with data in
+    /// ./flotilla-data. With --join: a member of a multi-node cluster (see `init`).
+    Start(StartArgs),
+    /// Bootstrap a cluster whose nodes were started with --join (once per cluster).
+    Init {
+        #[command(flatten)]
+        endpoints: Endpoints,
+        /// User ranges the cluster starts with (they split as they grow).
+        #[arg(long, default_value_t = 1)]
+        initial_ranges: u32,
+    },
+    /// Read and write keys.
+    Kv {
+        #[command(flatten)]
+        endpoints: Endpoints,
+        #[command(subcommand)]
+        cmd: KvCmd,
+    },
+    /// The cluster's nodes: liveness, replicas, leaders and leases per node.
+    Status {
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Every range: span, leader, lease, size and replicas.
+    Ranges {
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Split the range holding KEY at KEY.
+    Split {
+        key: String,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
     /// Start a local 3-node cluster in this process, write, read, and print what happened.
     Demo {
         /// Data directory (default: a fresh temporary directory, removed on exit).
@@ -38,20 +73,71 @@ enum Cmd {
 }
 
 fn main() {
+    let cli = Cli::parse();
+    // raft-rs logs every election at info through slog; a node's default log keeps
+    // Flotilla's own info lines and raft-rs' warnings.
+    let default_filter = if matches!(cli.command, Cmd::Start(_)) { "info,slog=warn" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Cmd::Demo { data_dir, ranges, keys } => demo(data_dir, ranges, keys),
+    let code = match cli.command {
+        Cmd::Demo { data_dir, ranges, keys } => match demo(data_dir, ranges, keys) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        },
+        Cmd::Start(args) => start(args),
+        other => client_command(other),
     };
-    if let Err(e) = result {
-        eprintln!("error: {e}");
-        std::process::exit(1);
+    std::process::exit(code);
+}
+
+fn start(args: StartArgs) -> i32 {
+    let result = args.resolve().and_then(|cfg| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("flotilla-rt")
+            .build()
+            .map_err(|e| flotilla_server::errors::ServerError::Config(format!("cannot start the runtime: {e}")))?;
+        runtime.block_on(flotilla_server::start::serve(cfg))
+    });
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
     }
+}
+
+fn client_command(cmd: Cmd) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return 2;
+        }
+    };
+    let outcome = runtime.block_on(async move {
+        match cmd {
+            Cmd::Init { endpoints, initial_ranges } => cli::init(&endpoints, initial_ranges).await,
+            Cmd::Kv { endpoints, cmd } => cli::kv(&endpoints, cmd).await,
+            Cmd::Status { endpoints } => cli::status(&endpoints).await,
+            Cmd::Ranges { endpoints } => cli::ranges(&endpoints).await,
+            Cmd::Split { key, endpoints } => cli::split(&endpoints, &key).await,
+            Cmd::Start(_) | Cmd::Demo { .. } => Ok(0),
+        }
+    });
+    outcome.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        2
+    })
 }
 
 fn demo(data_dir: Option<PathBuf>, ranges: u64, keys: u32) -> Result<(), Box<dyn std::error::Error>> {

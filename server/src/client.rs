@@ -1,0 +1,144 @@
+//! A gRPC client for a Flotilla cluster: the CLI, the load generator and the process
+//! tests use it.
+//!
+//! It holds a channel per endpoint and sends each call to the next endpoint in turn. A
+//! call that could not even connect is tried on the next endpoint; any other failure is
+//! returned as the server's status (the server already retried what was safe to retry).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::peers::channel_to;
+use crate::proto::admin_client::AdminClient;
+use crate::proto::kv_client::KvClient;
+use crate::proto::*;
+
+/// The largest message the client sends or accepts.
+const MAX_MESSAGE: usize = 64 << 20;
+
+/// A client of one cluster.
+pub struct Client {
+    endpoints: Vec<String>,
+    channels: Vec<Channel>,
+    next: AtomicUsize,
+}
+
+impl Client {
+    /// A client of the nodes at `endpoints` (host:port). Connections open on first use.
+    pub fn new(endpoints: &[String]) -> Result<Client, String> {
+        if endpoints.is_empty() {
+            return Err("no endpoints given (--endpoints HOST:PORT[,HOST:PORT...])".into());
+        }
+        let channels = endpoints
+            .iter()
+            .map(|e| channel_to(e).map_err(|err| format!("endpoint {e}: {err}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Client { endpoints: endpoints.to_vec(), channels, next: AtomicUsize::new(0) })
+    }
+
+    /// The endpoints, in the order given.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// A raw client of the service on endpoint `i`.
+    pub fn kv_at(&self, i: usize) -> KvClient<Channel> {
+        KvClient::new(self.channels[i % self.channels.len()].clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    }
+
+    /// Runs `call` on the endpoints in turn until one is reachable.
+    async fn call<T, F, Fut>(&self, call: F) -> Result<T, Status>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let n = self.channels.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..n {
+            match call(self.channels[(start + i) % n].clone()).await {
+                Err(s) if unreachable(&s) => last = Some(s),
+                r => return r.map(tonic::Response::into_inner),
+            }
+        }
+        Err(last.unwrap_or_else(|| Status::unavailable("no endpoint")))
+    }
+
+    fn kv(ch: Channel) -> KvClient<Channel> {
+        KvClient::new(ch).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE)
+    }
+
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Status> {
+        let r = self.call(|ch| async move { Self::kv(ch).get(GetRequest { key: key.to_vec() }).await }).await?;
+        Ok(r.found.then_some(r.value))
+    }
+
+    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), Status> {
+        let req = PutRequest { key: key.to_vec(), value: value.to_vec() };
+        self.call(|ch| {
+            let req = req.clone();
+            async move { Self::kv(ch).put(req).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn delete(&self, key: &[u8]) -> Result<(), Status> {
+        self.call(|ch| async move { Self::kv(ch).delete(DeleteRequest { key: key.to_vec() }).await }).await.map(|_| ())
+    }
+
+    pub async fn scan(&self, start: &[u8], end: &[u8], limit: u32) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Status> {
+        let req = ScanRequest { start: start.to_vec(), end: end.to_vec(), limit };
+        let r = self.call(|ch| {
+            let req = req.clone();
+            async move { Self::kv(ch).scan(req).await }
+        });
+        Ok(r.await?.pairs.into_iter().map(|p| (p.key, p.value)).collect())
+    }
+
+    pub async fn compare_and_swap(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new_value: Option<&[u8]>,
+    ) -> Result<(bool, Option<Vec<u8>>), Status> {
+        let req = CompareAndSwapRequest {
+            key: key.to_vec(),
+            expected: expected.map(<[u8]>::to_vec),
+            new_value: new_value.map(<[u8]>::to_vec),
+        };
+        let r = self.call(|ch| {
+            let req = req.clone();
+            async move { Self::kv(ch).compare_and_swap(req).await }
+        });
+        let r = r.await?;
+        Ok((r.succeeded, r.previous))
+    }
+
+    pub async fn init(&self, initial_ranges: u32) -> Result<InitResponse, Status> {
+        let req = InitRequest { initial_ranges };
+        self.call(|ch| async move { AdminClient::new(ch).init(req).await }).await
+    }
+
+    pub async fn status(&self) -> Result<StatusResponse, Status> {
+        self.call(|ch| async move { AdminClient::new(ch).status(StatusRequest {}).await }).await
+    }
+
+    pub async fn ranges(&self) -> Result<RangesResponse, Status> {
+        self.call(|ch| async move { AdminClient::new(ch).ranges(RangesRequest {}).await }).await
+    }
+
+    pub async fn split(&self, key: &[u8]) -> Result<SplitResponse, Status> {
+        self.call(|ch| async move { AdminClient::new(ch).split(SplitRequest { key: key.to_vec() }).await }).await
+    }
+}
+
+/// True when a call failed to connect at all (so it was certainly not executed).
+pub fn unreachable(s: &Status) -> bool {
+    s.code() == Code::Unavailable && s.message().contains("error trying to connect")
+}

@@ -1,0 +1,196 @@
+//! Server settings: command-line flags, a TOML file with the same names, and defaults.
+//! A flag beats the file, and the file beats the default.
+//!
+//! ```toml
+//! node-id = 2
+//! listen = "127.0.0.1:6280"
+//! advertise = "10.0.0.2:6280"
+//! http-listen = "127.0.0.1:6281"
+//! join = ["10.0.0.1:6180", "10.0.0.3:6380"]
+//! data-dir = "/var/lib/flotilla"
+//! split-size = 67108864
+//! tick-ms = 100
+//! [peers]          # pinned addresses, winning over what nodes report
+//! 3 = "10.0.1.3:6380"
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use flotilla_raftstore::StoreConfig;
+use serde::Deserialize;
+
+use crate::errors::ServerError;
+
+/// The gRPC address of a node started without `--listen`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:6180";
+/// The HTTP (metrics, status) address of a node started without `--http-listen`.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:6181";
+/// The data directory of a node started without `--data-dir`.
+pub const DEFAULT_DATA_DIR: &str = "flotilla-data";
+
+/// `flotilla start` flags.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct StartArgs {
+    /// A TOML file with any of these settings (flags win).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// This node's id (1..16777215), unique in the cluster. Default 1.
+    #[arg(long)]
+    pub node_id: Option<u64>,
+    /// Address for gRPC (clients and other nodes). Default 127.0.0.1:6180.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Address other nodes reach this one at. Default: the listen address.
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Address for HTTP: /metrics (Prometheus) and /status. Default 127.0.0.1:6181.
+    #[arg(long)]
+    pub http_listen: Option<String>,
+    /// Other nodes' addresses, comma-separated. Without it the node starts a single-node
+    /// cluster by itself; with it, it waits for `flotilla init`.
+    #[arg(long, value_delimiter = ',')]
+    pub join: Vec<String>,
+    /// Where the node keeps its data. Default ./flotilla-data.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Pin the address of another node, as ID=ADDR (repeatable); wins over what other
+    /// nodes report.
+    #[arg(long = "peer", value_name = "ID=ADDR")]
+    pub peers: Vec<String>,
+    /// Split a range once its keys and values exceed this many bytes. Default 64 MiB.
+    #[arg(long)]
+    pub split_size: Option<u64>,
+    /// Length of a Raft tick in milliseconds (elections take 10 ticks). Default 100.
+    #[arg(long)]
+    pub tick_ms: Option<u64>,
+    /// User ranges a single-node cluster starts with. Default 1.
+    #[arg(long)]
+    pub initial_ranges: Option<u32>,
+}
+
+/// The TOML file: the same settings, kebab-case.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    node_id: Option<u64>,
+    listen: Option<String>,
+    advertise: Option<String>,
+    http_listen: Option<String>,
+    join: Option<Vec<String>>,
+    data_dir: Option<PathBuf>,
+    peers: Option<BTreeMap<String, String>>,
+    split_size: Option<u64>,
+    tick_ms: Option<u64>,
+    initial_ranges: Option<u32>,
+}
+
+/// Resolved settings of one server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub node_id: u64,
+    pub listen: SocketAddr,
+    pub advertise: String,
+    pub http_listen: SocketAddr,
+    pub join: Vec<String>,
+    pub data_dir: PathBuf,
+    pub pinned: HashMap<u64, String>,
+    pub initial_ranges: u32,
+    pub store: StoreConfig,
+}
+
+impl StartArgs {
+    /// Merges the flags over the config file (if any) over the defaults.
+    pub fn resolve(self) -> Result<ServerConfig, ServerError> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ServerError::ConfigFile { path: path.clone(), source })?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?
+            }
+            None => FileConfig::default(),
+        };
+        let listen_s = self.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen = parse_addr("listen", &listen_s)?;
+        let http_s = self.http_listen.or(file.http_listen).unwrap_or_else(|| DEFAULT_HTTP_LISTEN.into());
+        let http_listen = parse_addr("http-listen", &http_s)?;
+        let advertise = self.advertise.or(file.advertise).unwrap_or(listen_s);
+        let join = if self.join.is_empty() { file.join.unwrap_or_default() } else { self.join };
+        let mut pinned = HashMap::new();
+        for (id, addr) in file.peers.unwrap_or_default() {
+            pinned.insert(parse_node_id(&id)?, addr);
+        }
+        for pin in &self.peers {
+            let (id, addr) = pin
+                .split_once('=')
+                .ok_or_else(|| ServerError::Config(format!("--peer {pin}: expected ID=ADDR")))?;
+            pinned.insert(parse_node_id(id)?, addr.to_string());
+        }
+        let mut store = StoreConfig::default();
+        if let Some(s) = self.split_size.or(file.split_size) {
+            store.split_size = s;
+        }
+        if let Some(ms) = self.tick_ms.or(file.tick_ms) {
+            if ms == 0 {
+                return Err(ServerError::Config("tick-ms must be at least 1".into()));
+            }
+            store.tick_interval = Duration::from_millis(ms);
+        }
+        Ok(ServerConfig {
+            node_id: self.node_id.or(file.node_id).unwrap_or(1),
+            listen,
+            advertise,
+            http_listen,
+            join: join.into_iter().filter(|a| !a.trim().is_empty()).collect(),
+            data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            pinned,
+            initial_ranges: self.initial_ranges.or(file.initial_ranges).unwrap_or(1).max(1),
+            store,
+        })
+    }
+}
+
+fn parse_addr(what: &str, s: &str) -> Result<SocketAddr, ServerError> {
+    s.parse().map_err(|e| ServerError::Config(format!("--{what} {s}: {e} (expected IP:PORT)")))
+}
+
+fn parse_node_id(s: &str) -> Result<u64, ServerError> {
+    s.trim().parse().map_err(|_| ServerError::Config(format!("node id {s:?} is not a number")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "node-id = 2\nlisten = \"127.0.0.1:7000\"\njoin = [\"a:1\", \"b:2\"]\nsplit-size = 1024\n[peers]\n3 = \"c:3\"\n",
+        )
+        .unwrap();
+        let args = StartArgs { config: Some(path), node_id: Some(5), ..Default::default() };
+        let cfg = args.resolve().unwrap();
+        assert_eq!(cfg.node_id, 5);
+        assert_eq!(cfg.listen.to_string(), "127.0.0.1:7000");
+        assert_eq!(cfg.advertise, "127.0.0.1:7000");
+        assert_eq!(cfg.join, vec!["a:1".to_string(), "b:2".to_string()]);
+        assert_eq!(cfg.pinned.get(&3).map(String::as_str), Some("c:3"));
+        assert_eq!(cfg.store.split_size, 1024);
+        assert_eq!(cfg.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    #[test]
+    fn unknown_settings_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "nodeid = 2\n").unwrap();
+        let err = StartArgs { config: Some(path), ..Default::default() }.resolve().unwrap_err();
+        assert!(err.to_string().contains("nodeid"), "{err}");
+    }
+}

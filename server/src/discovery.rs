@@ -1,0 +1,74 @@
+//! Discovery: a node learns the other nodes' ids and addresses by saying `Hello` to its
+//! `--join` addresses and to every node it has heard of, every couple of seconds. A node
+//! that finds its `--join` peers in another cluster than the one its data directory
+//! belongs to stops with an error: it was started against the wrong cluster.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::Status;
+
+use crate::errors::ServerError;
+use crate::peers::channel_to;
+use crate::proto::internal_client::InternalClient;
+use crate::proto::{HelloRequest, HelloResponse};
+use crate::server::{State, DISCOVERY_INTERVAL};
+
+/// Says hello to the node at `address` on behalf of `state`'s node.
+pub async fn hello(state: &State, address: &str) -> Result<HelloResponse, Status> {
+    let channel = channel_to(address).map_err(|e| Status::invalid_argument(format!("address {address}: {e}")))?;
+    let mut req = tonic::Request::new(HelloRequest {
+        node_id: state.cfg.node_id,
+        address: state.cfg.advertise.clone(),
+        cluster_id: state.peers.cluster_id().unwrap_or_default(),
+    });
+    req.set_timeout(Duration::from_secs(2));
+    state.peers.stamp(&mut req);
+    let resp = InternalClient::new(channel).hello(req).await?;
+    Ok(resp.into_inner())
+}
+
+/// Runs discovery until the process ends; returns an error only when the node must stop.
+pub async fn run(state: Arc<State>) -> Result<(), ServerError> {
+    loop {
+        discover_once(&state).await?;
+        tokio::time::sleep(DISCOVERY_INTERVAL).await;
+    }
+}
+
+/// One round: hello to every `--join` address and every known node.
+pub async fn discover_once(state: &State) -> Result<(), ServerError> {
+    let mut targets: Vec<(Option<u64>, String)> = state.cfg.join.iter().map(|a| (None, a.clone())).collect();
+    for n in state.peers.known().into_iter().filter(|n| n.node_id != state.cfg.node_id) {
+        if let Some(addr) = state.peers.address(n.node_id) {
+            targets.push((Some(n.node_id), addr));
+        }
+    }
+    for (expected, address) in targets {
+        let Ok(resp) = hello(state, &address).await else { continue };
+        if resp.node_id == state.cfg.node_id || expected.is_some_and(|e| e != resp.node_id) {
+            if expected.is_none() && resp.node_id == state.cfg.node_id && address != state.cfg.advertise {
+                tracing::warn!(address, "a --join address answers with this node's own id");
+            }
+            continue;
+        }
+        if let (Some(mine), false) = (state.peers.cluster_id(), resp.cluster_id.is_empty()) {
+            if mine != resp.cluster_id && expected.is_none() {
+                return Err(ServerError::WrongCluster(format!(
+                    "data directory {} belongs to cluster {mine}, but node {} at --join address {address} \
+                     belongs to cluster {}; use a fresh data directory to join that cluster",
+                    state.cfg.data_dir.display(),
+                    resp.node_id,
+                    resp.cluster_id
+                )));
+            }
+        }
+        state.peers.learn(resp.node_id, &address);
+        for k in resp.known {
+            if state.peers.address(k.node_id).is_none() {
+                state.peers.learn(k.node_id, &k.address);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! The server's error type, and how every client-visible failure becomes a gRPC status.
+//!
+//! The status codes are part of the protocol (docs/protocol.md) and do not change:
+//!
+//! | failure | code | `flotilla-error` |
+//! |---|---|---|
+//! | empty, oversized or malformed request | `INVALID_ARGUMENT` | `invalid_request` |
+//! | write of unknown outcome (timeout, node lost mid-call) | `UNKNOWN` | `ambiguous` |
+//! | no leader / quorum within the retry budget; node not yet initialized | `UNAVAILABLE` | `unavailable` |
+//! | storage failure on a node | `INTERNAL` | `storage` |
+//! | no range covers the key (a broken meta range) | `INTERNAL` | `no_range` |
+//! | a node or data directory of another cluster | `FAILED_PRECONDITION` | `wrong_cluster` |
+//! | `init` of a cluster that is already initialized | `ALREADY_EXISTS` | `already_initialized` |
+//!
+//! The `flotilla-error` metadata key carries the machine-readable name.
+
+use std::path::PathBuf;
+
+use flotilla_router::Error as RouterError;
+use tonic::{Code, Status};
+
+/// Startup and lifecycle failures of a server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("cannot read config file {path}: {source}")]
+    ConfigFile { path: PathBuf, source: std::io::Error },
+    #[error("cannot listen on {addr}: {source} (is another process using it?)")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Engine(#[from] flotilla_engine::Error),
+    #[error(transparent)]
+    Store(#[from] flotilla_raftstore::Error),
+    #[error("{0}")]
+    WrongCluster(String),
+    #[error("corrupt cluster identity in {path}: {detail}")]
+    Identity { path: PathBuf, detail: String },
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+}
+
+/// A status with `code`, `message`, and the machine-readable `flotilla-error` name.
+pub fn status(code: Code, name: &'static str, message: impl Into<String>) -> Status {
+    let mut s = Status::new(code, message);
+    s.metadata_mut().insert("flotilla-error", tonic::metadata::MetadataValue::from_static(name));
+    s
+}
+
+/// The status a router error becomes.
+pub fn router_status(e: RouterError) -> Status {
+    match &e {
+        RouterError::InvalidRequest(_) => status(Code::InvalidArgument, "invalid_request", e.to_string()),
+        RouterError::Ambiguous(_) => status(
+            Code::Unknown,
+            "ambiguous",
+            format!("{e}; read the key to learn whether the write applied before retrying it"),
+        ),
+        RouterError::Unavailable { .. } => status(
+            Code::Unavailable,
+            "unavailable",
+            format!("{e}; a majority of the range's replicas may be down or partitioned"),
+        ),
+        RouterError::Storage(_) => status(Code::Internal, "storage", e.to_string()),
+        RouterError::NoRange(_) => status(Code::Internal, "no_range", e.to_string()),
+    }
+}
+
+/// The status for a request that names no key where one is needed, or is otherwise
+/// malformed before it reaches the router.
+pub fn invalid(message: impl Into<String>) -> Status {
+    status(Code::InvalidArgument, "invalid_request", message)
+}
+
+/// The status of a call to a node that is not part of a cluster yet.
+pub fn not_initialized(node_id: u64) -> Status {
+    status(
+        Code::Unavailable,
+        "unavailable",
+        format!("node {node_id} has not joined a cluster yet; run `flotilla init --endpoints ADDR` once for the cluster"),
+    )
+}

@@ -1,0 +1,80 @@
+//! The gateway: how a node's router reaches the replicas of a range. Requests for this
+//! node go straight into the store's mailbox; requests for another node travel as an
+//! `Internal.Execute` call.
+//!
+//! A call that failed before it could be sent (the node's address is unknown, or the
+//! connection could not be made) is reported as `StoreStopped`: certainly not applied,
+//! so the router may retry it anywhere. A call that failed after it may have been
+//! delivered is `Ambiguous`: the router retries idempotent writes, and reports a
+//! compare-and-swap as of unknown outcome.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam::channel::Sender;
+use flotilla_raftstore::node::StoreMsg;
+use flotilla_raftstore::{callback, Error as StoreError, Request, ResponseReceiver};
+use flotilla_router::NodeClient;
+
+use crate::convert::{request_to_proto, response_from_proto};
+use crate::peers::Peers;
+use crate::proto::internal_client::InternalClient;
+use crate::transport::MAX_FRAME_BYTES;
+
+/// How long a forwarded command may take before its caller gives up on it. Longer than
+/// the store's own request timeout, so the store's answer (`Timeout`) normally wins.
+const EXECUTE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends range requests to the local store or over the network.
+#[derive(Clone)]
+pub struct Gateway {
+    peers: Arc<Peers>,
+    mailbox: Sender<StoreMsg>,
+}
+
+impl Gateway {
+    /// A gateway for the node whose store listens on `mailbox`.
+    pub fn new(peers: Arc<Peers>, mailbox: Sender<StoreMsg>) -> Gateway {
+        Gateway { peers, mailbox }
+    }
+}
+
+impl NodeClient for Gateway {
+    fn send(&self, node_id: u64, req: Request) -> ResponseReceiver {
+        let (cb, rx) = callback();
+        if node_id == self.peers.me() {
+            if let Err(e) = self.mailbox.send(StoreMsg::Request(req, cb)) {
+                if let StoreMsg::Request(_, cb) = e.0 {
+                    let _ = cb.send(Err(StoreError::StoreStopped { node_id }));
+                }
+            }
+            return rx;
+        }
+        let peers = self.peers.clone();
+        tokio::spawn(async move {
+            let _ = cb.send(execute_remote(&peers, node_id, req).await);
+        });
+        rx
+    }
+}
+
+async fn execute_remote(peers: &Peers, node_id: u64, req: Request) -> flotilla_raftstore::Result<flotilla_raftstore::Response> {
+    let range_id = req.range_id;
+    let Some(channel) = peers.channel(node_id) else {
+        return Err(StoreError::StoreStopped { node_id });
+    };
+    let mut call = tonic::Request::new(request_to_proto(req));
+    call.set_timeout(EXECUTE_TIMEOUT);
+    peers.stamp(&mut call);
+    let mut client = InternalClient::new(channel)
+        .max_decoding_message_size(MAX_FRAME_BYTES)
+        .max_encoding_message_size(MAX_FRAME_BYTES);
+    match client.execute(call).await {
+        Ok(resp) => response_from_proto(resp.into_inner(), node_id),
+        Err(status) if crate::client::unreachable(&status) => Err(StoreError::StoreStopped { node_id }),
+        Err(status) => Err(StoreError::Ambiguous {
+            range_id,
+            reason: format!("node {node_id} did not answer: {}", status.message()),
+        }),
+    }
+}

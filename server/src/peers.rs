@@ -1,0 +1,137 @@
+//! The address book: which network address reaches which node, and one gRPC channel per
+//! node.
+//!
+//! Addresses come from three places, in order of precedence: `--peer ID=ADDR` pins (an
+//! operator's override, for split-horizon networks and for tests that put a proxy on
+//! each link), what a node answered when dialled at a `--join` address, and what other
+//! nodes report knowing. Channels connect lazily and reconnect by themselves; a channel is
+//! replaced when the node's address changes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::proto::NodeAddress;
+
+/// The metadata key naming the caller's cluster on node-to-node calls.
+pub const CLUSTER_HEADER: &str = "flotilla-cluster-id";
+/// The metadata key naming the calling node.
+pub const FROM_NODE_HEADER: &str = "flotilla-from-node";
+
+/// What this node knows of the others' addresses.
+pub struct Peers {
+    me: u64,
+    my_address: String,
+    pinned: HashMap<u64, String>,
+    learned: RwLock<HashMap<u64, String>>,
+    channels: Mutex<HashMap<u64, (String, Channel)>>,
+    cluster_id: RwLock<Option<String>>,
+}
+
+impl Peers {
+    /// The book of node `me`, reachable at `my_address`, with operator pins.
+    pub fn new(me: u64, my_address: String, pinned: HashMap<u64, String>) -> Peers {
+        Peers {
+            me,
+            my_address,
+            pinned,
+            learned: RwLock::default(),
+            channels: Mutex::default(),
+            cluster_id: RwLock::default(),
+        }
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> u64 {
+        self.me
+    }
+
+    /// The address this node advertises.
+    pub fn my_address(&self) -> &str {
+        &self.my_address
+    }
+
+    /// The cluster this node belongs to, once bootstrapped.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.cluster_id.read().clone()
+    }
+
+    /// Records the cluster id (at bootstrap or startup).
+    pub fn set_cluster_id(&self, id: &str) {
+        *self.cluster_id.write() = Some(id.to_string());
+    }
+
+    /// The address to reach `node` at, if known.
+    pub fn address(&self, node: u64) -> Option<String> {
+        if node == self.me {
+            return Some(self.my_address.clone());
+        }
+        self.pinned.get(&node).cloned().or_else(|| self.learned.read().get(&node).cloned())
+    }
+
+    /// Learns that `node` is reachable at `address` (pins win).
+    pub fn learn(&self, node: u64, address: &str) {
+        if node == 0 || node == self.me || address.is_empty() || self.pinned.contains_key(&node) {
+            return;
+        }
+        let mut learned = self.learned.write();
+        if learned.get(&node).map(String::as_str) != Some(address) {
+            tracing::info!(node, address, "learned node address");
+            learned.insert(node, address.to_string());
+        }
+    }
+
+    /// Every node known, this one included, by id.
+    pub fn known(&self) -> Vec<NodeAddress> {
+        let mut all: BTreeMap<u64, String> = self.learned.read().clone().into_iter().collect();
+        all.extend(self.pinned.clone());
+        all.insert(self.me, self.my_address.clone());
+        all.into_iter().map(|(node_id, address)| NodeAddress { node_id, address }).collect()
+    }
+
+    /// A channel to `node`, or `None` when its address is unknown.
+    pub fn channel(&self, node: u64) -> Option<Channel> {
+        let address = self.address(node)?;
+        let mut channels = self.channels.lock();
+        if let Some((a, ch)) = channels.get(&node) {
+            if *a == address {
+                return Some(ch.clone());
+            }
+        }
+        let ch = channel_to(&address).ok()?;
+        channels.insert(node, (address, ch.clone()));
+        Some(ch)
+    }
+
+    /// Adds this node's identity to an outgoing node-to-node call.
+    pub fn stamp<T>(&self, req: &mut tonic::Request<T>) {
+        let md = req.metadata_mut();
+        if let Some(id) = self.cluster_id().and_then(|c| MetadataValue::try_from(c).ok()) {
+            md.insert(CLUSTER_HEADER, id);
+        }
+        md.insert(FROM_NODE_HEADER, MetadataValue::from(self.me));
+    }
+}
+
+/// A lazily connecting channel to `address` (host:port), tuned for node-to-node traffic:
+/// no Nagle delay, a short connect timeout, keepalives that notice a dead peer.
+pub fn channel_to(address: &str) -> Result<Channel, tonic::transport::Error> {
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(2))
+        .keep_alive_timeout(Duration::from_secs(4))
+        .keep_alive_while_idle(true);
+    Ok(endpoint.connect_lazy())
+}
+
+/// The caller's node id and cluster id from a node-to-node call's metadata.
+pub fn caller<T>(req: &tonic::Request<T>) -> (Option<u64>, Option<String>) {
+    let md = req.metadata();
+    let node = md.get(FROM_NODE_HEADER).and_then(|v| v.to_str().ok()).and_then(|s| s.parse().ok());
+    let cluster = md.get(CLUSTER_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+    (node, cluster)
+}

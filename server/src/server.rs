@@ -1,0 +1,194 @@
+//! One server process: its data directory, its identity, the store once the node belongs
+//! to a cluster, and its lifecycle from start to SIGTERM.
+//!
+//! A node starts in one of three ways:
+//! - its data directory holds a cluster identity: it starts its store at once;
+//! - it has no identity and no `--join`: it bootstraps a single-node cluster by itself;
+//! - it has no identity and a `--join` list: it serves `Hello` and waits for a `Bootstrap`
+//!   (sent by whichever node receives `flotilla init`).
+//!
+//! The cluster identity (cluster id, initial range count, members) is written together
+//! with the initial ranges in one synced write, so a node is either fully bootstrapped or
+//! not at all. The data directory also records its node id: starting it with another
+//! `--node-id`, or against nodes of another cluster, is refused.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flotilla_engine::{Engine, EngineOptions};
+use flotilla_raftstore::keyspace::initial_ranges_on;
+use flotilla_raftstore::node::{MetaSink, Node};
+use flotilla_raftstore::{RangeDescriptor, Store, StoreMetrics};
+use flotilla_router::{publish_meta, Db, RetryPolicy, Router};
+use parking_lot::{Mutex, RwLock};
+use prost::Message as _;
+use tokio::runtime::Handle;
+
+use crate::config::ServerConfig;
+use crate::errors::ServerError;
+use crate::gateway::Gateway;
+use crate::peers::Peers;
+use crate::proto::BootstrapRequest;
+use crate::transport::{GrpcTransport, TransportMetrics};
+
+/// A node's store once it belongs to a cluster.
+pub struct Running {
+    pub cluster_id: String,
+    pub node: Node,
+    pub db: Arc<Db<Gateway>>,
+    pub identity: BootstrapRequest,
+}
+
+/// Everything the services of one server share.
+pub struct State {
+    pub cfg: ServerConfig,
+    pub peers: Arc<Peers>,
+    pub engine: Engine,
+    pub transport: Arc<GrpcTransport>,
+    pub transport_metrics: Arc<TransportMetrics>,
+    pub started: Instant,
+    running: RwLock<Option<Arc<Running>>>,
+    /// Serialises bootstraps.
+    bootstrap_lock: Mutex<()>,
+    runtime: Handle,
+}
+
+impl State {
+    /// Opens the data directory of the node `cfg` describes, checks it belongs to that
+    /// node, and starts the store if the node is part of a cluster (bootstrapping a
+    /// single-node cluster when there is nothing to join).
+    pub fn open(cfg: ServerConfig, runtime: Handle) -> Result<Arc<State>, ServerError> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|source| ServerError::DataDir { path: cfg.data_dir.clone(), source })?;
+        let engine = Engine::open(cfg.data_dir.join("db"), &EngineOptions::default())?;
+        let peers = Arc::new(Peers::new(cfg.node_id, cfg.advertise.clone(), cfg.pinned.clone()));
+        let transport = Arc::new(GrpcTransport::new(peers.clone(), runtime.clone()));
+        let state = Arc::new(State {
+            transport_metrics: transport.metrics(),
+            cfg,
+            peers,
+            engine,
+            transport,
+            started: Instant::now(),
+            running: RwLock::new(None),
+            bootstrap_lock: Mutex::new(()),
+            runtime,
+        });
+        if let Some(identity) = state.stored_identity()? {
+            state.start_store(identity)?;
+        } else if state.cfg.join.is_empty() {
+            let me = state.cfg.node_id;
+            let identity = new_identity(state.cfg.initial_ranges, vec![(me, state.cfg.advertise.clone())]);
+            tracing::info!(cluster = %identity.cluster_id, "no --join given: bootstrapping a single-node cluster");
+            state.bootstrap(identity)?;
+        } else {
+            // Refuse a directory of another node now rather than at bootstrap.
+            Store::check_owner(&state.engine, state.cfg.node_id)?;
+            tracing::info!(join = ?state.cfg.join, "waiting for `flotilla init`");
+        }
+        Ok(state)
+    }
+
+    /// The running store, if this node belongs to a cluster.
+    pub fn running(&self) -> Option<Arc<Running>> {
+        self.running.read().clone()
+    }
+
+    /// The identity recorded in the data directory, if any.
+    pub fn stored_identity(&self) -> Result<Option<BootstrapRequest>, ServerError> {
+        let Some(raw) = Store::cluster_identity(&self.engine)? else { return Ok(None) };
+        let identity = BootstrapRequest::decode(raw.as_slice()).map_err(|e| ServerError::Identity {
+            path: self.cfg.data_dir.clone(),
+            detail: e.to_string(),
+        })?;
+        Ok(Some(identity))
+    }
+
+    /// Makes this node a member of the cluster `identity` describes: records it with the
+    /// initial ranges (one synced write) and starts the store. A repeat for the same
+    /// cluster changes nothing; another cluster's bootstrap is refused.
+    pub fn bootstrap(&self, identity: BootstrapRequest) -> Result<(), ServerError> {
+        let _guard = self.bootstrap_lock.lock();
+        let me = self.cfg.node_id;
+        if let Some(existing) = self.stored_identity()? {
+            if existing.cluster_id == identity.cluster_id {
+                return Ok(());
+            }
+            return Err(ServerError::WrongCluster(format!(
+                "node {me} already belongs to cluster {}, not {}",
+                existing.cluster_id, identity.cluster_id
+            )));
+        }
+        if !identity.nodes.iter().any(|n| n.node_id == me) {
+            return Err(ServerError::Config(format!("the cluster's member list does not include node {me}")));
+        }
+        Store::bootstrap_cluster(&self.engine, me, &identity.encode_to_vec(), &initial_descriptors(&identity))?;
+        self.start_store(identity)
+    }
+
+    fn start_store(&self, identity: BootstrapRequest) -> Result<(), ServerError> {
+        self.peers.set_cluster_id(&identity.cluster_id);
+        for n in &identity.nodes {
+            self.peers.learn(n.node_id, &n.address);
+        }
+        let store = Store::open(self.cfg.node_id, self.engine.clone(), self.cfg.store.clone())?;
+        let (meta_tx, meta_rx) = tokio::sync::mpsc::unbounded_channel();
+        let sink: MetaSink = Arc::new(move |entries| {
+            let _ = meta_tx.send(entries);
+        });
+        let node = Node::start(store, self.transport.clone(), Some(sink));
+        let gateway = Gateway::new(self.peers.clone(), node.mailbox());
+        let meta = meta_descriptor(&identity);
+        let publisher = Router::new(gateway.clone(), meta.clone(), RetryPolicy::default());
+        self.runtime.spawn(async move { publish_meta(&publisher, meta_rx).await });
+        let db = Arc::new(Db::new(Router::new(gateway, meta, RetryPolicy::default())));
+        tracing::info!(node = self.cfg.node_id, cluster = %identity.cluster_id, "store started");
+        let running = Running { cluster_id: identity.cluster_id.clone(), node, db, identity };
+        *self.running.write() = Some(Arc::new(running));
+        Ok(())
+    }
+
+    /// The store's counters, once it runs.
+    pub fn store_metrics(&self) -> Option<Arc<StoreMetrics>> {
+        self.running().map(|r| r.node.metrics().clone())
+    }
+
+    /// Stops the store (waiting for its threads); the node answers nothing afterwards.
+    pub fn stop(&self) {
+        let running = self.running.write().take();
+        if let Some(running) = running {
+            match Arc::try_unwrap(running) {
+                Ok(r) => r.node.stop(),
+                // A request still holds it; its drop stops the store.
+                Err(shared) => drop(shared),
+            }
+        }
+    }
+}
+
+/// A fresh identity for a cluster of `nodes`.
+pub fn new_identity(initial_ranges: u32, nodes: Vec<(u64, String)>) -> BootstrapRequest {
+    let cluster_id = format!("{:032x}", rand::random::<u128>());
+    let mut nodes: Vec<_> = nodes
+        .into_iter()
+        .map(|(node_id, address)| crate::proto::NodeAddress { node_id, address })
+        .collect();
+    nodes.sort_by_key(|n| n.node_id);
+    BootstrapRequest { cluster_id, initial_ranges, nodes }
+}
+
+/// The ranges every member bootstraps: the same on every node, derived from the identity.
+pub fn initial_descriptors(identity: &BootstrapRequest) -> Vec<RangeDescriptor> {
+    let mut ids: Vec<u64> = identity.nodes.iter().map(|n| n.node_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    initial_ranges_on(u64::from(identity.initial_ranges.max(1)), &ids)
+}
+
+/// The meta range's descriptor (it never splits, so the initial one stays right).
+pub fn meta_descriptor(identity: &BootstrapRequest) -> RangeDescriptor {
+    initial_descriptors(identity).swap_remove(0)
+}
+
+/// How long discovery waits between rounds of `Hello`s.
+pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(2);

@@ -1,0 +1,170 @@
+//! The admin service: `init`, the cluster's status, the range table and manual splits.
+//!
+//! `Init` is CockroachDB's convention: nodes start with `--join` and wait; `flotilla init`
+//! asks one of them to bootstrap the cluster. That node says `Hello` to every `--join`
+//! address (all must answer: the initial ranges are replicated on every member), picks a
+//! cluster id, bootstraps itself, then the others. Repeating `init` re-sends the stored
+//! identity to every member (finishing an init that was cut short) and then answers
+//! `ALREADY_EXISTS`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::{Code, Request, Response, Status};
+
+use crate::discovery::hello;
+use crate::errors::{invalid, not_initialized, router_status, status};
+use crate::proto::admin_server::Admin;
+use crate::proto::internal_client::InternalClient;
+use crate::proto::*;
+use crate::server::{new_identity, State};
+use crate::service::internal::{bootstrap_status, local_ranges};
+
+/// How long a status call waits for each node.
+const NODE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `Admin` over a server's shared state.
+pub struct AdminService(pub Arc<State>);
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn init(&self, req: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
+        let state = &self.0;
+        if let Some(identity) = state.stored_identity().map_err(|e| status(Code::Internal, "storage", e.to_string()))? {
+            send_bootstraps(state, &identity).await?;
+            return Err(status(
+                Code::AlreadyExists,
+                "already_initialized",
+                format!("cluster {} is already initialized; every member has its identity", identity.cluster_id),
+            ));
+        }
+        let mut members = vec![(state.cfg.node_id, state.cfg.advertise.clone())];
+        for address in &state.cfg.join {
+            let resp = hello(state, address).await.map_err(|e| {
+                status(
+                    Code::Unavailable,
+                    "unavailable",
+                    format!("--join node at {address} did not answer ({}); init needs every node up", e.message()),
+                )
+            })?;
+            if !resp.cluster_id.is_empty() {
+                return Err(status(
+                    Code::FailedPrecondition,
+                    "wrong_cluster",
+                    format!("node {} at {address} already belongs to cluster {}", resp.node_id, resp.cluster_id),
+                ));
+            }
+            if let Some((_, other)) = members.iter().find(|(id, _)| *id == resp.node_id) {
+                if other != address && resp.node_id != state.cfg.node_id {
+                    return Err(invalid(format!("node id {} answers at both {other} and {address}", resp.node_id)));
+                }
+                continue;
+            }
+            members.push((resp.node_id, address.clone()));
+        }
+        let initial = req.into_inner().initial_ranges.max(1);
+        let identity = new_identity(initial, members);
+        let (s, id) = (state.clone(), identity.clone());
+        tokio::task::spawn_blocking(move || s.bootstrap(id))
+            .await
+            .map_err(|e| status(Code::Internal, "storage", e.to_string()))?
+            .map_err(bootstrap_status)?;
+        send_bootstraps(state, &identity).await?;
+        tracing::info!(cluster = %identity.cluster_id, nodes = identity.nodes.len(), "cluster initialized");
+        Ok(Response::new(InitResponse { cluster_id: identity.cluster_id, nodes: identity.nodes }))
+    }
+
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let state = &self.0;
+        let running = state.running().ok_or_else(|| not_initialized(state.cfg.node_id))?;
+        let mut nodes = Vec::new();
+        for n in state.peers.known() {
+            let mut row = NodeStatus { node_id: n.node_id, address: n.address.clone(), ..Default::default() };
+            match node_ranges(state, n.node_id).await {
+                Ok(r) => {
+                    row.live = true;
+                    row.replicas = r.ranges.len() as u32;
+                    row.leaders = r.leaders;
+                    row.leases = r.ranges.iter().filter(|i| i.lease).count() as u32;
+                }
+                Err(e) => row.error = e.message().to_string(),
+            }
+            nodes.push(row);
+        }
+        let answered_by = state.cfg.node_id;
+        Ok(Response::new(StatusResponse { cluster_id: running.cluster_id.clone(), answered_by, nodes }))
+    }
+
+    async fn ranges(&self, _: Request<RangesRequest>) -> Result<Response<RangesResponse>, Status> {
+        let state = &self.0;
+        state.running().ok_or_else(|| not_initialized(state.cfg.node_id))?;
+        let mut best: BTreeMap<u64, RangeInfo> = BTreeMap::new();
+        for n in state.peers.known() {
+            let Ok(resp) = node_ranges(state, n.node_id).await else { continue };
+            for info in resp.ranges {
+                let id = info.descriptor.as_ref().map(|d| d.range_id).unwrap_or_default();
+                let leads = info.leader_node == resp.node_id;
+                let better = match best.get(&id) {
+                    None => true,
+                    Some(old) => leads || newer_shape(&info, old),
+                };
+                if better {
+                    best.insert(id, info);
+                }
+            }
+        }
+        Ok(Response::new(RangesResponse { ranges: best.into_values().collect() }))
+    }
+
+    async fn split(&self, req: Request<SplitRequest>) -> Result<Response<SplitResponse>, Status> {
+        let state = &self.0;
+        let running = state.running().ok_or_else(|| not_initialized(state.cfg.node_id))?;
+        let key = req.into_inner().key;
+        let (left, right) = running.db.split(&key).await.map_err(router_status)?;
+        Ok(Response::new(SplitResponse { left: Some(left), right: Some(right) }))
+    }
+}
+
+fn newer_shape(a: &RangeInfo, b: &RangeInfo) -> bool {
+    let epoch = |i: &RangeInfo| i.descriptor.as_ref().map(|d| d.epoch()).unwrap_or_default();
+    let (ea, eb) = (epoch(a), epoch(b));
+    (ea.version, ea.conf_ver, a.term) > (eb.version, eb.conf_ver, b.term) && b.leader_node == 0
+}
+
+/// Node `node`'s replicas: from the store here, or by asking that node.
+async fn node_ranges(state: &Arc<State>, node: u64) -> Result<NodeRangesResponse, Status> {
+    if node == state.cfg.node_id {
+        return local_ranges(state).await;
+    }
+    let channel = state.peers.channel(node).ok_or_else(|| Status::unavailable(format!("no address for node {node}")))?;
+    let mut req = Request::new(NodeRangesRequest {});
+    req.set_timeout(NODE_TIMEOUT);
+    state.peers.stamp(&mut req);
+    Ok(InternalClient::new(channel).node_ranges(req).await?.into_inner())
+}
+
+/// Sends `identity` to every other member; fails naming those that did not accept it.
+async fn send_bootstraps(state: &State, identity: &BootstrapRequest) -> Result<(), Status> {
+    let mut failed = Vec::new();
+    for n in identity.nodes.iter().filter(|n| n.node_id != state.cfg.node_id) {
+        let Some(channel) = state.peers.channel(n.node_id) else {
+            failed.push(format!("node {}: address unknown", n.node_id));
+            continue;
+        };
+        let mut req = Request::new(identity.clone());
+        req.set_timeout(Duration::from_secs(10));
+        state.peers.stamp(&mut req);
+        if let Err(e) = InternalClient::new(channel).bootstrap(req).await {
+            failed.push(format!("node {} at {}: {}", n.node_id, n.address, e.message()));
+        }
+    }
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(status(
+        Code::Unavailable,
+        "unavailable",
+        format!("bootstrapped here, but not yet on: {}; run init again once they are up", failed.join("; ")),
+    ))
+}

@@ -1,0 +1,178 @@
+//! The node-to-node service: discovery (`Hello`), bootstrap, the Raft message stream,
+//! snapshots, forwarded range commands (`Execute`) and a node's replica list.
+//!
+//! Every call but `Hello` must come from the same cluster: the caller's
+//! `flotilla-cluster-id` is checked against this node's, and a mismatch is refused with
+//! `FAILED_PRECONDITION`, so a node started against the wrong cluster cannot disturb it.
+
+use std::sync::Arc;
+
+use flotilla_engine::Cf;
+use flotilla_raftstore::node::StoreMsg;
+use flotilla_raftstore::{Error as StoreError, RangeStatus};
+use prost::Message as _;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use crate::convert::{envelope_from_proto, request_from_proto, response_to_proto};
+use crate::errors::{invalid, not_initialized, status, ServerError};
+use crate::peers::caller;
+use crate::proto::internal_server::Internal;
+use crate::proto::*;
+use crate::server::{Running, State};
+
+/// The largest snapshot a node accepts (chunks are concatenated in memory).
+const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
+
+/// `Internal` over a server's shared state.
+pub struct InternalService(pub Arc<State>);
+
+impl InternalService {
+    /// The running store, for a call from node `from` of the same cluster.
+    fn admit<T>(&self, req: &Request<T>) -> Result<(u64, Arc<Running>), Status> {
+        let (from, cluster) = caller(req);
+        let from = from.ok_or_else(|| invalid("node-to-node call without flotilla-from-node"))?;
+        let running = self.0.running().ok_or_else(|| not_initialized(self.0.cfg.node_id))?;
+        if cluster.as_deref() != Some(running.cluster_id.as_str()) {
+            return Err(wrong_cluster(self.0.cfg.node_id, &running.cluster_id, from, cluster.as_deref()));
+        }
+        Ok((from, running))
+    }
+}
+
+pub(crate) fn wrong_cluster(me: u64, mine: &str, from: u64, theirs: Option<&str>) -> Status {
+    status(
+        Code::FailedPrecondition,
+        "wrong_cluster",
+        format!(
+            "node {me} belongs to cluster {mine}; node {from} says it belongs to {}",
+            theirs.unwrap_or("no cluster")
+        ),
+    )
+}
+
+/// The status a failed bootstrap becomes.
+pub(crate) fn bootstrap_status(e: ServerError) -> Status {
+    match e {
+        ServerError::WrongCluster(m) => status(Code::FailedPrecondition, "wrong_cluster", m),
+        e @ ServerError::Config(_) => invalid(e.to_string()),
+        e => status(Code::Internal, "storage", e.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl Internal for InternalService {
+    async fn hello(&self, req: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
+        let hello = req.into_inner();
+        let mine = self.0.peers.cluster_id();
+        let same = mine.is_none() || hello.cluster_id.is_empty() || mine.as_deref() == Some(&hello.cluster_id);
+        if same {
+            self.0.peers.learn(hello.node_id, &hello.address);
+        }
+        Ok(Response::new(HelloResponse {
+            node_id: self.0.cfg.node_id,
+            cluster_id: mine.unwrap_or_default(),
+            known: self.0.peers.known(),
+        }))
+    }
+
+    async fn bootstrap(&self, req: Request<BootstrapRequest>) -> Result<Response<BootstrapResponse>, Status> {
+        let identity = req.into_inner();
+        let state = self.0.clone();
+        tokio::task::spawn_blocking(move || state.bootstrap(identity))
+            .await
+            .map_err(|e| status(Code::Internal, "storage", e.to_string()))?
+            .map_err(bootstrap_status)?;
+        Ok(Response::new(BootstrapResponse {}))
+    }
+
+    async fn raft(&self, req: Request<Streaming<RaftBatch>>) -> Result<Response<Done>, Status> {
+        let (from, running) = self.admit(&req)?;
+        let me = self.0.cfg.node_id;
+        let mailbox = running.node.mailbox();
+        drop(running);
+        let mut stream = req.into_inner();
+        while let Some(batch) = stream.message().await? {
+            let envelopes = batch
+                .envelopes
+                .into_iter()
+                .map(|e| envelope_from_proto(e, from, me))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(invalid)?;
+            if mailbox.send(StoreMsg::Raft(envelopes)).is_err() {
+                return Err(status(Code::Unavailable, "unavailable", format!("node {me} is stopping")));
+            }
+        }
+        Ok(Response::new(Done {}))
+    }
+
+    async fn snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<Response<Done>, Status> {
+        let (from, running) = self.admit(&req)?;
+        let me = self.0.cfg.node_id;
+        let mut stream = req.into_inner();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            if bytes.len() + chunk.data.len() > MAX_SNAPSHOT_BYTES {
+                return Err(invalid(format!("snapshot larger than {MAX_SNAPSHOT_BYTES} bytes")));
+            }
+            bytes.extend_from_slice(&chunk.data);
+        }
+        let env = RaftEnvelope::decode(bytes.as_slice()).map_err(|e| invalid(format!("undecodable snapshot: {e}")))?;
+        let env = envelope_from_proto(env, from, me).map_err(invalid)?;
+        let _ = running.node.mailbox().send(StoreMsg::Raft(vec![env]));
+        Ok(Response::new(Done {}))
+    }
+
+    async fn execute(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let (_, running) = self.admit(&req)?;
+        let request = request_from_proto(req.into_inner()).ok_or_else(|| invalid("range request without a command"))?;
+        let range_id = request.range_id;
+        let answer = running.node.request(request).await.unwrap_or_else(|_| {
+            Err(StoreError::Ambiguous { range_id, reason: "the store stopped before answering".into() })
+        });
+        Ok(Response::new(response_to_proto(answer)))
+    }
+
+    async fn node_ranges(&self, req: Request<NodeRangesRequest>) -> Result<Response<NodeRangesResponse>, Status> {
+        self.admit(&req)?;
+        local_ranges(&self.0).await.map(Response::new)
+    }
+}
+
+/// This node's replicas, with the size of each range it leads.
+pub async fn local_ranges(state: &Arc<State>) -> Result<NodeRangesResponse, Status> {
+    let running = state.running().ok_or_else(|| not_initialized(state.cfg.node_id))?;
+    let statuses = running
+        .node
+        .status()
+        .await
+        .map_err(|_| status(Code::Unavailable, "unavailable", "the store is stopping"))?;
+    let engine = state.engine.clone();
+    let ranges = tokio::task::spawn_blocking(move || {
+        statuses.into_iter().map(|s| range_info(&engine, s)).collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| status(Code::Internal, "storage", e.to_string()))?;
+    let leaders = ranges.iter().filter(|r| r.leader_node == state.cfg.node_id).count() as u32;
+    Ok(NodeRangesResponse { node_id: state.cfg.node_id, ranges, leaders })
+}
+
+/// A replica's status as the admin service reports it. Only leaders measure their range
+/// (a scan of its keys and values), so each range is measured once per report.
+fn range_info(engine: &flotilla_engine::Engine, s: RangeStatus) -> RangeInfo {
+    let mut size = 0u64;
+    if s.is_leader {
+        let d = &s.descriptor;
+        let _ = engine.scan(Cf::Data, &d.start, &d.end, |k, v| {
+            size += (k.len() + v.len()) as u64;
+            true
+        });
+    }
+    RangeInfo {
+        leader_node: s.leader.map(|l| l.node_id).unwrap_or_default(),
+        term: s.term,
+        lease: s.has_lease,
+        approximate_size: size,
+        applied_index: s.applied_index,
+        descriptor: Some(s.descriptor),
+    }
+}

@@ -1,0 +1,94 @@
+//! The client service. Any node accepts these calls and routes them with its own router
+//! (a gateway, as in CockroachDB): the caller need not know where ranges live.
+
+use std::sync::Arc;
+
+use flotilla_router::Db;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::errors::{invalid, not_initialized, router_status};
+use crate::gateway::Gateway;
+use crate::proto::kv_server::Kv;
+use crate::proto::*;
+use crate::server::State;
+
+/// `Kv` over a server's shared state.
+pub struct KvService(pub Arc<State>);
+
+impl KvService {
+    fn db(&self) -> Result<Arc<Db<Gateway>>, Status> {
+        self.0.running().map(|r| r.db.clone()).ok_or_else(|| not_initialized(self.0.cfg.node_id))
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let db = self.db()?;
+        let key = req.into_inner().key;
+        let span = tracing::debug_span!("kv.get", key_len = key.len());
+        let value = db.get(&key).instrument(span).await.map_err(router_status)?;
+        Ok(Response::new(GetResponse { found: value.is_some(), value: value.unwrap_or_default() }))
+    }
+
+    async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let db = self.db()?;
+        let PutRequest { key, value } = req.into_inner();
+        let span = tracing::debug_span!("kv.put", key_len = key.len(), value_len = value.len());
+        db.put(&key, &value).instrument(span).await.map_err(router_status)?;
+        Ok(Response::new(PutResponse {}))
+    }
+
+    async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        let db = self.db()?;
+        let key = req.into_inner().key;
+        let span = tracing::debug_span!("kv.delete", key_len = key.len());
+        db.delete(&key).instrument(span).await.map_err(router_status)?;
+        Ok(Response::new(DeleteResponse {}))
+    }
+
+    async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        let db = self.db()?;
+        let ScanRequest { start, end, limit } = req.into_inner();
+        let max = self.0.cfg.store.max_scan_limit;
+        let limit = match limit as usize {
+            0 => max,
+            l if l > max => return Err(invalid(format!("scan limit {l} exceeds the server's maximum of {max}"))),
+            l => l,
+        };
+        if !end.is_empty() && end < start {
+            return Err(invalid("scan end sorts before its start"));
+        }
+        let span = tracing::debug_span!("kv.scan", limit);
+        let pairs = db.scan(&start, &end, limit).instrument(span).await.map_err(router_status)?;
+        let pairs = pairs.into_iter().map(|(key, value)| KvPair { key, value }).collect();
+        Ok(Response::new(ScanResponse { pairs }))
+    }
+
+    async fn batch(&self, req: Request<BatchRequest>) -> Result<Response<BatchResponse>, Status> {
+        let db = self.db()?;
+        let ops = req.into_inner().ops;
+        if ops.is_empty() {
+            return Err(invalid("a batch needs at least one write"));
+        }
+        let span = tracing::debug_span!("kv.batch", ops = ops.len());
+        db.batch(ops).instrument(span).await.map_err(router_status)?;
+        Ok(Response::new(BatchResponse {}))
+    }
+
+    async fn compare_and_swap(
+        &self,
+        req: Request<CompareAndSwapRequest>,
+    ) -> Result<Response<CompareAndSwapResponse>, Status> {
+        let db = self.db()?;
+        let CompareAndSwapRequest { key, expected, new_value } = req.into_inner();
+        let span = tracing::debug_span!("kv.compare_and_swap", key_len = key.len());
+        let (succeeded, previous) = db
+            .compare_and_swap(&key, expected.as_deref(), new_value.as_deref())
+            .instrument(span)
+            .await
+            .map_err(router_status)?;
+        Ok(Response::new(CompareAndSwapResponse { succeeded, previous }))
+    }
+}

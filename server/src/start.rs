@@ -1,0 +1,104 @@
+//! `flotilla start`: bind the listeners, open the node, serve gRPC and HTTP, discover the
+//! other nodes, and shut down cleanly on SIGTERM or Ctrl-C: stop accepting calls, let
+//! calls in flight finish, then stop the store (its last round is written and synced).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::ServerConfig;
+use crate::errors::ServerError;
+use crate::proto::admin_server::AdminServer;
+use crate::proto::internal_server::InternalServer;
+use crate::proto::kv_server::KvServer;
+use crate::server::State;
+use crate::service::admin::AdminService;
+use crate::service::internal::InternalService;
+use crate::service::kv::KvService;
+use crate::transport::MAX_FRAME_BYTES;
+
+/// How long calls in flight may take to finish after a shutdown signal.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Runs a node until SIGTERM / Ctrl-C, or until it must stop (a fatal error).
+pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
+    let grpc_listener = bind(&cfg.listen.to_string()).await?;
+    let http_listener = bind(&cfg.http_listen.to_string()).await?;
+    let (listen, http) = (cfg.listen, cfg.http_listen);
+    let handle = tokio::runtime::Handle::current();
+    let state = tokio::task::spawn_blocking(move || State::open(cfg, handle))
+        .await
+        .map_err(|e| ServerError::Config(format!("startup task failed: {e}")))??;
+    tracing::info!(node = state.cfg.node_id, %listen, %http, data = %state.cfg.data_dir.display(), "flotilla node serving");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let grpc = tokio::spawn(grpc_server(state.clone(), grpc_listener, stop_rx.clone()));
+    let mut http_stop = stop_rx.clone();
+    let http_server = axum::serve(http_listener, crate::http::routes(state.clone()))
+        .with_graceful_shutdown(async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        });
+    let http_task = tokio::spawn(async move { http_server.await });
+    let discovery = crate::discovery::run(state.clone());
+
+    let outcome = tokio::select! {
+        r = discovery => r,
+        _ = shutdown_signal() => {
+            tracing::info!("shutdown signal received; draining calls");
+            Ok(())
+        }
+    };
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(DRAIN, grpc).await;
+    let _ = tokio::time::timeout(DRAIN, http_task).await;
+    let s = state.clone();
+    let _ = tokio::task::spawn_blocking(move || s.stop()).await;
+    tracing::info!(node = state.cfg.node_id, "stopped");
+    outcome
+}
+
+async fn bind(addr: &str) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr: addr.to_string(), source })
+}
+
+async fn grpc_server(
+    state: Arc<State>,
+    listener: TcpListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    let kv_limit = state.cfg.store.max_value_size + state.cfg.store.max_key_size + (64 << 10);
+    let incoming = TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(KvServer::new(KvService(state.clone())).max_decoding_message_size(kv_limit))
+        .add_service(AdminServer::new(AdminService(state.clone())))
+        .add_service(
+            InternalServer::new(InternalService(state.clone()))
+                .max_decoding_message_size(MAX_FRAME_BYTES)
+                .max_encoding_message_size(MAX_FRAME_BYTES),
+        )
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
