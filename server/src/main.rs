@@ -76,7 +76,7 @@ fn main() {
     let cli = Cli::parse();
     // raft-rs logs every election at info through slog; a node's default log keeps
     // Flotilla's own info lines and raft-rs' warnings.
-    let default_filter = if matches!(cli.command, Cmd::Start(_)) { "info,slog=warn" } else { "warn" };
+    let default_filter = if matches!(cli.command, Cmd::Start(_)) { "info,raft=warn" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
