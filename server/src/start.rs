@@ -1,12 +1,13 @@
 //! `flotilla start`: bind the listeners, open the node, serve gRPC and HTTP, discover the
-//! other nodes, and shut down cleanly on SIGTERM or Ctrl-C: stop accepting calls, let
-//! calls in flight finish, then stop the store (its last round is written and synced).
+//! other nodes, and shut down cleanly on SIGTERM or Ctrl-C: stop the store (its last
+//! round is written and synced), then stop accepting calls and let those in flight
+//! finish.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::config::ServerConfig;
 use crate::errors::ServerError;
@@ -50,11 +51,15 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
             Ok(())
         }
     };
+    // The store stops first (its last round is written and synced): its replicas fall
+    // silent at once, so the other nodes elect new leaders instead of waiting on a node
+    // that refuses new connections. Calls in flight then finish (client calls this node
+    // was routing are retried on the other nodes; Raft streams into it end).
+    let s = state.clone();
+    let _ = tokio::task::spawn_blocking(move || s.stop()).await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(DRAIN, grpc).await;
     let _ = tokio::time::timeout(DRAIN, http_task).await;
-    let s = state.clone();
-    let _ = tokio::task::spawn_blocking(move || s.stop()).await;
     tracing::info!(node = state.cfg.node_id, "stopped");
     outcome
 }
@@ -69,9 +74,10 @@ async fn grpc_server(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
     let kv_limit = state.cfg.store.max_value_size + state.cfg.store.max_key_size + (64 << 10);
-    let incoming = TcpListenerStream::new(listener);
+    // `Server::tcp_nodelay` only applies to sockets tonic binds itself; accepted sockets
+    // of our listener need it set here, or small answers wait out delayed ACKs (~40 ms).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(KvServer::new(KvService(state.clone())).max_decoding_message_size(kv_limit))
         .add_service(AdminServer::new(AdminService(state.clone())))
         .add_service(
