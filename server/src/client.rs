@@ -138,7 +138,19 @@ impl Client {
     }
 }
 
-/// True when a call failed to connect at all (so it was certainly not executed).
+/// True when a call failed to connect at all (so it was certainly not executed): the TCP
+/// connect was refused or timed out. (A connection that opened and then broke is not
+/// this: the call may have been delivered.)
 pub fn unreachable(s: &Status) -> bool {
-    s.code() == Code::Unavailable && s.message().contains("error trying to connect")
+    const CONNECT: [&str; 2] = ["tcp connect error", "error trying to connect"];
+    if s.code() != Code::Unavailable {
+        return false;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
+    let mut texts = vec![s.message().to_string()];
+    while let Some(e) = cause {
+        texts.push(e.to_string());
+        cause = e.source();
+    }
+    texts.iter().any(|t| CONNECT.iter().any(|c| t.contains(c)))
 }

@@ -2,9 +2,11 @@
 //! node go straight into the store's mailbox; requests for another node travel as an
 //! `Internal.Execute` call.
 //!
-//! A call that failed before it could be sent (the node's address is unknown, or the
-//! connection could not be made) is reported as `StoreStopped`: certainly not applied,
-//! so the router may retry it anywhere. A call that failed after it may have been
+//! A call that failed before it could be sent (the node's address is unknown, the
+//! connection could not be made, or the node has been silent for long enough to be
+//! [suspected](crate::peers::Peers::suspected) down, so the call is not even tried) is
+//! reported as `StoreStopped`: certainly not applied, so the router may retry it
+//! anywhere, and a partitioned gateway answers `UNAVAILABLE` instead of hanging. A call that failed after it may have been
 //! delivered is `Ambiguous`: the router retries idempotent writes, and reports a
 //! compare-and-swap as of unknown outcome.
 
@@ -60,6 +62,9 @@ impl NodeClient for Gateway {
 
 async fn execute_remote(peers: &Peers, node_id: u64, req: Request) -> flotilla_raftstore::Result<flotilla_raftstore::Response> {
     let range_id = req.range_id;
+    if peers.suspected(node_id) {
+        return Err(StoreError::StoreStopped { node_id });
+    }
     let Some(channel) = peers.channel(node_id) else {
         return Err(StoreError::StoreStopped { node_id });
     };

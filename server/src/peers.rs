@@ -8,7 +8,7 @@
 //! replaced when the node's address changes.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use tonic::metadata::MetadataValue;
@@ -21,6 +21,10 @@ pub const CLUSTER_HEADER: &str = "flotilla-cluster-id";
 /// The metadata key naming the calling node.
 pub const FROM_NODE_HEADER: &str = "flotilla-from-node";
 
+/// The least time a node heard from before must be silent to be suspected down. Nodes
+/// send each other a heartbeat batch every `liveness_interval_ticks` (200 ms by default).
+pub const SUSPECT_AFTER: Duration = Duration::from_secs(2);
+
 /// What this node knows of the others' addresses.
 pub struct Peers {
     me: u64,
@@ -29,11 +33,15 @@ pub struct Peers {
     learned: RwLock<HashMap<u64, String>>,
     channels: Mutex<HashMap<u64, (String, Channel)>>,
     cluster_id: RwLock<Option<String>>,
+    heard: Mutex<HashMap<u64, Instant>>,
+    suspect_after: Duration,
 }
 
 impl Peers {
-    /// The book of node `me`, reachable at `my_address`, with operator pins.
-    pub fn new(me: u64, my_address: String, pinned: HashMap<u64, String>) -> Peers {
+    /// The book of node `me`, reachable at `my_address`, with operator pins. A node silent
+    /// for `suspect_after` (at least [`SUSPECT_AFTER`]) is suspected down: calls to it
+    /// fail at once (as not sent) instead of waiting on a dead or partitioned link.
+    pub fn new(me: u64, my_address: String, pinned: HashMap<u64, String>, suspect_after: Duration) -> Peers {
         Peers {
             me,
             my_address,
@@ -41,6 +49,8 @@ impl Peers {
             learned: RwLock::default(),
             channels: Mutex::default(),
             cluster_id: RwLock::default(),
+            heard: Mutex::default(),
+            suspect_after: suspect_after.max(SUSPECT_AFTER),
         }
     }
 
@@ -82,6 +92,18 @@ impl Peers {
             tracing::info!(node, address, "learned node address");
             learned.insert(node, address.to_string());
         }
+    }
+
+    /// Records that `node` was just heard from: a Raft frame arrived from it. (Only Raft
+    /// traffic counts: a hello answered on another path says nothing of this one.)
+    pub fn heard_from(&self, node: u64) {
+        self.heard.lock().insert(node, Instant::now());
+    }
+
+    /// True when `node` was heard from once but not recently. A node never heard from is
+    /// not suspected: the first call must be allowed to reach it.
+    pub fn suspected(&self, node: u64) -> bool {
+        node != self.me && self.heard.lock().get(&node).is_some_and(|t| t.elapsed() > self.suspect_after)
     }
 
     /// Every node known, this one included, by id.

@@ -61,7 +61,10 @@ impl State {
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|source| ServerError::DataDir { path: cfg.data_dir.clone(), source })?;
         let engine = Engine::open(cfg.data_dir.join("db"), &EngineOptions::default())?;
-        let peers = Arc::new(Peers::new(cfg.node_id, cfg.advertise.clone(), cfg.pinned.clone()));
+        // Twice the liveness timeout: a node silent that long has missed ten heartbeat
+        // batches.
+        let suspect_after = cfg.store.tick_interval * (2 * cfg.store.liveness_timeout_ticks) as u32;
+        let peers = Arc::new(Peers::new(cfg.node_id, cfg.advertise.clone(), cfg.pinned.clone(), suspect_after));
         let transport = Arc::new(GrpcTransport::new(peers.clone(), runtime.clone()));
         let state = Arc::new(State {
             transport_metrics: transport.metrics(),

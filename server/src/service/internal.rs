@@ -92,6 +92,7 @@ impl Internal for InternalService {
         drop(running);
         let mut stream = req.into_inner();
         while let Some(batch) = stream.message().await? {
+            self.0.peers.heard_from(from);
             let envelopes = batch
                 .envelopes
                 .into_iter()
