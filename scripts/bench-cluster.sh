@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Measures a local Flotilla cluster with the load generator: starts NODES release-built
+# `flotilla` processes on 127.0.0.1 (data under a temporary directory), bootstraps them,
+# preloads KEYS keys, runs the loads listed below one after the other, and stops the
+# cluster. NODES=1 gives the unreplicated baseline for the same loads.
+#
+#   scripts/bench-cluster.sh 3            # the 3-node figures of docs/benchmarks.md
+#   scripts/bench-cluster.sh 1            # the single-node baseline
+#
+# Builds `cargo build --release --workspace` first (the first release build compiles
+# RocksDB: about 15 minutes on 2 cores). Every node writes with fsync on.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+nodes="${1:-3}"
+secs="${SECS:-15}"
+keys="${KEYS:-20000}"
+target="${CARGO_TARGET_DIR:-target}"
+cargo build --release --workspace --locked >&2
+bin="$target/release/flotilla"
+load="$target/release/flotilla-load"
+root="$(mktemp -d /tmp/flotilla-bench.XXXXXX)"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$root"
+}
+trap cleanup EXIT
+
+port() { echo $((7600 + 100 * $1)); }
+endpoints=""
+for i in $(seq 1 "$nodes"); do endpoints+="127.0.0.1:$(port "$i"),"; done
+endpoints="${endpoints%,}"
+for i in $(seq 1 "$nodes"); do
+  join=""
+  if [ "$nodes" -gt 1 ]; then
+    join="--join $(echo "$endpoints" | tr ',' '\n' | grep -v ":$(port "$i")\$" | paste -sd,)"
+  fi
+  # shellcheck disable=SC2086
+  "$bin" start --node-id "$i" --listen "127.0.0.1:$(port "$i")" --http-listen "127.0.0.1:$(( $(port "$i") + 1 ))" \
+    --data-dir "$root/n$i" --initial-ranges 8 $join >"$root/log$i" 2>&1 &
+  pids+=($!)
+done
+if [ "$nodes" -gt 1 ]; then
+  for _ in $(seq 1 50); do
+    if "$bin" init --endpoints "127.0.0.1:$(port 1)" --initial-ranges 8 >&2 2>/dev/null; then break; fi
+    sleep 0.2
+  done
+fi
+
+common=(--endpoints "$endpoints" --keys "$keys" --key-size 16 --value-size 128 --duration-secs "$secs" --warmup-secs 2)
+run() { echo "== $nodes node(s): $*"; "$load" "${common[@]}" "$@"; echo; }
+run --clients 100 --read-ratio 0 --preload
+run --clients 1 --read-ratio 0
+run --clients 1 --read-ratio 1
+run --clients 1 --read-ratio 0.5
+run --clients 100 --read-ratio 1
+run --clients 100 --read-ratio 0.5
+run --clients 100 --read-ratio 0.5 --distribution zipfian
+run --clients 100 --read-ratio 0 --distribution sequential
