@@ -92,10 +92,27 @@ impl<C: NodeClient> Router<C> {
     /// Runs `command` on the range holding `key`; returns the range it ran on and the
     /// answer.
     pub async fn execute(&self, key: &[u8], command: Command) -> Result<(RangeDescriptor, Response)> {
+        let mut maybe_applied = None;
+        let result = self.attempts(key, &command, &mut maybe_applied).await;
+        // A write one of whose attempts may have applied must not be reported as failed,
+        // whichever way the later attempts ended.
+        match (result, maybe_applied) {
+            (Err(Error::Ambiguous(e)), _) | (Err(_), Some(e)) => Err(Error::Ambiguous(e)),
+            (result, _) => result,
+        }
+    }
+
+    /// The attempts of [`Router::execute`]; records in `maybe_applied` an attempt of a
+    /// write whose outcome is unknown.
+    async fn attempts(
+        &self,
+        key: &[u8],
+        command: &Command,
+        maybe_applied: &mut Option<StoreError>,
+    ) -> Result<(RangeDescriptor, Response)> {
         let idempotent = !matches!(command, Command::CompareAndSwap { .. });
         let mut backoff = self.policy.initial_backoff;
         let mut last = None;
-        let mut maybe_applied = None;
         // Short pauses while a range elects do not use up attempts, up to this many.
         let mut free_pauses = 100usize;
         let (mut attempt, mut tries) = (0, 0);
@@ -105,7 +122,7 @@ impl<C: NodeClient> Router<C> {
             // A batch whose first key is in this range but another key is not spans
             // ranges: refused here, final. (A route that does not hold the first key is
             // stale; the store's answer corrects it.)
-            if let (Command::Batch { ops }, true) = (&command, desc.contains(key)) {
+            if let (Command::Batch { ops }, true) = (command, desc.contains(key)) {
                 if let Some(op) = ops.iter().find(|op| !desc.contains(&op.key)) {
                     let e = StoreError::key_not_in_range(&desc, &op.key);
                     return Err(Error::InvalidRequest(e));
@@ -142,14 +159,10 @@ impl<C: NodeClient> Router<C> {
                 Next::Fail(e) => return Err(e),
             }
             if err.is_ambiguous() && !command.is_read() {
-                maybe_applied = Some(err.clone());
+                *maybe_applied = Some(err.clone());
             }
             last = Some(err);
             attempt += 1;
-        }
-        // A write one of whose attempts may have applied must not be reported as failed.
-        if let Some(e) = maybe_applied {
-            return Err(Error::Ambiguous(e));
         }
         let last = last.unwrap_or(StoreError::InvalidRequest("no attempt was made".into()));
         Err(Error::Unavailable { attempts: self.policy.max_attempts, last })

@@ -2,8 +2,10 @@
 //! tests use it.
 //!
 //! It holds a channel per endpoint and sends each call to the next endpoint in turn. A
-//! call that could not even connect is tried on the next endpoint; any other failure is
-//! returned as the server's status (the server already retried what was safe to retry).
+//! call that could not even connect, or that a node refused without running it (it is
+//! shutting down, or not initialized), is tried on the next endpoint; any other failure
+//! is returned as the server's status (the server already retried what was safe to
+//! retry).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -62,7 +64,7 @@ impl Client {
         let mut last = None;
         for i in 0..n {
             match call(self.channels[(start + i) % n].clone()).await {
-                Err(s) if unreachable(&s) => last = Some(s),
+                Err(s) if unreachable(&s) || crate::errors::not_run(&s) => last = Some(s),
                 r => return r.map(tonic::Response::into_inner),
             }
         }

@@ -192,7 +192,33 @@ pub fn envelope_from_proto(env: proto::RaftEnvelope, from_node: u64, to_node: u6
     }
     let message = raft::prelude::Message::parse_from_bytes(&env.message)
         .map_err(|e| format!("range {}: undecodable Raft message: {e}", env.range_id))?;
+    if !sent_between_nodes(message.get_msg_type()) {
+        return Err(format!("range {}: {:?} is local to a node, never sent", env.range_id, message.get_msg_type()));
+    }
     Ok(RaftEnvelope { range_id: env.range_id, from, to, message })
+}
+
+/// True for the Raft message types one node sends another. The others (campaign, beat,
+/// propose, unreachable, snapshot status, check quorum) are steps a node gives itself;
+/// stepping them from the network would let a peer drive this node's replicas.
+fn sent_between_nodes(t: raft::prelude::MessageType) -> bool {
+    use raft::prelude::MessageType::*;
+    matches!(
+        t,
+        MsgAppend
+            | MsgAppendResponse
+            | MsgRequestVote
+            | MsgRequestVoteResponse
+            | MsgRequestPreVote
+            | MsgRequestPreVoteResponse
+            | MsgSnapshot
+            | MsgHeartbeat
+            | MsgHeartbeatResponse
+            | MsgTransferLeader
+            | MsgTimeoutNow
+            | MsgReadIndex
+            | MsgReadIndexResp
+    )
 }
 
 #[cfg(test)]
@@ -238,16 +264,22 @@ mod tests {
 
     #[test]
     fn a_forged_envelope_is_refused() {
+        let mut beat = raft::prelude::Message::default();
+        beat.set_msg_type(raft::prelude::MessageType::MsgHeartbeat);
         let env = RaftEnvelope {
             range_id: 1,
             from: Replica { node_id: 2, replica_id: 2 },
             to: Replica { node_id: 1, replica_id: 1 },
-            message: raft::prelude::Message::default(),
+            message: beat,
         };
         let wire = envelope_to_proto(&env);
         assert_eq!(envelope_from_proto(wire.clone(), 2, 1), Ok(env));
         assert!(envelope_from_proto(wire.clone(), 3, 1).is_err(), "sender must match the stream");
-        let garbage = proto::RaftEnvelope { message: vec![0xff; 9], ..wire };
+        let garbage = proto::RaftEnvelope { message: vec![0xff; 9], ..wire.clone() };
         assert!(envelope_from_proto(garbage, 2, 1).is_err());
+        let mut hup = raft::prelude::Message::default();
+        hup.set_msg_type(raft::prelude::MessageType::MsgHup);
+        let local = proto::RaftEnvelope { message: hup.write_to_bytes().unwrap(), ..wire };
+        assert!(envelope_from_proto(local, 2, 1).is_err(), "a local-only step is refused");
     }
 }

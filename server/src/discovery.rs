@@ -63,6 +63,9 @@ pub async fn discover_once(state: &State) -> Result<(), ServerError> {
                 )));
             }
         }
+        if !state.peers.same_cluster(&resp.cluster_id) {
+            continue;
+        }
         state.peers.learn(resp.node_id, &address);
         for k in resp.known {
             if state.peers.address(k.node_id).is_none() {

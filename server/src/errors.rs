@@ -6,7 +6,8 @@
 //! |---|---|---|
 //! | empty, oversized or malformed request | `INVALID_ARGUMENT` | `invalid_request` |
 //! | write of unknown outcome (timeout, node lost mid-call) | `UNKNOWN` | `ambiguous` |
-//! | no leader / quorum within the retry budget; node not yet initialized | `UNAVAILABLE` | `unavailable` |
+//! | no leader / quorum within the retry budget | `UNAVAILABLE` | `unavailable` |
+//! | the node has not joined a cluster yet / is shutting down (nothing ran) | `UNAVAILABLE` | `not_initialized` / `stopping` |
 //! | storage failure on a node | `INTERNAL` | `storage` |
 //! | no range covers the key (a broken meta range) | `INTERNAL` | `no_range` |
 //! | a node or data directory of another cluster | `FAILED_PRECONDITION` | `wrong_cluster` |
@@ -74,11 +75,25 @@ pub fn invalid(message: impl Into<String>) -> Status {
     status(Code::InvalidArgument, "invalid_request", message)
 }
 
+/// The `flotilla-error` names of refusals that ran nothing: a caller may send the call
+/// to another node.
+pub const NOT_RUN: [&str; 3] = ["not_initialized", "stopping", "wrong_cluster"];
+
+/// True when `s` is a refusal that ran nothing (see [`NOT_RUN`]).
+pub fn not_run(s: &Status) -> bool {
+    s.metadata().get("flotilla-error").and_then(|v| v.to_str().ok()).is_some_and(|n| NOT_RUN.contains(&n))
+}
+
+/// The status of a call to a node that is shutting down.
+pub fn stopping(node_id: u64) -> Status {
+    status(Code::Unavailable, "stopping", format!("node {node_id} is shutting down; use another node"))
+}
+
 /// The status of a call to a node that is not part of a cluster yet.
 pub fn not_initialized(node_id: u64) -> Status {
     status(
         Code::Unavailable,
-        "unavailable",
+        "not_initialized",
         format!("node {node_id} has not joined a cluster yet; run `flotilla init --endpoints ADDR` once for the cluster"),
     )
 }

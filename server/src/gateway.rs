@@ -76,7 +76,11 @@ async fn execute_remote(peers: &Peers, node_id: u64, req: Request) -> flotilla_r
         .max_encoding_message_size(MAX_FRAME_BYTES);
     match client.execute(call).await {
         Ok(resp) => response_from_proto(resp.into_inner(), node_id),
-        Err(status) if crate::client::unreachable(&status) => Err(StoreError::StoreStopped { node_id }),
+        // Not connected, or refused before the store saw it (stopping, not initialized,
+        // another cluster): certainly not applied.
+        Err(status) if crate::client::unreachable(&status) || crate::errors::not_run(&status) => {
+            Err(StoreError::StoreStopped { node_id })
+        }
         Err(status) => Err(StoreError::Ambiguous {
             range_id,
             reason: format!("node {node_id} did not answer: {}", status.message()),

@@ -46,7 +46,7 @@ async fn metrics(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {
     if let Some(m) = state.store_metrics() {
         store_metrics(&mut registry, &m);
     }
-    if let Ok(ranges) = local_ranges(&state).await {
+    if let Ok(ranges) = local_ranges(&state, false).await {
         let me = state.cfg.node_id;
         gauge(&mut registry, "replicas", "Replicas on this node", ranges.ranges.len() as i64);
         gauge(&mut registry, "leaders", "Ranges this node leads", ranges.leaders as i64);
@@ -107,7 +107,7 @@ async fn status(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {
     let _ = writeln!(page, "cluster {}", running.cluster_id);
     let known: Vec<String> = state.peers.known().iter().map(|n| format!("{}={}", n.node_id, n.address)).collect();
     let _ = writeln!(page, "nodes {}", known.join(" "));
-    let ranges = match local_ranges(&state).await {
+    let ranges = match local_ranges(&state, false).await {
         Ok(r) => r,
         Err(e) => {
             let _ = writeln!(page, "store unavailable: {}", e.message());

@@ -35,6 +35,8 @@ pub struct Peers {
     cluster_id: RwLock<Option<String>>,
     heard: Mutex<HashMap<u64, Instant>>,
     suspect_after: Duration,
+    /// The cluster's members, once known: addresses of other ids are not learned.
+    members: RwLock<Option<Vec<u64>>>,
 }
 
 impl Peers {
@@ -51,6 +53,7 @@ impl Peers {
             cluster_id: RwLock::default(),
             heard: Mutex::default(),
             suspect_after: suspect_after.max(SUSPECT_AFTER),
+            members: RwLock::default(),
         }
     }
 
@@ -69,9 +72,19 @@ impl Peers {
         self.cluster_id.read().clone()
     }
 
-    /// Records the cluster id (at bootstrap or startup).
-    pub fn set_cluster_id(&self, id: &str) {
+    /// Records the cluster id and its members (at bootstrap or startup).
+    pub fn set_cluster(&self, id: &str, members: Vec<u64>) {
         *self.cluster_id.write() = Some(id.to_string());
+        *self.members.write() = Some(members);
+    }
+
+    /// True when an answer or a call claiming `cluster` may teach this node addresses:
+    /// before bootstrap anything may; afterwards only the same cluster.
+    pub fn same_cluster(&self, cluster: &str) -> bool {
+        match self.cluster_id.read().as_deref() {
+            None => true,
+            Some(mine) => mine == cluster,
+        }
     }
 
     /// The address to reach `node` at, if known.
@@ -85,6 +98,9 @@ impl Peers {
     /// Learns that `node` is reachable at `address` (pins win).
     pub fn learn(&self, node: u64, address: &str) {
         if node == 0 || node == self.me || address.is_empty() || self.pinned.contains_key(&node) {
+            return;
+        }
+        if self.members.read().as_ref().is_some_and(|m| !m.contains(&node)) {
             return;
         }
         let mut learned = self.learned.write();

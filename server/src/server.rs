@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use flotilla_engine::{Engine, EngineOptions};
 use flotilla_raftstore::keyspace::initial_ranges_on;
-use flotilla_raftstore::node::{MetaSink, Node};
-use flotilla_raftstore::{RangeDescriptor, Store, StoreMetrics};
+use crossbeam::channel::Sender;
+use flotilla_raftstore::node::{MetaSink, Node, StoreMsg};
+use flotilla_raftstore::{callback, RangeDescriptor, RangeStatus, Request, ResponseReceiver, Store, StoreMetrics};
 use flotilla_router::{publish_meta, Db, RetryPolicy, Router};
 use parking_lot::{Mutex, RwLock};
 use prost::Message as _;
@@ -31,12 +32,38 @@ use crate::peers::Peers;
 use crate::proto::BootstrapRequest;
 use crate::transport::{GrpcTransport, TransportMetrics};
 
-/// A node's store once it belongs to a cluster.
+/// A node's store once it belongs to a cluster. Handlers reach the store through its
+/// mailbox, so stopping it never waits for them.
 pub struct Running {
+    pub node_id: u64,
     pub cluster_id: String,
-    pub node: Node,
+    pub mailbox: Sender<StoreMsg>,
+    pub metrics: Arc<StoreMetrics>,
     pub db: Arc<Db<Gateway>>,
     pub identity: BootstrapRequest,
+    /// The poller's owner; taken (and the store stopped) at shutdown.
+    node: Mutex<Option<Node>>,
+}
+
+impl Running {
+    /// Sends a request to the store. If the store has stopped before taking it, the
+    /// answer is `StoreStopped` (not applied).
+    pub fn request(&self, req: Request) -> ResponseReceiver {
+        let (cb, rx) = callback();
+        if let Err(e) = self.mailbox.send(StoreMsg::Request(req, cb)) {
+            if let StoreMsg::Request(_, cb) = e.0 {
+                let _ = cb.send(Err(flotilla_raftstore::Error::StoreStopped { node_id: self.node_id }));
+            }
+        }
+        rx
+    }
+
+    /// Every replica's state; fails if the store has stopped.
+    pub fn status(&self) -> tokio::sync::oneshot::Receiver<Vec<RangeStatus>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = self.mailbox.send(StoreMsg::Status(tx));
+        rx
+    }
 }
 
 /// Everything the services of one server share.
@@ -48,6 +75,10 @@ pub struct State {
     pub transport_metrics: Arc<TransportMetrics>,
     pub started: Instant,
     running: RwLock<Option<Arc<Running>>>,
+    /// Snapshots being received at once (each is assembled in memory).
+    pub snapshot_slots: tokio::sync::Semaphore,
+    /// Set once shutdown has begun.
+    stopping: std::sync::atomic::AtomicBool,
     /// Serialises bootstraps.
     bootstrap_lock: Mutex<()>,
     runtime: Handle,
@@ -74,6 +105,8 @@ impl State {
             transport,
             started: Instant::now(),
             running: RwLock::new(None),
+            stopping: Default::default(),
+            snapshot_slots: tokio::sync::Semaphore::new(2),
             bootstrap_lock: Mutex::new(()),
             runtime,
         });
@@ -97,6 +130,17 @@ impl State {
         self.running.read().clone()
     }
 
+    /// The running store, or the status to answer without one: `stopping` during
+    /// shutdown, `not_initialized` before the node joined a cluster. Neither ran anything,
+    /// so callers may send the call elsewhere.
+    pub fn serving(&self) -> Result<Arc<Running>, tonic::Status> {
+        match self.running() {
+            Some(r) => Ok(r),
+            None if self.is_stopping() => Err(crate::errors::stopping(self.cfg.node_id)),
+            None => Err(crate::errors::not_initialized(self.cfg.node_id)),
+        }
+    }
+
     /// The identity recorded in the data directory, if any.
     pub fn stored_identity(&self) -> Result<Option<BootstrapRequest>, ServerError> {
         let Some(raw) = Store::cluster_identity(&self.engine)? else { return Ok(None) };
@@ -115,6 +159,10 @@ impl State {
         let me = self.cfg.node_id;
         if let Some(existing) = self.stored_identity()? {
             if existing.cluster_id == identity.cluster_id {
+                // A store that failed to start after the identity was written starts now.
+                if self.running.read().is_none() && !self.is_stopping() {
+                    return self.start_store(existing);
+                }
                 return Ok(());
             }
             return Err(ServerError::WrongCluster(format!(
@@ -130,7 +178,7 @@ impl State {
     }
 
     fn start_store(&self, identity: BootstrapRequest) -> Result<(), ServerError> {
-        self.peers.set_cluster_id(&identity.cluster_id);
+        self.peers.set_cluster(&identity.cluster_id, identity.nodes.iter().map(|n| n.node_id).collect());
         for n in &identity.nodes {
             self.peers.learn(n.node_id, &n.address);
         }
@@ -146,26 +194,37 @@ impl State {
         self.runtime.spawn(async move { publish_meta(&publisher, meta_rx).await });
         let db = Arc::new(Db::new(Router::new(gateway, meta, RetryPolicy::default())));
         tracing::info!(node = self.cfg.node_id, cluster = %identity.cluster_id, "store started");
-        let running = Running { cluster_id: identity.cluster_id.clone(), node, db, identity };
+        let running = Running {
+            node_id: self.cfg.node_id,
+            cluster_id: identity.cluster_id.clone(),
+            mailbox: node.mailbox(),
+            metrics: node.metrics().clone(),
+            db,
+            identity,
+            node: Mutex::new(Some(node)),
+        };
         *self.running.write() = Some(Arc::new(running));
         Ok(())
     }
 
     /// The store's counters, once it runs.
     pub fn store_metrics(&self) -> Option<Arc<StoreMetrics>> {
-        self.running().map(|r| r.node.metrics().clone())
+        self.running().map(|r| r.metrics.clone())
     }
 
-    /// Stops the store (waiting for its threads); the node answers nothing afterwards.
+    /// Stops the store (waiting for its last round and its threads); calls arriving
+    /// afterwards are refused as `stopping`. Call from a blocking context.
     pub fn stop(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
         let running = self.running.write().take();
-        if let Some(running) = running {
-            match Arc::try_unwrap(running) {
-                Ok(r) => r.node.stop(),
-                // A request still holds it; its drop stops the store.
-                Err(shared) => drop(shared),
-            }
+        if let Some(node) = running.and_then(|r| r.node.lock().take()) {
+            node.stop();
         }
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

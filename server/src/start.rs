@@ -73,7 +73,8 @@ async fn grpc_server(
     listener: TcpListener,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
-    let kv_limit = state.cfg.store.max_value_size + state.cfg.store.max_key_size + (64 << 10);
+    // A compare-and-swap carries two values and a key.
+    let kv_limit = 2 * state.cfg.store.max_value_size + state.cfg.store.max_key_size + (64 << 10);
     // `Server::tcp_nodelay` only applies to sockets tonic binds itself; accepted sockets
     // of our listener need it set here, or small answers wait out delayed ACKs (~40 ms).
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

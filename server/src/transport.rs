@@ -126,6 +126,7 @@ async fn run_stream(
         let mut request = tonic::Request::new(ReceiverStream::new(rx));
         peers.stamp(&mut request);
         let mut call = tokio::spawn(async move { InternalClient::new(channel).raft(request).await });
+        let opened = tokio::time::Instant::now();
         let ended = loop {
             tokio::select! {
                 next = queue.recv() => match next {
@@ -135,6 +136,10 @@ async fn run_stream(
                 result = &mut call => break Some(result),
             }
         };
+        // A stream that worked for a while starts the backoff over.
+        if opened.elapsed() > Duration::from_secs(1) {
+            backoff = Duration::from_millis(50);
+        }
         drop(frames);
         match ended {
             Some(Ok(Err(status))) => tracing::debug!(to, %status, "raft stream ended"),

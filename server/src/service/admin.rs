@@ -2,10 +2,11 @@
 //!
 //! `Init` is CockroachDB's convention: nodes start with `--join` and wait; `flotilla init`
 //! asks one of them to bootstrap the cluster. That node says `Hello` to every `--join`
-//! address (all must answer: the initial ranges are replicated on every member), picks a
-//! cluster id, bootstraps itself, then the others. Repeating `init` re-sends the stored
-//! identity to every member (finishing an init that was cut short) and then answers
-//! `ALREADY_EXISTS`.
+//! address (all must answer: the initial ranges are replicated on every member) and hands
+//! the call to the member with the lowest id, which picks a cluster id, bootstraps
+//! itself, then the others (members accept a first `Bootstrap` only from that node).
+//! Repeating `init` re-sends the stored identity to every member (finishing an init that
+//! was cut short) and then answers `ALREADY_EXISTS`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,8 +15,9 @@ use std::time::Duration;
 use tonic::{Code, Request, Response, Status};
 
 use crate::discovery::hello;
-use crate::errors::{invalid, not_initialized, router_status, status};
+use crate::errors::{invalid, router_status, status};
 use crate::proto::admin_server::Admin;
+use crate::proto::admin_client::AdminClient;
 use crate::proto::internal_client::InternalClient;
 use crate::proto::*;
 use crate::server::{new_identity, State};
@@ -31,7 +33,12 @@ pub struct AdminService(pub Arc<State>);
 impl Admin for AdminService {
     async fn init(&self, req: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
         let state = &self.0;
+        let req = req.into_inner();
         if let Some(identity) = state.stored_identity().map_err(|e| status(Code::Internal, "storage", e.to_string()))? {
+            let first = first_member(&identity.nodes);
+            if first.node_id != state.cfg.node_id {
+                return forward_init(state, &first.address, req).await;
+            }
             send_bootstraps(state, &identity).await?;
             return Err(status(
                 Code::AlreadyExists,
@@ -39,32 +46,16 @@ impl Admin for AdminService {
                 format!("cluster {} is already initialized; every member has its identity", identity.cluster_id),
             ));
         }
-        let mut members = vec![(state.cfg.node_id, state.cfg.advertise.clone())];
-        for address in &state.cfg.join {
-            let resp = hello(state, address).await.map_err(|e| {
-                status(
-                    Code::Unavailable,
-                    "unavailable",
-                    format!("--join node at {address} did not answer ({}); init needs every node up", e.message()),
-                )
-            })?;
-            if !resp.cluster_id.is_empty() {
-                return Err(status(
-                    Code::FailedPrecondition,
-                    "wrong_cluster",
-                    format!("node {} at {address} already belongs to cluster {}", resp.node_id, resp.cluster_id),
-                ));
-            }
-            if let Some((_, other)) = members.iter().find(|(id, _)| *id == resp.node_id) {
-                if other != address && resp.node_id != state.cfg.node_id {
-                    return Err(invalid(format!("node id {} answers at both {other} and {address}", resp.node_id)));
-                }
-                continue;
-            }
-            members.push((resp.node_id, address.clone()));
+        let members = gather_members(state).await?;
+        // Only the member with the lowest id bootstraps, so two `init`s sent to different
+        // nodes cannot give the members different cluster ids: both end up at that node,
+        // which can hold only one identity.
+        let first = first_member(&members);
+        if first.node_id != state.cfg.node_id {
+            return forward_init(state, &first.address, req).await;
         }
-        let initial = req.into_inner().initial_ranges.max(1);
-        let identity = new_identity(initial, members);
+        let members = members.into_iter().map(|n| (n.node_id, n.address)).collect();
+        let identity = new_identity(req.initial_ranges.max(1), members);
         let (s, id) = (state.clone(), identity.clone());
         tokio::task::spawn_blocking(move || s.bootstrap(id))
             .await
@@ -77,11 +68,11 @@ impl Admin for AdminService {
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let state = &self.0;
-        let running = state.running().ok_or_else(|| not_initialized(state.cfg.node_id))?;
+        let running = state.serving()?;
         let mut nodes = Vec::new();
         for n in state.peers.known() {
             let mut row = NodeStatus { node_id: n.node_id, address: n.address.clone(), ..Default::default() };
-            match node_ranges(state, n.node_id).await {
+            match node_ranges(state, n.node_id, false).await {
                 Ok(r) => {
                     row.live = true;
                     row.replicas = r.ranges.len() as u32;
@@ -98,10 +89,10 @@ impl Admin for AdminService {
 
     async fn ranges(&self, _: Request<RangesRequest>) -> Result<Response<RangesResponse>, Status> {
         let state = &self.0;
-        state.running().ok_or_else(|| not_initialized(state.cfg.node_id))?;
+        state.serving()?;
         let mut best: BTreeMap<u64, RangeInfo> = BTreeMap::new();
         for n in state.peers.known() {
-            let Ok(resp) = node_ranges(state, n.node_id).await else { continue };
+            let Ok(resp) = node_ranges(state, n.node_id, true).await else { continue };
             for info in resp.ranges {
                 let id = info.descriptor.as_ref().map(|d| d.range_id).unwrap_or_default();
                 let leads = info.leader_node == resp.node_id;
@@ -119,11 +110,55 @@ impl Admin for AdminService {
 
     async fn split(&self, req: Request<SplitRequest>) -> Result<Response<SplitResponse>, Status> {
         let state = &self.0;
-        let running = state.running().ok_or_else(|| not_initialized(state.cfg.node_id))?;
+        let running = state.serving()?;
         let key = req.into_inner().key;
         let (left, right) = running.db.split(&key).await.map_err(router_status)?;
         Ok(Response::new(SplitResponse { left: Some(left), right: Some(right) }))
     }
+}
+
+/// This node and every `--join` node, which must all answer and belong to no cluster.
+async fn gather_members(state: &State) -> Result<Vec<NodeAddress>, Status> {
+    let mut members = vec![NodeAddress { node_id: state.cfg.node_id, address: state.cfg.advertise.clone() }];
+    for address in &state.cfg.join {
+        let resp = hello(state, address).await.map_err(|e| {
+            status(
+                Code::Unavailable,
+                "unavailable",
+                format!("--join node at {address} did not answer ({}); init needs every node up", e.message()),
+            )
+        })?;
+        if !resp.cluster_id.is_empty() {
+            return Err(status(
+                Code::FailedPrecondition,
+                "wrong_cluster",
+                format!("node {} at {address} already belongs to cluster {}", resp.node_id, resp.cluster_id),
+            ));
+        }
+        match members.iter().find(|n| n.node_id == resp.node_id) {
+            Some(n) if resp.node_id == state.cfg.node_id || n.address == *address => {}
+            Some(n) => {
+                return Err(invalid(format!("node id {} answers at both {} and {address}", resp.node_id, n.address)))
+            }
+            None => members.push(NodeAddress { node_id: resp.node_id, address: address.clone() }),
+        }
+    }
+    Ok(members)
+}
+
+/// The member with the lowest id: the one that bootstraps the others.
+pub(crate) fn first_member(nodes: &[NodeAddress]) -> NodeAddress {
+    nodes.iter().min_by_key(|n| n.node_id).cloned().unwrap_or_default()
+}
+
+/// Hands `init` to the node at `address`.
+async fn forward_init(state: &State, address: &str, req: InitRequest) -> Result<Response<InitResponse>, Status> {
+    tracing::info!(to = address, "forwarding init to the member with the lowest id");
+    let channel = crate::peers::channel_to(address).map_err(|e| invalid(format!("address {address}: {e}")))?;
+    let mut call = Request::new(req);
+    call.set_timeout(Duration::from_secs(30));
+    state.peers.stamp(&mut call);
+    AdminClient::new(channel).init(call).await
 }
 
 fn newer_shape(a: &RangeInfo, b: &RangeInfo) -> bool {
@@ -133,12 +168,12 @@ fn newer_shape(a: &RangeInfo, b: &RangeInfo) -> bool {
 }
 
 /// Node `node`'s replicas: from the store here, or by asking that node.
-async fn node_ranges(state: &Arc<State>, node: u64) -> Result<NodeRangesResponse, Status> {
+async fn node_ranges(state: &Arc<State>, node: u64, with_sizes: bool) -> Result<NodeRangesResponse, Status> {
     if node == state.cfg.node_id {
-        return local_ranges(state).await;
+        return local_ranges(state, with_sizes).await;
     }
     let channel = state.peers.channel(node).ok_or_else(|| Status::unavailable(format!("no address for node {node}")))?;
-    let mut req = Request::new(NodeRangesRequest {});
+    let mut req = Request::new(NodeRangesRequest { with_sizes });
     req.set_timeout(NODE_TIMEOUT);
     state.peers.stamp(&mut req);
     Ok(InternalClient::new(channel).node_ranges(req).await?.into_inner())

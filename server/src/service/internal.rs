@@ -14,7 +14,7 @@ use prost::Message as _;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::convert::{envelope_from_proto, request_from_proto, response_to_proto};
-use crate::errors::{invalid, not_initialized, status, ServerError};
+use crate::errors::{invalid, status, ServerError};
 use crate::peers::caller;
 use crate::proto::internal_server::Internal;
 use crate::proto::*;
@@ -31,7 +31,7 @@ impl InternalService {
     fn admit<T>(&self, req: &Request<T>) -> Result<(u64, Arc<Running>), Status> {
         let (from, cluster) = caller(req);
         let from = from.ok_or_else(|| invalid("node-to-node call without flotilla-from-node"))?;
-        let running = self.0.running().ok_or_else(|| not_initialized(self.0.cfg.node_id))?;
+        let running = self.0.serving()?;
         if cluster.as_deref() != Some(running.cluster_id.as_str()) {
             return Err(wrong_cluster(self.0.cfg.node_id, &running.cluster_id, from, cluster.as_deref()));
         }
@@ -64,8 +64,9 @@ impl Internal for InternalService {
     async fn hello(&self, req: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
         let hello = req.into_inner();
         let mine = self.0.peers.cluster_id();
-        let same = mine.is_none() || hello.cluster_id.is_empty() || mine.as_deref() == Some(&hello.cluster_id);
-        if same {
+        // Once in a cluster, only its members teach this node addresses (a member always
+        // says its cluster id), so a stray node reusing an id cannot redirect traffic.
+        if self.0.peers.same_cluster(&hello.cluster_id) {
             self.0.peers.learn(hello.node_id, &hello.address);
         }
         Ok(Response::new(HelloResponse {
@@ -76,8 +77,20 @@ impl Internal for InternalService {
     }
 
     async fn bootstrap(&self, req: Request<BootstrapRequest>) -> Result<Response<BootstrapResponse>, Status> {
+        let (from, _) = caller(&req);
         let identity = req.into_inner();
         let state = self.0.clone();
+        let stored = state.stored_identity().map_err(|e| status(Code::Internal, "storage", e.to_string()))?;
+        // A first bootstrap comes only from the member with the lowest id (see `Admin.Init`);
+        // a repeat of the identity this node already has is accepted from anyone.
+        let first = crate::service::admin::first_member(&identity.nodes).node_id;
+        if stored.is_none() && from != Some(first) {
+            return Err(status(
+                Code::FailedPrecondition,
+                "wrong_cluster",
+                format!("a bootstrap must come from node {first}, the member with the lowest id, not {from:?}"),
+            ));
+        }
         tokio::task::spawn_blocking(move || state.bootstrap(identity))
             .await
             .map_err(|e| status(Code::Internal, "storage", e.to_string()))?
@@ -88,7 +101,7 @@ impl Internal for InternalService {
     async fn raft(&self, req: Request<Streaming<RaftBatch>>) -> Result<Response<Done>, Status> {
         let (from, running) = self.admit(&req)?;
         let me = self.0.cfg.node_id;
-        let mailbox = running.node.mailbox();
+        let mailbox = running.mailbox.clone();
         drop(running);
         let mut stream = req.into_inner();
         while let Some(batch) = stream.message().await? {
@@ -108,6 +121,8 @@ impl Internal for InternalService {
 
     async fn snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<Response<Done>, Status> {
         let (from, running) = self.admit(&req)?;
+        // Snapshots are assembled in memory: a few at a time.
+        let _slot = self.0.snapshot_slots.acquire().await.map_err(|_| status(Code::Unavailable, "stopping", "stopping"))?;
         let me = self.0.cfg.node_id;
         let mut stream = req.into_inner();
         let mut bytes = Vec::new();
@@ -119,7 +134,7 @@ impl Internal for InternalService {
         }
         let env = RaftEnvelope::decode(bytes.as_slice()).map_err(|e| invalid(format!("undecodable snapshot: {e}")))?;
         let env = envelope_from_proto(env, from, me).map_err(invalid)?;
-        let _ = running.node.mailbox().send(StoreMsg::Raft(vec![env]));
+        let _ = running.mailbox.send(StoreMsg::Raft(vec![env]));
         Ok(Response::new(Done {}))
     }
 
@@ -127,7 +142,7 @@ impl Internal for InternalService {
         let (_, running) = self.admit(&req)?;
         let request = request_from_proto(req.into_inner()).ok_or_else(|| invalid("range request without a command"))?;
         let range_id = request.range_id;
-        let answer = running.node.request(request).await.unwrap_or_else(|_| {
+        let answer = running.request(request).await.unwrap_or_else(|_| {
             Err(StoreError::Ambiguous { range_id, reason: "the store stopped before answering".into() })
         });
         Ok(Response::new(response_to_proto(answer)))
@@ -135,21 +150,20 @@ impl Internal for InternalService {
 
     async fn node_ranges(&self, req: Request<NodeRangesRequest>) -> Result<Response<NodeRangesResponse>, Status> {
         self.admit(&req)?;
-        local_ranges(&self.0).await.map(Response::new)
+        local_ranges(&self.0, req.get_ref().with_sizes).await.map(Response::new)
     }
 }
 
-/// This node's replicas, with the size of each range it leads.
-pub async fn local_ranges(state: &Arc<State>) -> Result<NodeRangesResponse, Status> {
-    let running = state.running().ok_or_else(|| not_initialized(state.cfg.node_id))?;
+/// This node's replicas; `with_sizes` also measures each range it leads.
+pub async fn local_ranges(state: &Arc<State>, with_sizes: bool) -> Result<NodeRangesResponse, Status> {
+    let running = state.serving()?;
     let statuses = running
-        .node
         .status()
         .await
         .map_err(|_| status(Code::Unavailable, "unavailable", "the store is stopping"))?;
     let engine = state.engine.clone();
     let ranges = tokio::task::spawn_blocking(move || {
-        statuses.into_iter().map(|s| range_info(&engine, s)).collect::<Vec<_>>()
+        statuses.into_iter().map(|s| range_info(&engine, s, with_sizes)).collect::<Vec<_>>()
     })
     .await
     .map_err(|e| status(Code::Internal, "storage", e.to_string()))?;
@@ -159,9 +173,9 @@ pub async fn local_ranges(state: &Arc<State>) -> Result<NodeRangesResponse, Stat
 
 /// A replica's status as the admin service reports it. Only leaders measure their range
 /// (a scan of its keys and values), so each range is measured once per report.
-fn range_info(engine: &flotilla_engine::Engine, s: RangeStatus) -> RangeInfo {
+fn range_info(engine: &flotilla_engine::Engine, s: RangeStatus, with_sizes: bool) -> RangeInfo {
     let mut size = 0u64;
-    if s.is_leader {
+    if s.is_leader && with_sizes {
         let d = &s.descriptor;
         let _ = engine.scan(Cf::Data, &d.start, &d.end, |k, v| {
             size += (k.len() + v.len()) as u64;

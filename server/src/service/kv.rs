@@ -7,7 +7,7 @@ use flotilla_router::Db;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::errors::{invalid, not_initialized, router_status};
+use crate::errors::{invalid, router_status};
 use crate::gateway::Gateway;
 use crate::proto::kv_server::Kv;
 use crate::proto::*;
@@ -18,7 +18,7 @@ pub struct KvService(pub Arc<State>);
 
 impl KvService {
     fn db(&self) -> Result<Arc<Db<Gateway>>, Status> {
-        self.0.running().map(|r| r.db.clone()).ok_or_else(|| not_initialized(self.0.cfg.node_id))
+        self.0.serving().map(|r| r.db.clone())
     }
 }
 
