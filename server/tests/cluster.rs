@@ -445,6 +445,54 @@ mod cluster {
         client.put(b"after", b"restart").await.expect("writes after the restart");
     }
 
+    /// GET `path` from the HTTP endpoint at `addr`; the whole response as text.
+    async fn http_get(addr: &str, path: &str) -> Result<String, String> {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        conn.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        conn.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// `flotilla start` with no flags: a single-node cluster on the default ports with its
+    /// data in ./flotilla-data, metrics and status over HTTP, SIGTERM exits 0.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn start_without_flags_serves_a_single_node_cluster() {
+        let _serial = serial().await;
+        let cwd = tempfile::tempdir().expect("temp dir");
+        let log = std::fs::File::create(cwd.path().join("log")).expect("log file");
+        let mut child = std::process::Command::new(BIN)
+            .arg("start")
+            .current_dir(cwd.path())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn flotilla start");
+        let client = Arc::new(client_for(&["127.0.0.1:6180".to_string()]));
+        poll_until("the default node to serve", READY_TIMEOUT, || async {
+            client.put(b"k", b"v").await.map_err(|s| s.to_string())
+        })
+        .await;
+        assert_eq!(client.get(b"k").await.expect("get"), Some(b"v".to_vec()));
+        assert!(cwd.path().join("flotilla-data").is_dir(), "data in ./flotilla-data");
+        let metrics = http_get("127.0.0.1:6181", "/metrics").await.expect("GET /metrics");
+        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        for name in ["flotilla_node_id 1", "flotilla_commands_applied_total", "flotilla_leaders", "flotilla_lease_reads_total"] {
+            assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
+        }
+        let status = http_get("127.0.0.1:6181", "/status").await.expect("GET /status");
+        assert!(status.contains("cluster ") && status.contains("leader"), "{status}");
+        let pid = child.id().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+        let exited = poll_until("the node to exit after SIGTERM", RECOVERY, || {
+            let done = child.try_wait().ok().flatten();
+            async move { done.ok_or_else(|| "still running".to_string()) }
+        })
+        .await;
+        assert_eq!(exited.code(), Some(0), "clean exit");
+    }
+
     /// Runs a client command against `eps`; returns (exit code, stdout, stderr).
     fn cli(args: &[&str], eps: &str) -> (i32, String, String) {
         let mut all: Vec<&str> = args.to_vec();
