@@ -34,6 +34,9 @@ pub enum StoreMsg {
     Request(Request, Callback),
     /// Report every replica's state.
     Status(tokio::sync::oneshot::Sender<Vec<RangeStatus>>),
+    /// Hand leadership to other nodes before stopping; answers how many replicas here
+    /// still lead (see `Store::drain`).
+    Drain(tokio::sync::oneshot::Sender<usize>),
     /// A size check found that `range_id` (at `epoch`) should split at `split_key`.
     SplitKey { range_id: u64, epoch: Epoch, split_key: Vec<u8> },
     /// Stop the poller after this round.
@@ -212,6 +215,9 @@ fn handle(store: &mut Store, msg: StoreMsg) -> bool {
             let _ = tx.send(store.status());
         }
         StoreMsg::SplitKey { range_id, epoch, split_key } => store.on_split_key(range_id, epoch, split_key),
+        StoreMsg::Drain(tx) => {
+            let _ = tx.send(store.drain());
+        }
         StoreMsg::Stop => return false,
     }
     true

@@ -57,6 +57,8 @@ pub struct Store {
     pub(crate) split_checks: Vec<crate::operation::SplitCheckTask>,
     /// Spans of snapshots stepped this round and not yet installed.
     pub(crate) pending_snapshots: Vec<RangeDescriptor>,
+    /// Handing leadership away before stopping (`drain.rs`).
+    pub(crate) draining: bool,
     /// Meta records to publish to the meta range (splits, new leaders).
     pub(crate) meta_updates: Vec<crate::metapb::MetaEntry>,
     /// Coalesced heartbeats to send at the end of this round, per destination node.
@@ -152,6 +154,7 @@ impl Store {
             logger,
             split_checks: Vec::new(),
             pending_snapshots: Vec::new(),
+            draining: false,
             meta_updates: Vec::new(),
             next_range_id: 0,
             reserved_range_id: 0,
@@ -253,6 +256,9 @@ impl Store {
             StoreMetrics::add(&self.metrics.messages_dropped, 1);
             return false;
         }
+        if self.refused_while_draining(env.message.get_msg_type()) {
+            return false;
+        }
         if !self.peers.contains_key(&env.range_id) && !self.maybe_create_peer(&env) {
             StoreMetrics::add(&self.metrics.messages_dropped, 1);
             return false;
@@ -301,6 +307,7 @@ impl Store {
         }
         self.expire_requests();
         self.balance_leaders();
+        self.drain_leaders();
         if self.now % self.cfg.split_check_ticks.max(1) == 0 {
             self.schedule_split_checks();
         }

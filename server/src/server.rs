@@ -74,6 +74,8 @@ pub struct State {
     pub transport: Arc<GrpcTransport>,
     pub transport_metrics: Arc<TransportMetrics>,
     pub started: Instant,
+    /// Random per process (see `HelloResponse.process_nonce`).
+    pub process_nonce: u64,
     running: RwLock<Option<Arc<Running>>>,
     /// Snapshots being received at once (each is assembled in memory).
     pub snapshot_slots: tokio::sync::Semaphore,
@@ -104,6 +106,7 @@ impl State {
             engine,
             transport,
             started: Instant::now(),
+            process_nonce: rand::random(),
             running: RwLock::new(None),
             stopping: Default::default(),
             snapshot_slots: tokio::sync::Semaphore::new(2),
@@ -212,9 +215,15 @@ impl State {
         self.running().map(|r| r.metrics.clone())
     }
 
-    /// Stops the store (waiting for its last round and its threads); calls arriving
-    /// afterwards are refused as `stopping`. Call from a blocking context.
+    /// Hands this node's leaderships to the other nodes (waiting up to two election
+    /// timeouts for them to go), then stops the store (waiting for its last round and its
+    /// threads); calls arriving afterwards are refused as `stopping`. Call from a
+    /// blocking context.
     pub fn stop(&self) {
+        if let Some(running) = self.running() {
+            let timeout = self.cfg.store.tick_interval * (2 * self.cfg.store.election_ticks) as u32;
+            drain(&running, timeout);
+        }
         self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
         let running = self.running.write().take();
         if let Some(node) = running.and_then(|r| r.node.lock().take()) {
@@ -225,6 +234,25 @@ impl State {
     /// True once shutdown has begun.
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Asks the store to drain until it leads nothing or `timeout` passes.
+fn drain(running: &Running, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if running.mailbox.send(StoreMsg::Drain(tx)).is_err() {
+            return;
+        }
+        match rx.blocking_recv() {
+            Ok(0) | Err(_) => return,
+            Ok(left) if Instant::now() >= deadline => {
+                tracing::warn!(left, "stopping while still leading some ranges; they elect new leaders");
+                return;
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
     }
 }
 

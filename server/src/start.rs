@@ -1,7 +1,7 @@
 //! `flotilla start`: bind the listeners, open the node, serve gRPC and HTTP, discover the
-//! other nodes, and shut down cleanly on SIGTERM or Ctrl-C: stop the store (its last
-//! round is written and synced), then stop accepting calls and let those in flight
-//! finish.
+//! other nodes, and shut down cleanly on SIGTERM or Ctrl-C: hand leadership to the other
+//! nodes, stop the store (its last round is written and synced), then stop accepting
+//! calls and let those in flight finish.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,9 +51,9 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
             Ok(())
         }
     };
-    // The store stops first (its last round is written and synced): its replicas fall
-    // silent at once, so the other nodes elect new leaders instead of waiting on a node
-    // that refuses new connections. Calls in flight then finish (client calls this node
+    // The store drains (hands its leaderships to other nodes) and stops first (its last
+    // round is written and synced), while this node still serves: ranges it led move
+    // without an election timeout. Calls in flight then finish (client calls this node
     // was routing are retried on the other nodes; Raft streams into it end).
     let s = state.clone();
     let _ = tokio::task::spawn_blocking(move || s.stop()).await;

@@ -6,6 +6,7 @@
 //! - `apply`: execute committed commands on the state machine;
 //! - `gc`: truncate applied log entries;
 //! - `balance`: hand leadership to each range's preferred replica;
+//! - `drain`: hand every leadership away before the node stops;
 //! - `heartbeat`: coalesce heartbeats per node pair, node liveness;
 //! - `lease`: store-liveness support, leases, reads served under them;
 //! - `quiesce`: let idle ranges stop ticking, wake them;
@@ -13,6 +14,7 @@
 
 mod apply;
 mod balance;
+mod drain;
 mod gc;
 mod heartbeat;
 mod lease;

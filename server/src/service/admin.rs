@@ -135,6 +135,12 @@ async fn gather_members(state: &State) -> Result<Vec<NodeAddress>, Status> {
                 format!("node {} at {address} already belongs to cluster {}", resp.node_id, resp.cluster_id),
             ));
         }
+        if resp.node_id == state.cfg.node_id && resp.process_nonce != state.process_nonce {
+            return Err(invalid(format!(
+                "the node at {address} also has id {}, this node's id; give every node its own --node-id",
+                resp.node_id
+            )));
+        }
         match members.iter().find(|n| n.node_id == resp.node_id) {
             Some(n) if resp.node_id == state.cfg.node_id || n.address == *address => {}
             Some(n) => {

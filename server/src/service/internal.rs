@@ -73,6 +73,7 @@ impl Internal for InternalService {
             node_id: self.0.cfg.node_id,
             cluster_id: mine.unwrap_or_default(),
             known: self.0.peers.known(),
+            process_nonce: self.0.process_nonce,
         }))
     }
 

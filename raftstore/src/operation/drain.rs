@@ -1,0 +1,70 @@
+//! Draining: before a node stops, its leaders hand leadership to caught-up followers, so
+//! the ranges it led keep serving instead of waiting out an election timeout (CockroachDB
+//! drains leases the same way before a node shuts down).
+//!
+//! [`Store::drain`] marks the store as draining. From then on, every tick, each leader here
+//! (woken if quiesced) transfers leadership to a follower heard from within two heartbeats
+//! that has the whole log, and replicas here refuse `MsgTimeoutNow`, so the other nodes'
+//! balance rule cannot hand leadership back. Draining never blocks anything: a range with
+//! no fit follower keeps its leader, and the node stops anyway when its caller gives up
+//! waiting. The old leader gives up its lease for the term before the transfer, exactly
+//! as a balance transfer does.
+
+use raft::prelude::MessageType;
+
+use crate::peer::Peer;
+use crate::store::Store;
+
+impl Peer {
+    /// On a leader: transfers leadership to a caught-up follower heard from within
+    /// `fresh` ticks, if there is one and no transfer is under way.
+    fn transfer_away(&mut self, now: u64, fresh: u64) -> bool {
+        if !self.is_leader() || self.raw.raft.lead_transferee.is_some() {
+            return false;
+        }
+        let last = self.raw.raft.raft_log.last_index();
+        let target = self.descriptor().replicas.iter().map(|r| r.replica_id).find(|&id| {
+            id != self.replica_id
+                && self.last_heard.get(&id).is_some_and(|t| now.saturating_sub(*t) <= fresh)
+                && self.raw.raft.prs().get(id).is_some_and(|pr| pr.matched >= last)
+        });
+        let Some(target) = target else { return false };
+        self.no_lease_term = Some(self.term());
+        self.raw.transfer_leader(target);
+        true
+    }
+}
+
+impl Store {
+    /// Starts draining (see the module docs) and returns how many replicas here still
+    /// lead. Call again to watch the count fall.
+    pub fn drain(&mut self) -> usize {
+        if !self.draining {
+            self.draining = true;
+            tracing::info!(node = self.node_id, "draining: handing leadership to other nodes");
+            self.drain_leaders();
+        }
+        self.peers.values().filter(|p| p.is_leader()).count()
+    }
+
+    /// One draining step, every tick while draining.
+    pub(crate) fn drain_leaders(&mut self) {
+        if !self.draining {
+            return;
+        }
+        let leaders: Vec<u64> = self.peers.iter().filter(|(_, p)| p.is_leader()).map(|(id, _)| *id).collect();
+        let (now, fresh) = (self.now, 2 * self.cfg.heartbeat_ticks as u64);
+        for id in leaders {
+            self.wake(id, false);
+            if self.peers.get_mut(&id).is_some_and(|p| p.transfer_away(now, fresh)) {
+                self.touched.insert(id);
+            }
+        }
+    }
+
+    /// True for a message a draining store must not step: an invitation to take
+    /// leadership.
+    pub(crate) fn refused_while_draining(&self, t: MessageType) -> bool {
+        self.draining && t == MessageType::MsgTimeoutNow
+    }
+}
