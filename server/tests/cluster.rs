@@ -210,6 +210,32 @@ mod cluster {
         out
     }
 
+    /// SIGTERM drains the node first: its ranges move to other nodes before it stops, so
+    /// writers on the other nodes see no failure at all, and the node exits 0 having
+    /// given up every leadership.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sigterm_of_a_leader_drains_it_without_failed_writes() {
+        let _serial = serial().await;
+        let mut cluster = TestCluster::start(3, ClusterOpts::ranges(8)).await;
+        let counts = cluster.leader_counts().await;
+        let (&victim, &led) = counts.iter().max_by_key(|(_, n)| **n).expect("leader counts");
+        assert!(led > 0, "some node leads a range: {counts:?}");
+        let writers = Writers::start(Arc::new(cluster.client_without(&[victim])), 4, "drain");
+        writers.wait_acked(200, RECOVERY).await;
+        let status = cluster.terminate(victim).await;
+        assert_eq!(status.code(), Some(0), "SIGTERM ends node {victim} with exit code 0");
+        let log = std::fs::read_to_string(cluster.log_of(victim)).unwrap_or_default();
+        assert!(log.contains("draining"), "node {victim} did not drain before stopping:\n{log}");
+        assert!(!log.contains("still leading"), "node {victim} stopped before handing every range over:\n{log}");
+        let more = writers.acked_count() + 200;
+        writers.wait_acked(more, RECOVERY).await;
+        let failed = writers.failed_count();
+        let acked = writers.stop().await;
+        eprintln!("{} writes acknowledged, {failed} failed, around the drain of node {victim} (led {led})", acked.len());
+        assert_eq!(failed, 0, "writes failed while node {victim} drained");
+        verify_acked(Arc::new(cluster.client_without(&[victim])), &acked, RECOVERY).await.expect("acknowledged writes");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_isolated_node_accepts_no_writes_and_converges_after_heal() {
         let _serial = serial().await;

@@ -505,6 +505,11 @@ impl TestCluster {
     }
 
     /// Starts node `id` again with the same flags and data directory.
+    /// Where node `id` writes its log.
+    pub fn log_of(&mut self, id: u64) -> PathBuf {
+        self.node(id).log.clone()
+    }
+
     pub fn restart(&mut self, id: u64) {
         self.node(id).spawn();
     }
