@@ -29,6 +29,7 @@ for _ in $(seq 1 50); do
   if "$bin" init --endpoints "$(addr 1)" --initial-ranges 8 >/dev/null 2>&1; then break; fi
   sleep 0.2
 done
+sleep 3   # let the new ranges elect and spread their leaders
 "$bin" status --endpoints "$(addr 1)" || true
 "$load" --endpoints "$(addr 1),$(addr 2)" --clients 16 --duration-secs 20 --read-ratio 0.5 \
   --keys 10000 --preload --progress-secs 1 --timeout-ms 30000 &
