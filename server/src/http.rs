@@ -43,6 +43,7 @@ async fn metrics(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {
     counter(&mut registry, "transport_streams_opened", "Raft streams opened to other nodes", &t.streams_opened);
     counter(&mut registry, "transport_snapshots_sent", "Snapshots sent", &t.snapshots_sent);
     counter(&mut registry, "transport_snapshots_failed", "Snapshots that failed to send", &t.snapshots_failed);
+    state.requests.register(&mut registry);
     if let Some(m) = state.store_metrics() {
         store_metrics(&mut registry, &m);
     }

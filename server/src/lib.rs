@@ -25,6 +25,7 @@ pub mod peers;
 pub mod server;
 pub mod service;
 pub mod start;
+pub mod telemetry;
 pub mod transport;
 
 pub mod proto {

@@ -74,6 +74,8 @@ pub struct State {
     pub transport: Arc<GrpcTransport>,
     pub transport_metrics: Arc<TransportMetrics>,
     pub started: Instant,
+    /// Client request counters and latencies.
+    pub requests: crate::telemetry::RequestMetrics,
     /// Random per process (see `HelloResponse.process_nonce`).
     pub process_nonce: u64,
     running: RwLock<Option<Arc<Running>>>,
@@ -107,6 +109,7 @@ impl State {
             transport,
             started: Instant::now(),
             process_nonce: rand::random(),
+            requests: Default::default(),
             running: RwLock::new(None),
             stopping: Default::default(),
             snapshot_slots: tokio::sync::Semaphore::new(2),

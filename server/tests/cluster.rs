@@ -504,7 +504,15 @@ mod cluster {
         assert!(cwd.path().join("flotilla-data").is_dir(), "data in ./flotilla-data");
         let metrics = http_get("127.0.0.1:6181", "/metrics").await.expect("GET /metrics");
         assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
-        for name in ["flotilla_node_id 1", "flotilla_commands_applied_total", "flotilla_leaders", "flotilla_lease_reads_total"] {
+        let names = [
+            "flotilla_node_id 1",
+            "flotilla_commands_applied_total",
+            "flotilla_leaders",
+            "flotilla_lease_reads_total",
+            "flotilla_kv_requests_total{method=\"put\",code=\"Ok\"}",
+            "flotilla_kv_request_seconds_bucket",
+        ];
+        for name in names {
             assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
         }
         let status = http_get("127.0.0.1:6181", "/status").await.expect("GET /status");

@@ -2,6 +2,7 @@
 //! (a gateway, as in CockroachDB): the caller need not know where ranges live.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use flotilla_router::Db;
 use tonic::{Request, Response, Status};
@@ -20,75 +21,112 @@ impl KvService {
     fn db(&self) -> Result<Arc<Db<Gateway>>, Status> {
         self.0.serving().map(|r| r.db.clone())
     }
+
+    /// Counts the outcome and latency of one call of `method`.
+    fn record<T>(&self, method: &str, started: Instant, result: Result<T, Status>) -> Result<T, Status> {
+        let code = result.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+        self.0.requests.observe(method, code, started);
+        result
+    }
 }
 
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        let db = self.db()?;
-        let key = req.into_inner().key;
-        let span = tracing::debug_span!("kv.get", key_len = key.len());
-        let value = db.get(&key).instrument(span).await.map_err(router_status)?;
-        Ok(Response::new(GetResponse { found: value.is_some(), value: value.unwrap_or_default() }))
+        let started = Instant::now();
+        let result = async {
+            let db = self.db()?;
+            let key = req.into_inner().key;
+            let span = tracing::debug_span!("kv.get", key_len = key.len());
+            let value = db.get(&key).instrument(span).await.map_err(router_status)?;
+            Ok(Response::new(GetResponse { found: value.is_some(), value: value.unwrap_or_default() }))
+        }
+        .await;
+        self.record("get", started, result)
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let db = self.db()?;
-        let PutRequest { key, value } = req.into_inner();
-        let span = tracing::debug_span!("kv.put", key_len = key.len(), value_len = value.len());
-        db.put(&key, &value).instrument(span).await.map_err(router_status)?;
-        Ok(Response::new(PutResponse {}))
+        let started = Instant::now();
+        let result = async {
+            let db = self.db()?;
+            let PutRequest { key, value } = req.into_inner();
+            let span = tracing::debug_span!("kv.put", key_len = key.len(), value_len = value.len());
+            db.put(&key, &value).instrument(span).await.map_err(router_status)?;
+            Ok(Response::new(PutResponse {}))
+        }
+        .await;
+        self.record("put", started, result)
     }
 
     async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
-        let db = self.db()?;
-        let key = req.into_inner().key;
-        let span = tracing::debug_span!("kv.delete", key_len = key.len());
-        db.delete(&key).instrument(span).await.map_err(router_status)?;
-        Ok(Response::new(DeleteResponse {}))
+        let started = Instant::now();
+        let result = async {
+            let db = self.db()?;
+            let key = req.into_inner().key;
+            let span = tracing::debug_span!("kv.delete", key_len = key.len());
+            db.delete(&key).instrument(span).await.map_err(router_status)?;
+            Ok(Response::new(DeleteResponse {}))
+        }
+        .await;
+        self.record("delete", started, result)
     }
 
     async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        let db = self.db()?;
-        let ScanRequest { start, end, limit } = req.into_inner();
-        let max = self.0.cfg.store.max_scan_limit;
-        let limit = match limit as usize {
-            0 => max,
-            l if l > max => return Err(invalid(format!("scan limit {l} exceeds the server's maximum of {max}"))),
-            l => l,
-        };
-        if !end.is_empty() && end < start {
-            return Err(invalid("scan end sorts before its start"));
+        let started = Instant::now();
+        let result = async {
+            let db = self.db()?;
+            let ScanRequest { start, end, limit } = req.into_inner();
+            let max = self.0.cfg.store.max_scan_limit;
+            let limit = match limit as usize {
+                0 => max,
+                l if l > max => return Err(invalid(format!("scan limit {l} exceeds the server's maximum of {max}"))),
+                l => l,
+            };
+            if !end.is_empty() && end < start {
+                return Err(invalid("scan end sorts before its start"));
+            }
+            let span = tracing::debug_span!("kv.scan", limit);
+            let pairs = db.scan(&start, &end, limit).instrument(span).await.map_err(router_status)?;
+            let pairs = pairs.into_iter().map(|(key, value)| KvPair { key, value }).collect();
+            Ok(Response::new(ScanResponse { pairs }))
         }
-        let span = tracing::debug_span!("kv.scan", limit);
-        let pairs = db.scan(&start, &end, limit).instrument(span).await.map_err(router_status)?;
-        let pairs = pairs.into_iter().map(|(key, value)| KvPair { key, value }).collect();
-        Ok(Response::new(ScanResponse { pairs }))
+        .await;
+        self.record("scan", started, result)
     }
 
     async fn batch(&self, req: Request<BatchRequest>) -> Result<Response<BatchResponse>, Status> {
-        let db = self.db()?;
-        let ops = req.into_inner().ops;
-        if ops.is_empty() {
-            return Err(invalid("a batch needs at least one write"));
+        let started = Instant::now();
+        let result = async {
+            let db = self.db()?;
+            let ops = req.into_inner().ops;
+            if ops.is_empty() {
+                return Err(invalid("a batch needs at least one write"));
+            }
+            let span = tracing::debug_span!("kv.batch", ops = ops.len());
+            db.batch(ops).instrument(span).await.map_err(router_status)?;
+            Ok(Response::new(BatchResponse {}))
         }
-        let span = tracing::debug_span!("kv.batch", ops = ops.len());
-        db.batch(ops).instrument(span).await.map_err(router_status)?;
-        Ok(Response::new(BatchResponse {}))
+        .await;
+        self.record("batch", started, result)
     }
 
     async fn compare_and_swap(
         &self,
         req: Request<CompareAndSwapRequest>,
     ) -> Result<Response<CompareAndSwapResponse>, Status> {
-        let db = self.db()?;
-        let CompareAndSwapRequest { key, expected, new_value } = req.into_inner();
-        let span = tracing::debug_span!("kv.compare_and_swap", key_len = key.len());
-        let (succeeded, previous) = db
-            .compare_and_swap(&key, expected.as_deref(), new_value.as_deref())
-            .instrument(span)
-            .await
-            .map_err(router_status)?;
-        Ok(Response::new(CompareAndSwapResponse { succeeded, previous }))
+        let started = Instant::now();
+        let result = async {
+            let db = self.db()?;
+            let CompareAndSwapRequest { key, expected, new_value } = req.into_inner();
+            let span = tracing::debug_span!("kv.compare_and_swap", key_len = key.len());
+            let (succeeded, previous) = db
+                .compare_and_swap(&key, expected.as_deref(), new_value.as_deref())
+                .instrument(span)
+                .await
+                .map_err(router_status)?;
+            Ok(Response::new(CompareAndSwapResponse { succeeded, previous }))
+        }
+        .await;
+        self.record("compare_and_swap", started, result)
     }
 }
