@@ -252,4 +252,7 @@ pub struct HeartbeatBatch {
     /// support lapsed (it did not hear from the destination for a support period).
     #[prost(uint64, tag = "6")]
     pub support_epoch: u64,
+    /// The sender is draining (about to stop): hand it no leadership.
+    #[prost(bool, tag = "7")]
+    pub draining: bool,
 }

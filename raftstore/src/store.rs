@@ -59,6 +59,8 @@ pub struct Store {
     pub(crate) pending_snapshots: Vec<RangeDescriptor>,
     /// Handing leadership away before stopping (`drain.rs`).
     pub(crate) draining: bool,
+    /// Other nodes that said they are draining: no leadership is handed to them.
+    pub(crate) draining_nodes: BTreeSet<u64>,
     /// Meta records to publish to the meta range (splits, new leaders).
     pub(crate) meta_updates: Vec<crate::metapb::MetaEntry>,
     /// Coalesced heartbeats to send at the end of this round, per destination node.
@@ -155,6 +157,7 @@ impl Store {
             split_checks: Vec::new(),
             pending_snapshots: Vec::new(),
             draining: false,
+            draining_nodes: BTreeSet::new(),
             meta_updates: Vec::new(),
             next_range_id: 0,
             reserved_range_id: 0,

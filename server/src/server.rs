@@ -248,13 +248,26 @@ fn drain(running: &Running, timeout: Duration) {
         if running.mailbox.send(StoreMsg::Drain(tx)).is_err() {
             return;
         }
-        match rx.blocking_recv() {
-            Ok(0) | Err(_) => return,
-            Ok(left) if Instant::now() >= deadline => {
+        match wait_answer(rx, deadline) {
+            Some(0) | None => return,
+            Some(left) if Instant::now() >= deadline => {
                 tracing::warn!(left, "stopping while still leading some ranges; they elect new leaders");
                 return;
             }
-            Ok(_) => std::thread::sleep(Duration::from_millis(50)),
+            Some(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// The store's answer, if it comes before `deadline` (a store stuck in a slow round does
+/// not hold shutdown past it).
+fn wait_answer(mut rx: tokio::sync::oneshot::Receiver<usize>, deadline: Instant) -> Option<usize> {
+    loop {
+        match rx.try_recv() {
+            Ok(n) => return Some(n),
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => return None,
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) if Instant::now() >= deadline => return None,
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(10)),
         }
     }
 }

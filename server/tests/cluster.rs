@@ -210,6 +210,26 @@ mod cluster {
         out
     }
 
+    /// `init` sent to every node at once still gives one cluster: every node reports the
+    /// same cluster id, and a later `init` answers ALREADY_EXISTS.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_inits_make_one_cluster() {
+        let _serial = serial().await;
+        let opts = ClusterOpts { init_through: vec![3, 2, 1], ..ClusterOpts::ranges(2) };
+        let cluster = TestCluster::start(3, opts).await;
+        let mut ids = Vec::new();
+        for id in cluster.ids() {
+            let status = cluster.client_of(id).status().await.expect("status");
+            assert_eq!(status.nodes.iter().filter(|n| n.live).count(), 3, "node {id} sees every node live");
+            ids.push(status.cluster_id);
+        }
+        ids.dedup();
+        assert_eq!(ids.len(), 1, "every node in one cluster: {ids:?}");
+        let again = cluster.client_of(2).init(2).await.expect_err("a second init");
+        assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
+        put_all(Arc::new(cluster.client()), &pairs("one-cluster", 20)).await;
+    }
+
     /// SIGTERM drains the node first: its ranges move to other nodes before it stops, so
     /// writers on the other nodes see no failure at all, and the node exits 0 having
     /// given up every leadership.

@@ -46,8 +46,15 @@ fn a_draining_node_hands_every_leadership_away_and_keeps_none() {
         assert_ne!(leader, 1);
     }
 
-    // With node 1 stopped, every range still takes writes at once (no election needed).
+    // No leader tried to hand a range back (a refused transfer costs the new leader its
+    // lease for the term): every range's leader holds its lease, with node 1 stopped too.
     c.stop(1);
+    c.ticks(30);
+    for r in 1..=RANGES {
+        let leader = c.leader_of(r).expect("a leader");
+        assert!(c.store(leader).has_lease(r), "range {r}'s leader on node {leader} lost its lease");
+    }
+    // With node 1 stopped, every range still takes writes at once (no election needed).
     for i in 0..RANGES {
         let key = ((i * 65_536 / RANGES) as u16).to_be_bytes();
         c.put(&key, b"after-drain").expect("a write with the drained node gone");

@@ -9,8 +9,12 @@
 //! that was not heard from within two heartbeats, or is behind, is left alone, and after
 //! each attempt a range waits four intervals, so a preferred replica that keeps failing
 //! costs at most an occasional transfer window (raft-rs pauses proposals during one).
+//! A replica on a node that announced it is draining (`drain.rs`) is never handed
+//! leadership: it would refuse, and the refused transfer would pause the range.
 //! (Placement by the meta range's leaseholder, as design.md sketches, can replace the
 //! rule later without changing the mechanism.)
+
+use std::collections::BTreeSet;
 
 use crate::peer::Peer;
 use crate::store::Store;
@@ -29,7 +33,7 @@ impl Peer {
     /// within `fresh` ticks and has the whole log. After an attempt, waits `cooldown`
     /// ticks before the next, so a preferred replica that keeps failing is not handed
     /// leadership (and proposals paused) over and over.
-    fn maybe_transfer_to_preferred(&mut self, now: u64, fresh: u64, cooldown: u64) -> bool {
+    fn maybe_transfer_to_preferred(&mut self, now: u64, fresh: u64, cooldown: u64, draining: &BTreeSet<u64>) -> bool {
         if !self.is_leader() || self.raw.raft.lead_transferee.is_some() {
             return false;
         }
@@ -37,7 +41,7 @@ impl Peer {
             return false;
         }
         let Some(preferred) = self.preferred_leader() else { return false };
-        if preferred.replica_id == self.replica_id {
+        if preferred.replica_id == self.replica_id || draining.contains(&preferred.node_id) {
             return false;
         }
         let last = self.raw.raft.raft_log.last_index();
@@ -64,13 +68,13 @@ impl Store {
         let (now, fresh) = (self.now, 2 * self.cfg.heartbeat_ticks as u64);
         // A quiesced leader stays awake until it leads from its preferred replica
         // (`quiesce.rs`), so only awake replicas need looking at.
-        let Store { awake, peers, touched, .. } = self;
+        let Store { awake, peers, touched, draining_nodes, .. } = self;
         for id in awake.iter() {
             let Some(peer) = peers.get_mut(id) else { continue };
             if (now + id) % every != 0 {
                 continue;
             }
-            if peer.maybe_transfer_to_preferred(now, fresh, 4 * every) {
+            if peer.maybe_transfer_to_preferred(now, fresh, 4 * every, draining_nodes) {
                 tracing::debug!(range = id, "transferring leadership to the preferred replica");
                 touched.insert(*id);
             }

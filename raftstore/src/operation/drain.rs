@@ -3,12 +3,15 @@
 //! drains leases the same way before a node shuts down).
 //!
 //! [`Store::drain`] marks the store as draining. From then on, every tick, each leader here
-//! (woken if quiesced) transfers leadership to a follower heard from within two heartbeats
-//! that has the whole log, and replicas here refuse `MsgTimeoutNow`, so the other nodes'
-//! balance rule cannot hand leadership back. Draining never blocks anything: a range with
+//! with a replica elsewhere (woken if quiesced) transfers leadership to a follower heard
+//! from within two heartbeats that has the whole log and is not on a draining node. The
+//! store's heartbeat batches say it is draining, so the other nodes' balance rule stops
+//! handing it leadership, and replicas here refuse `MsgTimeoutNow` meanwhile. Draining never blocks anything: a range with
 //! no fit follower keeps its leader, and the node stops anyway when its caller gives up
 //! waiting. The old leader gives up its lease for the term before the transfer, exactly
 //! as a balance transfer does.
+
+use std::collections::BTreeSet;
 
 use raft::prelude::MessageType;
 
@@ -18,20 +21,32 @@ use crate::store::Store;
 impl Peer {
     /// On a leader: transfers leadership to a caught-up follower heard from within
     /// `fresh` ticks, if there is one and no transfer is under way.
-    fn transfer_away(&mut self, now: u64, fresh: u64) -> bool {
+    fn transfer_away(&mut self, now: u64, fresh: u64, draining: &BTreeSet<u64>) -> bool {
         if !self.is_leader() || self.raw.raft.lead_transferee.is_some() {
             return false;
         }
-        let last = self.raw.raft.raft_log.last_index();
-        let target = self.descriptor().replicas.iter().map(|r| r.replica_id).find(|&id| {
-            id != self.replica_id
-                && self.last_heard.get(&id).is_some_and(|t| now.saturating_sub(*t) <= fresh)
-                && self.raw.raft.prs().get(id).is_some_and(|pr| pr.matched >= last)
-        });
-        let Some(target) = target else { return false };
+        let Some(target) = self.drain_target(now, fresh, draining) else { return false };
         self.no_lease_term = Some(self.term());
         self.raw.transfer_leader(target);
         true
+    }
+
+    /// A follower fit to take over: heard from within `fresh` ticks, with the whole log,
+    /// on a node that is not draining itself.
+    fn drain_target(&self, now: u64, fresh: u64, draining: &BTreeSet<u64>) -> Option<u64> {
+        let last = self.raw.raft.raft_log.last_index();
+        let fit = |r: &&crate::metapb::Replica| {
+            r.replica_id != self.replica_id
+                && !draining.contains(&r.node_id)
+                && self.last_heard.get(&r.replica_id).is_some_and(|t| now.saturating_sub(*t) <= fresh)
+                && self.raw.raft.prs().get(r.replica_id).is_some_and(|pr| pr.matched >= last)
+        };
+        self.descriptor().replicas.iter().find(fit).map(|r| r.replica_id)
+    }
+
+    /// True for a leader that has a replica elsewhere to hand over to at all.
+    fn can_hand_over(&self) -> bool {
+        self.is_leader() && self.descriptor().replicas.len() > 1
     }
 }
 
@@ -44,7 +59,7 @@ impl Store {
             tracing::info!(node = self.node_id, "draining: handing leadership to other nodes");
             self.drain_leaders();
         }
-        self.peers.values().filter(|p| p.is_leader()).count()
+        self.peers.values().filter(|p| p.can_hand_over()).count()
     }
 
     /// One draining step, every tick while draining.
@@ -52,11 +67,12 @@ impl Store {
         if !self.draining {
             return;
         }
-        let leaders: Vec<u64> = self.peers.iter().filter(|(_, p)| p.is_leader()).map(|(id, _)| *id).collect();
+        let leaders: Vec<u64> = self.peers.iter().filter(|(_, p)| p.can_hand_over()).map(|(id, _)| *id).collect();
         let (now, fresh) = (self.now, 2 * self.cfg.heartbeat_ticks as u64);
         for id in leaders {
             self.wake(id, false);
-            if self.peers.get_mut(&id).is_some_and(|p| p.transfer_away(now, fresh)) {
+            let draining = &self.draining_nodes;
+            if self.peers.get_mut(&id).is_some_and(|p| p.transfer_away(now, fresh, draining)) {
                 self.touched.insert(id);
             }
         }

@@ -67,6 +67,7 @@ impl Store {
                 incarnation: self.incarnation,
                 echo_incarnation,
                 support_epoch: self.my_epoch.get(&node).copied().unwrap_or(0),
+                draining: self.draining,
             };
             message.context = batch.encode_to_vec().into();
             let to = Replica { node_id: node, replica_id: 0 };
@@ -94,6 +95,11 @@ impl Store {
             }
         };
         let (from_node, to_node) = (env.from.node_id, env.to.node_id);
+        if batch.draining {
+            self.draining_nodes.insert(from_node);
+        } else {
+            self.draining_nodes.remove(&from_node);
+        }
         let epoch = self.record_support(from_node, &batch);
         for beat in batch.beats {
             let env = RaftEnvelope {

@@ -40,13 +40,13 @@ impl Admin for AdminService {
                 return forward_init(state, &first.address, req).await;
             }
             send_bootstraps(state, &identity).await?;
-            return Err(status(
-                Code::AlreadyExists,
-                "already_initialized",
-                format!("cluster {} is already initialized; every member has its identity", identity.cluster_id),
-            ));
+            return Err(already_initialized(&identity.cluster_id));
         }
-        let members = gather_members(state).await?;
+        let members = match gather_members(state).await? {
+            Gathered::Members(m) => m,
+            // A `--join` node already has the cluster (an init was cut short): it finishes.
+            Gathered::Initialized(address) => return forward_init(state, &address, req).await,
+        };
         // Only the member with the lowest id bootstraps, so two `init`s sent to different
         // nodes cannot give the members different cluster ids: both end up at that node,
         // which can hold only one identity.
@@ -57,10 +57,16 @@ impl Admin for AdminService {
         let members = members.into_iter().map(|n| (n.node_id, n.address)).collect();
         let identity = new_identity(req.initial_ranges.max(1), members);
         let (s, id) = (state.clone(), identity.clone());
-        tokio::task::spawn_blocking(move || s.bootstrap(id))
+        let bootstrapped = tokio::task::spawn_blocking(move || s.bootstrap(id))
             .await
-            .map_err(|e| status(Code::Internal, "storage", e.to_string()))?
-            .map_err(bootstrap_status)?;
+            .map_err(|e| status(Code::Internal, "storage", e.to_string()))?;
+        if let Err(e) = bootstrapped {
+            // A concurrent init here won: the cluster is initialized all the same.
+            if let Ok(Some(winner)) = state.stored_identity() {
+                return Err(already_initialized(&winner.cluster_id));
+            }
+            return Err(bootstrap_status(e));
+        }
         send_bootstraps(state, &identity).await?;
         tracing::info!(cluster = %identity.cluster_id, nodes = identity.nodes.len(), "cluster initialized");
         Ok(Response::new(InitResponse { cluster_id: identity.cluster_id, nodes: identity.nodes }))
@@ -117,9 +123,28 @@ impl Admin for AdminService {
     }
 }
 
-/// This node and every `--join` node, which must all answer and belong to no cluster.
-async fn gather_members(state: &State) -> Result<Vec<NodeAddress>, Status> {
+fn already_initialized(cluster_id: &str) -> Status {
+    status(
+        Code::AlreadyExists,
+        "already_initialized",
+        format!("cluster {cluster_id} is already initialized; every member has its identity"),
+    )
+}
+
+/// What asking the `--join` nodes found.
+enum Gathered {
+    /// This node and every `--join` node, none in a cluster yet.
+    Members(Vec<NodeAddress>),
+    /// The node at this address already belongs to a cluster.
+    Initialized(String),
+}
+
+/// Says hello to every `--join` node: all must answer. Refuses a member set that leaves
+/// out a node some member knows of (their `--join` lists differ), so two inits cannot
+/// bootstrap overlapping member sets.
+async fn gather_members(state: &State) -> Result<Gathered, Status> {
     let mut members = vec![NodeAddress { node_id: state.cfg.node_id, address: state.cfg.advertise.clone() }];
+    let mut known: Vec<NodeAddress> = state.peers.known();
     for address in &state.cfg.join {
         let resp = hello(state, address).await.map_err(|e| {
             status(
@@ -129,11 +154,7 @@ async fn gather_members(state: &State) -> Result<Vec<NodeAddress>, Status> {
             )
         })?;
         if !resp.cluster_id.is_empty() {
-            return Err(status(
-                Code::FailedPrecondition,
-                "wrong_cluster",
-                format!("node {} at {address} already belongs to cluster {}", resp.node_id, resp.cluster_id),
-            ));
+            return Ok(Gathered::Initialized(address.clone()));
         }
         if resp.node_id == state.cfg.node_id && resp.process_nonce != state.process_nonce {
             return Err(invalid(format!(
@@ -148,8 +169,16 @@ async fn gather_members(state: &State) -> Result<Vec<NodeAddress>, Status> {
             }
             None => members.push(NodeAddress { node_id: resp.node_id, address: address.clone() }),
         }
+        known.extend(resp.known);
     }
-    Ok(members)
+    if let Some(stray) = known.iter().find(|k| !members.iter().any(|m| m.node_id == k.node_id)) {
+        return Err(invalid(format!(
+            "node {} at {} is known to the cluster's nodes but not in this node's --join list; \
+             list every node in --join (or run init on a node that does)",
+            stray.node_id, stray.address
+        )));
+    }
+    Ok(Gathered::Members(members))
 }
 
 /// The member with the lowest id: the one that bootstraps the others.

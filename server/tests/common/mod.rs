@@ -321,11 +321,14 @@ pub struct ClusterOpts {
     pub initial_ranges: u32,
     /// Flags added to every node's command line.
     pub extra_args: Vec<String>,
+    /// The nodes `init` is sent to, all at once (each retried until it succeeds or
+    /// answers ALREADY_EXISTS).
+    pub init_through: Vec<u64>,
 }
 
 impl Default for ClusterOpts {
     fn default() -> Self {
-        ClusterOpts { initial_ranges: 4, extra_args: Vec::new() }
+        ClusterOpts { initial_ranges: 4, extra_args: Vec::new(), init_through: vec![1] }
     }
 }
 
@@ -445,16 +448,24 @@ impl TestCluster {
 
     /// Runs `init` through node 1 until it succeeds (the nodes take a moment to listen).
     async fn init(&self) {
-        let client = self.client_of(1);
         let ranges = self.opts.initial_ranges;
-        poll_until("init to succeed", READY_TIMEOUT, || async {
-            match client.init(ranges).await {
-                Ok(_) => Ok(()),
-                Err(s) if s.code() == Code::AlreadyExists => Ok(()),
-                Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
-            }
-        })
-        .await;
+        let mut inits = JoinSet::new();
+        for &id in &self.opts.init_through {
+            let client = self.client_of(id);
+            inits.spawn(async move {
+                poll_until("init to succeed", READY_TIMEOUT, || async {
+                    match client.init(ranges).await {
+                        Ok(_) => Ok(()),
+                        Err(s) if s.code() == Code::AlreadyExists => Ok(()),
+                        Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
+                    }
+                })
+                .await
+            });
+        }
+        while let Some(done) = inits.join_next().await {
+            done.expect("init task");
+        }
     }
 
     /// Waits until every node answers `status` as live and every range has a leader.
