@@ -277,6 +277,14 @@ impl Store {
                 return false;
             }
         };
+        if commits_past_log(peer, &env.message) {
+            // raft-rs takes this for a lost log and panics; a real leader never sends it
+            // to a replica with a durable log. Dropped: the leader's probe repairs a
+            // replica that really is behind.
+            tracing::warn!(range = env.range_id, from = env.from.node_id, "dropped heartbeat committing past the log");
+            StoreMetrics::add(&self.metrics.messages_dropped, 1);
+            return false;
+        }
         self.pending_snapshots.extend(snapshot);
         let from_leader = peer.raw.raft.leader_id == env.from.replica_id;
         self.wake(env.range_id, !from_leader);
@@ -380,6 +388,11 @@ fn check_message(m: &raft::prelude::Message) -> std::result::Result<(), &'static
         }
         _ => Ok(()),
     }
+}
+
+/// True for a heartbeat whose commit index lies past `peer`'s last log entry.
+fn commits_past_log(peer: &Peer, m: &raft::prelude::Message) -> bool {
+    m.get_msg_type() == raft::prelude::MessageType::MsgHeartbeat && m.commit > peer.raw.raft.raft_log.last_index()
 }
 
 /// Node ids fill the top bits of the range ids a node allocates (`operation/split.rs`).
