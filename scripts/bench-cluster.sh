@@ -14,18 +14,8 @@ cd "$(dirname "$0")/.."
 nodes="${1:-3}"
 secs="${SECS:-15}"
 keys="${KEYS:-20000}"
-target="${CARGO_TARGET_DIR:-target}"
-cargo build --release --workspace --locked >&2
-bin="$target/release/flotilla"
-load="$target/release/flotilla-load"
-root="$(mktemp -d /tmp/flotilla-bench.XXXXXX)"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$root"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/release-env.sh
+source scripts/release-env.sh
 
 port() { echo $((7600 + 100 * $1)); }
 endpoints=""

@@ -6,18 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-kill}"
-target="${CARGO_TARGET_DIR:-target}"
-cargo build --release --workspace --locked >&2
-bin="$target/release/flotilla"
-load="$target/release/flotilla-load"
-root="$(mktemp -d /tmp/flotilla-failover.XXXXXX)"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$root"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/release-env.sh
+source scripts/release-env.sh
 addr() { echo "127.0.0.1:$((7600 + 10 * $1))"; }
 for i in 1 2 3; do
   join="$(for j in 1 2 3; do if [ "$j" != "$i" ]; then addr "$j"; fi; done | paste -sd,)"
