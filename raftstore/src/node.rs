@@ -43,6 +43,46 @@ pub enum StoreMsg {
     Stop,
 }
 
+/// A cloneable way into a running store's mailbox, for the threads and tasks that send it
+/// requests. It does not keep the store running: once the poller has stopped, requests
+/// are answered `StoreStopped`.
+#[derive(Clone)]
+pub struct StoreHandle {
+    node_id: u64,
+    mailbox: Sender<StoreMsg>,
+}
+
+impl StoreHandle {
+    /// The store's node id.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// Sends a request; the answer arrives on the returned receiver. If the store has
+    /// stopped before taking the request, the receiver yields [`Error::StoreStopped`] (not
+    /// applied); if it stops after, the receiver closes without an answer (outcome unknown).
+    pub fn request(&self, req: Request) -> ResponseReceiver {
+        let (cb, rx) = callback();
+        if let Err(channel::SendError(StoreMsg::Request(_, cb))) = self.mailbox.send(StoreMsg::Request(req, cb)) {
+            let _ = cb.send(Err(Error::StoreStopped { node_id: self.node_id }));
+        }
+        rx
+    }
+
+    /// Every replica's state, as the poller sees it between rounds; the receiver fails if
+    /// the store has stopped.
+    pub fn status(&self) -> tokio::sync::oneshot::Receiver<Vec<RangeStatus>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = self.mailbox.send(StoreMsg::Status(tx));
+        rx
+    }
+
+    /// Puts any message into the mailbox; false once the store has stopped.
+    pub fn send(&self, msg: StoreMsg) -> bool {
+        self.mailbox.send(msg).is_ok()
+    }
+}
+
 /// Where a node hands the meta records its store produces.
 pub type MetaSink = Arc<dyn Fn(Vec<MetaEntry>) + Send + Sync>;
 
@@ -86,25 +126,19 @@ impl Node {
         self.mailbox.clone()
     }
 
-    /// Sends a request; the answer arrives on the returned receiver. If the store has
-    /// stopped before taking the request, the receiver yields [`Error::StoreStopped`] (not
-    /// applied); if it stops after, the receiver closes without an answer (outcome unknown).
-    pub fn request(&self, req: Request) -> ResponseReceiver {
-        let (cb, rx) = callback();
-        if let Err(channel::SendError(StoreMsg::Request(_, cb))) =
-            self.mailbox.send(StoreMsg::Request(req, cb))
-        {
-            let _ = cb.send(Err(Error::StoreStopped { node_id: self.node_id }));
-        }
-        rx
+    /// A cloneable handle that sends requests to this store (see [`StoreHandle`]).
+    pub fn handle(&self) -> StoreHandle {
+        StoreHandle { node_id: self.node_id, mailbox: self.mailbox.clone() }
     }
 
-    /// Every replica's state, as the poller sees it between rounds; `None` if the store
-    /// has stopped.
+    /// Sends a request; see [`StoreHandle::request`].
+    pub fn request(&self, req: Request) -> ResponseReceiver {
+        self.handle().request(req)
+    }
+
+    /// Every replica's state; see [`StoreHandle::status`].
     pub fn status(&self) -> tokio::sync::oneshot::Receiver<Vec<RangeStatus>> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let _ = self.mailbox.send(StoreMsg::Status(tx));
-        rx
+        self.handle().status()
     }
 
     /// Stops the poller and waits for it to finish.

@@ -6,15 +6,14 @@
 //! connection could not be made, or the node has been silent for long enough to be
 //! [suspected](crate::peers::Peers::suspected) down, so the call is not even tried) is
 //! reported as `StoreStopped`: certainly not applied, so the router may retry it
-//! anywhere, and a partitioned gateway answers `UNAVAILABLE` instead of hanging. A call that failed after it may have been
-//! delivered is `Ambiguous`: the router retries idempotent writes, and reports a
-//! compare-and-swap as of unknown outcome.
+//! anywhere, and a partitioned gateway answers `UNAVAILABLE` instead of hanging. A call
+//! that failed after it may have been delivered is `Ambiguous`: the router retries
+//! idempotent writes, and reports a compare-and-swap as of unknown outcome.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam::channel::Sender;
-use flotilla_raftstore::node::StoreMsg;
+use flotilla_raftstore::node::StoreHandle;
 use flotilla_raftstore::{callback, Error as StoreError, Request, ResponseReceiver};
 use flotilla_router::NodeClient;
 
@@ -31,27 +30,22 @@ const EXECUTE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Gateway {
     peers: Arc<Peers>,
-    mailbox: Sender<StoreMsg>,
+    store: StoreHandle,
 }
 
 impl Gateway {
-    /// A gateway for the node whose store listens on `mailbox`.
-    pub fn new(peers: Arc<Peers>, mailbox: Sender<StoreMsg>) -> Gateway {
-        Gateway { peers, mailbox }
+    /// A gateway for the node whose store is `store`.
+    pub fn new(peers: Arc<Peers>, store: StoreHandle) -> Gateway {
+        Gateway { peers, store }
     }
 }
 
 impl NodeClient for Gateway {
     fn send(&self, node_id: u64, req: Request) -> ResponseReceiver {
-        let (cb, rx) = callback();
         if node_id == self.peers.me() {
-            if let Err(e) = self.mailbox.send(StoreMsg::Request(req, cb)) {
-                if let StoreMsg::Request(_, cb) = e.0 {
-                    let _ = cb.send(Err(StoreError::StoreStopped { node_id }));
-                }
-            }
-            return rx;
+            return self.store.request(req);
         }
+        let (cb, rx) = callback();
         let peers = self.peers.clone();
         tokio::spawn(async move {
             let _ = cb.send(execute_remote(&peers, node_id, req).await);

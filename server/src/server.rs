@@ -17,9 +17,8 @@ use std::time::{Duration, Instant};
 
 use flotilla_engine::{Engine, EngineOptions};
 use flotilla_raftstore::keyspace::initial_ranges_on;
-use crossbeam::channel::Sender;
-use flotilla_raftstore::node::{MetaSink, Node, StoreMsg};
-use flotilla_raftstore::{callback, RangeDescriptor, RangeStatus, Request, ResponseReceiver, Store, StoreMetrics};
+use flotilla_raftstore::node::{MetaSink, Node, StoreHandle, StoreMsg};
+use flotilla_raftstore::{RangeDescriptor, Store, StoreMetrics};
 use flotilla_router::{publish_meta, Db, RetryPolicy, Router};
 use parking_lot::{Mutex, RwLock};
 use prost::Message as _;
@@ -29,41 +28,18 @@ use crate::config::ServerConfig;
 use crate::errors::ServerError;
 use crate::gateway::Gateway;
 use crate::peers::Peers;
-use crate::proto::BootstrapRequest;
+use crate::proto::{BootstrapRequest, NodeAddress};
 use crate::transport::{GrpcTransport, TransportMetrics};
 
 /// A node's store once it belongs to a cluster. Handlers reach the store through its
-/// mailbox, so stopping it never waits for them.
+/// handle (the mailbox), so stopping it never waits for them.
 pub struct Running {
-    pub node_id: u64,
     pub cluster_id: String,
-    pub mailbox: Sender<StoreMsg>,
+    pub store: StoreHandle,
     pub metrics: Arc<StoreMetrics>,
     pub db: Arc<Db<Gateway>>,
-    pub identity: BootstrapRequest,
     /// The poller's owner; taken (and the store stopped) at shutdown.
     node: Mutex<Option<Node>>,
-}
-
-impl Running {
-    /// Sends a request to the store. If the store has stopped before taking it, the
-    /// answer is `StoreStopped` (not applied).
-    pub fn request(&self, req: Request) -> ResponseReceiver {
-        let (cb, rx) = callback();
-        if let Err(e) = self.mailbox.send(StoreMsg::Request(req, cb)) {
-            if let StoreMsg::Request(_, cb) = e.0 {
-                let _ = cb.send(Err(flotilla_raftstore::Error::StoreStopped { node_id: self.node_id }));
-            }
-        }
-        rx
-    }
-
-    /// Every replica's state; fails if the store has stopped.
-    pub fn status(&self) -> tokio::sync::oneshot::Receiver<Vec<RangeStatus>> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let _ = self.mailbox.send(StoreMsg::Status(tx));
-        rx
-    }
 }
 
 /// Everything the services of one server share.
@@ -120,7 +96,8 @@ impl State {
             state.start_store(identity)?;
         } else if state.cfg.join.is_empty() {
             let me = state.cfg.node_id;
-            let identity = new_identity(state.cfg.initial_ranges, vec![(me, state.cfg.advertise.clone())]);
+            let me = NodeAddress { node_id: me, address: state.cfg.advertise.clone() };
+            let identity = new_identity(state.cfg.initial_ranges, vec![me]);
             tracing::info!(cluster = %identity.cluster_id, "no --join given: bootstrapping a single-node cluster");
             state.bootstrap(identity)?;
         } else {
@@ -194,19 +171,17 @@ impl State {
             let _ = meta_tx.send(entries);
         });
         let node = Node::start(store, self.transport.clone(), Some(sink));
-        let gateway = Gateway::new(self.peers.clone(), node.mailbox());
+        let gateway = Gateway::new(self.peers.clone(), node.handle());
         let meta = meta_descriptor(&identity);
         let publisher = Router::new(gateway.clone(), meta.clone(), RetryPolicy::default());
         self.runtime.spawn(async move { publish_meta(&publisher, meta_rx).await });
         let db = Arc::new(Db::new(Router::new(gateway, meta, RetryPolicy::default())));
         tracing::info!(node = self.cfg.node_id, cluster = %identity.cluster_id, "store started");
         let running = Running {
-            node_id: self.cfg.node_id,
             cluster_id: identity.cluster_id.clone(),
-            mailbox: node.mailbox(),
+            store: node.handle(),
             metrics: node.metrics().clone(),
             db,
-            identity,
             node: Mutex::new(Some(node)),
         };
         *self.running.write() = Some(Arc::new(running));
@@ -245,7 +220,7 @@ fn drain(running: &Running, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if running.mailbox.send(StoreMsg::Drain(tx)).is_err() {
+        if !running.store.send(StoreMsg::Drain(tx)) {
             return;
         }
         match wait_answer(rx, deadline) {
@@ -273,12 +248,8 @@ fn wait_answer(mut rx: tokio::sync::oneshot::Receiver<usize>, deadline: Instant)
 }
 
 /// A fresh identity for a cluster of `nodes`.
-pub fn new_identity(initial_ranges: u32, nodes: Vec<(u64, String)>) -> BootstrapRequest {
+pub fn new_identity(initial_ranges: u32, mut nodes: Vec<NodeAddress>) -> BootstrapRequest {
     let cluster_id = format!("{:032x}", rand::random::<u128>());
-    let mut nodes: Vec<_> = nodes
-        .into_iter()
-        .map(|(node_id, address)| crate::proto::NodeAddress { node_id, address })
-        .collect();
     nodes.sort_by_key(|n| n.node_id);
     BootstrapRequest { cluster_id, initial_ranges, nodes }
 }

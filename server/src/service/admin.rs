@@ -54,7 +54,6 @@ impl Admin for AdminService {
         if first.node_id != state.cfg.node_id {
             return forward_init(state, &first.address, req).await;
         }
-        let members = members.into_iter().map(|n| (n.node_id, n.address)).collect();
         let identity = new_identity(req.initial_ranges.max(1), members);
         let (s, id) = (state.clone(), identity.clone());
         let bootstrapped = tokio::task::spawn_blocking(move || s.bootstrap(id))
@@ -63,7 +62,9 @@ impl Admin for AdminService {
         if let Err(e) = bootstrapped {
             // A concurrent init here won: the cluster is initialized all the same.
             if let Ok(Some(winner)) = state.stored_identity() {
-                return Err(already_initialized(&winner.cluster_id));
+                if winner.cluster_id != identity.cluster_id {
+                    return Err(already_initialized(&winner.cluster_id));
+                }
             }
             return Err(bootstrap_status(e));
         }

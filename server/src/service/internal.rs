@@ -1,9 +1,10 @@
 //! The node-to-node service: discovery (`Hello`), bootstrap, the Raft message stream,
 //! snapshots, forwarded range commands (`Execute`) and a node's replica list.
 //!
-//! Every call but `Hello` must come from the same cluster: the caller's
+//! Every call but `Hello` and `Bootstrap` must come from the same cluster: the caller's
 //! `flotilla-cluster-id` is checked against this node's, and a mismatch is refused with
 //! `FAILED_PRECONDITION`, so a node started against the wrong cluster cannot disturb it.
+//! (`Bootstrap` has its own rule: a first one only from the lowest-id member.)
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use prost::Message as _;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::convert::{envelope_from_proto, request_from_proto, response_to_proto};
-use crate::errors::{invalid, status, ServerError};
+use crate::errors::{invalid, status, stopping, ServerError};
 use crate::peers::caller;
 use crate::proto::internal_server::Internal;
 use crate::proto::*;
@@ -39,7 +40,7 @@ impl InternalService {
     }
 }
 
-pub(crate) fn wrong_cluster(me: u64, mine: &str, from: u64, theirs: Option<&str>) -> Status {
+fn wrong_cluster(me: u64, mine: &str, from: u64, theirs: Option<&str>) -> Status {
     status(
         Code::FailedPrecondition,
         "wrong_cluster",
@@ -102,7 +103,7 @@ impl Internal for InternalService {
     async fn raft(&self, req: Request<Streaming<RaftBatch>>) -> Result<Response<Done>, Status> {
         let (from, running) = self.admit(&req)?;
         let me = self.0.cfg.node_id;
-        let mailbox = running.mailbox.clone();
+        let store = running.store.clone();
         drop(running);
         let mut stream = req.into_inner();
         while let Some(batch) = stream.message().await? {
@@ -113,8 +114,8 @@ impl Internal for InternalService {
                 .map(|e| envelope_from_proto(e, from, me))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(invalid)?;
-            if mailbox.send(StoreMsg::Raft(envelopes)).is_err() {
-                return Err(status(Code::Unavailable, "unavailable", format!("node {me} is stopping")));
+            if !store.send(StoreMsg::Raft(envelopes)) {
+                return Err(stopping(me));
             }
         }
         Ok(Response::new(Done {}))
@@ -122,9 +123,9 @@ impl Internal for InternalService {
 
     async fn snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<Response<Done>, Status> {
         let (from, running) = self.admit(&req)?;
-        // Snapshots are assembled in memory: a few at a time.
-        let _slot = self.0.snapshot_slots.acquire().await.map_err(|_| status(Code::Unavailable, "stopping", "stopping"))?;
         let me = self.0.cfg.node_id;
+        // Snapshots are assembled in memory: a few at a time.
+        let _slot = self.0.snapshot_slots.acquire().await.map_err(|_| stopping(me))?;
         let mut stream = req.into_inner();
         let mut bytes = Vec::new();
         while let Some(chunk) = stream.message().await? {
@@ -135,7 +136,7 @@ impl Internal for InternalService {
         }
         let env = RaftEnvelope::decode(bytes.as_slice()).map_err(|e| invalid(format!("undecodable snapshot: {e}")))?;
         let env = envelope_from_proto(env, from, me).map_err(invalid)?;
-        let _ = running.mailbox.send(StoreMsg::Raft(vec![env]));
+        running.store.send(StoreMsg::Raft(vec![env]));
         Ok(Response::new(Done {}))
     }
 
@@ -143,7 +144,7 @@ impl Internal for InternalService {
         let (_, running) = self.admit(&req)?;
         let request = request_from_proto(req.into_inner()).ok_or_else(|| invalid("range request without a command"))?;
         let range_id = request.range_id;
-        let answer = running.request(request).await.unwrap_or_else(|_| {
+        let answer = running.store.request(request).await.unwrap_or_else(|_| {
             Err(StoreError::Ambiguous { range_id, reason: "the store stopped before answering".into() })
         });
         Ok(Response::new(response_to_proto(answer)))
@@ -157,19 +158,18 @@ impl Internal for InternalService {
 
 /// This node's replicas; `with_sizes` also measures each range it leads.
 pub async fn local_ranges(state: &Arc<State>, with_sizes: bool) -> Result<NodeRangesResponse, Status> {
-    let running = state.serving()?;
-    let statuses = running
-        .status()
-        .await
-        .map_err(|_| status(Code::Unavailable, "unavailable", "the store is stopping"))?;
+    let me = state.cfg.node_id;
+    let statuses = state.serving()?.store.status().await.map_err(|_| stopping(me))?;
     let engine = state.engine.clone();
-    let ranges = tokio::task::spawn_blocking(move || {
-        statuses.into_iter().map(|s| range_info(&engine, s, with_sizes)).collect::<Vec<_>>()
-    })
-    .await
-    .map_err(|e| status(Code::Internal, "storage", e.to_string()))?;
-    let leaders = ranges.iter().filter(|r| r.leader_node == state.cfg.node_id).count() as u32;
-    Ok(NodeRangesResponse { node_id: state.cfg.node_id, ranges, leaders })
+    let infos = move || statuses.into_iter().map(|s| range_info(&engine, s, with_sizes)).collect::<Vec<_>>();
+    let ranges = if with_sizes {
+        // Measuring scans every range this node leads: off the async workers.
+        tokio::task::spawn_blocking(infos).await.map_err(|e| status(Code::Internal, "storage", e.to_string()))?
+    } else {
+        infos()
+    };
+    let leaders = ranges.iter().filter(|r| r.leader_node == me).count() as u32;
+    Ok(NodeRangesResponse { node_id: me, ranges, leaders })
 }
 
 /// A replica's status as the admin service reports it. Only leaders measure their range
