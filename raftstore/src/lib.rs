@@ -9,6 +9,7 @@
 //! `docs/architecture.md` walks through the design.
 
 pub mod cmd;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod keyspace;
@@ -23,6 +24,7 @@ mod store;
 pub mod transport;
 
 pub use cmd::{callback, Callback, Command, Request, Response, ResponseReceiver};
+pub use clock::{Clock, ManualClock, MonotonicClock, SkewedClock};
 pub use config::StoreConfig;
 pub use error::{Error, Result};
 pub use metapb::{Epoch, MetaEntry, RangeDescriptor, Replica, WriteOp};

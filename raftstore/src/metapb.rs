@@ -233,16 +233,17 @@ pub struct Beat {
 pub struct HeartbeatBatch {
     #[prost(message, repeated, tag = "1")]
     pub beats: Vec<Beat>,
-    /// The sender's tick when it sent this batch.
+    /// The sender's clock when it sent this batch, in µs from the clock's origin (a
+    /// duration on the sender's monotonic clock, never compared with another node's).
     #[prost(uint64, tag = "2")]
     pub sent_at: u64,
     /// The latest `sent_at` the sender has received from the destination: it acknowledges
-    /// that the sender supports the destination at least until that tick plus the
+    /// that the sender supports the destination at least until that time plus the
     /// support period (`lease.rs`).
     #[prost(uint64, tag = "3")]
     pub echo: u64,
-    /// How many times the sender's store has been opened (ticks restart with each
-    /// opening, so stamps compare as `(incarnation, tick)`).
+    /// How many times the sender's store has been opened (its clock restarts with each
+    /// opening, so stamps compare as `(incarnation, sent_at)`).
     #[prost(uint64, tag = "4")]
     pub incarnation: u64,
     /// The incarnation `echo` belongs to.

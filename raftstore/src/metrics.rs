@@ -20,6 +20,9 @@ pub struct StoreMetrics {
     pub read_index_reads: AtomicU64,
     /// Reads served locally under the leader's lease.
     pub lease_reads: AtomicU64,
+    /// Ticks run late because the store was stalled (frozen, starved of CPU) and caught
+    /// them up when it woke (`Store::catch_up`).
+    pub ticks_caught_up: AtomicU64,
     /// Raft messages handed to the transport.
     pub messages_sent: AtomicU64,
     /// Batches handed to the transport (one per destination node per round).

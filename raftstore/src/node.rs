@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 
@@ -194,17 +194,13 @@ fn start_split_checker(store: &Store, mailbox: Sender<StoreMsg>) -> (Sender<Spli
 }
 
 fn poll_loop(mut store: Store, rx: Receiver<StoreMsg>, sinks: Sinks) {
-    let tick = store.config().tick_interval;
     let max_batch = store.config().max_batch_messages;
-    let mut next_tick = Instant::now() + tick;
     let mut running = true;
     while running {
-        let now = Instant::now();
-        let wait = if store.has_pending_work() {
-            Duration::ZERO
-        } else {
-            next_tick.saturating_duration_since(now)
-        };
+        // Missed ticks first, always: after a stall (SIGSTOP, CPU starvation) the store
+        // must see its timers where the clock puts them before it handles anything.
+        store.catch_up();
+        let wait = if store.has_pending_work() { Duration::ZERO } else { store.until_next_tick() };
         match rx.recv_timeout(wait) {
             Ok(msg) => running &= handle(&mut store, msg),
             Err(RecvTimeoutError::Timeout) => {}
@@ -220,10 +216,7 @@ fn poll_loop(mut store: Store, rx: Receiver<StoreMsg>, sinks: Sinks) {
                 }
             }
         }
-        if Instant::now() >= next_tick {
-            store.tick();
-            next_tick = (next_tick + tick).max(Instant::now());
-        }
+        store.catch_up();
         match store.end_round() {
             Ok(out) => out.into_iter().for_each(|(to, batch)| sinks.transport.send(to, batch)),
             Err(e) => {
@@ -241,7 +234,10 @@ fn poll_loop(mut store: Store, rx: Receiver<StoreMsg>, sinks: Sinks) {
     }
 }
 
+/// Handles one mailbox message, after catching up any tick that came due while the
+/// message waited (a message is never handled against a clock the store has not seen).
 fn handle(store: &mut Store, msg: StoreMsg) -> bool {
+    store.catch_up();
     match msg {
         StoreMsg::Raft(batch) => store.on_raft_messages(batch),
         StoreMsg::Request(req, cb) => store.on_request(req, cb),

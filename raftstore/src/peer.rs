@@ -30,6 +30,8 @@ pub(crate) struct PendingRead {
     pub epoch: crate::metapb::Epoch,
     pub callback: Callback,
     pub issued_at: u64,
+    /// The clock time it was first issued (a confirmation renews the lease from it).
+    pub issued_clock: std::time::Duration,
     pub last_try: u64,
     /// Set once the leader has confirmed its leadership for this read.
     pub read_index: Option<u64>,
@@ -52,18 +54,19 @@ pub struct Peer {
     /// Until this tick, a replica created by a split on its leader's node campaigns every
     /// other tick while no leader is known.
     pub(crate) campaign_until: Option<u64>,
-    /// The lease: the term and the tick until which this leader may read locally.
-    pub(crate) lease: (u64, u64),
-    /// Outstanding lease renewals: read-index request id and the tick it was issued.
-    pub(crate) lease_probes: Vec<(u64, u64)>,
+    /// The lease: the term and the clock time until which this leader may read locally.
+    pub(crate) lease: (u64, std::time::Duration),
+    /// Outstanding lease renewals: read-index request id, and the tick and clock time it
+    /// was issued.
+    pub(crate) lease_probes: Vec<(u64, u64, std::time::Duration)>,
     /// The last tick a read reached this leader (renewals stop when reads do).
     pub(crate) last_read: u64,
     /// Per follower: the term and the follower node's support epoch (`(incarnation,
     /// epoch)`) in which it last answered this leader's heartbeat.
     pub(crate) fortified: std::collections::HashMap<u64, (u64, (u64, u64))>,
-    /// Until this tick the replica grants no vote and starts no election (it replaced an
-    /// uninitialized replica that may have made promises, see `split.rs`).
-    pub(crate) no_votes_until: u64,
+    /// Until this clock time the replica grants no vote and starts no election (it
+    /// replaced an uninitialized replica that may have made promises, see `split.rs`).
+    pub(crate) no_votes_until: std::time::Duration,
     /// A term in which this replica started a leadership transfer: no lease in it.
     pub(crate) no_lease_term: Option<u64>,
     /// Bytes of keys and values applied since the last size check (for auto-split).
@@ -105,10 +108,10 @@ impl Peer {
             snapshots_sent: Vec::new(),
             written_since_check: 0,
             campaign_until: None,
-            lease: (0, 0),
+            lease: (0, std::time::Duration::ZERO),
             lease_probes: Vec::new(),
             fortified: Default::default(),
-            no_votes_until: 0,
+            no_votes_until: std::time::Duration::ZERO,
             last_read: 0,
             no_lease_term: None,
             last_heard: std::collections::HashMap::new(),

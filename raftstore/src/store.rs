@@ -10,10 +10,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::time::Duration;
 
 use flotilla_engine::{keys, Cf, Engine, WriteBatch};
 use prost::Message as _;
 
+use crate::clock::{Clock, MonotonicClock};
 use crate::config::StoreConfig;
 use crate::error::{corrupt, Error, Result};
 use crate::metapb::RangeDescriptor;
@@ -47,8 +49,13 @@ pub struct Store {
     pub(crate) touched: BTreeSet<u64>,
     /// Messages to send at the end of this round, per destination node.
     pub(crate) outbox: BTreeMap<u64, Vec<RaftEnvelope>>,
-    /// Logical time in ticks.
+    /// Ticks executed since the store opened: schedules work, measures nothing that
+    /// safety rests on (`clock.rs`).
     pub(crate) now: u64,
+    /// Real monotonic time, read where a lease or a promise is judged (`lease.rs`).
+    pub(crate) clock: Arc<dyn Clock>,
+    /// The clock's reading when the store opened (ticks count from it).
+    pub(crate) opened_at: Duration,
     pub(crate) next_read_id: u64,
     pub(crate) metrics: Arc<StoreMetrics>,
     pub(crate) election_seed: Option<u64>,
@@ -74,13 +81,15 @@ pub struct Store {
     pub(crate) dead_nodes: BTreeSet<u64>,
     /// How many times this store has been opened (1: never before; see `lease.rs`).
     pub(crate) incarnation: u64,
-    /// Store-liveness support (`lease.rs`), per neighbour: the latest `(incarnation, tick)`
-    /// stamp received from it (echoed back), the latest of our ticks it echoed, the
-    /// support epoch it last reported for us, and our own support epoch for it.
+    /// Store-liveness support (`lease.rs`), per neighbour: the latest `(incarnation,
+    /// clock µs)` stamp received from it (echoed back), the latest of our clock readings
+    /// it echoed, the support epoch it last reported for us, and our own support epoch
+    /// for it.
     pub(crate) stamp_from: BTreeMap<u64, (u64, u64)>,
-    /// When each neighbour's newest batch arrived (support lasts a period from it).
-    pub(crate) support_heard: BTreeMap<u64, u64>,
-    pub(crate) support_acked: BTreeMap<u64, u64>,
+    /// When (our clock) each neighbour's newest batch arrived: support lasts a period
+    /// from it.
+    pub(crate) support_heard: BTreeMap<u64, Duration>,
+    pub(crate) support_acked: BTreeMap<u64, Duration>,
     pub(crate) their_epoch: BTreeMap<u64, (u64, u64)>,
     pub(crate) my_epoch: BTreeMap<u64, u64>,
     /// The next range id to hand out, and the end of the block reserved on disk.
@@ -133,6 +142,18 @@ impl Store {
         cfg: StoreConfig,
         seed: Option<u64>,
     ) -> Result<Store> {
+        Store::open_with_clock(node_id, engine, cfg, seed, Arc::new(MonotonicClock::new()))
+    }
+
+    /// Like [`Store::open_with_seed`], reading time from `clock` (the harness's manual
+    /// clock, or a skewed one for fault injection).
+    pub fn open_with_clock(
+        node_id: u64,
+        engine: Engine,
+        cfg: StoreConfig,
+        seed: Option<u64>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Store> {
         check_identity(&engine, node_id)?;
         let incarnation = next_incarnation(&engine)?;
         let logger = raft_logger();
@@ -150,6 +171,8 @@ impl Store {
             peers,
             outbox: BTreeMap::new(),
             now: 0,
+            opened_at: clock.now(),
+            clock,
             next_read_id: 1,
             metrics: Arc::new(StoreMetrics::default()),
             election_seed: seed,
@@ -199,7 +222,7 @@ impl Store {
         &self.cfg
     }
 
-    /// Logical time in ticks since the store opened.
+    /// Ticks executed since the store opened (a schedule, not a clock: see `clock.rs`).
     pub fn now(&self) -> u64 {
         self.now
     }
@@ -297,6 +320,57 @@ impl Store {
         }
         self.touched.insert(env.range_id);
         true
+    }
+
+    /// Runs every tick the clock says is due and has not run, before the caller handles
+    /// anything else: a store that was frozen (or starved of CPU) wakes with its election
+    /// timers, node liveness and request deadlines where real time puts them. Past a few
+    /// election and liveness periods every timer has fired, so a longer stall only moves
+    /// the tick count on. Returns how many ticks ran.
+    pub fn catch_up(&mut self) -> u64 {
+        let due = self.ticks_due();
+        let behind = due.saturating_sub(self.now);
+        if behind == 0 {
+            return 0;
+        }
+        let longest = self.cfg.liveness_timeout_ticks.max(self.cfg.election_ticks as u64);
+        if behind > 2 {
+            let stalled = self.cfg.tick_interval * behind.min(u32::MAX as u64) as u32;
+            tracing::warn!(node = self.node_id, ?stalled, ticks = behind, "store was stalled; catching up missed ticks");
+            StoreMetrics::add(&self.metrics.ticks_caught_up, behind);
+        }
+        let cap = 2 * longest + 2;
+        if behind > cap {
+            self.now = due - cap;
+        }
+        let mut ran = 0;
+        while self.now < due {
+            self.tick();
+            ran += 1;
+        }
+        ran
+    }
+
+    /// How many ticks the clock says have elapsed since the store opened.
+    fn ticks_due(&self) -> u64 {
+        let elapsed = self.clock.now().saturating_sub(self.opened_at);
+        (elapsed.as_nanos() / self.cfg.tick_interval.as_nanos().max(1)) as u64
+    }
+
+    /// How long until the next tick is due (zero when one is due already).
+    pub fn until_next_tick(&self) -> Duration {
+        let next_at = self.cfg.tick_interval.saturating_mul((self.now + 1).min(u32::MAX as u64) as u32);
+        (self.opened_at + next_at).saturating_sub(self.clock.now())
+    }
+
+    /// The clock's reading now (what leases and support are judged against).
+    pub fn clock_now(&self) -> Duration {
+        self.clock.now()
+    }
+
+    /// `n` tick intervals as a duration of the clock.
+    pub(crate) fn ticks_as_time(&self, n: u64) -> Duration {
+        self.cfg.tick_interval.saturating_mul(n.min(u32::MAX as u64) as u32)
     }
 
     /// Advances logical time by one tick for every awake replica; checks node liveness,

@@ -69,6 +69,14 @@ pub struct StartArgs {
     /// User ranges a single-node cluster starts with. Default 1.
     #[arg(long)]
     pub initial_ranges: Option<u32>,
+    /// Truncate a range's Raft log once it holds more than this many applied entries.
+    /// Default 1024.
+    #[arg(long)]
+    pub log_gc_threshold: Option<u64>,
+    /// Fault injection for tests: run this node's clock at this many times real speed.
+    /// Leases are safe only while clock rates agree within max_clock_offset_ticks.
+    #[arg(long, hide = true)]
+    pub clock_rate: Option<f64>,
 }
 
 /// The TOML file: the same settings, kebab-case.
@@ -85,6 +93,7 @@ struct FileConfig {
     split_size: Option<u64>,
     tick_ms: Option<u64>,
     initial_ranges: Option<u32>,
+    log_gc_threshold: Option<u64>,
 }
 
 /// Resolved settings of one server.
@@ -99,6 +108,8 @@ pub struct ServerConfig {
     pub pinned: HashMap<u64, String>,
     pub initial_ranges: u32,
     pub store: StoreConfig,
+    /// The rate of a skewed clock (fault injection); `None`: the real monotonic clock.
+    pub clock_rate: Option<f64>,
 }
 
 impl StartArgs {
@@ -139,6 +150,12 @@ impl StartArgs {
             }
             store.tick_interval = Duration::from_millis(ms);
         }
+        if let Some(n) = self.log_gc_threshold.or(file.log_gc_threshold) {
+            store.log_gc_threshold = n.max(1);
+        }
+        if let Some(rate) = self.clock_rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
+            return Err(ServerError::Config(format!("--clock-rate {rate}: expected a positive number")));
+        }
         Ok(ServerConfig {
             node_id: self.node_id.or(file.node_id).unwrap_or(1),
             listen,
@@ -149,6 +166,7 @@ impl StartArgs {
             pinned,
             initial_ranges: self.initial_ranges.or(file.initial_ranges).unwrap_or(1).max(1),
             store,
+            clock_rate: self.clock_rate,
         })
     }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use flotilla_engine::{Engine, EngineOptions};
 use flotilla_raftstore::keyspace::initial_ranges_on;
 use flotilla_raftstore::node::{MetaSink, Node, StoreHandle, StoreMsg};
-use flotilla_raftstore::{RangeDescriptor, Store, StoreMetrics};
+use flotilla_raftstore::{Clock, MonotonicClock, RangeDescriptor, SkewedClock, Store, StoreMetrics};
 use flotilla_router::{publish_meta, Db, RetryPolicy, Router};
 use parking_lot::{Mutex, RwLock};
 use prost::Message as _;
@@ -165,7 +165,14 @@ impl State {
         for n in &identity.nodes {
             self.peers.learn(n.node_id, &n.address);
         }
-        let store = Store::open(self.cfg.node_id, self.engine.clone(), self.cfg.store.clone())?;
+        let clock: Arc<dyn Clock> = match self.cfg.clock_rate {
+            Some(rate) => {
+                tracing::warn!(node = self.cfg.node_id, rate, "fault injection: this node's clock runs skewed");
+                Arc::new(SkewedClock::new(rate))
+            }
+            None => Arc::new(MonotonicClock::new()),
+        };
+        let store = Store::open_with_clock(self.cfg.node_id, self.engine.clone(), self.cfg.store.clone(), None, clock)?;
         let (meta_tx, meta_rx) = tokio::sync::mpsc::unbounded_channel();
         let sink: MetaSink = Arc::new(move |entries| {
             let _ = meta_tx.send(entries);

@@ -15,13 +15,14 @@ pub mod filter;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use flotilla_engine::{Engine, EngineOptions};
 use flotilla_raftstore::local::even_ranges;
 use flotilla_raftstore::metapb::{HeartbeatBatch, Replica};
 use flotilla_raftstore::{
-    callback, find_split_key, Command, Error, NODE_RANGE_ID, RaftEnvelope, RangeDescriptor, Request, Response,
-    ResponseReceiver, Store, StoreConfig,
+    callback, find_split_key, Callback, Command, Error, ManualClock, NODE_RANGE_ID, RaftEnvelope, RangeDescriptor,
+    Request, Response, ResponseReceiver, Store, StoreConfig,
 };
 use prost::Message as _;
 use raft::prelude::MessageType;
@@ -84,6 +85,11 @@ pub struct Cluster {
     pub dropped: u64,
     /// Messages delivered so far per (from node, to node).
     pub delivered_between: BTreeMap<(u64, u64), u64>,
+    /// Each node's clock; it keeps running across restarts, as the OS's monotonic clock
+    /// does, and while the node is stalled.
+    clocks: BTreeMap<u64, Arc<ManualClock>>,
+    /// Stalled nodes (frozen processes) and the requests queued for them meanwhile.
+    stalled: BTreeMap<u64, Vec<(Request, Callback)>>,
 }
 
 impl Cluster {
@@ -109,6 +115,8 @@ impl Cluster {
             delivered: 0,
             dropped: 0,
             delivered_between: BTreeMap::new(),
+            clocks: BTreeMap::new(),
+            stalled: BTreeMap::new(),
         };
         for node_id in 1..=nodes {
             let engine = cluster.open_engine(node_id);
@@ -131,7 +139,8 @@ impl Cluster {
     /// Opens node `node_id`'s store from its data directory.
     pub fn start(&mut self, node_id: u64) {
         let engine = self.open_engine(node_id);
-        let store = Store::open_with_seed(node_id, engine, self.cfg.clone(), Some(self.seed))
+        let clock = self.clocks.entry(node_id).or_default().clone();
+        let store = Store::open_with_clock(node_id, engine, self.cfg.clone(), Some(self.seed), clock)
             .expect("open store");
         self.stores.insert(node_id, Some(store));
     }
@@ -139,6 +148,7 @@ impl Cluster {
     /// Stops node `node_id` as a crash would: its in-memory state is gone, its data
     /// directory stays.
     pub fn stop(&mut self, node_id: u64) {
+        self.stalled.remove(&node_id);
         if let Some(slot) = self.stores.get_mut(&node_id) {
             *slot = None;
         }
@@ -198,11 +208,17 @@ impl Cluster {
         self.filters.clear();
     }
 
-    /// One tick for every live store, then settle.
+    /// One tick interval on every clock; every live store that is not stalled runs its
+    /// tick; then settle.
     pub fn tick(&mut self) {
         self.now += 1;
-        for store in self.stores.values_mut().flatten() {
-            store.tick();
+        let interval = self.cfg.tick_interval;
+        for clock in self.clocks.values() {
+            clock.advance(interval);
+        }
+        for (id, store) in self.stores.iter_mut() {
+            let Some(store) = store.as_mut().filter(|_| !self.stalled.contains_key(id)) else { continue };
+            store.catch_up();
             // Size checks run inline here; the threaded driver runs them on a worker.
             for task in store.take_split_checks() {
                 let split_size = store.config().split_size;
@@ -218,12 +234,44 @@ impl Cluster {
     /// still (a clock running slow, for the lease tests).
     pub fn tick_only(&mut self, nodes: &[u64]) {
         self.now += 1;
+        let interval = self.cfg.tick_interval;
         for (id, store) in self.stores.iter_mut() {
             if let (true, Some(store)) = (nodes.contains(id), store.as_mut()) {
-                store.tick();
+                self.clocks[id].advance(interval);
+                store.catch_up();
             }
         }
         self.settle();
+    }
+
+    /// Freezes node `node_id` as `SIGSTOP` would: its clock runs on with everyone else's,
+    /// but it executes nothing — no ticks, no messages (they wait for it), no requests
+    /// (queued, see [`Cluster::request`]) — until [`Cluster::resume`].
+    pub fn stall(&mut self, node_id: u64) {
+        self.stalled.entry(node_id).or_default();
+    }
+
+    /// Wakes a stalled node the worst way round: the requests queued while it was frozen
+    /// are handled first, before its messages and before it catches up the ticks it
+    /// missed, so only the store's own judgement of time stands between them and a stale
+    /// answer. Then the cluster settles.
+    pub fn resume(&mut self, node_id: u64) {
+        let queued = self.stalled.remove(&node_id).unwrap_or_default();
+        if let Some(Some(store)) = self.stores.get_mut(&node_id) {
+            for (req, cb) in queued {
+                store.on_request(req, cb);
+            }
+        }
+        self.settle();
+        if let Some(Some(store)) = self.stores.get_mut(&node_id) {
+            store.catch_up();
+        }
+        self.settle();
+    }
+
+    /// True while the node is stalled.
+    pub fn is_stalled(&self, node_id: u64) -> bool {
+        self.stalled.contains_key(&node_id)
     }
 
     /// `n` ticks.
@@ -238,8 +286,8 @@ impl Cluster {
         for _ in 0..1000 {
             let delivered = self.deliver_due();
             let mut busy = false;
-            for store in self.stores.values_mut().flatten() {
-                busy |= store.has_pending_work();
+            for (id, store) in self.stores.iter() {
+                busy |= !self.stalled.contains_key(id) && store.as_ref().is_some_and(|s| s.has_pending_work());
             }
             self.end_rounds();
             if delivered == 0 && !busy && !self.has_due() {
@@ -250,12 +298,15 @@ impl Cluster {
     }
 
     fn has_due(&self) -> bool {
-        self.in_flight.iter().any(|m| m.due <= self.now)
+        self.in_flight.iter().any(|m| m.due <= self.now && !self.stalled.contains_key(&m.env.to.node_id))
     }
 
     fn end_rounds(&mut self) {
         let mut sent = Vec::new();
         for (node_id, slot) in self.stores.iter_mut() {
+            if self.stalled.contains_key(node_id) {
+                continue;
+            }
             let Some(store) = slot.as_mut() else { continue };
             match store.end_round() {
                 Ok(out) => sent.extend(out.into_iter().flat_map(|(_, batch)| batch)),
@@ -320,9 +371,10 @@ impl Cluster {
 
     fn deliver_due(&mut self) -> usize {
         let now = self.now;
+        let stalled = &self.stalled;
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight)
             .into_iter()
-            .partition(|m| m.due <= now);
+            .partition(|m| m.due <= now && !stalled.contains_key(&m.env.to.node_id));
         self.in_flight = later;
         let mut per_node: BTreeMap<u64, Vec<RaftEnvelope>> = BTreeMap::new();
         for m in due {
@@ -373,7 +425,8 @@ impl Cluster {
         self.wait_leader_except(range_id, None, max_ticks)
     }
 
-    /// Sends a request into a node's store; the answer arrives as the cluster runs.
+    /// Sends a request into a node's store; the answer arrives as the cluster runs. A
+    /// stalled node's requests wait in its queue until it resumes.
     pub fn request(&mut self, node_id: u64, range_id: u64, command: Command) -> ResponseReceiver {
         let newest = self.current_ranges();
         let known = newest.iter().chain(self.ranges.iter()).find(|r| r.range_id == range_id);
@@ -391,6 +444,10 @@ impl Cluster {
     ) -> ResponseReceiver {
         let (cb, rx) = callback();
         let req = Request { range_id, epoch, command };
+        if let (Some(queue), Some(Some(_))) = (self.stalled.get_mut(&node_id), self.stores.get(&node_id)) {
+            queue.push((req, cb));
+            return rx;
+        }
         match self.stores.get_mut(&node_id) {
             Some(Some(store)) => store.on_request(req, cb),
             _ => {

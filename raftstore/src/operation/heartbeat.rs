@@ -62,7 +62,7 @@ impl Store {
             let (echo_incarnation, echo) = self.stamp_from.get(&node).copied().unwrap_or((0, 0));
             let batch = HeartbeatBatch {
                 beats,
-                sent_at: self.now,
+                sent_at: self.clock.now().as_micros() as u64,
                 echo,
                 incarnation: self.incarnation,
                 echo_incarnation,

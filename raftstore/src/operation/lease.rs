@@ -1,40 +1,61 @@
 //! Leaseholder reads: a leader that can prove no rival can be elected reads locally.
 //!
-//! Two proofs, either of which gives the lease (`Store::has_lease`):
+//! Two proofs, either of which gives the lease (`Store::has_lease`). Both are judged
+//! against the store's [`Clock`](crate::clock::Clock) read at the moment a read is served,
+//! never against the tick count: a process that was frozen executes no ticks while the
+//! other nodes' time runs on (`clock.rs`).
+//!
+//! **What the proofs assume of clocks.** Each node measures only durations on its own
+//! monotonic clock; no two nodes' readings are ever compared, so an absolute offset
+//! between them does not matter. What matters is *rate*: over any span of a support
+//! period (`liveness_timeout_ticks`) or an election timeout, two nodes' clocks may
+//! disagree by at most `max_clock_offset_ticks` tick intervals. Both proofs end the lease
+//! that much early. A larger drift (a clock running slow on the leader) can let a deposed
+//! leader serve a stale read: the documented failure mode, shown by the harness test
+//! `a_clock_drifting_beyond_the_bound_allows_a_stale_read`. A frozen or starved process
+//! is not drift: its clock runs on while it is frozen, and it judges its lease by it
+//! when it wakes. Ticks, in turn, are caught up to the clock (`Store::catch_up`) and
+//! never run ahead of it, so a store runs at most `d / tick_interval + 1` ticks in any
+//! span `d` of real time — the bound the quorum-round proof needs of followers.
 //!
 //! **A recent quorum round.** Every replica runs raft-rs with check-quorum, under which a
 //! follower that heard from its leader ignores vote requests, and does not campaign, for
-//! `election_ticks` of its own ticks. So when a quorum answers a heartbeat round the
-//! leader sent at tick `t`, no rival can be elected before `t + election_ticks` on the
-//! followers' clocks; the leader reads until `t + election_ticks − max_clock_offset_ticks − 1`
-//! on its own (a follower's next tick may come just after the heartbeat). The confirmation is raft-rs's ReadIndex round: a `ReadState` for a request
-//! issued at `t` means a quorum answered heartbeats sent at `t` or later. Every ReadIndex
-//! read renews it, and while reads keep coming a leader sends a renewal every
-//! `heartbeat_ticks`.
+//! `election_ticks` of its own ticks, which take at least `election_ticks − 1` tick
+//! intervals of real time. So when a quorum answers a heartbeat round the leader issued
+//! at clock time `t`, no rival can be elected before `t + (election_ticks − 1) ×
+//! tick_interval`; the leader reads until that, less `max_clock_offset_ticks` intervals
+//! ([`quorum_lease_span`]). The confirmation is raft-rs's ReadIndex round: a `ReadState`
+//! for a request issued at `t` means a quorum answered heartbeats sent at `t` or later.
+//! Every ReadIndex read renews it, and while reads keep coming a leader sends a renewal
+//! every `heartbeat_ticks`.
 //!
 //! **Store liveness** (after CockroachDB), which survives quiescence. A node *supports*
-//! another while it hears from it: for `liveness_timeout_ticks` after any message from
-//! node L, none of its replicas whose leader is on L grants a vote to a rival (a leader
-//! transfer, or the leader itself campaigning, excepted) or lets its election timer run.
-//! Each node-to-node batch carries its send tick, and the next batch back echoes the
-//! latest one received, so when node V echoes L's tick `s`, L knows V supports it until
-//! at least `s + liveness_timeout_ticks` on V's clock. Support that lapses (a silence
-//! longer than the period, or a restart: `incarnation`) starts a new support *epoch*,
-//! reported in every batch. A follower *fortifies* a leader when it answers the leader's
-//! heartbeat in the leader's term; the answer travels in a batch that names the epoch of
-//! the moment it was sent. The leader holds the lease while a quorum of replicas (itself
-//! included) fortified it in its current term under their node's current epoch, with
-//! echoed support reaching past `now + max_clock_offset_ticks`. Any quorum that could
-//! elect a rival contains one of those replicas, whose node still supports the leader's:
-//! it refuses. Since support is per node, a quiesced range keeps its lease for the price
-//! of the node's liveness beats, and idle ranges serve local reads.
+//! another while it hears from it: for a support period (`liveness_timeout_ticks` tick
+//! intervals on its clock) after any batch from node L arrived, none of its replicas
+//! whose leader is on L grants a vote to a rival (a leader transfer, or the leader itself
+//! campaigning, excepted) or lets its election timer run. Each node-to-node batch carries
+//! its send time on the sender's clock, and the next batch back echoes the latest one
+//! received, so when node V echoes L's send time `s`, L knows V supports it until at
+//! least `s` plus a support period (V heard the batch after `s`). Support that lapses (a
+//! silence longer than the period, or a restart: `incarnation`) starts a new support
+//! *epoch*, reported in every batch. A follower *fortifies* a leader when it answers the
+//! leader's heartbeat in the leader's term; the answer travels in a batch that names the
+//! epoch of the moment it was sent. The leader holds the lease while a quorum of replicas
+//! (itself included) fortified it in its current term under their node's current epoch,
+//! with echoed support reaching past `now + max_clock_offset_ticks` intervals. Any quorum
+//! that could elect a rival contains one of those replicas, whose node still supports the
+//! leader's: it refuses. Since support is per node, a quiesced range keeps its lease for
+//! the price of the node's liveness beats, and idle ranges serve local reads.
 //!
 //! **Common conditions.** A store that ran before grants no vote and starts no election
-//! for its first `liveness_timeout_ticks` after reopening, so promises made before a
-//! crash still hold. A leader that starts a leadership transfer holds no lease for the
-//! rest of its term (the transferee's campaign bypasses both proofs). A leader reads
-//! locally only once it has committed an entry of its term and applied everything
-//! committed, so its engine holds every acknowledged write.
+//! for one support period (or election timeout, the longer) of its clock after reopening,
+//! so promises made before a crash still hold (the process restarted after it crashed,
+//! and the promises ran from before the crash). A leader that starts a leadership transfer
+//! holds no lease for the rest of its term (the transferee's campaign bypasses both
+//! proofs). A leader reads locally only once it has committed an entry of its term and
+//! applied everything committed, so its engine holds every acknowledged write.
+
+use std::time::Duration;
 
 use raft::prelude::MessageType;
 use raft::{StateRole, CAMPAIGN_TRANSFER};
@@ -52,14 +73,15 @@ impl Store {
     /// True within one support period of reopening a store that ran before: promises it
     /// made before stopping may still stand. (A store opened for the first time made none.)
     fn just_reopened(&self) -> bool {
-        let window = self.cfg.liveness_timeout_ticks.max(self.cfg.election_ticks as u64);
-        self.incarnation > 1 && self.now < window
+        let window = self.ticks_as_time(self.cfg.liveness_timeout_ticks.max(self.cfg.election_ticks as u64));
+        self.incarnation > 1 && self.clock.now() < self.opened_at + window
     }
 
     /// True while this node supports `node`: it heard from it within a support period.
     pub(crate) fn supports(&self, node: u64) -> bool {
-        let window = self.cfg.liveness_timeout_ticks;
-        node != self.node_id && self.support_heard.get(&node).is_some_and(|t| self.now.saturating_sub(*t) <= window)
+        let window = self.ticks_as_time(self.cfg.liveness_timeout_ticks);
+        let now = self.clock.now();
+        node != self.node_id && self.support_heard.get(&node).is_some_and(|t| now.saturating_sub(*t) <= window)
     }
 
     /// Whether a (pre-)vote request must be refused: the store just reopened, or the
@@ -74,7 +96,7 @@ impl Store {
         if self.just_reopened() {
             return true;
         }
-        if self.now < peer.no_votes_until {
+        if self.clock.now() < peer.no_votes_until {
             return true;
         }
         let own_leader_campaigns = peer.raw.raft.leader_id == m.from && m.term > peer.raw.raft.term;
@@ -108,7 +130,7 @@ impl Store {
         if from_a_leader || transfer || own_leader {
             return false;
         }
-        if self.just_reopened() || self.now < peer.no_votes_until {
+        if self.just_reopened() || self.clock.now() < peer.no_votes_until {
             return true;
         }
         let bound_by_raft = r.leader_id != raft::INVALID_ID && r.election_elapsed < r.election_timeout();
@@ -122,7 +144,7 @@ impl Store {
         if r.state == StateRole::Leader {
             return false;
         }
-        if self.just_reopened() || self.now < peer.no_votes_until {
+        if self.just_reopened() || self.clock.now() < peer.no_votes_until {
             return true;
         }
         r.state == StateRole::Follower && self.leader_supported(peer)
@@ -134,18 +156,19 @@ impl Store {
         // Support is renewed only by a batch newer than any before it: a replayed or
         // delayed one proves nothing about the sender now. A silence longer than the
         // support period before it means support lapsed: a new epoch.
+        let now = self.clock.now();
+        let window = self.ticks_as_time(self.cfg.liveness_timeout_ticks);
         let stamp = self.stamp_from.entry(node).or_default();
         if (batch.incarnation, batch.sent_at) > *stamp {
             *stamp = (batch.incarnation, batch.sent_at);
-            let window = self.cfg.liveness_timeout_ticks;
-            if self.support_heard.get(&node).is_some_and(|t| self.now.saturating_sub(*t) > window) {
+            if self.support_heard.get(&node).is_some_and(|t| now.saturating_sub(*t) > window) {
                 *self.my_epoch.entry(node).or_default() += 1;
             }
-            self.support_heard.insert(node, self.now);
+            self.support_heard.insert(node, now);
         }
         if batch.echo_incarnation == self.incarnation {
             let acked = self.support_acked.entry(node).or_default();
-            *acked = (*acked).max(batch.echo.min(self.now));
+            *acked = (*acked).max(std::time::Duration::from_micros(batch.echo).min(now));
         }
         let epoch = (batch.incarnation, batch.support_epoch);
         let known = self.their_epoch.entry(node).or_default();
@@ -159,8 +182,8 @@ impl Store {
             return false;
         }
         let term = peer.raw.raft.term;
-        let until = self.now + self.cfg.max_clock_offset_ticks;
-        let window = self.cfg.liveness_timeout_ticks;
+        let until = self.clock.now() + self.ticks_as_time(self.cfg.max_clock_offset_ticks);
+        let window = self.ticks_as_time(self.cfg.liveness_timeout_ticks);
         let replicas = &peer.descriptor().replicas;
         let fortified = replicas
             .iter()
@@ -168,7 +191,7 @@ impl Store {
                 rep.replica_id == peer.replica_id
                     || (peer.fortified.get(&rep.replica_id)
                         == Some(&(term, self.their_epoch.get(&rep.node_id).copied().unwrap_or_default()))
-                        && self.support_acked.get(&rep.node_id).is_some_and(|s| s + window > until))
+                        && self.support_acked.get(&rep.node_id).is_some_and(|s| *s + window > until))
             })
             .count();
         fortified * 2 > replicas.len()
@@ -176,7 +199,8 @@ impl Store {
 
     /// True while the replica of `range_id` here holds the range's lease.
     pub fn has_lease(&self, range_id: u64) -> bool {
-        self.peers.get(&range_id).is_some_and(|p| p.lease_valid(self.now) || self.liveness_lease(p))
+        let now = self.clock.now();
+        self.peers.get(&range_id).is_some_and(|p| p.lease_valid(now) || self.liveness_lease(p))
     }
 
     /// Serves a read from the engine under the lease; gives the request back when the
@@ -203,7 +227,7 @@ impl Store {
         if !self.cfg.lease_reads {
             return;
         }
-        let now = self.now;
+        let (now, clock_now) = (self.now, self.clock.now());
         let every = self.cfg.heartbeat_ticks.max(1) as u64;
         let recent = self.cfg.election_ticks as u64;
         let Store { awake, peers, touched, next_read_id, .. } = self;
@@ -215,8 +239,8 @@ impl Store {
             let probe = *next_read_id | PROBE_BIT;
             *next_read_id += 1;
             peer.raw.read_index(probe.to_be_bytes().to_vec());
-            peer.lease_probes.push((probe, now));
-            peer.lease_probes.retain(|(_, at)| now.saturating_sub(*at) <= recent);
+            peer.lease_probes.push((probe, now, clock_now));
+            peer.lease_probes.retain(|(_, at, _)| now.saturating_sub(*at) <= recent);
             touched.insert(*id);
         }
     }
@@ -234,8 +258,9 @@ impl Peer {
             && self.applied_index() >= r.raft_log.committed
     }
 
-    /// True while this replica's lease from a recent quorum round holds at tick `now`.
-    pub(crate) fn lease_valid(&self, now: u64) -> bool {
+    /// True while this replica's lease from a recent quorum round holds at clock time
+    /// `now`.
+    pub(crate) fn lease_valid(&self, now: Duration) -> bool {
         self.may_read_locally() && self.lease.0 == self.raw.raft.term && now < self.lease.1
     }
 
@@ -267,15 +292,13 @@ impl Peer {
     }
 
     /// Extends the lease after raft-rs confirmed, in the current term, a quorum round
-    /// issued at tick `issued`.
-    pub(crate) fn extend_lease(&mut self, issued: u64, election_ticks: u64, max_offset: u64) {
+    /// issued at clock time `issued`; `span` is [`quorum_lease_span`].
+    pub(crate) fn extend_lease(&mut self, issued: Duration, span: Duration) {
         let term = self.raw.raft.term;
         if self.raw.raft.state != StateRole::Leader {
             return;
         }
-        // A follower may vote again at its `election_ticks`-th tick after the heartbeat,
-        // which can come one tick short of `election_ticks` ticks later: one tick off.
-        let until = (issued + election_ticks).saturating_sub(max_offset + 1);
+        let until = issued + span;
         if self.lease.0 != term {
             self.lease = (term, until);
         } else {
@@ -283,12 +306,44 @@ impl Peer {
         }
     }
 
-    /// The issue tick of a lease renewal with read-index id `id`, if it is one.
-    pub(crate) fn take_probe(&mut self, id: u64) -> Option<u64> {
+    /// The clock time a lease renewal with read-index id `id` was issued at, if it is one.
+    pub(crate) fn take_probe(&mut self, id: u64) -> Option<Duration> {
         if id & PROBE_BIT == 0 {
             return None;
         }
-        let i = self.lease_probes.iter().position(|(p, _)| *p == id)?;
-        Some(self.lease_probes.swap_remove(i).1)
+        let i = self.lease_probes.iter().position(|(p, _, _)| *p == id)?;
+        Some(self.lease_probes.swap_remove(i).2)
+    }
+}
+
+/// How long a lease lasts past the moment its confirming quorum round was issued.
+///
+/// A follower grants no vote while fewer than `election_ticks` of its ticks have run since
+/// it heard the leader's heartbeat (raft-rs check-quorum). A store runs no more than
+/// `d / tick_interval + 1` ticks in any span `d` of real time (ticks are caught up to the
+/// clock, never run ahead of it), so those ticks take at least `election_ticks - 1`
+/// intervals, and the heartbeat arrived after the round was issued. The leader's clock
+/// may run fast or slow against the follower's by up to `max_clock_offset_ticks` over
+/// that span.
+pub(crate) fn quorum_lease_span(cfg: &crate::config::StoreConfig) -> Duration {
+    let ticks = (cfg.election_ticks as u64).saturating_sub(1 + cfg.max_clock_offset_ticks);
+    cfg.tick_interval.saturating_mul(ticks.min(u32::MAX as u64) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quorum_lease_ends_a_tick_and_the_offset_before_a_follower_may_vote() {
+        let cfg = crate::config::StoreConfig {
+            tick_interval: Duration::from_millis(100),
+            election_ticks: 10,
+            max_clock_offset_ticks: 2,
+            ..Default::default()
+        };
+        assert_eq!(quorum_lease_span(&cfg), Duration::from_millis(700));
+        let tiny = crate::config::StoreConfig { election_ticks: 2, max_clock_offset_ticks: 5, ..cfg };
+        assert_eq!(quorum_lease_span(&tiny), Duration::ZERO, "no lease rather than an underflow");
     }
 }

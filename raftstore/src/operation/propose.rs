@@ -29,7 +29,8 @@ impl Store {
         if req.command.is_read() {
             let id = self.next_read_id;
             self.next_read_id += 1;
-            self.peers.get_mut(&req.range_id).expect("checked").start_read(id, req, callback, now);
+            let clock = self.clock.now();
+            self.peers.get_mut(&req.range_id).expect("checked").start_read(id, req, callback, now, clock);
             return;
         }
         let cmd = match self.prepare_command(&req) {

@@ -8,6 +8,8 @@
 //! every `read_index_retry_ticks` and fails with `Timeout` after `request_timeout_ticks`.
 //! A leader holding a lease (`lease.rs`) answers reads before any of this.
 
+use std::time::Duration;
+
 use flotilla_engine::Cf;
 
 use crate::cmd::{Callback, Command, Request, Response};
@@ -18,7 +20,7 @@ use crate::store::Store;
 
 impl Peer {
     /// Starts a read: registers it and asks raft-rs for a read index.
-    pub(crate) fn start_read(&mut self, id: u64, req: Request, callback: Callback, now: u64) {
+    pub(crate) fn start_read(&mut self, id: u64, req: Request, callback: Callback, now: u64, clock: Duration) {
         self.raw.read_index(id.to_be_bytes().to_vec());
         self.reads.push_back(PendingRead {
             id,
@@ -26,25 +28,26 @@ impl Peer {
             epoch: req.epoch,
             callback,
             issued_at: now,
+            issued_clock: clock,
             last_try: now,
             read_index: None,
         });
     }
 
     /// Records the read indexes raft-rs confirmed.
-    /// Each confirmation also renews the lease from the tick its round was first issued
-    /// (`lease.rs`); lease renewals are confirmations with no read attached.
+    /// Each confirmation also renews the lease from the clock time its round was first
+    /// issued (`lease.rs`); lease renewals are confirmations with no read attached.
     pub(crate) fn on_read_states(&mut self, states: Vec<raft::ReadState>, cfg: &crate::config::StoreConfig) {
-        let (election, offset) = (cfg.election_ticks as u64, cfg.max_clock_offset_ticks);
+        let span = super::lease::quorum_lease_span(cfg);
         for rs in states {
             let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else { continue };
             let id = u64::from_be_bytes(bytes);
             if let Some(issued) = self.take_probe(id) {
-                self.extend_lease(issued, election, offset);
+                self.extend_lease(issued, span);
             } else if let Some(read) = self.reads.iter_mut().find(|r| r.id == id) {
                 read.read_index.get_or_insert(rs.index);
-                let issued = read.issued_at;
-                self.extend_lease(issued, election, offset);
+                let issued = read.issued_clock;
+                self.extend_lease(issued, span);
             }
         }
     }

@@ -129,7 +129,7 @@ impl Store {
                 // helped a lease); the new one starts with no leader, so it must not vote
                 // or campaign until any such promise has run out.
                 let window = self.cfg.liveness_timeout_ticks.max(self.cfg.election_ticks as u64);
-                peer.no_votes_until = self.now + window;
+                peer.no_votes_until = self.clock.now() + self.ticks_as_time(window);
             }
             if outcome.campaign {
                 peer.raw.campaign()?;

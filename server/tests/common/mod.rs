@@ -270,6 +270,29 @@ impl NodeProc {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the running process; false if it is not
+    /// running or `kill` failed.
+    pub fn signal(&self, signal: &str) -> bool {
+        let Some(pid) = self.pid() else { return false };
+        Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status().is_ok_and(|s| s.success())
+    }
+
+    /// Freezes the process (`SIGSTOP`), as a paused VM or a stalled scheduler would.
+    pub fn pause(&self) -> bool {
+        self.signal("STOP")
+    }
+
+    /// Lets a frozen process run again (`SIGCONT`).
+    pub fn resume(&self) -> bool {
+        self.signal("CONT")
+    }
+
+    /// The command line, to change before the next start (say, to add a flag that skews
+    /// the node's clock, and to take it off again).
+    pub fn args_mut(&mut self) -> &mut Vec<String> {
+        &mut self.args
+    }
+
     /// Waits up to `timeout` for the process to exit by itself.
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
@@ -532,6 +555,12 @@ impl TestCluster {
                 proxy.set_blackhole(true);
             }
         }
+    }
+
+    /// Blackholes the links between nodes `a` and `b`, both ways.
+    pub fn cut(&self, a: u64, b: u64) {
+        self.proxies[&(a, b)].set_blackhole(true);
+        self.proxies[&(b, a)].set_blackhole(true);
     }
 
     /// Lifts every blackhole.
