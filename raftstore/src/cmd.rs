@@ -46,6 +46,18 @@ impl Command {
         matches!(self, Command::Get { .. } | Command::Scan { .. })
     }
 
+    /// True for commands that may be sent again after an attempt whose outcome is unknown
+    /// (`Timeout`, `Ambiguous`): reads, and the admin commands that check their own
+    /// effect (a repeated split finds its key no longer strictly inside the range; a meta
+    /// update keeps the newer record). A put, delete or batch is *not* among them, though
+    /// repeating it alone changes nothing: applied a second time after another client's
+    /// write, it brings back a value that was overwritten, which no linearizable history
+    /// allows. The Jepsen suite found exactly that (a put applied twice around a kill -9
+    /// of the leader).
+    pub fn is_safe_to_repeat(&self) -> bool {
+        matches!(self, Command::Get { .. } | Command::Scan { .. } | Command::Split { .. } | Command::UpdateMeta { .. })
+    }
+
     /// The key that routes this command (a scan's start, a batch's first key).
     pub fn key(&self) -> Option<&[u8]> {
         match self {

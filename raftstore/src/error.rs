@@ -81,8 +81,9 @@ impl Error {
         )
     }
 
-    /// True when a write's outcome is unknown: it may have been applied. Retrying is safe
-    /// only for idempotent writes (put, delete), never blindly for compare-and-swap.
+    /// True when a write's outcome is unknown: it may have been applied. Only commands
+    /// that are [safe to repeat](crate::Command::is_safe_to_repeat) may be retried; a
+    /// put, delete, batch or compare-and-swap reports the ambiguity to its caller.
     pub fn is_ambiguous(&self) -> bool {
         matches!(self, Error::Timeout { .. } | Error::Ambiguous { .. })
     }

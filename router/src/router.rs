@@ -6,9 +6,11 @@
 //! on failure learns what the error says: `NotLeader` names the leader to try next,
 //! `EpochNotMatch` carries the current descriptors, `KeyNotInRange` / `RangeNotFound`
 //! mean the cached route is wrong. Attempts that learned nothing new wait with exponential
-//! backoff. Writes whose outcome is unknown (`Timeout`, a node stopping) are retried only
-//! when idempotent; a compare-and-swap returns [`Error::Ambiguous`] instead, and so does any
-//! write that runs out of attempts after one of them may have applied.
+//! backoff. An attempt whose outcome is unknown (`Timeout`, a node lost mid-call) is
+//! retried only for commands [safe to repeat](Command::is_safe_to_repeat) (reads, splits,
+//! meta updates); a put, delete, batch or compare-and-swap returns [`Error::Ambiguous`]
+//! at once (sent again, a put could land after a later write and undo it), and so does
+//! any write that runs out of attempts after one of them may have applied.
 
 use std::time::Duration;
 
@@ -110,7 +112,7 @@ impl<C: NodeClient> Router<C> {
         command: &Command,
         maybe_applied: &mut Option<StoreError>,
     ) -> Result<(RangeDescriptor, Response)> {
-        let idempotent = !matches!(command, Command::CompareAndSwap { .. });
+        let repeatable = command.is_safe_to_repeat();
         let mut backoff = self.policy.initial_backoff;
         let mut last = None;
         // Short pauses while a range elects do not use up attempts, up to this many.
@@ -145,7 +147,7 @@ impl<C: NodeClient> Router<C> {
                 Err(e) => e,
             };
             tracing::debug!(range = desc.range_id, node, attempt, error = %err, "retrying");
-            match self.learn(&desc, node, &err, idempotent) {
+            match self.learn(&desc, node, &err, repeatable) {
                 Next::RetryNow => {}
                 Next::Pause if free_pauses > 0 => {
                     free_pauses -= 1;
@@ -217,7 +219,7 @@ impl<C: NodeClient> Router<C> {
     }
 
     /// Updates the cache from `err` and decides what comes next.
-    fn learn(&self, desc: &RangeDescriptor, node: u64, err: &StoreError, idempotent: bool) -> Next {
+    fn learn(&self, desc: &RangeDescriptor, node: u64, err: &StoreError, repeatable: bool) -> Next {
         let mut cache = self.cache.lock();
         match err {
             StoreError::NotLeader { leader: Some(l), .. } if l.node_id != node => {
@@ -249,7 +251,7 @@ impl<C: NodeClient> Router<C> {
                 cache.set_leader(desc.range_id, None);
                 Next::Backoff
             }
-            e if e.is_ambiguous() && idempotent => {
+            e if e.is_ambiguous() && repeatable => {
                 cache.set_leader(desc.range_id, None);
                 Next::Backoff
             }

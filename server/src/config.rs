@@ -73,6 +73,10 @@ pub struct StartArgs {
     /// Default 1024.
     #[arg(long)]
     pub log_gc_threshold: Option<u64>,
+    /// A follower lagging by more than this many entries is caught up by a snapshot
+    /// instead of holding the leader's log. Default 8192.
+    #[arg(long)]
+    pub log_gc_max_lag: Option<u64>,
     /// Fault injection for tests: run this node's clock at this many times real speed.
     /// Leases are safe only while clock rates agree within max_clock_offset_ticks.
     #[arg(long, hide = true)]
@@ -94,6 +98,7 @@ struct FileConfig {
     tick_ms: Option<u64>,
     initial_ranges: Option<u32>,
     log_gc_threshold: Option<u64>,
+    log_gc_max_lag: Option<u64>,
 }
 
 /// Resolved settings of one server.
@@ -153,6 +158,9 @@ impl StartArgs {
         if let Some(n) = self.log_gc_threshold.or(file.log_gc_threshold) {
             store.log_gc_threshold = n.max(1);
         }
+        if let Some(n) = self.log_gc_max_lag.or(file.log_gc_max_lag) {
+            store.log_gc_max_lag = n;
+        }
         if let Some(rate) = self.clock_rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
             return Err(ServerError::Config(format!("--clock-rate {rate}: expected a positive number")));
         }
@@ -189,10 +197,10 @@ mod tests {
         let path = dir.path().join("node.toml");
         std::fs::write(
             &path,
-            "node-id = 2\nlisten = \"127.0.0.1:7000\"\njoin = [\"a:1\", \"b:2\"]\nsplit-size = 1024\n[peers]\n3 = \"c:3\"\n",
+            "node-id = 2\nlisten = \"127.0.0.1:7000\"\njoin = [\"a:1\", \"b:2\"]\nsplit-size = 1024\nlog-gc-max-lag = 500\n[peers]\n3 = \"c:3\"\n",
         )
         .unwrap();
-        let args = StartArgs { config: Some(path), node_id: Some(5), ..Default::default() };
+        let args = StartArgs { config: Some(path), node_id: Some(5), log_gc_threshold: Some(64), ..Default::default() };
         let cfg = args.resolve().unwrap();
         assert_eq!(cfg.node_id, 5);
         assert_eq!(cfg.listen.to_string(), "127.0.0.1:7000");
@@ -200,6 +208,7 @@ mod tests {
         assert_eq!(cfg.join, vec!["a:1".to_string(), "b:2".to_string()]);
         assert_eq!(cfg.pinned.get(&3).map(String::as_str), Some("c:3"));
         assert_eq!(cfg.store.split_size, 1024);
+        assert_eq!((cfg.store.log_gc_threshold, cfg.store.log_gc_max_lag), (64, 500));
         assert_eq!(cfg.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
     }
 

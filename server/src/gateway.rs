@@ -7,8 +7,8 @@
 //! [suspected](crate::peers::Peers::suspected) down, so the call is not even tried) is
 //! reported as `StoreStopped`: certainly not applied, so the router may retry it
 //! anywhere, and a partitioned gateway answers `UNAVAILABLE` instead of hanging. A call
-//! that failed after it may have been delivered is `Ambiguous`: the router retries
-//! idempotent writes, and reports a compare-and-swap as of unknown outcome.
+//! that failed after it may have been delivered is `Ambiguous`: the router retries reads
+//! and splits, and reports any other write as of unknown outcome.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -164,7 +164,8 @@ mod cluster {
     }
 
     /// Puts of `pairs` through `client` (the majority side of a partition): each key is
-    /// retried until acknowledged (puts are idempotent), all within `RECOVERY`.
+    /// retried until acknowledged (each key has this one writer, so a repeated put
+    /// changes nothing), all within `RECOVERY`.
     async fn write_majority(client: Arc<Client>, pairs: &Pairs) {
         let n = client.endpoints().len();
         run_parallel(pairs.clone(), 8, move |(key, value)| {
@@ -489,16 +490,6 @@ mod cluster {
         verify_acked(client.clone(), &written, READY_TIMEOUT).await.expect("every key after the restart");
         assert_eq!(client.get(b"first").await.expect("get"), Some(b"1".to_vec()));
         client.put(b"after", b"restart").await.expect("writes after the restart");
-    }
-
-    /// GET `path` from the HTTP endpoint at `addr`; the whole response as text.
-    async fn http_get(addr: &str, path: &str) -> Result<String, String> {
-        let mut conn = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        conn.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        conn.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
-        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
     /// `flotilla start` with no flags: a single-node cluster on the default ports with its

@@ -18,9 +18,9 @@ fn ci_length() -> Duration {
     Duration::from_secs(secs)
 }
 
-async fn short(name: &str, seed: u64) {
+async fn short(name: &str, seed: u64) -> suite::Report {
     let _serial = common::serial().await;
-    run(&Schedule::new(name, seed, ci_length())).await;
+    run(&Schedule::new(name, seed, ci_length())).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -80,7 +80,13 @@ async fn splits_under_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn catch_up_by_snapshot() {
-    short("snapshot", 12).await;
+    let report = short("snapshot", 12).await;
+    assert!(report.snapshots > 0, "the cut-off node caught up without a snapshot: {report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_transfers() {
+    short("transfer", 14).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

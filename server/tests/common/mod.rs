@@ -178,6 +178,24 @@ pub async fn verify_acked(client: Arc<Client>, acked: &[(Vec<u8>, Vec<u8>)], tim
     .await
 }
 
+/// GET `path` from the HTTP endpoint at `addr`; the whole response as text.
+pub async fn http_get(addr: &str, path: &str) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    conn.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    conn.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The value of the counter `name` (without labels) in node `http`'s /metrics, if it
+/// answers.
+pub async fn metric(http: &str, name: &str) -> Option<u64> {
+    let text = http_get(http, "/metrics").await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok()).map(|v| v as u64)
+}
+
 /// Bytes for a failure message.
 pub fn show(b: &[u8]) -> String {
     flotilla_server::display::bytes(b)

@@ -58,6 +58,8 @@ impl Schedule {
 pub struct Report {
     pub ops: (usize, usize, usize),
     pub faults: usize,
+    /// Snapshots installed after the snapshot nemesis healed.
+    pub snapshots: u64,
     pub verdicts: Vec<(usize, Verdict)>,
     pub acked_durable: usize,
     pub lost: Result<(), String>,
@@ -96,7 +98,7 @@ pub async fn run(s: &Schedule) -> Report {
     let opts = ClusterOpts {
         initial_ranges: 4,
         // Short logs: a node cut off for a few seconds must catch up from a snapshot.
-        extra_args: vec!["--log-gc-threshold".into(), "64".into()],
+        extra_args: ["--log-gc-threshold", "64", "--log-gc-max-lag", "128"].map(String::from).to_vec(),
         ..Default::default()
     };
     let mut cluster = TestCluster::start(3, opts).await;
@@ -138,6 +140,7 @@ pub async fn run(s: &Schedule) -> Report {
     let report = Report {
         ops: history::counts(&entries),
         faults: *timeline.faults.lock().unwrap(),
+        snapshots: *timeline.snapshots.lock().unwrap(),
         verdicts,
         acked_durable: acked.len(),
         lost,

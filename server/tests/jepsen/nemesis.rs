@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::workload::{register_key, Shared};
-use crate::common::{client_for, TestCluster};
+use crate::common::{client_for, metric, TestCluster};
 
 /// A kind of fault schedule.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -46,6 +46,10 @@ pub enum Nemesis {
     Split,
     /// Isolate a node until its log is truncated, so it must catch up from a snapshot.
     Snapshot,
+    /// Leader transfers: SIGTERM of the leaseholder, whose drain hands every leadership
+    /// it holds to a caught-up follower; on its restart, leadership balance transfers
+    /// its share back.
+    Transfer,
     /// All of the above but clock faults, at random.
     Mixed,
 }
@@ -67,13 +71,14 @@ impl Nemesis {
             "clock-beyond" => Nemesis::Clock(0.5),
             "split" => Nemesis::Split,
             "snapshot" => Nemesis::Snapshot,
+            "transfer" => Nemesis::Transfer,
             "mixed" => Nemesis::Mixed,
             _ => return None,
         })
     }
 
     fn pick_mixed(rng: &mut StdRng) -> Nemesis {
-        const ALL: [Nemesis; 11] = [
+        const ALL: [Nemesis; 12] = [
             Nemesis::Kill,
             Nemesis::KillLeaseholder,
             Nemesis::KillTwo,
@@ -84,6 +89,7 @@ impl Nemesis {
             Nemesis::Ring,
             Nemesis::Split,
             Nemesis::Snapshot,
+            Nemesis::Transfer,
             Nemesis::Clock(1.05),
         ];
         ALL[rng.gen_range(0..ALL.len())]
@@ -96,6 +102,8 @@ pub struct Timeline {
     origin: Option<Instant>,
     pub events: Mutex<Vec<String>>,
     pub faults: Mutex<usize>,
+    /// Snapshots installed by nodes the snapshot nemesis cut off.
+    pub snapshots: Mutex<u64>,
 }
 
 impl Timeline {
@@ -150,7 +158,7 @@ pub async fn run(cluster: &mut TestCluster, kind: Nemesis, seed: u64, duration: 
 async fn one_fault(cluster: &mut TestCluster, fault: Nemesis, rng: &mut StdRng, hold: Duration, shared: &Shared, t: &Timeline) {
     let random = rng.gen_range(1..=3u64);
     let target = match fault {
-        Nemesis::KillLeaseholder | Nemesis::PauseLeaseholder | Nemesis::IsolateLeaseholder => {
+        Nemesis::KillLeaseholder | Nemesis::PauseLeaseholder | Nemesis::IsolateLeaseholder | Nemesis::Transfer => {
             leaseholder(cluster, shared).await.unwrap_or(random)
         }
         _ => random,
@@ -200,13 +208,39 @@ async fn one_fault(cluster: &mut TestCluster, fault: Nemesis, rng: &mut StdRng, 
         Nemesis::Split => split_fault(cluster, shared, hold, t).await,
         Nemesis::Snapshot => {
             let long = hold * 2;
+            let http = cluster.node(target).http.clone();
+            let before = metric(&http, SNAPSHOTS).await.unwrap_or(0);
             t.fault(format!("isolate node {target} for {long:?}, until its log is truncated"));
             cluster.isolate(target);
             tokio::time::sleep(long).await;
             cluster.heal();
-            t.note("heal: node catches up by snapshot".into());
+            let installed = snapshots_after(&http, before).await;
+            *t.snapshots.lock().unwrap() += installed;
+            t.note(format!("heal: node {target} installed {installed} snapshots"));
+        }
+        Nemesis::Transfer => {
+            t.fault(format!("SIGTERM node {target}: its leaderships are transferred away"));
+            let status = cluster.terminate(target).await;
+            t.note(format!("node {target} drained and exited ({status})"));
+            tokio::time::sleep(hold).await;
+            cluster.restart(target);
+            t.note(format!("restart node {target}: balance transfers leaders back"));
         }
         Nemesis::Mixed => unreachable!("mixed picks a fault"),
+    }
+}
+
+const SNAPSHOTS: &str = "flotilla_snapshots_applied_total";
+
+/// How many snapshots the node at `http` installs (past `before`) within a few seconds.
+async fn snapshots_after(http: &str, before: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = metric(http, SNAPSHOTS).await.unwrap_or(before);
+        if now > before || Instant::now() >= deadline {
+            return now.saturating_sub(before);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
