@@ -68,7 +68,12 @@ impl Engine {
     /// Opens (or creates) the engine in `path` with all column families.
     pub fn open(path: impl AsRef<Path>, options: &EngineOptions) -> Result<Engine> {
         let path = path.as_ref().to_path_buf();
-        let mut db_opts = Options::default();
+        // Replay the WAL into memtables at open instead of flushing it to new SST files
+        // first: a node restarted on a nearly full disk (after its ballast was deleted)
+        // needs no more room than the WAL already takes. (The crate has no setter for it.)
+        let mut db_opts = Options::default()
+            .get_options_from_string("avoid_flush_during_recovery=true")
+            .map_err(|e| Error::from_rocks("set the engine's options", e))?;
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(options.background_jobs);
@@ -93,6 +98,18 @@ impl Engine {
 
     fn cf(&self, cf: Cf) -> &ColumnFamily {
         handle(&self.db, cf)
+    }
+
+    /// A RocksDB integer property (for example `rocksdb.total-sst-files-size`) summed over
+    /// every column family; `None` if RocksDB does not know it. For metrics.
+    pub fn int_property(&self, name: &str) -> Option<u64> {
+        let mut total = None;
+        for cf in Cf::ALL {
+            if let Ok(Some(v)) = self.db.property_int_value_cf(self.cf(cf), name) {
+                total = Some(total.unwrap_or(0) + v);
+            }
+        }
+        total
     }
 
     /// Reads one key.

@@ -21,8 +21,11 @@ pub enum Command {
     /// Linearizable read of one key.
     Get { key: Vec<u8> },
     /// Linearizable read of up to `limit` pairs in `[start, end)`, clipped to the range.
-    /// An empty `end` means "to the end of the range".
-    Scan { start: Vec<u8>, end: Vec<u8>, limit: usize },
+    /// An empty `end` means "to the end of the range". The answer also stops after the
+    /// pair that brings its keys and values to `max_bytes` (0, or more than the store's
+    /// `max_scan_bytes`: that maximum), so it holds at least one pair if any is left; a
+    /// caller that got `limit` pairs or `max_bytes` bytes continues after the last key.
+    Scan { start: Vec<u8>, end: Vec<u8>, limit: usize, max_bytes: usize },
     /// Set `key` to `value`.
     Put { key: Vec<u8>, value: Vec<u8> },
     /// Remove `key`.
@@ -78,8 +81,9 @@ impl Command {
 pub enum Response {
     /// The value of a `Get` (`None`: absent).
     Value(Option<Vec<u8>>),
-    /// The pairs of a `Scan`, in key order.
-    Pairs(Vec<(Vec<u8>, Vec<u8>)>),
+    /// The pairs of a `Scan`, in key order; `more` when the answer stopped at the scan's
+    /// `limit` or byte budget rather than at its end (the rest may follow the last key).
+    Pairs { pairs: Vec<(Vec<u8>, Vec<u8>)>, more: bool },
     /// A write was applied.
     Done,
     /// The outcome of a compare-and-swap and the value the key held before it.

@@ -20,6 +20,9 @@ pub struct StoreConfig {
     pub max_value_size: usize,
     /// Largest number of pairs one scan returns.
     pub max_scan_limit: usize,
+    /// Largest scan answer, in bytes of keys and values (an answer stops after the pair
+    /// that reaches it, so it always holds at least one pair).
+    pub max_scan_bytes: usize,
     /// Ticks a proposal or read may wait for its answer before it gets `Timeout`.
     pub request_timeout_ticks: u64,
     /// Ticks after which an unanswered ReadIndex request is issued again (raft-rs drops
@@ -69,6 +72,7 @@ impl Default for StoreConfig {
             max_key_size: 8 << 10,
             max_value_size: 8 << 20,
             max_scan_limit: 10_000,
+            max_scan_bytes: 4 << 20,
             request_timeout_ticks: 50,
             read_index_retry_ticks: 4,
             log_gc_threshold: 1024,

@@ -11,21 +11,30 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// This replica is not the leader; `leader` is the one it knows of, if any.
-    #[error("range {range_id}: this replica is not the leader (leader hint: {leader:?})")]
+    #[error("range {range_id}: this replica is not the leader (leader: {})", leader.as_ref().map_or("unknown".to_string(), |l| format!("node {}", l.node_id)))]
     NotLeader { range_id: u64, leader: Option<Replica> },
     /// This node hosts no replica of the range.
     #[error("range {range_id} is not hosted on node {node_id}")]
     RangeNotFound { range_id: u64, node_id: u64 },
     /// The request was routed with an outdated epoch; `current` holds the descriptors to
     /// route with instead.
-    #[error("range {range_id}: epoch {requested:?} is stale, refresh the route")]
+    #[error(
+        "range {range_id}: epoch version {} conf_ver {} is stale, refresh the route",
+        requested.version,
+        requested.conf_ver
+    )]
     EpochNotMatch {
         range_id: u64,
         requested: crate::metapb::Epoch,
         current: Vec<RangeDescriptor>,
     },
     /// A key of the request is outside the range's span.
-    #[error("key {key:?} is not in range {range_id} [{start:?}, {end:?})")]
+    #[error(
+        "key {} is not in range {range_id} [{}, {})",
+        crate::keyspace::show_key(key),
+        crate::keyspace::show_key(start),
+        crate::keyspace::show_end(end)
+    )]
     KeyNotInRange { key: Vec<u8>, range_id: u64, start: Vec<u8>, end: Vec<u8> },
     /// The proposal was overwritten by a newer leader's log and never applied; retry.
     #[error("range {range_id}: the command lost its term and was not applied; retry")]

@@ -36,6 +36,40 @@ pub fn decode_user_key(stored: &[u8]) -> Option<&[u8]> {
     }
 }
 
+/// A stored key as people read it: a user key without its prefix, printable ASCII as is
+/// and other bytes as `\xNN` (`""` for the empty user key); a key of the meta span as
+/// `meta:…`.
+pub fn show_key(stored: &[u8]) -> String {
+    match decode_user_key(stored) {
+        Some([]) => "\"\"".to_string(),
+        Some(user) => escape(user),
+        None if stored.is_empty() => "-inf".to_string(),
+        None => format!("meta:{}", escape(stored)),
+    }
+}
+
+/// A range's end as people read it: [`show_key`], or `+inf` when unbounded.
+pub fn show_end(stored: &[u8]) -> String {
+    if stored.is_empty() {
+        "+inf".to_string()
+    } else {
+        show_key(stored)
+    }
+}
+
+/// Bytes as printable ASCII, other bytes (and `\`) as `\xNN`.
+pub fn escape(b: &[u8]) -> String {
+    let mut out = String::with_capacity(b.len());
+    for &c in b {
+        if (0x20..0x7f).contains(&c) && c != b'\\' {
+            out.push(c as char);
+        } else {
+            out.push_str(&format!("\\x{c:02x}"));
+        }
+    }
+    out
+}
+
 /// The stored end of the user span for an exclusive user bound (empty: unbounded).
 pub fn user_end(end: &[u8]) -> Vec<u8> {
     if end.is_empty() {
@@ -113,6 +147,17 @@ fn initial_ranges_with(user_ranges: u64, replicas: impl Fn(u64) -> Vec<Replica>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_are_shown_as_users_wrote_them() {
+        assert_eq!(show_key(b"u\x00a\\"), "\\x00a\\x5c");
+        assert_eq!(show_key(b"u"), "\"\"");
+        assert_eq!(show_key(b""), "-inf");
+        assert_eq!(show_key(b"m\xff"), "meta:m\\xff");
+        assert_eq!(show_end(b""), "+inf");
+        let e = crate::Error::KeyNotInRange { key: b"ub".to_vec(), range_id: 3, start: b"u".to_vec(), end: b"ua".to_vec() };
+        assert_eq!(e.to_string(), "key b is not in range 3 [\"\", a)");
+    }
 
     #[test]
     fn meta_lookup_finds_the_covering_record() {

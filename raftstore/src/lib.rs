@@ -32,5 +32,5 @@ pub use operation::{find_split_key, SplitCheckTask, NODE_RANGE_ID};
 pub use metrics::StoreMetrics;
 pub use peer::Peer;
 pub use storage::PeerStorage;
-pub use store::{RangeStatus, Store};
+pub use store::{RangeStatus, Store, MAX_NODE_ID};
 pub use transport::{LocalTransport, RaftEnvelope, Transport};

@@ -3,9 +3,11 @@
 //! The poller blocks on the mailbox until a message arrives or the next tick is due, then
 //! drains up to `max_batch_messages` more, so under load one round carries the work of
 //! many requests and many ranges, and ends it with [`Store::end_round`]: one write batch,
-//! one fsync, one transport flush per destination node. A storage failure stops the
-//! poller; callers whose requests were in flight see their channel close
-//! ([`Error::StoreStopped`]).
+//! one fsync, one transport flush per destination node. A storage failure (a write the
+//! engine refused: disk full, I/O error) or a panic stops the poller; callers whose
+//! requests were in flight see their channel close ([`Error::StoreStopped`]), and
+//! [`Node::failure`] says why, so that the process can stop instead of lingering as a
+//! node that answers but can no longer do its job.
 //!
 //! Size checks for auto-split scan whole ranges, so they run on a second thread per node
 //! (`split-check-N`), which reads through an engine snapshot and posts the split key back
@@ -93,7 +95,12 @@ pub struct Node {
     metrics: Arc<StoreMetrics>,
     /// The poller, then the split checker (which ends once the poller is gone).
     threads: Vec<JoinHandle<()>>,
+    failure: Failure,
 }
+
+/// Why a store's poller stopped on its own (`None` while it runs or after a requested
+/// stop): the storage error or panic it could not go on after.
+pub type Failure = tokio::sync::watch::Receiver<Option<String>>;
 
 impl Node {
     /// Starts the poller thread for `store`, sending its messages through `transport`
@@ -104,11 +111,26 @@ impl Node {
         let metrics = store.metrics();
         let (checker, checker_thread) = start_split_checker(&store, tx.clone());
         let sinks = Sinks { transport, meta: meta_sink, checker };
+        let (failed, failure) = tokio::sync::watch::channel(None);
         let thread = std::thread::Builder::new()
             .name(format!("poller-{node_id}"))
-            .spawn(move || poll_loop(store, rx, sinks))
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| poll_loop(store, rx, sinks));
+                let cause = match std::panic::catch_unwind(run) {
+                    Ok(outcome) => outcome.err(),
+                    Err(panic) => Some(format!("the store's poller panicked: {}", panic_text(&panic))),
+                };
+                if let Some(cause) = cause {
+                    let _ = failed.send(Some(cause));
+                }
+            })
             .expect("spawn poller thread");
-        Node { node_id, mailbox: tx, metrics, threads: vec![thread, checker_thread] }
+        Node { node_id, mailbox: tx, metrics, threads: vec![thread, checker_thread], failure }
+    }
+
+    /// Resolves to `Some(cause)` once the store has stopped on its own (see [`Failure`]).
+    pub fn failure(&self) -> Failure {
+        self.failure.clone()
     }
 
     /// This node's id.
@@ -193,7 +215,8 @@ fn start_split_checker(store: &Store, mailbox: Sender<StoreMsg>) -> (Sender<Spli
     (tx, thread)
 }
 
-fn poll_loop(mut store: Store, rx: Receiver<StoreMsg>, sinks: Sinks) {
+/// Runs rounds until asked to stop (`Ok`) or a round cannot be written (`Err`: the cause).
+fn poll_loop(mut store: Store, rx: Receiver<StoreMsg>, sinks: Sinks) -> Result<(), String> {
     let max_batch = store.config().max_batch_messages;
     let mut running = true;
     while running {
@@ -221,7 +244,7 @@ fn poll_loop(mut store: Store, rx: Receiver<StoreMsg>, sinks: Sinks) {
             Ok(out) => out.into_iter().for_each(|(to, batch)| sinks.transport.send(to, batch)),
             Err(e) => {
                 tracing::error!(node = store.node_id(), error = %e, "storage failure; stopping store");
-                return;
+                return Err(format!("a write to the store's engine failed: {e}"));
             }
         }
         for task in store.take_split_checks() {
@@ -231,6 +254,15 @@ fn poll_loop(mut store: Store, rx: Receiver<StoreMsg>, sinks: Sinks) {
         if let (Some(sink), false) = (&sinks.meta, meta.is_empty()) {
             sink(meta);
         }
+    }
+    Ok(())
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(s), _) => (*s).to_string(),
+        (_, Some(s)) => s.clone(),
+        _ => "(no message)".to_string(),
     }
 }
 

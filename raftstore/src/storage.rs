@@ -37,6 +37,44 @@ pub struct PeerStorage {
     /// The raft state / apply state changed since they were last staged.
     raft_state_dirty: bool,
     apply_state_dirty: bool,
+    /// Pacing of snapshots per follower (replica id).
+    pace: parking_lot::Mutex<std::collections::HashMap<u64, SnapshotPace>>,
+}
+
+/// Paces the snapshots a leader builds for one follower. The first three go at once; a
+/// follower that keeps needing them cannot install what it is sent (it has no room for
+/// the range, or refuses it), and building and shipping the whole range again and again
+/// would only burn the leader's disk and the network. After the third, each waits twice
+/// as long as the one before (1 s, 2 s, … up to 30 s); a follower that needed none for a
+/// minute starts afresh. Real time, not ticks:
+/// this paces work, it protects nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SnapshotPace {
+    last: Option<std::time::Instant>,
+    wait: std::time::Duration,
+    /// Snapshots built for the follower within a minute of the previous one.
+    pub repeats: u64,
+}
+
+impl SnapshotPace {
+    const FIRST_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+    const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+    const CALM: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// True when a snapshot may be built at `now` (and records it).
+    pub fn allow(&mut self, now: std::time::Instant) -> bool {
+        match self.last.map(|t| now.saturating_duration_since(t)) {
+            Some(since) if since < Self::CALM && since < self.wait => return false,
+            Some(since) if since < Self::CALM => {
+                self.repeats += 1;
+                self.wait = if self.repeats == 1 { std::time::Duration::ZERO } else { Self::FIRST_WAIT.max(self.wait * 2) };
+                self.wait = self.wait.min(Self::MAX_WAIT);
+            }
+            _ => self.wait = std::time::Duration::ZERO,
+        }
+        self.last = Some(now);
+        true
+    }
 }
 
 impl PeerStorage {
@@ -72,6 +110,7 @@ impl PeerStorage {
             apply_state,
             raft_state_dirty: true,
             apply_state_dirty: true,
+            pace: Default::default(),
         };
         storage.stage_dirty(wb);
         storage
@@ -92,6 +131,7 @@ impl PeerStorage {
             apply_state: ApplyState::default(),
             raft_state_dirty: false,
             apply_state_dirty: false,
+            pace: Default::default(),
         }
     }
 
@@ -120,6 +160,7 @@ impl PeerStorage {
             apply_state,
             raft_state_dirty: false,
             apply_state_dirty: false,
+            pace: Default::default(),
         })
     }
 
@@ -314,6 +355,14 @@ impl PeerStorage {
     }
 }
 
+impl PeerStorage {
+    /// Snapshots built for a follower within a minute of the previous one, summed over
+    /// followers: more than a few mean a follower cannot install them.
+    pub fn snapshot_repeats(&self) -> u64 {
+        self.pace.lock().values().map(|p| p.repeats).sum()
+    }
+}
+
 impl raft::Storage for PeerStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
         Ok(RaftState::new(self.hard_state.clone(), self.conf_state()))
@@ -393,10 +442,33 @@ impl raft::Storage for PeerStorage {
         Ok(self.last_index)
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         if self.apply_state.applied_index < request_index {
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
+        // raft-rs asks again on the follower's next heartbeat response.
+        if !self.pace.lock().entry(to).or_default().allow(std::time::Instant::now()) {
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        }
         self.build_snapshot().map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SnapshotPace;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn repeated_snapshots_to_one_follower_back_off() {
+        let (mut pace, t0) = (SnapshotPace::default(), Instant::now());
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert!(pace.allow(at(0)) && pace.allow(at(10)) && pace.allow(at(20)), "three at once");
+        assert!(!pace.allow(at(500)), "the fourth waits a second");
+        assert!(pace.allow(at(1_100)));
+        assert!(!pace.allow(at(2_500)) && pace.allow(at(3_200)), "then two seconds");
+        assert_eq!(pace.repeats, 4);
+        // A minute without one: afresh.
+        assert!(pace.allow(at(70_000)) && pace.allow(at(70_001)));
     }
 }

@@ -37,6 +37,9 @@ pub struct RangeStatus {
     pub last_log_index: u64,
     /// This replica holds the range's lease (it serves reads locally).
     pub has_lease: bool,
+    /// Snapshots this replica built for a follower that had had one within a minute
+    /// (see `storage::SnapshotPace`): more than a few mean a follower cannot install them.
+    pub snapshot_repeats: u64,
 }
 
 /// The replicas of one node and the state shared by their rounds.
@@ -120,6 +123,29 @@ impl Store {
     /// Fails if the engine's data directory belongs to another node than `node_id`.
     pub fn check_owner(engine: &Engine, node_id: u64) -> Result<()> {
         check_identity(engine, node_id)
+    }
+
+    /// Records that node `node_id` has served in this store's cluster (Raft traffic from
+    /// it arrived here). A blank data directory under that id later is a wiped or
+    /// replaced disk, not a node whose bootstrap was cut short.
+    pub fn record_member_seen(engine: &Engine, node_id: u64) -> Result<()> {
+        let mut wb = engine.batch();
+        wb.put(Cf::Meta, &seen_key(node_id), b"");
+        engine.write(wb, true)?;
+        Ok(())
+    }
+
+    /// The nodes recorded by [`Store::record_member_seen`].
+    pub fn members_seen(engine: &Engine) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        let end = [SEEN_PREFIX, &[0xff]].concat();
+        engine.scan(Cf::Meta, SEEN_PREFIX, &end, |k, _| {
+            if let Ok(raw) = <[u8; 8]>::try_from(&k[SEEN_PREFIX.len()..]) {
+                out.push(u64::from_be_bytes(raw));
+            }
+            true
+        })?;
+        Ok(out)
     }
 
     /// The cluster identity recorded by [`Store::bootstrap_cluster`], if any.
@@ -252,6 +278,7 @@ impl Store {
                 first_log_index: p.first_log_index(),
                 last_log_index: p.last_log_index(),
                 has_lease: self.has_lease(p.range_id),
+                snapshot_repeats: p.raw.store().snapshot_repeats(),
             })
             .collect()
     }
@@ -480,12 +507,15 @@ fn check_identity(engine: &Engine, node_id: u64) -> Result<()> {
         None => Ok(()),
         Some(b) if b.as_slice() == node_id.to_be_bytes() => Ok(()),
         Some(b) => {
-            let owner = <[u8; 8]>::try_from(b.as_slice()).map(u64::from_be_bytes);
+            let owner = match <[u8; 8]>::try_from(b.as_slice()) {
+                Ok(raw) => format!("node {}", u64::from_be_bytes(raw)),
+                Err(_) => format!("an unreadable node id ({} bytes)", b.len()),
+            };
+            let dir = engine.path().parent().unwrap_or(engine.path());
             Err(Error::InvalidRequest(format!(
-                "data directory {} belongs to node {:?}, not node {node_id}; \
-                 start with the matching --node-id or use another data directory",
-                engine.path().display(),
-                owner.map_err(|_| "unreadable")
+                "data directory {} belongs to {owner}, not node {node_id}; \
+                 start it with --node-id of its owner, or give node {node_id} another data directory",
+                dir.display(),
             )))
         }
     }
@@ -518,6 +548,12 @@ fn bootstrap_batch(engine: &Engine, node_id: u64, descs: &[RangeDescriptor]) -> 
 
 /// Where the cluster identity is recorded.
 const CLUSTER_IDENTITY_KEY: &[u8] = b"\x01cluster-identity";
+/// Prefix of the keys recording members seen (`SEEN_PREFIX ‖ node id, big-endian`).
+const SEEN_PREFIX: &[u8] = b"\x01member-seen/";
+
+fn seen_key(node_id: u64) -> Vec<u8> {
+    [SEEN_PREFIX, &node_id.to_be_bytes()].concat()
+}
 
 /// Counts this opening of the store (a synced write), returning the new count.
 fn next_incarnation(engine: &Engine) -> Result<u64> {

@@ -5,7 +5,8 @@
 //! operations go to the key's range. `batch` is atomic, and so must stay within
 //! one range: a batch whose keys span ranges is refused with `InvalidRequest` (split it
 //! per range; cross-range atomicity needs transactions, which Flotilla does not have).
-//! `scan` walks the ranges in key order, continuing at each range's end, so it sees each
+//! `scan` walks the ranges in key order, continuing at each range's end, in pages of
+//! bounded size (`scan_page` hands one page and its resume key to the caller), so it sees each
 //! range at a different moment: every pair returned was current when its range was read,
 //! but the scan as a whole is not one snapshot.
 
@@ -17,6 +18,18 @@ use crate::router::{NodeClient, Router};
 
 /// Pairs asked of one range per scan request.
 const SCAN_CHUNK: usize = 1000;
+
+/// The byte budget of a scan page when the caller names none.
+pub const DEFAULT_SCAN_BYTES: usize = 4 << 20;
+
+/// One page of a scan: pairs in key order, and where the rest begins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanPage {
+    pub pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The user key to scan from (with the same end) for the rest; `None`: the scan
+    /// reached its end.
+    pub resume_key: Option<Vec<u8>>,
+}
 
 /// The key-value API.
 pub struct Db<C> {
@@ -128,35 +141,63 @@ impl<C: NodeClient> Db<C> {
     }
 
     /// Up to `limit` pairs with keys in `[start, end)` (empty `end`: no bound), in key
-    /// order, across ranges.
+    /// order, across ranges (pages of [`DEFAULT_SCAN_BYTES`] each, so memory is bounded by
+    /// what the caller asked for).
     pub async fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = Vec::new();
+        let mut from = start.to_vec();
+        while out.len() < limit {
+            let page = self.scan_page(&from, end, limit - out.len(), 0).await?;
+            out.extend(page.pairs);
+            match page.resume_key {
+                Some(k) => from = k,
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// One page of a scan of `[start, end)`: pairs in key order, across ranges, until
+    /// `limit` pairs (0: no count limit) or about `max_bytes` of keys and values (0:
+    /// [`DEFAULT_SCAN_BYTES`]; a page holds at least one pair when any is left), and the
+    /// key to continue from. Reading a span to its end takes pages of bounded size.
+    pub async fn scan_page(&self, start: &[u8], end: &[u8], limit: usize, max_bytes: usize) -> Result<ScanPage> {
+        let limit = if limit == 0 { usize::MAX } else { limit };
+        let budget = if max_bytes == 0 { DEFAULT_SCAN_BYTES } else { max_bytes };
+        let (mut page, mut bytes) = (ScanPage::default(), 0usize);
         let mut cursor = user_key(start);
         let end = user_end(end);
-        while out.len() < limit {
-            let want = (limit - out.len()).min(SCAN_CHUNK);
-            let cmd = Command::Scan { start: cursor.clone(), end: end.clone(), limit: want };
+        loop {
+            if page.pairs.len() >= limit || bytes >= budget {
+                page.resume_key = decode_user_key(&cursor).map(<[u8]>::to_vec);
+                return Ok(page);
+            }
+            let want = (limit - page.pairs.len()).min(SCAN_CHUNK);
+            let cmd = Command::Scan { start: cursor.clone(), end: end.clone(), limit: want, max_bytes: budget - bytes };
             let (desc, resp) = self.run(&cursor, cmd).await?;
-            let Response::Pairs(pairs) = resp else { return Err(unexpected(resp)) };
-            let full = pairs.len() == want;
+            let Response::Pairs { pairs, more } = resp else { return Err(unexpected(resp)) };
             let last_key = pairs.last().map(|(k, _)| k.clone());
-            out.extend(pairs.into_iter().filter_map(|(k, v)| Some((decode_user_key(&k)?.to_vec(), v))));
-            cursor = match (full, last_key) {
+            for (k, v) in pairs {
+                bytes += k.len() + v.len();
+                if let Some(user) = decode_user_key(&k) {
+                    page.pairs.push((user.to_vec(), v));
+                }
+            }
+            cursor = match (more, last_key) {
                 // The range may have more: continue right after the last key, unless that
                 // is already the end of the scan.
                 (true, Some(mut k)) => {
                     k.push(0);
                     if !end.is_empty() && k >= end {
-                        break;
+                        return Ok(page);
                     }
                     k
                 }
                 // The range is done: continue at its end, unless that is past ours.
-                _ if desc.end.is_empty() => break,
-                _ if !end.is_empty() && desc.end >= end => break,
+                _ if desc.end.is_empty() => return Ok(page),
+                _ if !end.is_empty() && desc.end >= end => return Ok(page),
                 _ => desc.end.clone(),
             };
         }
-        Ok(out)
     }
 }

@@ -10,11 +10,11 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// The request itself is wrong (empty key, too large, ...); retrying will not help.
-    #[error("invalid request: {0}")]
+    #[error("{0}")]
     InvalidRequest(StoreError),
     /// The write may or may not have been applied (it timed out or a node stopped), and
     /// it is not safe to retry blindly (compare-and-swap).
-    #[error("outcome unknown: {0}")]
+    #[error("{0}")]
     Ambiguous(StoreError),
     /// No range or leader answered within the retry budget.
     #[error("unavailable after {attempts} attempts: {last}")]
@@ -23,6 +23,6 @@ pub enum Error {
     #[error("storage failure: {0}")]
     Storage(StoreError),
     /// No range covers the key (the range source knows none).
-    #[error("no range covers key {0:?}")]
+    #[error("no range covers key {} (the meta range has no record for it)", flotilla_raftstore::keyspace::show_key(.0))]
     NoRange(Vec<u8>),
 }

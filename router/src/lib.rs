@@ -24,7 +24,7 @@ mod meta;
 mod router;
 
 pub use cache::RangeCache;
-pub use db::Db;
+pub use db::{Db, ScanPage, DEFAULT_SCAN_BYTES};
 pub use error::{Error, Result};
 pub use meta::publish_meta;
 pub use router::{NodeClient, RetryPolicy, Router};

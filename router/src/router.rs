@@ -55,6 +55,8 @@ pub struct Router<C> {
     meta: RangeDescriptor,
     cache: Mutex<RangeCache>,
     policy: RetryPolicy,
+    /// Turns of [`pick_replica`].
+    turn: std::sync::atomic::AtomicUsize,
 }
 
 /// What an error taught the router, and so what to do next.
@@ -71,10 +73,12 @@ enum Next {
     Fail(Error),
 }
 
-/// Without a leader hint, the replicas are tried in turn.
-fn pick_replica(desc: &RangeDescriptor, attempt: usize) -> Option<u64> {
+/// Without a leader hint, the replicas are tried in turn; `turn` comes from a counter
+/// shared by all commands, so that commands after a failure do not all start at the
+/// same (perhaps dead) replica.
+fn pick_replica(desc: &RangeDescriptor, turn: usize) -> Option<u64> {
     let n = desc.replicas.len();
-    (n > 0).then(|| desc.replicas[attempt % n].node_id)
+    (n > 0).then(|| desc.replicas[turn % n].node_id)
 }
 
 impl<C: NodeClient> Router<C> {
@@ -82,7 +86,7 @@ impl<C: NodeClient> Router<C> {
     pub fn new(client: C, meta: RangeDescriptor, policy: RetryPolicy) -> Self {
         let mut cache = RangeCache::new();
         cache.insert(meta.clone());
-        Router { client, meta, cache: Mutex::new(cache), policy }
+        Router { client, meta, cache: Mutex::new(cache), policy, turn: Default::default() }
     }
 
     /// Remembers `desc` (for instance from a split this client made), unless the cache
@@ -117,9 +121,8 @@ impl<C: NodeClient> Router<C> {
         let mut last = None;
         // Short pauses while a range elects do not use up attempts, up to this many.
         let mut free_pauses = 100usize;
-        let (mut attempt, mut tries) = (0, 0);
+        let mut attempt = 0;
         while attempt < self.policy.max_attempts {
-            tries += 1;
             let (desc, leader) = self.route(key).await?;
             // A batch whose first key is in this range but another key is not spans
             // ranges: refused here, final. (A route that does not hold the first key is
@@ -130,7 +133,8 @@ impl<C: NodeClient> Router<C> {
                     return Err(Error::InvalidRequest(e));
                 }
             }
-            let Some(node) = leader.or_else(|| pick_replica(&desc, tries)) else {
+            let turn = || self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(node) = leader.or_else(|| pick_replica(&desc, turn())) else {
                 self.cache.lock().invalidate(desc.range_id);
                 return Err(Error::NoRange(key.to_vec()));
             };
@@ -208,9 +212,9 @@ impl<C: NodeClient> Router<C> {
             // the scan limit for the longest keys; a record exactly there is the range
             // that ends at `key`, and is skipped.
             let at = meta_key(key);
-            let scan = Command::Scan { start: at.clone(), end: meta_scan_end(), limit: 2 };
+            let scan = Command::Scan { start: at.clone(), end: meta_scan_end(), limit: 2, max_bytes: 0 };
             let (_, resp) = self.execute(&at, scan).await?;
-            let Response::Pairs(pairs) = resp else { return Err(Error::NoRange(key.to_vec())) };
+            let Response::Pairs { pairs, .. } = resp else { return Err(Error::NoRange(key.to_vec())) };
             let (_, value) = pairs.into_iter().find(|(k, _)| *k != at).ok_or_else(|| Error::NoRange(key.to_vec()))?;
             MetaEntry::decode(value.as_slice()).map_err(|e| {
                 Error::Storage(StoreError::Corrupt { what: "meta record", detail: e.to_string() })
@@ -255,7 +259,11 @@ impl<C: NodeClient> Router<C> {
                 cache.set_leader(desc.range_id, None);
                 Next::Backoff
             }
-            e if e.is_ambiguous() => Next::Fail(Error::Ambiguous(e.clone())),
+            e if e.is_ambiguous() => {
+                // The node may be gone: the caller's next command should not go there first.
+                cache.set_leader(desc.range_id, None);
+                Next::Fail(Error::Ambiguous(e.clone()))
+            }
             e @ (StoreError::Engine(_) | StoreError::Corrupt { .. } | StoreError::Raft(_)) => {
                 Next::Fail(Error::Storage(e.clone()))
             }

@@ -43,8 +43,11 @@ async fn single_key_operations_batches_and_cas() {
     let err = db.batch(vec![WriteOp::put(vec![0x01, 1], "x"), WriteOp::put(vec![0xf0, 1], "y")]).await.unwrap_err();
     assert!(matches!(err, Error::InvalidRequest(_)), "{err}");
     assert_eq!(db.get(&[0x01, 1]).await.unwrap(), None);
-    // Bad input is final at once, not retried into `Unavailable`.
-    assert!(matches!(db.put(b"", b"v").await.unwrap_err(), Error::InvalidRequest(_)));
+    // Bad input is final at once, not retried into `Unavailable`, and says what is wrong
+    // once ("invalid request: invalid request: …" was said twice before).
+    let empty = db.put(b"", b"v").await.unwrap_err();
+    assert!(matches!(empty, Error::InvalidRequest(_)));
+    assert_eq!(empty.to_string(), "empty keys are not allowed");
     // Sizes in errors are those of the user's key, not of its stored form.
     let limit = StoreConfig::default().max_key_size;
     match db.put(&vec![b'k'; limit], b"v").await.unwrap_err() {
@@ -91,6 +94,39 @@ async fn scans_cross_ranges_in_key_order() {
     let limited = db.scan(lo, hi, 123).await.unwrap();
     assert_eq!(limited.len(), 123);
     assert_eq!(limited[122].0, keys[222]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_page_by_bytes_and_resume_where_they_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(&dir);
+    let db = db(&c);
+    let value = vec![b'v'; 10 << 10];
+    let mut keys: Vec<Vec<u8>> = (0..60u32).map(key).collect();
+    for k in &keys {
+        db.put(k, &value).await.unwrap();
+    }
+    keys.sort();
+    // Pages of about 64 KiB: each stops after the pair that reaches the budget, so no page
+    // holds more than 7 of these 10 KiB pairs; the resume keys walk all 8 ranges in order.
+    let (mut got, mut from, mut pages) = (Vec::new(), Vec::new(), 0);
+    loop {
+        let page = db.scan_page(&from, b"", 0, 64 << 10).await.unwrap();
+        let bytes: usize = page.pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
+        assert!(!page.pairs.is_empty() && bytes < (64 << 10) + value.len() + 16, "page of {bytes} bytes");
+        got.extend(page.pairs.into_iter().map(|(k, _)| k));
+        pages += 1;
+        match page.resume_key {
+            Some(k) => from = k,
+            None => break,
+        }
+    }
+    assert_eq!(got, keys, "every key once, in order");
+    assert!(pages >= 60 / 7, "{pages} pages");
+    // A page whose budget is smaller than one pair still makes progress.
+    let page = db.scan_page(b"", b"", 0, 1).await.unwrap();
+    assert_eq!(page.pairs.len(), 1);
+    assert_eq!(page.resume_key.as_deref(), Some([keys[0].as_slice(), &[0]].concat().as_slice()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

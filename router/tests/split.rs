@@ -175,8 +175,8 @@ async fn meta_records(c: &LocalCluster) -> Vec<MetaEntry> {
     let epoch = c.ranges()[0].epoch();
     for _ in 0..100 {
         for n in c.nodes() {
-            let command = Command::Scan { start: meta_key(b"u"), end: meta_scan_end(), limit: 10_000 };
-            if let Ok(Ok(Response::Pairs(p))) = n.request(Request { range_id: META_RANGE_ID, epoch, command }).await {
+            let command = Command::Scan { start: meta_key(b"u"), end: meta_scan_end(), limit: 10_000, max_bytes: 0 };
+            if let Ok(Ok(Response::Pairs { pairs: p, .. })) = n.request(Request { range_id: META_RANGE_ID, epoch, command }).await {
                 return p.into_iter().map(|(_, v)| MetaEntry::decode(v.as_slice()).unwrap()).collect();
             }
         }

@@ -1,35 +1,157 @@
-//! The client commands of the `flotilla` binary: `init`, `kv put|get|delete|scan`,
-//! `status`, `ranges` and `split`. Each talks to the nodes given with `--endpoints`.
+//! The client commands of the `flotilla` binary: `init`, `kv put|get|delete|scan|cas|batch`,
+//! `status`, `ranges` and `split`. Each talks to the nodes given with `--endpoints`; the
+//! command line, its formats and exit codes are documented in docs/cli.md.
 //!
-//! Output is for people and for scripts: `kv get` prints the value alone (exit code 1 if
-//! the key is absent), `kv scan` prints `key<TAB>value` lines, and every failure prints
-//! the server's status code and message and exits with 2.
+//! Made to be scripted:
+//! - Keys and values on the command line are read in the escaped form [`display::bytes`]
+//!   prints (or in hex with `--hex`), so every key `kv scan` prints can be passed back.
+//!   Values can also come raw from stdin (`-`) or a file (`--value-file`).
+//! - `-o json` prints one JSON document per command (`kv scan`: one per pair).
+//! - Exit codes: [`EXIT_OK`], [`EXIT_NO`] (absent key, compare-and-swap not applied),
+//!   [`EXIT_ERROR`] (the server's status code and message on stderr), [`EXIT_NOT_LIVE`].
+//! - Output goes through one buffered, locked stdout ([`Out`]); a closed pipe
+//!   (`flotilla kv scan | head -1`) ends the command quietly with exit code 0.
+//! - `kv scan` prints page by page, following the server's resume keys, so any span can
+//!   be read to the end in bounded memory.
 
-use clap::{Args, Subcommand};
-use flotilla_raftstore::keyspace::META_RANGE_ID;
+use std::io::{self, BufWriter, Read, StdoutLock, Write};
+use std::path::PathBuf;
 
-use crate::client::Client;
+use clap::{ArgGroup, Args, Subcommand, ValueEnum};
+use flotilla_raftstore::keyspace::{decode_user_key, META_RANGE_ID};
+use flotilla_raftstore::metapb::{RangeDescriptor, WriteOp};
+use serde_json::{json, Value};
+use tonic::Status;
+
+use crate::client::{self, Client};
 use crate::config::DEFAULT_LISTEN;
-use crate::display;
+use crate::display::{self, Encoding};
+use crate::proto::{InitResponse, RangeInfo, SplitResponse, StatusResponse};
 
-/// Where the cluster is.
+/// The command did what was asked.
+pub const EXIT_OK: i32 = 0;
+/// The answer is "no": `kv get` found no such key, or `kv cas` did not apply.
+pub const EXIT_NO: i32 = 1;
+/// The command failed (bad arguments, an unreachable cluster, an error from the server).
+pub const EXIT_ERROR: i32 = 2;
+/// `status` found a node that is not live.
+pub const EXIT_NOT_LIVE: i32 = 3;
+
+/// Where the cluster is and how to print: every client command takes these.
 #[derive(Args, Debug, Clone)]
-pub struct Endpoints {
+pub struct ClientOpts {
     /// Nodes to talk to, comma-separated HOST:PORT.
-    #[arg(long, value_delimiter = ',', default_value = DEFAULT_LISTEN, global = true)]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = DEFAULT_LISTEN,
+        value_parser = parse_endpoint,
+        global = true
+    )]
     pub endpoints: Vec<String>,
+    /// Output format: text for people, json for scripts (one JSON document; `kv scan`:
+    /// one JSON object per line).
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text, global = true)]
+    pub output: Output,
+}
+
+/// The output format.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// The client commands.
+#[derive(Subcommand, Debug)]
+pub enum ClientCmd {
+    /// Bootstrap a cluster whose nodes were started with --join (once per cluster).
+    Init {
+        #[command(flatten)]
+        opts: ClientOpts,
+        /// User ranges the cluster starts with (they split as they grow).
+        #[arg(long, default_value_t = 1)]
+        initial_ranges: u32,
+        /// Seconds to wait for the nodes to come up (they may still be starting), with
+        /// progress on stderr; 0: try once.
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+    },
+    /// Read and write keys.
+    Kv(KvArgs),
+    /// The cluster's nodes: liveness, replicas, leaders and leases per node (exit code 3
+    /// if a node is not live).
+    Status {
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Every range: span, leader, lease, size and replicas.
+    Ranges {
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Split the range holding KEY at KEY.
+    Split {
+        /// The split key (escaped like `kv` keys, or hex with --hex).
+        key: String,
+        /// KEY is hex.
+        #[arg(long)]
+        hex: bool,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+}
+
+impl ClientCmd {
+    fn opts(&self) -> &ClientOpts {
+        match self {
+            ClientCmd::Init { opts, .. }
+            | ClientCmd::Status { opts }
+            | ClientCmd::Ranges { opts }
+            | ClientCmd::Split { opts, .. } => opts,
+            ClientCmd::Kv(args) => &args.opts,
+        }
+    }
+}
+
+/// `flotilla kv [--hex] ...`
+#[derive(Args, Debug)]
+pub struct KvArgs {
+    #[command(flatten)]
+    pub opts: ClientOpts,
+    /// Keys and values on the command line, in batch files and in the output are hex
+    /// (default: escaped: printable ASCII as is, other bytes as \xNN, `\` as \x5c).
+    #[arg(long, global = true)]
+    pub hex: bool,
+    #[command(subcommand)]
+    pub cmd: KvCmd,
 }
 
 /// `flotilla kv ...`
 #[derive(Subcommand, Debug)]
 pub enum KvCmd {
     /// Set KEY to VALUE.
-    Put { key: String, value: String },
-    /// Print KEY's value (exit code 1 if absent).
-    Get { key: String },
+    Put {
+        key: String,
+        /// The value; `-` reads its raw bytes from stdin.
+        #[arg(required_unless_present = "value_file")]
+        value: Option<String>,
+        /// Read the value's raw bytes from this file.
+        #[arg(long, value_name = "PATH", conflicts_with = "value")]
+        value_file: Option<PathBuf>,
+    },
+    /// Print KEY's value: its raw bytes and a newline (with --hex: in hex). Exit code 1
+    /// if the key is absent.
+    Get {
+        key: String,
+        /// No newline after the value: exactly the stored bytes.
+        #[arg(short = 'n', long)]
+        no_newline: bool,
+    },
     /// Remove KEY.
     Delete { key: String },
-    /// Print the pairs in [START, END) in key order, one `key<TAB>value` per line.
+    /// Print the pairs in [START, END) in key order, one `key<TAB>value` line each, both
+    /// escaped (or hex with --hex).
     Scan {
         /// First key (default: the first).
         #[arg(default_value = "")]
@@ -37,112 +159,602 @@ pub enum KvCmd {
         /// Key to stop before (default: the end of the key space).
         #[arg(default_value = "")]
         end: String,
-        /// Most pairs to print (0: the server's maximum).
+        /// Most pairs to print (0: no limit, read to END).
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Ask for pages of about this many bytes (0: the server's maximum).
+        #[arg(long, default_value_t = 0, hide = true)]
+        page_bytes: u64,
+    },
+    /// Compare-and-swap: set KEY to NEW (or delete it) only if it holds OLD (--expected
+    /// OLD) or is absent (--absent). Exit code 1 if the swap was not applied.
+    #[command(override_usage = "flotilla kv cas [OPTIONS] <KEY> <NEW | --value-file PATH | --delete> \
+                                <--expected OLD | --absent>")]
+    #[command(group(ArgGroup::new("condition").required(true).args(["expected", "absent"])))]
+    #[command(group(ArgGroup::new("outcome").required(true).args(["new", "value_file", "delete"])))]
+    Cas {
+        key: String,
+        /// The new value; `-` reads its raw bytes from stdin.
+        new: Option<String>,
+        /// Swap only if KEY holds OLD.
+        #[arg(long, value_name = "OLD")]
+        expected: Option<String>,
+        /// Swap only if KEY is absent.
+        #[arg(long)]
+        absent: bool,
+        /// Read the new value's raw bytes from this file.
+        #[arg(long, value_name = "PATH")]
+        value_file: Option<PathBuf>,
+        /// Delete KEY instead of setting it.
+        #[arg(long)]
+        delete: bool,
+    },
+    /// Apply several writes atomically (their keys must lie in one range), e.g.
+    /// `kv batch put a 1 put b 2 delete c`.
+    Batch {
+        /// The writes, in order: `put KEY VALUE` and `delete KEY`.
+        #[arg(value_name = "OP")]
+        ops: Vec<String>,
+        /// Read the writes from FILE (`-`: stdin), one a line: put<TAB>KEY<TAB>VALUE or
+        /// delete<TAB>KEY (escaped, or hex with --hex).
+        #[arg(short = 'f', long, value_name = "FILE", conflicts_with = "ops")]
+        file: Option<String>,
     },
 }
 
-/// The outcome of a command: the process exit code.
-pub type Outcome = Result<i32, String>;
-
-fn fail(s: tonic::Status) -> String {
-    format!("{:?}: {}", s.code(), s.message())
+/// Why a command stopped early.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// An error to report (exit code 2).
+    Error(String),
+    /// Whoever read stdout stopped reading (`| head`): not an error.
+    Closed,
 }
 
-fn client(e: &Endpoints) -> Result<Client, String> {
-    Client::new(&e.endpoints)
+impl From<String> for Failure {
+    fn from(e: String) -> Failure {
+        Failure::Error(e)
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Failure {
+        match e.kind() {
+            io::ErrorKind::BrokenPipe => Failure::Closed,
+            _ => Failure::Error(format!("cannot write the output: {e}")),
+        }
+    }
+}
+
+/// The outcome of a command: its exit code.
+pub type Outcome = Result<i32, Failure>;
+
+/// Runs a client command; returns the process exit code.
+pub async fn run(cmd: ClientCmd) -> i32 {
+    let mut out = Out::stdout(cmd.opts().output);
+    let outcome = dispatch(cmd, &mut out).await;
+    let flushed = out.flush();
+    let outcome = match (outcome, flushed) {
+        (Ok(_), Err(e)) => Err(e.into()),
+        (outcome, _) => outcome,
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(Failure::Closed) => EXIT_OK,
+        Err(Failure::Error(message)) => {
+            let _ = writeln!(io::stderr(), "error: {message}");
+            EXIT_ERROR
+        }
+    }
+}
+
+async fn dispatch(cmd: ClientCmd, out: &mut Out) -> Outcome {
+    match cmd {
+        ClientCmd::Init { opts, initial_ranges, wait } => {
+            init(&Remote::new(&opts)?, out, initial_ranges, std::time::Duration::from_secs(wait)).await
+        }
+        ClientCmd::Kv(args) => kv(&Remote::new(&args.opts)?, out, Encoding::hex_if(args.hex), args.cmd).await,
+        ClientCmd::Status { opts } => status(&Remote::new(&opts)?, out).await,
+        ClientCmd::Ranges { opts } => ranges(&Remote::new(&opts)?, out).await,
+        ClientCmd::Split { key, hex, opts } => {
+            let key = Encoding::hex_if(hex).parse("KEY", &key)?;
+            split(&Remote::new(&opts)?, out, &key).await
+        }
+    }
+}
+
+/// Buffered, locked stdout and the output format. Write errors are returned (a closed
+/// pipe becomes [`Failure::Closed`]), never panicked on.
+pub struct Out {
+    w: BufWriter<StdoutLock<'static>>,
+    json: bool,
+}
+
+impl Out {
+    fn stdout(output: Output) -> Out {
+        Out { w: BufWriter::new(io::stdout().lock()), json: output == Output::Json }
+    }
+
+    fn bytes(&mut self, b: &[u8]) -> io::Result<()> {
+        self.w.write_all(b)
+    }
+
+    fn json(&mut self, v: &Value) -> io::Result<()> {
+        serde_json::to_writer(&mut self.w, v)?;
+        self.w.write_all(b"\n")
+    }
+
+    /// Prints `text()` or `json()`, whichever the format asks for.
+    fn show(&mut self, text: impl FnOnce() -> String, json: impl FnOnce() -> Value) -> io::Result<()> {
+        if self.json {
+            self.json(&json())
+        } else {
+            self.bytes(text().as_bytes())
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+}
+
+/// Writes a note for people to stderr (ignoring a closed stderr).
+fn note(message: &str) {
+    let _ = writeln!(io::stderr(), "{message}");
+}
+
+/// The cluster, and how its errors read.
+struct Remote {
+    client: Client,
+}
+
+impl Remote {
+    fn new(opts: &ClientOpts) -> Result<Remote, Failure> {
+        Ok(Remote { client: Client::new(&opts.endpoints)? })
+    }
+
+    /// `r` with a failed call turned into the message the user sees.
+    fn check<T>(&self, r: Result<T, Status>) -> Result<T, Failure> {
+        r.map_err(|s| {
+            Failure::Error(if client::unreachable(&s) {
+                cannot_reach(self.client.endpoints(), &s)
+            } else {
+                format!("{:?}: {}", s.code(), s.message())
+            })
+        })
+    }
+}
+
+/// "cannot reach ADDR: connection refused — is a node running there? (--endpoints)".
+fn cannot_reach(endpoints: &[String], s: &Status) -> String {
+    let mut cause = s.message().to_string();
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        cause = e.to_string();
+        source = e.source();
+    }
+    if let Some(i) = cause.find(" (os error") {
+        cause.truncate(i);
+    }
+    let cause = match cause.chars().next() {
+        Some(c) => c.to_lowercase().chain(cause.chars().skip(1)).collect(),
+        None => cause,
+    };
+    match endpoints {
+        [one] => format!("cannot reach {one}: {cause} — is a node running there? (--endpoints)"),
+        all => format!("cannot reach any of {}: {cause} — are nodes running there? (--endpoints)", all.join(", ")),
+    }
+}
+
+/// Checks one `--endpoints` entry: HOST:PORT, no scheme.
+fn parse_endpoint(e: &str) -> Result<String, String> {
+    let bad = |why: &str| Err(format!("{e:?} is not HOST:PORT ({why}), e.g. --endpoints 127.0.0.1:6180,10.0.0.2:6180"));
+    if e.contains("://") {
+        return bad("leave out the scheme");
+    }
+    let Some((host, port)) = e.rsplit_once(':') else { return bad("no port") };
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
+        return bad("no host name or address before the port");
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(e.to_string()),
+        _ => bad(&format!("the port {port:?} is not a number from 1 to 65535")),
+    }
 }
 
 /// `flotilla init`.
-pub async fn init(e: &Endpoints, initial_ranges: u32) -> Outcome {
-    let resp = client(e)?.init(initial_ranges).await.map_err(fail)?;
-    let nodes: Vec<String> = resp.nodes.iter().map(|n| format!("{}@{}", n.node_id, n.address)).collect();
-    println!("initialized cluster {} with nodes {}", resp.cluster_id, nodes.join(", "));
-    Ok(0)
+/// `flotilla init`: retried while the nodes are not all up yet (a node that does not
+/// listen yet, or a `--join` node that does not answer), until `wait` has passed. Init is
+/// safe to repeat: only the member with the lowest id bootstraps.
+async fn init(r: &Remote, out: &mut Out, initial_ranges: u32, wait: std::time::Duration) -> Outcome {
+    let deadline = std::time::Instant::now() + wait;
+    let started = std::time::Instant::now();
+    let resp = loop {
+        match r.client.init(initial_ranges).await {
+            Err(s) if not_up_yet(&s) && std::time::Instant::now() < deadline => {
+                let why = match r.check::<()>(Err(s)) {
+                    Err(Failure::Error(e)) => e,
+                    _ => String::new(),
+                };
+                eprintln!("init: waiting for the nodes ({:.0?} so far): {why}", started.elapsed());
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            other => break r.check(other)?,
+        }
+    };
+    out.show(|| init_text(&resp), || init_json(&resp))?;
+    Ok(EXIT_OK)
+}
+
+/// True for an init that failed only because some node is not up yet.
+fn not_up_yet(s: &Status) -> bool {
+    client::unreachable(s) || s.code() == tonic::Code::Unavailable
+}
+
+fn init_text(r: &InitResponse) -> String {
+    let nodes: Vec<String> = r.nodes.iter().map(|n| format!("{}@{}", n.node_id, n.address)).collect();
+    format!("initialized cluster {} with nodes {}\n", r.cluster_id, nodes.join(", "))
+}
+
+fn init_json(r: &InitResponse) -> Value {
+    let nodes: Vec<Value> = r.nodes.iter().map(|n| json!({"node_id": n.node_id, "address": n.address})).collect();
+    json!({"cluster_id": r.cluster_id, "nodes": nodes})
 }
 
 /// `flotilla kv ...`.
-pub async fn kv(e: &Endpoints, cmd: KvCmd) -> Outcome {
-    let c = client(e)?;
+async fn kv(r: &Remote, out: &mut Out, enc: Encoding, cmd: KvCmd) -> Outcome {
     match cmd {
-        KvCmd::Put { key, value } => c.put(key.as_bytes(), value.as_bytes()).await.map_err(fail).map(|_| 0),
-        KvCmd::Delete { key } => c.delete(key.as_bytes()).await.map_err(fail).map(|_| 0),
-        KvCmd::Get { key } => match c.get(key.as_bytes()).await.map_err(fail)? {
-            Some(v) => {
-                println!("{}", String::from_utf8_lossy(&v));
-                Ok(0)
-            }
-            None => {
-                eprintln!("key {key:?} not found");
-                Ok(1)
-            }
-        },
-        KvCmd::Scan { start, end, limit } => {
-            for (k, v) in c.scan(start.as_bytes(), end.as_bytes(), limit).await.map_err(fail)? {
-                println!("{}\t{}", display::bytes(&k), String::from_utf8_lossy(&v));
-            }
-            Ok(0)
+        KvCmd::Put { key, value, value_file } => {
+            let key = enc.parse("KEY", &key)?;
+            let value = read_value(enc, value, value_file)?;
+            r.check(r.client.put(&key, &value).await)?;
+            out.show(String::new, || json!({"ok": true, "key": enc.show(&key)}))?;
+            Ok(EXIT_OK)
         }
+        KvCmd::Delete { key } => {
+            let key = enc.parse("KEY", &key)?;
+            r.check(r.client.delete(&key).await)?;
+            out.show(String::new, || json!({"ok": true, "key": enc.show(&key)}))?;
+            Ok(EXIT_OK)
+        }
+        KvCmd::Get { key, no_newline } => get(r, out, enc, &enc.parse("KEY", &key)?, no_newline).await,
+        KvCmd::Scan { start, end, limit, page_bytes } => {
+            let (start, end) = (enc.parse("START", &start)?, enc.parse("END", &end)?);
+            scan(r, out, enc, (&start, &end), limit, page_bytes).await
+        }
+        KvCmd::Cas { key, new, expected, absent: _, value_file, delete } => {
+            let key = enc.parse("KEY", &key)?;
+            let expected = expected.map(|e| enc.parse("--expected", &e)).transpose()?;
+            let new = if delete { None } else { Some(read_value(enc, new, value_file)?) };
+            cas(r, out, enc, &key, expected.as_deref(), new.as_deref()).await
+        }
+        KvCmd::Batch { ops, file } => {
+            let ops = match file {
+                Some(source) => parse_batch_file(enc, &source, &read_source(&source)?)?,
+                None => parse_batch_args(enc, &ops)?,
+            };
+            batch(r, out, ops).await
+        }
+    }
+}
+
+async fn batch(r: &Remote, out: &mut Out, ops: Vec<WriteOp>) -> Outcome {
+    if ops.is_empty() {
+        let e = "kv batch: no writes given; pass OPs (put KEY VALUE, delete KEY) or --file FILE";
+        return Err(Failure::Error(e.to_string()));
+    }
+    let writes = ops.len();
+    r.check(r.client.batch(ops).await)?;
+    out.show(String::new, || json!({"ok": true, "writes": writes}))?;
+    Ok(EXIT_OK)
+}
+
+/// A value given as an argument (escaped or hex; `-`: stdin's raw bytes) or a file.
+fn read_value(enc: Encoding, value: Option<String>, file: Option<PathBuf>) -> Result<Vec<u8>, String> {
+    match (value.as_deref(), file) {
+        (_, Some(path)) => {
+            std::fs::read(&path).map_err(|e| format!("cannot read --value-file {}: {e}", path.display()))
+        }
+        (Some("-"), None) => read_source("-"),
+        (Some(v), None) => enc.parse("VALUE", v),
+        (None, None) => Err("no value given: pass VALUE, `-` (stdin) or --value-file PATH".to_string()),
+    }
+}
+
+/// The bytes of FILE, or of stdin for `-`.
+fn read_source(source: &str) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::new();
+    if source == "-" {
+        io::stdin().lock().read_to_end(&mut buf).map_err(|e| format!("cannot read stdin: {e}"))?;
+        Ok(buf)
+    } else {
+        std::fs::read(source).map_err(|e| format!("cannot read {source}: {e}"))
+    }
+}
+
+async fn get(r: &Remote, out: &mut Out, enc: Encoding, key: &[u8], no_newline: bool) -> Outcome {
+    let value = r.check(r.client.get(key).await)?;
+    if out.json {
+        out.json(
+            &json!({"key": enc.show(key), "found": value.is_some(), "value": value.as_deref().map(|v| enc.show(v))}),
+        )?;
+    } else if let Some(v) = &value {
+        match enc {
+            Encoding::Escaped => out.bytes(v)?,
+            Encoding::Hex => out.bytes(display::hex(v).as_bytes())?,
+        }
+        if !no_newline {
+            out.bytes(b"\n")?;
+        }
+    } else {
+        note(&format!("key \"{}\" not found", enc.show(key)));
+    }
+    Ok(if value.is_some() { EXIT_OK } else { EXIT_NO })
+}
+
+/// Prints `[start, end)` page by page (so memory stays bounded however much it holds),
+/// at most `limit` pairs (0: all).
+async fn scan(
+    r: &Remote,
+    out: &mut Out,
+    enc: Encoding,
+    (start, end): (&[u8], &[u8]),
+    limit: u32,
+    page_bytes: u64,
+) -> Outcome {
+    let mut from = start.to_vec();
+    let mut printed = 0u32;
+    loop {
+        let want = if limit == 0 { 0 } else { limit - printed };
+        let (mut pairs, resume) = r.check(r.client.scan_page(&from, end, want, page_bytes).await)?;
+        if limit != 0 {
+            pairs.truncate(want as usize);
+        }
+        if pairs.is_empty() && resume.as_deref() == Some(from.as_slice()) {
+            let at = enc.show(&from);
+            return Err(Failure::Error(format!("the server returned an empty page at \"{at}\" that resumes there")));
+        }
+        for (k, v) in &pairs {
+            out.show(|| scan_line(enc, k, v), || json!({"key": enc.show(k), "value": enc.show(v)}))?;
+        }
+        out.flush()?;
+        printed += pairs.len() as u32;
+        match resume {
+            Some(k) if limit == 0 || printed < limit => from = k,
+            _ => return Ok(EXIT_OK),
+        }
+    }
+}
+
+/// One line of `kv scan`: `key<TAB>value<NEWLINE>`, both encoded (so neither holds a tab
+/// or a newline).
+pub fn scan_line(enc: Encoding, key: &[u8], value: &[u8]) -> String {
+    format!("{}\t{}\n", enc.show(key), enc.show(value))
+}
+
+async fn cas(
+    r: &Remote,
+    out: &mut Out,
+    enc: Encoding,
+    key: &[u8],
+    expected: Option<&[u8]>,
+    new: Option<&[u8]>,
+) -> Outcome {
+    let (succeeded, previous) = r.check(r.client.compare_and_swap(key, expected, new).await)?;
+    if out.json {
+        let previous = previous.as_deref().map(|p| enc.show(p));
+        out.json(&json!({"key": enc.show(key), "succeeded": succeeded, "previous": previous}))?;
+    } else if !succeeded {
+        let now = match &previous {
+            Some(p) => format!("holds \"{}\"", enc.show(p)),
+            None => "is absent".to_string(),
+        };
+        note(&format!("compare-and-swap not applied: key \"{}\" {now}", enc.show(key)));
+    }
+    Ok(if succeeded { EXIT_OK } else { EXIT_NO })
+}
+
+/// The writes of `kv batch put K V delete K ...`.
+pub fn parse_batch_args(enc: Encoding, args: &[String]) -> Result<Vec<WriteOp>, String> {
+    let mut ops = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let n = i + 1;
+        let arg = |j: usize, what: &str| match args.get(i + j) {
+            Some(a) => enc.parse(&format!("{what} (argument {})", n + j), a),
+            None => Err(format!(
+                "kv batch: `{}` (argument {n}) needs {}",
+                args[i],
+                if args[i] == "put" { "KEY and VALUE" } else { "KEY" }
+            )),
+        };
+        match args[i].as_str() {
+            "put" => {
+                ops.push(WriteOp::put(arg(1, "KEY")?, arg(2, "VALUE")?));
+                i += 3;
+            }
+            "delete" => {
+                ops.push(WriteOp::delete(arg(1, "KEY")?));
+                i += 2;
+            }
+            other => {
+                return Err(format!("kv batch: argument {n} is {other:?}; expected an op: put KEY VALUE or delete KEY"))
+            }
+        }
+    }
+    Ok(ops)
+}
+
+/// The writes of a batch file: one `put<TAB>KEY<TAB>VALUE` or `delete<TAB>KEY` a line
+/// (empty lines skipped, a trailing `\r` dropped). `source` names the file in errors.
+pub fn parse_batch_file(enc: Encoding, source: &str, text: &[u8]) -> Result<Vec<WriteOp>, String> {
+    let name = if source == "-" { "stdin".to_string() } else { source.to_string() };
+    let mut ops = Vec::new();
+    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let parsed = std::str::from_utf8(line)
+            .map_err(|_| "not UTF-8 text; write other bytes as \\xNN".to_string())
+            .and_then(|line| parse_batch_line(enc, line));
+        match parsed {
+            Ok(Some(op)) => ops.push(op),
+            Ok(None) => {}
+            Err(e) => return Err(format!("kv batch: {name} line {}: {e}", i + 1)),
+        }
+    }
+    Ok(ops)
+}
+
+/// One line of a batch file (`None`: an empty line).
+pub fn parse_batch_line(enc: Encoding, line: &str) -> Result<Option<WriteOp>, String> {
+    if line.is_empty() {
+        return Ok(None);
+    }
+    let fields: Vec<&str> = line.split('\t').collect();
+    match fields.as_slice() {
+        ["put", k, v] => Ok(Some(WriteOp::put(enc.parse("key", k)?, enc.parse("value", v)?))),
+        ["delete", k] => Ok(Some(WriteOp::delete(enc.parse("key", k)?))),
+        ["put", ..] => Err(format!("put takes put<TAB>KEY<TAB>VALUE, found {} tab-separated fields", fields.len())),
+        ["delete", ..] => Err(format!("delete takes delete<TAB>KEY, found {} tab-separated fields", fields.len())),
+        [op, ..] => Err(format!(
+            "{} is not an op; expected put<TAB>KEY<TAB>VALUE or delete<TAB>KEY (fields are separated by tabs)",
+            display::quote(op)
+        )),
+        [] => Ok(None),
     }
 }
 
 /// `flotilla status`.
-pub async fn status(e: &Endpoints) -> Outcome {
-    let s = client(e)?.status().await.map_err(fail)?;
-    println!("cluster {} (as seen by node {})", s.cluster_id, s.answered_by);
-    println!("{:>6}  {:<22} {:<5} {:>8} {:>8} {:>7}", "node", "address", "live", "replicas", "leaders", "leases");
+async fn status(r: &Remote, out: &mut Out) -> Outcome {
+    let s = r.check(r.client.status().await)?;
+    out.show(|| status_text(&s), || status_json(&s))?;
+    Ok(if s.nodes.iter().all(|n| n.live) { EXIT_OK } else { EXIT_NOT_LIVE })
+}
+
+fn status_text(s: &StatusResponse) -> String {
+    let mut t = format!("cluster {} (as seen by node {})\n", s.cluster_id, s.answered_by);
+    t +=
+        &format!("{:>6}  {:<22} {:<5} {:>8} {:>8} {:>7}\n", "node", "address", "live", "replicas", "leaders", "leases");
     for n in &s.nodes {
         let live = if n.live { "yes" } else { "NO" };
-        println!("{:>6}  {:<22} {:<5} {:>8} {:>8} {:>7}", n.node_id, n.address, live, n.replicas, n.leaders, n.leases);
+        t += &format!(
+            "{:>6}  {:<22} {:<5} {:>8} {:>8} {:>7}\n",
+            n.node_id, n.address, live, n.replicas, n.leaders, n.leases
+        );
         if !n.live {
-            println!("        {}", n.error);
+            t += &format!("        {}\n", n.error);
+        }
+        if n.snapshot_retries > 0 {
+            t += &format!(
+                "        WARNING: {} snapshots rebuilt for followers that cannot install them (see /status)\n",
+                n.snapshot_retries
+            );
         }
     }
-    Ok(if s.nodes.iter().all(|n| n.live) { 0 } else { 3 })
+    t
+}
+
+fn status_json(s: &StatusResponse) -> Value {
+    let nodes: Vec<Value> = s
+        .nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "node_id": n.node_id,
+                "address": n.address,
+                "live": n.live,
+                "replicas": n.replicas,
+                "leaders": n.leaders,
+                "leases": n.leases,
+                "error": if n.live { None } else { Some(&n.error) },
+                "snapshot_retries": n.snapshot_retries,
+            })
+        })
+        .collect();
+    json!({"cluster_id": s.cluster_id, "answered_by": s.answered_by, "nodes": nodes})
 }
 
 /// `flotilla ranges`.
-pub async fn ranges(e: &Endpoints) -> Outcome {
-    let r = client(e)?.ranges().await.map_err(fail)?;
-    println!(
-        "{:>16}  {:<20} {:<20} {:>6} {:>5} {:>10}  replicas",
-        "range", "start", "end", "leader", "lease", "size"
-    );
-    for info in &r.ranges {
+async fn ranges(r: &Remote, out: &mut Out) -> Outcome {
+    let resp = r.check(r.client.ranges().await)?;
+    out.show(
+        || ranges_text(&resp.ranges),
+        || json!({"ranges": resp.ranges.iter().filter_map(range_info_json).collect::<Vec<_>>()}),
+    )?;
+    Ok(EXIT_OK)
+}
+
+fn ranges_text(ranges: &[RangeInfo]) -> String {
+    let row = |cols: [&str; 7]| {
+        let [range, start, end, leader, lease, size, replicas] = cols;
+        format!("{range:>16}  {start:<20} {end:<20} {leader:>6} {lease:>5} {size:>10}  {replicas}\n")
+    };
+    let mut t = row(["range", "start", "end", "leader", "lease", "size", "replicas"]);
+    for info in ranges {
         let Some(d) = &info.descriptor else { continue };
-        let leader = if info.leader_node == 0 { "-".to_string() } else { info.leader_node.to_string() };
-        let lease = if info.lease { "yes" } else { "-" };
-        let size = if info.leader_node == 0 { "?".to_string() } else { human_bytes(info.approximate_size) };
+        let known = info.leader_node != 0;
+        let leader = if known { info.leader_node.to_string() } else { "-".to_string() };
+        let size = if known { human_bytes(info.approximate_size) } else { "?".to_string() };
         let replicas: Vec<String> = d.replicas.iter().map(|r| r.node_id.to_string()).collect();
         let (start, end) = if d.range_id == META_RANGE_ID {
             ("(meta range)".to_string(), String::new())
         } else {
             (display::key(&d.start), display::end_key(&d.end))
         };
-        println!(
-            "{:>16}  {:<20} {:<20} {:>6} {:>5} {:>10}  {}",
-            d.range_id,
-            start,
-            end,
-            leader,
-            lease,
-            size,
-            replicas.join(",")
-        );
+        let id = d.range_id.to_string();
+        let lease = if info.lease { "yes" } else { "-" };
+        t += &row([&id, &start, &end, &leader, lease, &size, &replicas.join(",")]);
     }
-    Ok(0)
+    t
+}
+
+/// A range in JSON: its bounds as escaped user keys (`null`: unbounded; the meta range
+/// sorts before every user key, so it ends at `""`).
+pub fn range_json(d: &RangeDescriptor) -> Value {
+    let bound = |stored: &[u8]| match decode_user_key(stored) {
+        _ if stored.is_empty() => Value::Null,
+        Some(user) => Value::String(display::bytes(user)),
+        None => Value::String(format!("meta:{}", display::bytes(stored))),
+    };
+    let epoch = d.epoch.unwrap_or_default();
+    let replicas: Vec<Value> =
+        d.replicas.iter().map(|r| json!({"node_id": r.node_id, "replica_id": r.replica_id})).collect();
+    json!({
+        "range_id": d.range_id,
+        "meta": d.range_id == META_RANGE_ID,
+        "start": bound(&d.start),
+        "end": bound(&d.end),
+        "epoch": {"version": epoch.version, "conf_ver": epoch.conf_ver},
+        "replicas": replicas,
+    })
+}
+
+fn range_info_json(info: &RangeInfo) -> Option<Value> {
+    let mut v = range_json(info.descriptor.as_ref()?);
+    let known = info.leader_node != 0;
+    v["leader_node"] = if known { info.leader_node.into() } else { Value::Null };
+    v["term"] = info.term.into();
+    v["lease"] = info.lease.into();
+    v["approximate_size"] = if known { info.approximate_size.into() } else { Value::Null };
+    v["applied_index"] = info.applied_index.into();
+    Some(v)
 }
 
 /// `flotilla split KEY`.
-pub async fn split(e: &Endpoints, key: &str) -> Outcome {
-    let r = client(e)?.split(key.as_bytes()).await.map_err(fail)?;
-    let show = |d: &Option<flotilla_raftstore::RangeDescriptor>| match d {
+async fn split(r: &Remote, out: &mut Out, key: &[u8]) -> Outcome {
+    let resp = r.check(r.client.split(key).await)?;
+    out.show(
+        || split_text(&resp),
+        || json!({"left": resp.left.as_ref().map(range_json), "right": resp.right.as_ref().map(range_json)}),
+    )?;
+    Ok(EXIT_OK)
+}
+
+fn split_text(r: &SplitResponse) -> String {
+    let show = |d: &Option<RangeDescriptor>| match d {
         Some(d) => format!("range {} [{}, {})", d.range_id, display::key(&d.start), display::end_key(&d.end)),
         None => "?".into(),
     };
-    println!("split: {} and {}", show(&r.left), show(&r.right));
-    Ok(0)
+    format!("split: {} and {}\n", show(&r.left), show(&r.right))
 }
 
 fn human_bytes(b: u64) -> String {
@@ -151,5 +763,135 @@ fn human_bytes(b: u64) -> String {
         b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
         b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
         b => format!("{b} B"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: ClientCmd,
+    }
+
+    fn parse(args: &str) -> Result<ClientCmd, String> {
+        Cli::try_parse_from(std::iter::once("flotilla").chain(args.split(' ')))
+            .map(|c| c.cmd)
+            .map_err(|e| e.to_string())
+    }
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+        let Ok(ClientCmd::Kv(kv)) = parse("kv get k -o json --hex --endpoints a:1,b:2") else { panic!("kv get") };
+        assert!(kv.hex && kv.opts.output == Output::Json && kv.opts.endpoints == ["a:1", "b:2"], "{kv:?}");
+        assert!(parse("kv put k").unwrap_err().contains("VALUE"), "put needs a value");
+        assert!(parse("kv put k --value-file f").is_ok());
+        assert!(parse("kv put k v --value-file f").is_err(), "a value and a file conflict");
+        assert!(parse("kv cas k new").unwrap_err().contains("--expected"), "cas needs a condition");
+        assert!(parse("kv cas k --absent").is_err(), "cas needs a new value or --delete");
+        assert!(parse("kv cas k new --absent --expected old").is_err(), "one condition");
+        assert!(parse("kv cas k new --delete --absent").is_err(), "a value or --delete");
+        assert!(parse("kv cas k --delete --expected old").is_ok());
+        assert!(parse("kv batch put a 1 --file f").is_err(), "ops and a file conflict");
+        assert!(parse("status -o yaml").is_err());
+    }
+
+    #[test]
+    fn endpoints_are_host_port() {
+        assert_eq!(parse_endpoint("127.0.0.1:6180"), Ok("127.0.0.1:6180".to_string()));
+        assert!(parse_endpoint("[::1]:6180").is_ok());
+        assert!(parse_endpoint("node-2.internal:80").is_ok());
+        for (bad, why) in [
+            ("localhost", "no port"),
+            ("http://a:1", "scheme"),
+            (":6180", "no host"),
+            ("a:", "port \"\""),
+            ("a:99999", "port \"99999\""),
+            ("a:0", "port \"0\""),
+            ("", "no port"),
+        ] {
+            let err = parse_endpoint(bad).expect_err(bad);
+            assert!(err.starts_with(&format!("{bad:?} is not HOST:PORT")) && err.contains(why), "{bad}: {err}");
+        }
+        let err = parse("status --endpoints 127.0.0.1:1,localhost").unwrap_err();
+        assert!(err.contains("\"localhost\" is not HOST:PORT"), "clap names the bad value: {err}");
+    }
+
+    #[test]
+    fn batch_arguments_parse_in_order() {
+        let ops = parse_batch_args(Encoding::Escaped, &strings(&["put", "a", "1\\x0a", "delete", "b\\x00"])).unwrap();
+        assert_eq!(ops, vec![WriteOp::put(b"a".to_vec(), b"1\n".to_vec()), WriteOp::delete(b"b\x00".to_vec())]);
+        let ops = parse_batch_args(Encoding::Hex, &strings(&["put", "61", "ff"])).unwrap();
+        assert_eq!(ops, vec![WriteOp::put(b"a".to_vec(), vec![0xff])]);
+        let err = parse_batch_args(Encoding::Escaped, &strings(&["put", "a"])).unwrap_err();
+        assert_eq!(err, "kv batch: `put` (argument 1) needs KEY and VALUE");
+        let err = parse_batch_args(Encoding::Escaped, &strings(&["put", "a", "1", "remove", "b"])).unwrap_err();
+        assert!(err.contains("argument 4 is \"remove\""), "{err}");
+        let err = parse_batch_args(Encoding::Escaped, &strings(&["delete", "a\\"])).unwrap_err();
+        assert!(err.starts_with(r#"bad KEY (argument 2) "a\": "\" at byte 1"#), "{err}");
+        let err = parse_batch_args(Encoding::Hex, &strings(&["delete", "6"])).unwrap_err();
+        assert!(err.contains("--hex KEY (argument 2)"), "{err}");
+    }
+
+    #[test]
+    fn batch_files_parse_line_by_line() {
+        let text = b"put\ta\t1\r\n\ndelete\tb\\x09\nput\tc\t\n";
+        let ops = parse_batch_file(Encoding::Escaped, "f", text).unwrap();
+        let want = vec![
+            WriteOp::put(b"a".to_vec(), b"1".to_vec()),
+            WriteOp::delete(b"b\t".to_vec()),
+            WriteOp::put(b"c".to_vec(), Vec::new()),
+        ];
+        assert_eq!(ops, want, "CRLF, empty lines and empty values");
+        let cases: [(&[u8], &str); 6] = [
+            (b"put\ta\t1\nput a 1\n", "kv batch: f line 2: \"put a 1\" is not an op"),
+            (b"put\ta\n", "kv batch: f line 1: put takes put<TAB>KEY<TAB>VALUE, found 2"),
+            (b"put\ta\tb\tc\n", "found 4 tab-separated fields"),
+            (b"delete\ta\tb\n", "kv batch: f line 1: delete takes delete<TAB>KEY, found 3"),
+            (b"\ndelete\ta\\q\n", r#"kv batch: f line 2: bad key "a\q""#),
+            (b"put\t\xff\tv\n", "kv batch: f line 1: not UTF-8"),
+        ];
+        for (text, want) in cases {
+            let err = parse_batch_file(Encoding::Escaped, "f", text).unwrap_err();
+            assert!(err.starts_with(want) || err.contains(want), "{:?}: {err}", String::from_utf8_lossy(text));
+        }
+        let err = parse_batch_file(Encoding::Hex, "-", b"put\t61\tzz\n").unwrap_err();
+        assert!(err.starts_with("kv batch: stdin line 1: bad --hex value \"zz\""), "{err}");
+    }
+
+    #[test]
+    fn scan_lines_keep_one_pair_per_line() {
+        assert_eq!(scan_line(Encoding::Escaped, b"k\t1", b"a\nb\\"), "k\\x091\ta\\x0ab\\x5c\n");
+        assert_eq!(scan_line(Encoding::Hex, b"k", b"\n"), "6b\t0a\n");
+    }
+
+    #[test]
+    fn range_bounds_read_as_user_keys() {
+        use flotilla_raftstore::keyspace::user_key;
+        let meta = RangeDescriptor { range_id: META_RANGE_ID, start: vec![], end: vec![b'u'], ..Default::default() };
+        let v = range_json(&meta);
+        assert_eq!((v["meta"].clone(), v["start"].clone(), v["end"].clone()), (json!(true), Value::Null, json!("")));
+        let user = RangeDescriptor { range_id: 7, start: user_key(b"a\\"), end: vec![], ..Default::default() };
+        let v = range_json(&user);
+        assert_eq!((v["start"].clone(), v["end"].clone()), (json!("a\\x5c"), Value::Null));
+    }
+
+    #[test]
+    fn connect_errors_name_the_address() {
+        let s = Status::unavailable("tcp connect error");
+        let one = cannot_reach(&["127.0.0.1:1".to_string()], &s);
+        assert_eq!(one, "cannot reach 127.0.0.1:1: tcp connect error — is a node running there? (--endpoints)");
+        let two = cannot_reach(&["a:1".to_string(), "b:2".to_string()], &s);
+        assert!(two.starts_with("cannot reach any of a:1, b:2: "), "{two}");
+        assert_eq!(Failure::from(io::Error::from(io::ErrorKind::BrokenPipe)), Failure::Closed);
     }
 }

@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use flotilla_raftstore::metapb::WriteOp;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -94,13 +95,39 @@ impl Client {
         self.call(|ch| async move { Self::kv(ch).delete(DeleteRequest { key: key.to_vec() }).await }).await.map(|_| ())
     }
 
+    /// Up to `limit` pairs of `[start, end)` (0: no count limit; then the whole span),
+    /// following the server's pages.
     pub async fn scan(&self, start: &[u8], end: &[u8], limit: u32) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Status> {
-        let req = ScanRequest { start: start.to_vec(), end: end.to_vec(), limit };
+        let mut out = Vec::new();
+        let mut from = start.to_vec();
+        loop {
+            let want = if limit == 0 { 0 } else { limit - out.len() as u32 };
+            let (pairs, resume) = self.scan_page(&from, end, want, 0).await?;
+            out.extend(pairs);
+            match resume {
+                Some(k) if limit == 0 || (out.len() as u32) < limit => from = k,
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// One page of a scan of `[start, end)`: at most `limit` pairs (0: the server's
+    /// maximum) and about `max_bytes` (0: the server's maximum), and the key to continue
+    /// from (`None`: the scan reached `end`).
+    pub async fn scan_page(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+        max_bytes: u64,
+    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Option<Vec<u8>>), Status> {
+        let req = ScanRequest { start: start.to_vec(), end: end.to_vec(), limit, max_bytes };
         let r = self.call(|ch| {
             let req = req.clone();
             async move { Self::kv(ch).scan(req).await }
         });
-        Ok(r.await?.pairs.into_iter().map(|p| (p.key, p.value)).collect())
+        let r = r.await?;
+        Ok((r.pairs.into_iter().map(|p| (p.key, p.value)).collect(), r.resume_key))
     }
 
     pub async fn compare_and_swap(
@@ -120,6 +147,17 @@ impl Client {
         });
         let r = r.await?;
         Ok((r.succeeded, r.previous))
+    }
+
+    /// Applies `ops` atomically (their keys must lie in one range).
+    pub async fn batch(&self, ops: Vec<WriteOp>) -> Result<(), Status> {
+        let req = BatchRequest { ops };
+        self.call(|ch| {
+            let req = req.clone();
+            async move { Self::kv(ch).batch(req).await }
+        })
+        .await
+        .map(|_| ())
     }
 
     pub async fn init(&self, initial_ranges: u32) -> Result<InitResponse, Status> {

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use flotilla_raftstore::StoreConfig;
+use flotilla_raftstore::{StoreConfig, MAX_NODE_ID};
 use serde::Deserialize;
 
 use crate::errors::ServerError;
@@ -77,6 +77,10 @@ pub struct StartArgs {
     /// instead of holding the leader's log. Default 8192.
     #[arg(long)]
     pub log_gc_max_lag: Option<u64>,
+    /// Bytes kept in reserve in DATA_DIR/ballast, to be deleted when the disk is full so
+    /// the node can restart (0: none). Default: 1% of the filesystem, at most 1 GiB.
+    #[arg(long)]
+    pub ballast_size: Option<u64>,
     /// Fault injection for tests: run this node's clock at this many times real speed.
     /// Leases are safe only while clock rates agree within max_clock_offset_ticks.
     #[arg(long, hide = true)]
@@ -99,6 +103,7 @@ struct FileConfig {
     initial_ranges: Option<u32>,
     log_gc_threshold: Option<u64>,
     log_gc_max_lag: Option<u64>,
+    ballast_size: Option<u64>,
 }
 
 /// Resolved settings of one server.
@@ -115,6 +120,8 @@ pub struct ServerConfig {
     pub store: StoreConfig,
     /// The rate of a skewed clock (fault injection); `None`: the real monotonic clock.
     pub clock_rate: Option<f64>,
+    /// The ballast's size; `None`: the default for the data directory's disk.
+    pub ballast_size: Option<u64>,
 }
 
 impl StartArgs {
@@ -164,17 +171,30 @@ impl StartArgs {
         if let Some(rate) = self.clock_rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
             return Err(ServerError::Config(format!("--clock-rate {rate}: expected a positive number")));
         }
+        let node_id = self.node_id.or(file.node_id).unwrap_or(1);
+        if node_id == 0 || node_id > MAX_NODE_ID {
+            return Err(ServerError::Config(format!(
+                "--node-id {node_id} is out of range: node ids are 1..={MAX_NODE_ID}"
+            )));
+        }
+        if let Some(blank) = join.iter().find(|a| a.trim().is_empty()) {
+            return Err(ServerError::Config(format!(
+                "--join {blank:?}: an empty address (an unset variable?); give the HOST:PORT of \
+                 at least one other node, or leave --join out to start a single-node cluster"
+            )));
+        }
         Ok(ServerConfig {
-            node_id: self.node_id.or(file.node_id).unwrap_or(1),
+            node_id,
             listen,
             advertise,
             http_listen,
-            join: join.into_iter().filter(|a| !a.trim().is_empty()).collect(),
+            join,
             data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             pinned,
             initial_ranges: self.initial_ranges.or(file.initial_ranges).unwrap_or(1).max(1),
             store,
             clock_rate: self.clock_rate,
+            ballast_size: self.ballast_size.or(file.ballast_size),
         })
     }
 }

@@ -15,9 +15,12 @@ pub fn request_to_proto(req: Request) -> proto::RangeRequest {
     use range_request::Command as C;
     let command = match req.command {
         Command::Get { key } => C::Get(proto::GetRequest { key }),
-        Command::Scan { start, end, limit } => {
-            C::Scan(proto::ScanRequest { start, end, limit: u32::try_from(limit).unwrap_or(u32::MAX) })
-        }
+        Command::Scan { start, end, limit, max_bytes } => C::Scan(proto::ScanRequest {
+            start,
+            end,
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            max_bytes: max_bytes as u64,
+        }),
         Command::Put { key, value } => C::Put(proto::PutRequest { key, value }),
         Command::Delete { key } => C::Delete(proto::DeleteRequest { key }),
         Command::Batch { ops } => C::Batch(proto::BatchRequest { ops }),
@@ -30,12 +33,25 @@ pub fn request_to_proto(req: Request) -> proto::RangeRequest {
     proto::RangeRequest { range_id: req.range_id, epoch: Some(req.epoch), command: Some(command) }
 }
 
+/// The first key after `key`: where a scan that stopped at `key` resumes.
+pub fn resume_after(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.extend_from_slice(key);
+    k.push(0);
+    k
+}
+
 /// A range request from the wire; `None` when it names no command.
 pub fn request_from_proto(req: proto::RangeRequest) -> Option<Request> {
     use range_request::Command as C;
     let command = match req.command? {
         C::Get(g) => Command::Get { key: g.key },
-        C::Scan(s) => Command::Scan { start: s.start, end: s.end, limit: s.limit as usize },
+        C::Scan(s) => Command::Scan {
+            start: s.start,
+            end: s.end,
+            limit: s.limit as usize,
+            max_bytes: usize::try_from(s.max_bytes).unwrap_or(usize::MAX),
+        },
         C::Put(p) => Command::Put { key: p.key, value: p.value },
         C::Delete(d) => Command::Delete { key: d.key },
         C::Batch(b) => Command::Batch { ops: b.ops },
@@ -53,9 +69,11 @@ pub fn response_to_proto(answer: Result<Response, StoreError>) -> proto::RangeRe
         Ok(Response::Value(v)) => {
             R::Value(proto::GetResponse { found: v.is_some(), value: v.unwrap_or_default() })
         }
-        Ok(Response::Pairs(pairs)) => R::Pairs(proto::ScanResponse {
-            pairs: pairs.into_iter().map(|(key, value)| proto::KvPair { key, value }).collect(),
-        }),
+        Ok(Response::Pairs { pairs, more }) => {
+            let resume_key = if more { pairs.last().map(|(k, _)| resume_after(k)) } else { None };
+            let pairs = pairs.into_iter().map(|(key, value)| proto::KvPair { key, value }).collect();
+            R::Pairs(proto::ScanResponse { pairs, resume_key })
+        }
         Ok(Response::Done) => R::Done(proto::Done {}),
         Ok(Response::Swapped { succeeded, previous }) => {
             R::Swapped(proto::CompareAndSwapResponse { succeeded, previous })
@@ -74,7 +92,10 @@ pub fn response_from_proto(resp: proto::RangeResponse, node_id: u64) -> Result<R
     let malformed = || StoreError::Ambiguous { range_id: 0, reason: format!("node {node_id} sent an empty answer") };
     match resp.result.ok_or_else(malformed)? {
         R::Value(v) => Ok(Response::Value(v.found.then_some(v.value))),
-        R::Pairs(p) => Ok(Response::Pairs(p.pairs.into_iter().map(|kv| (kv.key, kv.value)).collect())),
+        R::Pairs(p) => Ok(Response::Pairs {
+            more: p.resume_key.is_some(),
+            pairs: p.pairs.into_iter().map(|kv| (kv.key, kv.value)).collect(),
+        }),
         R::Done(_) => Ok(Response::Done),
         R::Swapped(s) => Ok(Response::Swapped { succeeded: s.succeeded, previous: s.previous }),
         R::Split(s) => Ok(Response::Split { left: s.left.unwrap_or_default(), right: s.right.unwrap_or_default() }),
@@ -231,7 +252,7 @@ mod tests {
         let epoch = Epoch { version: 3, conf_ver: 1 };
         let commands = vec![
             Command::Get { key: b"k".to_vec() },
-            Command::Scan { start: b"a".to_vec(), end: Vec::new(), limit: 7 },
+            Command::Scan { start: b"a".to_vec(), end: Vec::new(), limit: 7, max_bytes: 4096 },
             Command::Put { key: b"k".to_vec(), value: Vec::new() },
             Command::Delete { key: b"k".to_vec() },
             Command::Batch { ops: vec![WriteOp::put("a", "1"), WriteOp::delete("b")] },

@@ -21,6 +21,7 @@ pub async fn hello(state: &State, address: &str) -> Result<HelloResponse, Status
         node_id: state.cfg.node_id,
         address: state.cfg.advertise.clone(),
         cluster_id: state.peers.cluster_id().unwrap_or_default(),
+        process_nonce: state.process_nonce,
     });
     req.set_timeout(Duration::from_secs(2));
     state.peers.stamp(&mut req);
@@ -45,7 +46,14 @@ pub async fn discover_once(state: &State) -> Result<(), ServerError> {
         }
     }
     for (expected, address) in targets {
-        let Ok(resp) = hello(state, &address).await else { continue };
+        let resp = match hello(state, &address).await {
+            Ok(resp) => resp,
+            Err(s) => {
+                crate::identity::refusal(&s)?;
+                continue;
+            }
+        };
+        crate::identity::check_blank_node(state, &address, &resp)?;
         if resp.node_id == state.cfg.node_id || expected.is_some_and(|e| e != resp.node_id) {
             if expected.is_none() && resp.node_id == state.cfg.node_id && address != state.cfg.advertise {
                 tracing::warn!(address, "a --join address answers with this node's own id");

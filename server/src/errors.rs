@@ -37,10 +37,45 @@ pub enum ServerError {
     Store(#[from] flotilla_raftstore::Error),
     #[error("{0}")]
     WrongCluster(String),
+    #[error(
+        "data directory {} is in use by another process (its database is locked): is another \
+         flotilla node running with this --data-dir? Stop it, or give this node its own directory",
+        path.display()
+    )]
+    DataDirInUse { path: PathBuf },
     #[error("corrupt cluster identity in {path}: {detail}")]
     Identity { path: PathBuf, detail: String },
     #[error("gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    /// The store stopped on its own: the node exits rather than serve without it.
+    #[error(
+        "the store in {} stopped: {cause}. This node exits instead of serving without it; \
+         other nodes keep the data. If the disk is full, delete {}/ballast to make room for \
+         the restart, then free space or move the data directory (docs/operations.md, \"Disk full\")",
+        path.display(),
+        path.display()
+    )]
+    StoreFailed { path: PathBuf, cause: String },
+    /// Another live process already serves this node's id.
+    #[error("{0}")]
+    DuplicateNode(String),
+    /// This node served before, and its data directory is now blank.
+    #[error("{0}")]
+    ReplacedNode(String),
+    /// This node is not a member of the initialized cluster it was told to join.
+    #[error("{0}")]
+    NotAMember(String),
+}
+
+impl ServerError {
+    /// The process exit code for this error: 74 (`EX_IOERR`) when the store failed, so a
+    /// supervisor can tell a storage fault from a configuration mistake (1).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ServerError::StoreFailed { .. } => 74,
+            _ => 1,
+        }
+    }
 }
 
 /// A status with `code`, `message`, and the machine-readable `flotilla-error` name.
@@ -81,7 +116,12 @@ pub const NOT_RUN: [&str; 3] = ["not_initialized", "stopping", "wrong_cluster"];
 
 /// True when `s` is a refusal that ran nothing (see [`NOT_RUN`]).
 pub fn not_run(s: &Status) -> bool {
-    s.metadata().get("flotilla-error").and_then(|v| v.to_str().ok()).is_some_and(|n| NOT_RUN.contains(&n))
+    error_name(s).is_some_and(|n| NOT_RUN.contains(&n))
+}
+
+/// The `flotilla-error` name of a status, if it has one.
+pub fn error_name(s: &Status) -> Option<&str> {
+    s.metadata().get("flotilla-error").and_then(|v| v.to_str().ok())
 }
 
 /// The status of a call to a node that is shutting down.

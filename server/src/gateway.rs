@@ -77,7 +77,22 @@ async fn execute_remote(peers: &Peers, node_id: u64, req: Request) -> flotilla_r
         }
         Err(status) => Err(StoreError::Ambiguous {
             range_id,
-            reason: format!("node {node_id} did not answer: {}", status.message()),
+            reason: format!("node {node_id} did not answer: {}", with_causes(&status)),
         }),
     }
+}
+
+/// A status's message with the chain of errors under it ("transport error: connection
+/// reset by peer"), which is what tells a person what happened.
+fn with_causes(status: &tonic::Status) -> String {
+    let mut text = status.message().to_string();
+    let mut cause = std::error::Error::source(status);
+    while let Some(e) = cause {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = e.source();
+    }
+    text
 }

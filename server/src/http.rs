@@ -1,5 +1,9 @@
-//! The HTTP endpoint: `/metrics` in Prometheus' text format and `/status`, a plain-text
-//! page of this node's replicas, leaders and leases.
+//! The HTTP endpoint: `/metrics` in Prometheus' text format, `/status`, a plain-text
+//! page of this node's replicas, leaders and leases, and the probes a supervisor or a
+//! load balancer asks: `/health` (the process is alive and its HTTP server answers) and
+//! `/ready` (the node serves: it belongs to a cluster, is not shutting down, and its
+//! store answers within a second). A node whose store has failed exits (fail-stop), so
+//! it never answers `/health` as a zombie.
 //!
 //! Metrics are read at scrape time from the store's atomic counters (which the poller
 //! updates without locks) into a fresh registry, so the hot path pays nothing for them.
@@ -25,40 +29,137 @@ use crate::service::internal::local_ranges;
 
 /// The HTTP routes of a node.
 pub fn routes(state: Arc<State>) -> Router {
-    Router::new().route("/metrics", get(metrics)).route("/status", get(status)).with_state(state)
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .with_state(state)
+}
+
+/// How long `/ready` waits for the store to answer.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn health(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {
+    let body = format!("{{\"status\":\"ok\",\"node_id\":{}}}\n", state.cfg.node_id);
+    ([(header::CONTENT_TYPE, "application/json")], body)
+}
+
+async fn ready(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {
+    let (code, reason) = match readiness(&state).await {
+        Ok(()) => (StatusCode::OK, String::new()),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason),
+    };
+    let body = format!(
+        "{{\"ready\":{},\"node_id\":{},\"reason\":{:?}}}\n",
+        code == StatusCode::OK,
+        state.cfg.node_id,
+        reason
+    );
+    (code, [(header::CONTENT_TYPE, "application/json")], body)
+}
+
+/// Why this node does not serve, if it does not.
+async fn readiness(state: &State) -> Result<(), String> {
+    if state.is_stopping() {
+        return Err("shutting down".into());
+    }
+    let Some(running) = state.running() else {
+        return Err(format!("not initialized: waiting for `flotilla init` (join {:?})", state.cfg.join));
+    };
+    match tokio::time::timeout(READY_TIMEOUT, running.store.status()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(_)) => Err("the store has stopped".into()),
+        Err(_) => Err(format!("the store did not answer within {READY_TIMEOUT:?}")),
+    }
 }
 
 async fn metrics(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {
-    let mut registry = Registry::with_prefix("flotilla");
+    let mut root = Registry::default();
+    process_metrics(&mut root);
+    let registry = root.sub_registry_with_prefix("flotilla");
     let gauge = |registry: &mut Registry, name: &str, help: &str, v: i64| {
         let g: Gauge = Gauge::default();
         g.set(v);
         registry.register(name, help, g);
     };
-    gauge(&mut registry, "node_id", "This node's id", state.cfg.node_id as i64);
-    gauge(&mut registry, "uptime_seconds", "Seconds since the process started", state.started.elapsed().as_secs() as i64);
-    gauge(&mut registry, "initialized", "1 once the node belongs to a cluster", state.running().is_some() as i64);
+    disk_metrics(registry, &state);
+    gauge(registry, "node_id", "This node's id", state.cfg.node_id as i64);
+    gauge(registry, "uptime_seconds", "Seconds since the process started", state.started.elapsed().as_secs() as i64);
+    gauge(registry, "initialized", "1 once the node belongs to a cluster", state.running().is_some() as i64);
     let t = &state.transport_metrics;
-    counter(&mut registry, "transport_batches_dropped", "Raft batches dropped (queue full or peer unreachable)", &t.batches_dropped);
-    counter(&mut registry, "transport_streams_opened", "Raft streams opened to other nodes", &t.streams_opened);
-    counter(&mut registry, "transport_snapshots_sent", "Snapshots sent", &t.snapshots_sent);
-    counter(&mut registry, "transport_snapshots_failed", "Snapshots that failed to send", &t.snapshots_failed);
-    state.requests.register(&mut registry);
+    counter(registry, "transport_batches_dropped", "Raft batches dropped (queue full or peer unreachable)", &t.batches_dropped);
+    counter(registry, "transport_streams_opened", "Raft streams opened to other nodes", &t.streams_opened);
+    counter(registry, "transport_snapshots_sent", "Snapshots sent", &t.snapshots_sent);
+    counter(registry, "transport_snapshots_failed", "Snapshots that failed to send", &t.snapshots_failed);
+    state.requests.register(registry);
     if let Some(m) = state.store_metrics() {
-        store_metrics(&mut registry, &m);
+        store_metrics(registry, &m);
     }
     if let Ok(ranges) = local_ranges(&state, false).await {
         let me = state.cfg.node_id;
-        gauge(&mut registry, "replicas", "Replicas on this node", ranges.ranges.len() as i64);
-        gauge(&mut registry, "leaders", "Ranges this node leads", ranges.leaders as i64);
+        gauge(registry, "replicas", "Replicas on this node", ranges.ranges.len() as i64);
+        gauge(registry, "leaders", "Ranges this node leads", ranges.leaders as i64);
         let leases = ranges.ranges.iter().filter(|r| r.lease && r.leader_node == me).count();
-        gauge(&mut registry, "leases", "Ranges whose lease this node holds", leases as i64);
+        gauge(registry, "leases", "Ranges whose lease this node holds", leases as i64);
+        let retries: u64 = ranges.ranges.iter().map(|r| r.snapshot_retries).sum();
+        set_gauge(registry, "snapshot_retries", "Snapshots rebuilt for followers that had one within a minute", retries);
     }
     let mut body = String::new();
-    if encode(&mut body, &registry).is_err() {
+    if encode(&mut body, &root).is_err() {
         return (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed".to_string()).into_response();
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+fn set_gauge(registry: &mut Registry, name: &str, help: &str, v: u64) {
+    let g: Gauge = Gauge::default();
+    g.set(i64::try_from(v).unwrap_or(i64::MAX));
+    registry.register(name, help, g);
+}
+
+/// The process's own figures, under the names Prometheus' client libraries use.
+fn process_metrics(root: &mut Registry) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return };
+    // Fields after the command name (which may hold spaces) ends with ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    if let (Some(utime), Some(stime)) = (field(11), field(12)) {
+        let c: Counter<f64, std::sync::atomic::AtomicU64> = Counter::default();
+        c.inc_by((utime + stime) as f64 / ticks as f64);
+        root.register("process_cpu_seconds", "User and system CPU time of this process", c);
+    }
+    if let Some(rss_pages) = field(21) {
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+        set_gauge(root, "process_resident_memory_bytes", "Resident memory of this process", rss_pages * page);
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        set_gauge(root, "process_open_fds", "Open file descriptors of this process", fds.count() as u64);
+    }
+}
+
+/// The data directory's disk and the engine's sizes: what a full-disk alert needs.
+fn disk_metrics(registry: &mut Registry, state: &State) {
+    let dir = &state.cfg.data_dir;
+    if let Some(space) = crate::disk::space(dir) {
+        set_gauge(registry, "disk_total_bytes", "Size of the data directory's filesystem", space.total);
+        set_gauge(registry, "disk_available_bytes", "Free space on the data directory's filesystem", space.available);
+    }
+    let ballast = std::fs::metadata(dir.join(crate::disk::BALLAST_FILE)).map_or(0, |m| m.len());
+    set_gauge(registry, "ballast_bytes", "Space held in reserve by the ballast file (0: none)", ballast);
+    let props = [
+        ("rocksdb_sst_files_bytes", "rocksdb.total-sst-files-size", "Bytes of RocksDB SST files"),
+        ("rocksdb_live_data_bytes", "rocksdb.estimate-live-data-size", "Estimated live data in RocksDB"),
+        ("rocksdb_memtable_bytes", "rocksdb.cur-size-all-mem-tables", "Bytes in RocksDB memtables"),
+        ("rocksdb_pending_compaction_bytes", "rocksdb.estimate-pending-compaction-bytes", "Bytes RocksDB estimates compaction must rewrite"),
+        ("rocksdb_background_errors", "rocksdb.background-errors", "Background errors RocksDB has seen (any: the disk is failing or full)"),
+    ];
+    for (name, prop, help) in props {
+        if let Some(v) = state.engine.int_property(prop) {
+            set_gauge(registry, name, help, v);
+        }
+    }
 }
 
 fn counter(registry: &mut Registry, name: &str, help: &str, value: &AtomicU64) {
@@ -116,6 +217,15 @@ async fn status(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {
             return page;
         }
     };
+    let retrying: Vec<String> = ranges
+        .ranges
+        .iter()
+        .filter(|r| r.snapshot_retries > 0)
+        .map(|r| format!("{} ({})", r.descriptor.as_ref().map_or(0, |d| d.range_id), r.snapshot_retries))
+        .collect();
+    if !retrying.is_empty() {
+        let _ = writeln!(page, "WARNING snapshots rebuilt for a follower that cannot install them, by range (retries): {}", retrying.join(" "));
+    }
     let _ = writeln!(page, "\n{:>20}  {:<24} {:<24} {:>6} {:>5} {:>6} {:>9}", "range", "start", "end", "leader", "lease", "term", "applied");
     for r in &ranges.ranges {
         let Some(d) = &r.descriptor else { continue };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use flotilla_server::cli::{self, Endpoints, KvCmd};
+use flotilla_server::cli::{self, ClientCmd};
 use flotilla_server::config::StartArgs;
 use flotilla_raftstore::keyspace::initial_ranges;
 use flotilla_raftstore::local::LocalCluster;
@@ -27,37 +27,8 @@ enum Cmd {
     /// Run a node. With no flags: a single-node cluster on 127.0.0.1:6180 with data in
     /// ./flotilla-data. With --join: a member of a multi-node cluster (see `init`).
     Start(StartArgs),
-    /// Bootstrap a cluster whose nodes were started with --join (once per cluster).
-    Init {
-        #[command(flatten)]
-        endpoints: Endpoints,
-        /// User ranges the cluster starts with (they split as they grow).
-        #[arg(long, default_value_t = 1)]
-        initial_ranges: u32,
-    },
-    /// Read and write keys.
-    Kv {
-        #[command(flatten)]
-        endpoints: Endpoints,
-        #[command(subcommand)]
-        cmd: KvCmd,
-    },
-    /// The cluster's nodes: liveness, replicas, leaders and leases per node.
-    Status {
-        #[command(flatten)]
-        endpoints: Endpoints,
-    },
-    /// Every range: span, leader, lease, size and replicas.
-    Ranges {
-        #[command(flatten)]
-        endpoints: Endpoints,
-    },
-    /// Split the range holding KEY at KEY.
-    Split {
-        key: String,
-        #[command(flatten)]
-        endpoints: Endpoints,
-    },
+    #[command(flatten)]
+    Client(ClientCmd),
     /// Start a local 3-node cluster in this process, write, read, and print what happened.
     Demo {
         /// Data directory (default: a fresh temporary directory, removed on exit).
@@ -93,7 +64,7 @@ fn main() {
             }
         },
         Cmd::Start(args) => start(args),
-        other => client_command(other),
+        Cmd::Client(cmd) => client_command(cmd),
     };
     std::process::exit(code);
 }
@@ -111,33 +82,19 @@ fn start(args: StartArgs) -> i32 {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e}");
-            1
+            e.exit_code()
         }
     }
 }
 
-fn client_command(cmd: Cmd) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
+fn client_command(cmd: ClientCmd) -> i32 {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(cli::run(cmd)),
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
-            return 2;
+            cli::EXIT_ERROR
         }
-    };
-    let outcome = runtime.block_on(async move {
-        match cmd {
-            Cmd::Init { endpoints, initial_ranges } => cli::init(&endpoints, initial_ranges).await,
-            Cmd::Kv { endpoints, cmd } => cli::kv(&endpoints, cmd).await,
-            Cmd::Status { endpoints } => cli::status(&endpoints).await,
-            Cmd::Ranges { endpoints } => cli::ranges(&endpoints).await,
-            Cmd::Split { key, endpoints } => cli::split(&endpoints, &key).await,
-            Cmd::Start(_) | Cmd::Demo { .. } => Ok(0),
-        }
-    });
-    outcome.unwrap_or_else(|e| {
-        eprintln!("error: {e}");
-        2
-    })
+    }
 }
 
 fn demo(data_dir: Option<PathBuf>, ranges: u64, keys: u32) -> Result<(), Box<dyn std::error::Error>> {

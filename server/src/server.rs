@@ -61,6 +61,13 @@ pub struct State {
     stopping: std::sync::atomic::AtomicBool,
     /// Serialises bootstraps.
     bootstrap_lock: Mutex<()>,
+    /// The members this node has had Raft traffic from (see `identity`).
+    pub(crate) members_seen: Mutex<std::collections::BTreeSet<u64>>,
+    /// The last claim of each node id accepted by `identity::check_claim`: (address,
+    /// process nonce).
+    pub(crate) accepted_claims: Mutex<std::collections::HashMap<u64, (String, u64)>>,
+    /// Set (once) to why the store stopped on its own; `start::serve` then exits.
+    fatal: Arc<tokio::sync::watch::Sender<Option<String>>>,
     runtime: Handle,
 }
 
@@ -69,9 +76,8 @@ impl State {
     /// node, and starts the store if the node is part of a cluster (bootstrapping a
     /// single-node cluster when there is nothing to join).
     pub fn open(cfg: ServerConfig, runtime: Handle) -> Result<Arc<State>, ServerError> {
-        std::fs::create_dir_all(&cfg.data_dir)
-            .map_err(|source| ServerError::DataDir { path: cfg.data_dir.clone(), source })?;
-        let engine = Engine::open(cfg.data_dir.join("db"), &EngineOptions::default())?;
+        let engine = open_data_dir(&cfg)?;
+        let members_seen = Store::members_seen(&engine)?.into_iter().collect();
         // Twice the liveness timeout: a node silent that long has missed ten heartbeat
         // batches.
         let suspect_after = cfg.store.tick_interval * (2 * cfg.store.liveness_timeout_ticks) as u32;
@@ -90,9 +96,16 @@ impl State {
             stopping: Default::default(),
             snapshot_slots: tokio::sync::Semaphore::new(2),
             bootstrap_lock: Mutex::new(()),
+            fatal: Arc::new(tokio::sync::watch::channel(None).0),
+            members_seen: Mutex::new(members_seen),
+            accepted_claims: Mutex::default(),
             runtime,
         });
+        // A directory of another node is refused before anything else is asked of it.
+        Store::check_owner(&state.engine, state.cfg.node_id)?;
         if let Some(identity) = state.stored_identity()? {
+            // Never two processes as one node: ask the members first.
+            state.runtime.block_on(crate::identity::ensure_unique(&state, &identity))?;
             state.start_store(identity)?;
         } else if state.cfg.join.is_empty() {
             let me = state.cfg.node_id;
@@ -178,6 +191,12 @@ impl State {
             let _ = meta_tx.send(entries);
         });
         let node = Node::start(store, self.transport.clone(), Some(sink));
+        let (mut failure, fatal) = (node.failure(), self.fatal.clone());
+        self.runtime.spawn(async move {
+            if let Ok(cause) = failure.wait_for(Option::is_some).await {
+                fatal.send_replace(cause.clone());
+            }
+        });
         let gateway = Gateway::new(self.peers.clone(), node.handle());
         let meta = meta_descriptor(&identity);
         let publisher = Router::new(gateway.clone(), meta.clone(), RetryPolicy::default());
@@ -216,10 +235,45 @@ impl State {
         }
     }
 
+    /// Resolves to the cause once the store has stopped on its own.
+    pub async fn store_failed(&self) -> String {
+        let mut rx = self.fatal.subscribe();
+        let cause = rx.wait_for(Option::is_some).await.map(|c| c.clone().unwrap_or_default());
+        match cause {
+            Ok(cause) => cause,
+            Err(_) => std::future::pending().await,
+        }
+    }
+
     /// True once shutdown has begun.
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(std::sync::atomic::Ordering::SeqCst)
     }
+}
+
+/// Creates (if needed) and opens the data directory: its engine, and its ballast.
+fn open_data_dir(cfg: &ServerConfig) -> Result<Engine, ServerError> {
+    let dir = &cfg.data_dir;
+    if dir.exists() && !dir.is_dir() {
+        return Err(ServerError::Config(format!(
+            "--data-dir {}: exists and is not a directory; give the path of a directory (it is created if missing)",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|source| ServerError::DataDir { path: dir.clone(), source })?;
+    let engine = Engine::open(dir.join("db"), &EngineOptions::default()).map_err(|e| {
+        if e.to_string().contains("lock") {
+            ServerError::DataDirInUse { path: dir.clone() }
+        } else {
+            ServerError::Engine(e)
+        }
+    })?;
+    let size = cfg.ballast_size.unwrap_or_else(|| crate::disk::default_ballast_size(dir));
+    match crate::disk::ensure_ballast(dir, size)? {
+        crate::disk::Ballast::Present(bytes) => tracing::info!(bytes, "ballast in place"),
+        crate::disk::Ballast::Absent { reason } => tracing::warn!(%reason, "no ballast: a full disk will need space freed elsewhere"),
+    }
+    Ok(engine)
 }
 
 /// Asks the store to drain until it leads nothing or `timeout` passes.

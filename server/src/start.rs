@@ -1,7 +1,9 @@
 //! `flotilla start`: bind the listeners, open the node, serve gRPC and HTTP, discover the
 //! other nodes, and shut down cleanly on SIGTERM or Ctrl-C: hand leadership to the other
 //! nodes, stop the store (its last round is written and synced), then stop accepting
-//! calls and let those in flight finish.
+//! calls and let those in flight finish. A store that stops on its own (a write failed:
+//! disk full, I/O error) ends the process too, with `ServerError::StoreFailed` (exit code
+//! 74): fail-stop, as TiKV and CockroachDB do, never a node that answers without a store.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +24,8 @@ use crate::transport::MAX_FRAME_BYTES;
 
 /// How long calls in flight may take to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(5);
+/// How long a node that stopped its store keeps answering `stopping` before it closes.
+const STOPPED_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs a node until SIGTERM / Ctrl-C, or until it must stop (a fatal error).
 pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
@@ -50,6 +54,10 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
             tracing::info!("shutdown signal received; draining calls");
             Ok(())
         }
+        cause = state.store_failed() => {
+            tracing::error!(%cause, data = %state.cfg.data_dir.display(), "the store stopped; exiting");
+            Err(ServerError::StoreFailed { path: state.cfg.data_dir.clone(), cause })
+        }
     };
     // The store drains (hands its leaderships to other nodes) and stops first (its last
     // round is written and synced), while this node still serves: ranges it led move
@@ -57,6 +65,13 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
     // was routing are retried on the other nodes; Raft streams into it end).
     let s = state.clone();
     let _ = tokio::task::spawn_blocking(move || s.stop()).await;
+    if outcome.is_ok() {
+        // Keep answering for a moment with the store stopped: calls other nodes' routers
+        // send here now get `stopping` (certainly not run, so they are retried elsewhere,
+        // and the routers stop sending here) instead of being cut off mid-call, which
+        // would leave their writes of unknown outcome.
+        tokio::time::sleep(STOPPED_GRACE).await;
+    }
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(DRAIN, grpc).await;
     let _ = tokio::time::timeout(DRAIN, http_task).await;

@@ -106,3 +106,14 @@ async fn replay() {
     let report = run(&schedule).await;
     println!("{}", report.summary(&schedule));
 }
+
+/// Checks a saved history again (`JEPSEN_HISTORY=path`), printing the verdict per key.
+#[test]
+#[ignore = "offline check of a saved history: JEPSEN_HISTORY=path"]
+fn check_saved() {
+    let path = std::env::var("JEPSEN_HISTORY").expect("JEPSEN_HISTORY is not set");
+    let entries = suite::history::load(std::path::Path::new(&path)).expect("a readable history");
+    for (key, verdict) in suite::checker::check(&entries, Duration::from_secs(600)) {
+        println!("k{key}: {verdict:?}");
+    }
+}

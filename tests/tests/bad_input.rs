@@ -35,7 +35,7 @@ fn bad_requests_get_typed_errors_and_the_store_keeps_serving() {
     let err = expect_err(&mut c, 1, Command::Put { key: vec![0xff, 1], value: b"v".to_vec() });
     assert!(matches!(err, Error::KeyNotInRange { range_id: 1, .. }), "{err}");
 
-    let err = expect_err(&mut c, 1, Command::Scan { start: vec![1], end: Vec::new(), limit: 0 });
+    let err = expect_err(&mut c, 1, Command::Scan { start: vec![1], end: Vec::new(), limit: 0, max_bytes: 0 });
     assert!(matches!(err, Error::InvalidRequest(_)), "{err}");
     let err = expect_err(&mut c, 1, Command::Batch { ops: Vec::new() });
     assert!(matches!(err, Error::InvalidRequest(_)), "{err}");

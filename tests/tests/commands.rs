@@ -23,14 +23,27 @@ fn get_put_delete_scan_batch_and_cas_behave_as_documented() {
 
     let ops = (0..10).map(|i| WriteOp::put(format!("k{i}"), format!("v{i}"))).chain([WriteOp::delete("k3")]);
     assert_eq!(call(&mut c, Command::Batch { ops: ops.collect() }), Response::Done);
-    let scan = Command::Scan { start: b"k".to_vec(), end: b"k6".to_vec(), limit: 100 };
-    let Response::Pairs(pairs) = call(&mut c, scan) else { panic!("scan answers pairs") };
+    let scan = Command::Scan { start: b"k".to_vec(), end: b"k6".to_vec(), limit: 100, max_bytes: 0 };
+    let Response::Pairs { pairs, .. } = call(&mut c, scan) else { panic!("scan answers pairs") };
     let keys: Vec<_> = pairs.iter().map(|(k, _)| String::from_utf8(k.clone()).unwrap()).collect();
     assert_eq!(keys, ["k0", "k1", "k2", "k4", "k5"], "bounded, ordered, without the deleted key");
-    let limited = Command::Scan { start: b"k".to_vec(), end: Vec::new(), limit: 3 };
-    let Response::Pairs(pairs) = call(&mut c, limited) else { panic!() };
+    let limited = Command::Scan { start: b"k".to_vec(), end: Vec::new(), limit: 3, max_bytes: 0 };
+    let Response::Pairs { pairs, more } = call(&mut c, limited) else { panic!() };
     assert_eq!(pairs.len(), 3);
     assert_eq!(pairs[2], (b"k2".to_vec(), b"v2".to_vec()));
+    assert!(more, "a scan cut by its limit says there may be more");
+    // A byte budget stops the answer after the pair that reaches it: "k0v0" + "k1v1" is 8
+    // bytes, so a budget of 6 ends after k1.
+    let budget = Command::Scan { start: b"k".to_vec(), end: Vec::new(), limit: 100, max_bytes: 6 };
+    let Response::Pairs { pairs, more } = call(&mut c, budget) else { panic!() };
+    assert_eq!((pairs.len(), more), (2, true), "{pairs:?}");
+    // A budget smaller than one pair still returns that pair: a scan always progresses.
+    let tiny = Command::Scan { start: b"k9".to_vec(), end: Vec::new(), limit: 100, max_bytes: 1 };
+    let Response::Pairs { pairs, more } = call(&mut c, tiny) else { panic!() };
+    assert_eq!((pairs.len(), more), (1, true));
+    let to_end = Command::Scan { start: b"k5".to_vec(), end: Vec::new(), limit: 100, max_bytes: 0 };
+    let Response::Pairs { pairs, more } = call(&mut c, to_end) else { panic!() };
+    assert_eq!((pairs.len(), more), (5, false), "k5..k9, then the end of the range");
 
     let cas = |expected: Option<&str>, new: Option<&str>| Command::CompareAndSwap {
         key: b"c".to_vec(),
@@ -84,7 +97,7 @@ fn a_scan_may_resume_right_after_a_key_of_maximum_length() {
     call(&mut c, Command::Put { key: vec![8u8], value: b"w".to_vec() });
     let mut after = longest.clone();
     after.push(0);
-    let Response::Pairs(pairs) = call(&mut c, Command::Scan { start: after, end: Vec::new(), limit: 10 }) else {
+    let Response::Pairs { pairs, .. } = call(&mut c, Command::Scan { start: after, end: Vec::new(), limit: 10, max_bytes: 0 }) else {
         panic!("scan answers pairs")
     };
     assert_eq!(pairs, vec![(vec![8u8], b"w".to_vec())]);

@@ -55,8 +55,8 @@ fn isolated_leader_is_replaced_and_its_uncommitted_entries_are_discarded() {
     let first = digests.values().next().copied();
     assert!(digests.values().all(|d| Some(*d) == first), "replicas agree: {digests:?}");
     // The old leader's own log no longer holds the lost entry: its data matches.
-    match c.call(1, Command::Scan { start: b"a".to_vec(), end: Vec::new(), limit: 10 }, 100) {
-        Ok(Response::Pairs(p)) => assert_eq!(p.len(), 2, "{p:?}"),
+    match c.call(1, Command::Scan { start: b"a".to_vec(), end: Vec::new(), limit: 10, max_bytes: 0 }, 100) {
+        Ok(Response::Pairs { pairs: p, .. }) => assert_eq!(p.len(), 2, "{p:?}"),
         other => panic!("scan failed: {other:?}"),
     }
 }

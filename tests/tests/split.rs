@@ -60,9 +60,9 @@ fn split_divides_a_range_without_losing_keys() {
     assert_replicas_agree(&mut c);
     // Each half holds only its own keys.
     let leader = c.leader_of(2).unwrap();
-    let mut rx = c.request(leader, 2, Command::Scan { start: b"u".to_vec(), end: Vec::new(), limit: 1000 });
+    let mut rx = c.request(leader, 2, Command::Scan { start: b"u".to_vec(), end: Vec::new(), limit: 1000, max_bytes: 0 });
     match c.wait_answer(&mut rx, 50) {
-        Ok(flotilla_raftstore::Response::Pairs(p)) => assert_eq!(p.len(), 100),
+        Ok(flotilla_raftstore::Response::Pairs { pairs: p, .. }) => assert_eq!(p.len(), 100),
         other => panic!("scan of the left half: {other:?}"),
     }
 }

@@ -216,7 +216,7 @@ impl Store {
             peer.last_read = now;
             return Some((req, callback));
         }
-        let _ = callback.send(peer.execute_read(&req.command));
+        let _ = callback.send(peer.execute_read(&req.command, self.cfg.max_scan_bytes));
         StoreMetrics::add(&self.metrics.lease_reads, 1);
         None
     }

@@ -114,7 +114,7 @@ pub(crate) fn check_request(req: &Request, desc: &RangeDescriptor, cfg: &StoreCo
     match &req.command {
         Command::Get { key } | Command::Delete { key } => check_key(key, desc, key_limit(cfg)),
         Command::Put { key, value } => check_key(key, desc, key_limit(cfg)).and(check_value(value, cfg)),
-        Command::Scan { start, end, limit } => {
+        Command::Scan { start, end, limit, .. } => {
             // A scan bound is never stored. It may be one byte longer than the longest key,
             // so that a scan can resume right after a key of maximum length, and one more
             // for the meta lookup of such a resume point (`"m" ‖ key`).

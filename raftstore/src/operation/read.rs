@@ -53,7 +53,7 @@ impl Peer {
     }
 
     /// Answers every read whose read index has been applied.
-    pub(crate) fn serve_reads(&mut self, metrics: &StoreMetrics) {
+    pub(crate) fn serve_reads(&mut self, metrics: &StoreMetrics, max_scan_bytes: usize) {
         if self.reads.is_empty() {
             return;
         }
@@ -66,7 +66,7 @@ impl Peer {
                     let result = if read.epoch != self.descriptor().epoch() {
                         Err(Error::epoch_not_match(self.descriptor(), read.epoch))
                     } else {
-                        self.execute_read(&read.command)
+                        self.execute_read(&read.command, max_scan_bytes)
                     };
                     StoreMetrics::add(&metrics.read_index_reads, 1);
                     let _ = read.callback.send(result);
@@ -77,7 +77,7 @@ impl Peer {
         self.reads = waiting;
     }
 
-    pub(crate) fn execute_read(&self, command: &Command) -> Result<Response> {
+    pub(crate) fn execute_read(&self, command: &Command, max_scan_bytes: usize) -> Result<Response> {
         let engine = self.raw.store().engine();
         let desc = self.descriptor();
         match command {
@@ -87,17 +87,21 @@ impl Peer {
                 }
                 Ok(Response::Value(engine.get(Cf::Data, key)?))
             }
-            Command::Scan { start, end, limit } => {
+            Command::Scan { start, end, limit, max_bytes } => {
                 if !desc.contains(start) {
                     return Err(Error::key_not_in_range(desc, start));
                 }
                 let end = clip_end(end, &desc.end);
-                let mut pairs = Vec::new();
+                let budget = scan_budget(*max_bytes, max_scan_bytes);
+                let (mut pairs, mut bytes) = (Vec::new(), 0);
                 engine.scan(Cf::Data, start, end, |k, v| {
+                    bytes += k.len() + v.len();
                     pairs.push((k.to_vec(), v.to_vec()));
-                    pairs.len() < *limit
+                    pairs.len() < *limit && bytes < budget
                 })?;
-                Ok(Response::Pairs(pairs))
+                // Stopped by a limit, not by the end: there may be more.
+                let more = pairs.len() >= *limit || bytes >= budget;
+                Ok(Response::Pairs { pairs, more })
             }
             _ => Err(Error::InvalidRequest("not a read".into())),
         }
@@ -157,5 +161,14 @@ fn clip_end<'a>(requested: &'a [u8], range_end: &'a [u8]) -> &'a [u8] {
         (true, _) => range_end,
         (false, true) => requested,
         (false, false) => requested.min(range_end),
+    }
+}
+
+/// The byte budget of one scan answer: what the caller asked for, at most `max` (0: `max`).
+pub fn scan_budget(asked: usize, max: usize) -> usize {
+    if asked == 0 {
+        max
+    } else {
+        asked.min(max)
     }
 }

@@ -40,7 +40,7 @@ impl Store {
         self.pending_snapshots.clear();
         for id in &touched {
             if let Some(peer) = self.peers.get_mut(id) {
-                peer.serve_reads(&self.metrics);
+                peer.serve_reads(&self.metrics, self.cfg.max_scan_bytes);
                 if peer.raw.has_ready() {
                     self.touched.insert(*id);
                 }

@@ -85,6 +85,7 @@ impl Admin for AdminService {
                     row.replicas = r.ranges.len() as u32;
                     row.leaders = r.leaders;
                     row.leases = r.ranges.iter().filter(|i| i.lease).count() as u32;
+                    row.snapshot_retries = r.ranges.iter().map(|i| i.snapshot_retries).sum();
                 }
                 Err(e) => row.error = e.message().to_string(),
             }
@@ -218,7 +219,10 @@ async fn node_ranges(state: &Arc<State>, node: u64, with_sizes: bool) -> Result<
 /// Sends `identity` to every other member; fails naming those that did not accept it.
 async fn send_bootstraps(state: &State, identity: &BootstrapRequest) -> Result<(), Status> {
     let mut failed = Vec::new();
-    for n in identity.nodes.iter().filter(|n| n.node_id != state.cfg.node_id) {
+    // A member that has served never gets a bootstrap again: if its disk is blank now, it
+    // lost its data (see `identity`), and the initial ranges would not bring it back.
+    let seen = state.members_seen();
+    for n in identity.nodes.iter().filter(|n| n.node_id != state.cfg.node_id && !seen.contains(&n.node_id)) {
         let Some(channel) = state.peers.channel(n.node_id) else {
             failed.push(format!("node {}: address unknown", n.node_id));
             continue;

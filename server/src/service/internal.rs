@@ -65,6 +65,9 @@ impl Internal for InternalService {
     async fn hello(&self, req: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
         let hello = req.into_inner();
         let mine = self.0.peers.cluster_id();
+        if self.0.peers.same_cluster(&hello.cluster_id) {
+            crate::identity::check_claim(&self.0, &hello).await?;
+        }
         // Once in a cluster, only its members teach this node addresses (a member always
         // says its cluster id), so a stray node reusing an id cannot redirect traffic.
         if self.0.peers.same_cluster(&hello.cluster_id) {
@@ -75,6 +78,7 @@ impl Internal for InternalService {
             cluster_id: mine.unwrap_or_default(),
             known: self.0.peers.known(),
             process_nonce: self.0.process_nonce,
+            members_seen: self.0.members_seen(),
         }))
     }
 
@@ -106,6 +110,7 @@ impl Internal for InternalService {
         let store = running.store.clone();
         drop(running);
         let mut stream = req.into_inner();
+        self.0.note_member_seen(from);
         while let Some(batch) = stream.message().await? {
             self.0.peers.heard_from(from);
             let envelopes = batch
@@ -189,6 +194,7 @@ fn range_info(engine: &flotilla_engine::Engine, s: RangeStatus, with_sizes: bool
         lease: s.has_lease,
         approximate_size: size,
         applied_index: s.applied_index,
+        snapshot_retries: s.snapshot_repeats,
         descriptor: Some(s.descriptor),
     }
 }

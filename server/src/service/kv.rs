@@ -75,7 +75,7 @@ impl Kv for KvService {
         let started = Instant::now();
         let result = async {
             let db = self.db()?;
-            let ScanRequest { start, end, limit } = req.into_inner();
+            let ScanRequest { start, end, limit, max_bytes } = req.into_inner();
             let max = self.0.cfg.store.max_scan_limit;
             let limit = match limit as usize {
                 0 => max,
@@ -85,10 +85,15 @@ impl Kv for KvService {
             if !end.is_empty() && end < start {
                 return Err(invalid("scan end sorts before its start"));
             }
-            let span = tracing::debug_span!("kv.scan", limit);
-            let pairs = db.scan(&start, &end, limit).instrument(span).await.map_err(router_status)?;
-            let pairs = pairs.into_iter().map(|(key, value)| KvPair { key, value }).collect();
-            Ok(Response::new(ScanResponse { pairs }))
+            // Answers are paged by bytes as well as by count: the caller follows
+            // `resume_key`, and neither side ever holds more than one page.
+            let cap = self.0.cfg.store.max_scan_bytes;
+            let max_bytes = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+            let max_bytes = if max_bytes == 0 { cap } else { max_bytes.min(cap) };
+            let span = tracing::debug_span!("kv.scan", limit, max_bytes);
+            let page = db.scan_page(&start, &end, limit, max_bytes).instrument(span).await.map_err(router_status)?;
+            let pairs = page.pairs.into_iter().map(|(key, value)| KvPair { key, value }).collect();
+            Ok(Response::new(ScanResponse { pairs, resume_key: page.resume_key }))
         }
         .await;
         self.record("scan", started, result)

@@ -230,6 +230,11 @@ impl NodeProc {
             .collect();
         args.extend(["--data-dir".to_string(), dir.display().to_string()]);
         args.extend(["--tick-ms".to_string(), TICK_MS.to_string()]);
+        // A small ballast: the default (1% of the disk, up to 1 GiB) per node per test would
+        // dominate the suite's time and disk.
+        if !extra.iter().any(|a| a == "--ballast-size") {
+            args.extend(["--ballast-size".to_string(), (1 << 20).to_string()]);
+        }
         args.extend(extra.iter().cloned());
         NodeProc { id, listen, http, dir, log, args, child: None }
     }

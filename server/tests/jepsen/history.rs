@@ -112,3 +112,69 @@ pub fn save(entries: &[Entry], path: &Path) -> std::io::Result<()> {
     }
     std::fs::write(path, out)
 }
+
+/// Reads a history written by [`save`] (times at its microsecond precision), so that a
+/// saved run can be checked again (`JEPSEN_HISTORY=… cargo test … -- --ignored check_saved`).
+pub fn load(path: &Path) -> Result<Vec<Entry>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).map(parse_line).collect()
+}
+
+fn parse_line(line: &str) -> Result<Entry, String> {
+    let bad = || format!("unreadable history line: {line}");
+    let mut words = line.split_whitespace();
+    let mut field = |prefix: &str| -> Result<String, String> {
+        let w = words.next().ok_or_else(bad)?;
+        w.strip_prefix(prefix).map(str::to_string).ok_or_else(bad)
+    };
+    let ms = |s: String| s.parse::<f64>().map(|v| Duration::from_nanos((v * 1e6).round() as u64)).map_err(|_| bad());
+    let (invoke, complete) = (ms(field("")?)?, ms(field("")?)?);
+    let num = |s: String| s.parse::<u64>().map_err(|_| bad());
+    let (process, node, key) = (num(field("p")?)?, num(field("n")?)?, num(field("k")?)? as usize);
+    let tail = line[line.find(&format!(" k{key} ")).ok_or_else(bad)? + format!(" k{key} ").len()..].trim();
+    let split = ["Ok(", "Fail(", "Unknown("].iter().filter_map(|p| tail.rfind(&format!(" {p}"))).max().ok_or_else(bad)?;
+    let (op, outcome) = (tail[..split].trim(), tail[split..].trim());
+    Ok(Entry { process, node, key, op: parse_op(op).ok_or_else(bad)?, invoke, complete, outcome: parse_outcome(outcome).ok_or_else(bad)? })
+}
+
+fn opt(s: &str) -> Option<Option<u64>> {
+    match s.trim() {
+        "None" => Some(None),
+        s => s.strip_prefix("Some(")?.strip_suffix(')')?.parse().ok().map(Some),
+    }
+}
+
+fn parse_op(s: &str) -> Option<Op> {
+    if s == "Get" {
+        return Some(Op::Get);
+    }
+    if s == "Delete" {
+        return Some(Op::Delete);
+    }
+    if let Some(v) = s.strip_prefix("Put(") {
+        return v.strip_suffix(')')?.parse().ok().map(Op::Put);
+    }
+    let body = s.strip_prefix("Cas { expected: ")?.strip_suffix(" }")?;
+    let (expected, new) = body.split_once(", new: ")?;
+    Some(Op::Cas { expected: opt(expected)?, new: new.parse().ok()? })
+}
+
+fn parse_outcome(s: &str) -> Option<Outcome> {
+    let text = |p: &str| s.strip_prefix(p).and_then(|r| r.strip_suffix(')')).map(|r| r.trim_matches('"').to_string());
+    if s.starts_with("Fail(") {
+        return text("Fail(").map(Outcome::Fail);
+    }
+    if s.starts_with("Unknown(") {
+        return text("Unknown(").map(Outcome::Unknown);
+    }
+    let ret = s.strip_prefix("Ok(")?.strip_suffix(')')?;
+    if ret == "Done" {
+        return Some(Outcome::Ok(Ret::Done));
+    }
+    if let Some(v) = ret.strip_prefix("Value(") {
+        return Some(Outcome::Ok(Ret::Value(opt(v.strip_suffix(')')?)?)));
+    }
+    let body = ret.strip_prefix("Cas { succeeded: ")?.strip_suffix(" }")?;
+    let (succeeded, previous) = body.split_once(", previous: ")?;
+    Some(Outcome::Ok(Ret::Cas { succeeded: succeeded == "true", previous: opt(previous)? }))
+}

@@ -1,0 +1,114 @@
+//! A full disk stops the node, loudly, and loses nothing acknowledged (issue 14).
+//!
+//! A single-node cluster runs on a 64 MiB tmpfs with a 16 MiB ballast. Puts of
+//! incompressible values fill it; the store's write fails, and the process must exit
+//! promptly with code 74 and a message naming the data directory and the ballast —
+//! not stay up answering every call with a retry loop. Then the operator's procedure
+//! (docs/operations.md, "Disk full"): delete the ballast, restart; every acknowledged
+//! write is read back.
+//!
+//! Needs root (it mounts a tmpfs); CI runs as root.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const VALUE: usize = 128 << 10;
+
+/// A tmpfs of `mib` MiB at `dir`, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, mib: u64) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mounting a tmpfs at {} failed (this test needs root)", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A value no compressor shrinks: a xorshift stream seeded by `i`.
+fn incompressible(i: u64) -> Vec<u8> {
+    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..VALUE)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_the_node_and_the_ballast_lets_it_restart() {
+    let _serial = serial().await;
+    let root = tempfile::tempdir().unwrap();
+    let _fs = Tmpfs::mount(&root.path().join("disk"), 64);
+    let data = root.path().join("disk/node1");
+    let ballast = ["--ballast-size".to_string(), (16u64 << 20).to_string()];
+    let mut node = NodeProc::new(1, data.clone(), root.path().join("node1.log"), &ballast);
+    node.spawn();
+    let client = client_for(&[node.listen.clone()]);
+    poll_until("the single node takes writes", Duration::from_secs(30), || async {
+        client.put(b"ready", b"1").await.map_err(|s| s.to_string())
+    })
+    .await;
+    assert_eq!(std::fs::metadata(data.join("ballast")).unwrap().len(), 16 << 20);
+
+    // Fill the disk. Each put's answer is recorded; an error ends the loop.
+    let mut acked = Vec::new();
+    let mut last_error = None;
+    for i in 0..2000u64 {
+        let key = format!("fill-{i:05}").into_bytes();
+        match put_with_deadline(&client, 0, &key, &incompressible(i), Duration::from_secs(10)).await {
+            Ok(()) => acked.push((key, i)),
+            Err(s) => {
+                last_error = Some(s);
+                break;
+            }
+        }
+    }
+    let last_error = last_error.expect("64 MiB filled without a single failed put");
+    assert!(acked.len() > 10, "only {} puts before the disk was full: {last_error:?}", acked.len());
+
+    // Fail-stop: the process exits, with the storage error's exit code and a message that
+    // names the data directory and the way out.
+    let failed_at = Instant::now();
+    let status = node.wait_exit(Duration::from_secs(15)).await;
+    let status = status.unwrap_or_else(|| panic!("the node is still up after its disk filled:\n{}", node.log_tail(20)));
+    assert_eq!(status.code(), Some(74), "exit status {status}:\n{}", node.log_tail(20));
+    let log = node.log_text();
+    let data_s = data.display().to_string();
+    assert!(log.contains("the store in") && log.contains(&data_s), "message names the data dir:\n{}", node.log_tail(10));
+    assert!(log.contains("ballast") && log.contains("Disk full"), "message names the way out:\n{}", node.log_tail(10));
+    eprintln!("node exited {:?} after the first failed put ({} acknowledged): {last_error:?}", failed_at.elapsed(), acked.len());
+
+    // The procedure: delete the ballast, restart, read everything acknowledged.
+    std::fs::remove_file(data.join("ballast")).unwrap();
+    node.spawn();
+    for (key, i) in &acked {
+        let got = get_eventually(&client, key, Duration::from_secs(30)).await.unwrap_or_else(|e| {
+            panic!("reading {} after the restart: {e}\n{}", show(key), node.log_tail(20))
+        });
+        assert!(got.as_deref() == Some(incompressible(*i).as_slice()), "acknowledged {} lost", show(key));
+    }
+    // Still too full for a ballast: the node says so instead of filling the disk again.
+    assert!(!data.join("ballast").exists());
+    assert!(node.log_text().contains("no ballast"), "{}", node.log_tail(10));
+    node.kill9();
+}
