@@ -72,7 +72,7 @@ mod tests {
 
     #[test]
     fn log_keys_sort_by_range_then_index() {
-        let mut keys = vec![
+        let mut keys = [
             raft_log_key(2, 1),
             raft_log_key(1, 256),
             raft_log_key(1, 2),

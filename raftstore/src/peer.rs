@@ -132,7 +132,7 @@ impl Peer {
         if let Some(until) = self.campaign_until {
             if now > until || self.raw.raft.leader_id != raft::INVALID_ID {
                 self.campaign_until = None;
-            } else if self.raw.raft.state != StateRole::Leader && now % 2 == 0 {
+            } else if self.raw.raft.state != StateRole::Leader && now.is_multiple_of(2) {
                 // Every other tick, so a round already under way can finish.
                 let _ = self.raw.campaign();
             }

@@ -92,9 +92,7 @@ impl PeerStorage {
     /// storage: log empty at [`SPLIT_INIT_INDEX`], everything before it applied. No data
     /// moves: the keys already lie in the engine.
     pub fn split_init(engine: Engine, desc: RangeDescriptor, wb: &mut WriteBatch) -> PeerStorage {
-        let mut hard_state = HardState::default();
-        hard_state.term = SPLIT_INIT_TERM;
-        hard_state.commit = SPLIT_INIT_INDEX;
+        let hard_state = HardState { term: SPLIT_INIT_TERM, commit: SPLIT_INIT_INDEX, ..Default::default() };
         let apply_state = ApplyState {
             applied_index: SPLIT_INIT_INDEX,
             truncated_index: SPLIT_INIT_INDEX,

@@ -414,13 +414,13 @@ impl Store {
             }
         }
         self.check_liveness();
-        if self.now % self.cfg.liveness_interval_ticks.max(1) == 0 {
+        if self.now.is_multiple_of(self.cfg.liveness_interval_ticks.max(1)) {
             self.send_liveness();
         }
         self.expire_requests();
         self.balance_leaders();
         self.drain_leaders();
-        if self.now % self.cfg.split_check_ticks.max(1) == 0 {
+        if self.now.is_multiple_of(self.cfg.split_check_ticks.max(1)) {
             self.schedule_split_checks();
         }
         self.renew_leases();

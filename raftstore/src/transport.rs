@@ -29,11 +29,14 @@ pub trait Transport: Send + Sync + 'static {
     fn send(&self, to: u64, batch: Vec<RaftEnvelope>);
 }
 
+/// Where a local node's batches go.
+type Route = Arc<dyn Fn(Vec<RaftEnvelope>) + Send + Sync>;
+
 /// A transport between stores in one process: each node registers a function that
 /// accepts a batch (usually pushing it into that store's mailbox).
 #[derive(Clone, Default)]
 pub struct LocalTransport {
-    routes: Arc<RwLock<HashMap<u64, Arc<dyn Fn(Vec<RaftEnvelope>) + Send + Sync>>>>,
+    routes: Arc<RwLock<HashMap<u64, Route>>>,
 }
 
 impl LocalTransport {

@@ -599,11 +599,14 @@ impl TestCluster {
     }
 }
 
+/// A key and its value.
+type Pair = (Vec<u8>, Vec<u8>);
+
 /// Writer tasks that put unique keys (`{prefix}{writer}/{seq}` spread over the key space,
 /// each with a unique value) until stopped, recording every acknowledged pair.
 pub struct Writers {
     stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>>,
+    acked: Arc<Mutex<Vec<Pair>>>,
     count: Arc<AtomicU64>,
     failures: Arc<AtomicU64>,
     tasks: Vec<JoinHandle<()>>,

@@ -176,7 +176,7 @@ pub async fn register_client(id: u64, endpoints: Vec<String>, keys: usize, seed:
 /// A durability writer: unique keys `dur/{id}/{seq}` through every node in turn; returns
 /// the acknowledged pairs.
 pub async fn durability_writer(id: u64, endpoints: Vec<String>, stop: Arc<Shared>) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let clients: Vec<Client> = endpoints.iter().map(|e| Client::new(&[e.clone()]).expect("client")).collect();
+    let clients: Vec<Client> = endpoints.iter().map(|e| Client::new(std::slice::from_ref(e)).expect("client")).collect();
     let mut acked = Vec::new();
     let mut seq = 0u64;
     while !stop.stop.load(Ordering::Relaxed) {
