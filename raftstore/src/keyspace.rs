@@ -105,7 +105,7 @@ pub fn is_meta_key(key: &[u8]) -> bool {
 /// nodes `1..=nodes` (replica id = `range_id * 100 + node_id`).
 pub fn initial_ranges(user_ranges: u64, nodes: u64) -> Vec<RangeDescriptor> {
     let replicas = |range_id: u64| -> Vec<Replica> {
-        (1..=nodes).map(|n| Replica { node_id: n, replica_id: range_id * 100 + n }).collect()
+        (1..=nodes).map(|n| Replica::voter(n, range_id * 100 + n)).collect()
     };
     initial_ranges_with(user_ranges, replicas)
 }
@@ -114,7 +114,7 @@ pub fn initial_ranges(user_ranges: u64, nodes: u64) -> Vec<RangeDescriptor> {
 /// its node's id, unique within each range). The server bootstraps clusters with this.
 pub fn initial_ranges_on(user_ranges: u64, node_ids: &[u64]) -> Vec<RangeDescriptor> {
     let replicas = |_: u64| -> Vec<Replica> {
-        node_ids.iter().map(|&n| Replica { node_id: n, replica_id: n }).collect()
+        node_ids.iter().map(|&n| Replica::voter(n, n)).collect()
     };
     initial_ranges_with(user_ranges, replicas)
 }

@@ -21,6 +21,7 @@ pub mod metapb;
 pub mod metrics;
 pub mod local;
 pub mod node;
+pub mod quorum;
 mod operation;
 mod peer;
 mod storage;

@@ -42,7 +42,7 @@ pub fn even_ranges(count: u64, nodes: u64) -> Vec<RangeDescriptor> {
                 end: bound(i + 1),
                 epoch: Some(Epoch { version: 1, conf_ver: 1 }),
                 replicas: (1..=nodes)
-                    .map(|n| Replica { node_id: n, replica_id: range_id * 100 + n })
+                    .map(|n| Replica::voter(n, range_id * 100 + n))
                     .collect(),
             }
         })

@@ -21,13 +21,39 @@ pub struct Epoch {
     pub conf_ver: u64,
 }
 
-/// One member of a range's Raft group: which node holds it, and its Raft id.
+/// One member of a range's Raft group: which node holds it, its Raft id, and its role.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Message)]
 pub struct Replica {
     #[prost(uint64, tag = "1")]
     pub node_id: u64,
     #[prost(uint64, tag = "2")]
     pub replica_id: u64,
+    /// A [`ReplicaRole`] (read it with `role()`); absent on disk (descriptors written
+    /// before roles existed) means `Voter`.
+    #[prost(enumeration = "ReplicaRole", tag = "3")]
+    pub role: i32,
+}
+
+/// What a replica counts for. Outside a membership change every replica is a `Voter`
+/// or a `Learner`; during a joint configuration (raft-rs `ConfChangeV2`) a replica
+/// being added as a voter is an `IncomingVoter` (it votes in the new configuration
+/// only) and one being removed or demoted is a `DemotingVoter` (the old one only). Which
+/// sets are quorums is `crate::quorum`'s question.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum ReplicaRole {
+    Voter = 0,
+    Learner = 1,
+    IncomingVoter = 2,
+    DemotingVoter = 3,
+}
+
+impl Replica {
+    /// A voting replica.
+    pub fn voter(node_id: u64, replica_id: u64) -> Replica {
+        Replica { node_id, replica_id, role: ReplicaRole::Voter as i32 }
+    }
+
 }
 
 /// A range: the key span `[start, end)` (empty `end` = unbounded), its epoch and replicas.

@@ -77,8 +77,10 @@ enum Next {
 /// shared by all commands, so that commands after a failure do not all start at the
 /// same (perhaps dead) replica.
 fn pick_replica(desc: &RangeDescriptor, turn: usize) -> Option<u64> {
-    let n = desc.replicas.len();
-    (n > 0).then(|| desc.replicas[turn % n].node_id)
+    // Only a voter can lead; a learner would only answer `NotLeader`.
+    let voters = flotilla_raftstore::quorum::Voters::of(desc);
+    let candidates: Vec<u64> = desc.replicas.iter().filter(|r| voters.contains(r.replica_id)).map(|r| r.node_id).collect();
+    (!candidates.is_empty()).then(|| candidates[turn % candidates.len()])
 }
 
 impl<C: NodeClient> Router<C> {

@@ -243,7 +243,7 @@ async fn a_meta_record_missing_for_a_new_range_is_worked_around() {
     // Only the right half's record is published: a lookup of "apple" finds a range that
     // does not hold it.
     let publisher = local_router(&c, c.clone(), RetryPolicy::default());
-    let entry = MetaEntry { descriptor: Some(right.clone()), leader: Some(Replica { node_id: 1, replica_id: 0 }), term: 100 };
+    let entry = MetaEntry { descriptor: Some(right.clone()), leader: Some(Replica::voter(1, 0)), term: 100 };
     publisher.execute(&meta_key(&right.end), Command::UpdateMeta { entries: vec![entry] }).await.unwrap();
     let fresh = Db::new(local_router(&c, c.clone(), RetryPolicy::default()));
     assert_eq!(fresh.get(b"apple").await.unwrap().as_deref(), Some(&b"1"[..]));

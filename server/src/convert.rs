@@ -269,7 +269,7 @@ mod tests {
     fn errors_keep_their_hints() {
         let desc = RangeDescriptor { range_id: 4, start: b"a".to_vec(), ..Default::default() };
         let errors = vec![
-            StoreError::NotLeader { range_id: 4, leader: Some(Replica { node_id: 2, replica_id: 2 }) },
+            StoreError::NotLeader { range_id: 4, leader: Some(Replica::voter(2, 2)) },
             StoreError::NotLeader { range_id: 4, leader: None },
             StoreError::epoch_not_match(&desc, Epoch { version: 1, conf_ver: 1 }),
             StoreError::key_not_in_range(&desc, b"0"),
@@ -289,8 +289,8 @@ mod tests {
         beat.set_msg_type(raft::prelude::MessageType::MsgHeartbeat);
         let env = RaftEnvelope {
             range_id: 1,
-            from: Replica { node_id: 2, replica_id: 2 },
-            to: Replica { node_id: 1, replica_id: 1 },
+            from: Replica::voter(2, 2),
+            to: Replica::voter(1, 1),
             message: beat,
         };
         let wire = envelope_to_proto(&env);

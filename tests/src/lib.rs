@@ -359,8 +359,8 @@ impl Cluster {
             m.set_msg_type(t);
             let one = RaftEnvelope {
                 range_id: b.range_id,
-                from: Replica { node_id: env.from.node_id, replica_id: b.from },
-                to: Replica { node_id: env.to.node_id, replica_id: b.to },
+                from: Replica::voter(env.from.node_id, b.from),
+                to: Replica::voter(env.to.node_id, b.to),
                 message: m,
             };
             filters.iter_mut().all(|(_, f)| f.check(&one, rng) != Verdict::Drop)

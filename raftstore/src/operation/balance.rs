@@ -22,11 +22,13 @@ use crate::store::Store;
 impl Peer {
     /// The replica that should lead this range when it is healthy.
     pub fn preferred_leader(&self) -> Option<crate::metapb::Replica> {
-        let replicas = &self.descriptor().replicas;
+        // Only a voter can lead (a learner never campaigns).
+        let voters = crate::quorum::Voters::of(self.descriptor());
+        let replicas: Vec<_> = self.descriptor().replicas.iter().filter(|r| voters.contains(r.replica_id)).collect();
         if replicas.is_empty() {
             return None;
         }
-        Some(replicas[(self.range_id % replicas.len() as u64) as usize])
+        Some(*replicas[(self.range_id % replicas.len() as u64) as usize])
     }
 
     /// On a leader: transfer leadership to the preferred replica if it was heard from

@@ -35,8 +35,10 @@ impl Peer {
     /// on a node that is not draining itself.
     fn drain_target(&self, now: u64, fresh: u64, draining: &BTreeSet<u64>) -> Option<u64> {
         let last = self.raw.raft.raft_log.last_index();
+        let voters = crate::quorum::Voters::of(self.descriptor());
         let fit = |r: &&crate::metapb::Replica| {
             r.replica_id != self.replica_id
+                && voters.contains(r.replica_id)
                 && !draining.contains(&r.node_id)
                 && self.last_heard.get(&r.replica_id).is_some_and(|t| now.saturating_sub(*t) <= fresh)
                 && self.raw.raft.prs().get(r.replica_id).is_some_and(|pr| pr.matched >= last)
@@ -46,7 +48,8 @@ impl Peer {
 
     /// True for a leader that has a replica elsewhere to hand over to at all.
     fn can_hand_over(&self) -> bool {
-        self.is_leader() && self.descriptor().replicas.len() > 1
+        let voters = crate::quorum::Voters::of(self.descriptor());
+        self.is_leader() && voters.ids().iter().any(|id| *id != self.replica_id)
     }
 }
 

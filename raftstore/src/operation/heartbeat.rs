@@ -54,7 +54,7 @@ impl Store {
     /// Turns the round's beats into one envelope per destination node, alongside the
     /// node's other messages.
     pub(crate) fn flush_beats(&mut self) {
-        let me = Replica { node_id: self.node_id, replica_id: 0 };
+        let me = Replica::voter(self.node_id, 0);
         for (node, beats) in std::mem::take(&mut self.beats) {
             StoreMetrics::add(&self.metrics.heartbeats_coalesced, beats.len() as u64);
             let mut message = Message::default();
@@ -70,7 +70,7 @@ impl Store {
                 draining: self.draining,
             };
             message.context = batch.encode_to_vec().into();
-            let to = Replica { node_id: node, replica_id: 0 };
+            let to = Replica::voter(node, 0);
             let env = RaftEnvelope { range_id: NODE_RANGE_ID, from: me, to, message };
             self.outbox.entry(node).or_default().push(env);
         }
@@ -104,8 +104,8 @@ impl Store {
         for beat in batch.beats {
             let env = RaftEnvelope {
                 range_id: beat.range_id,
-                from: Replica { node_id: from_node, replica_id: beat.from },
-                to: Replica { node_id: to_node, replica_id: beat.to },
+                from: Replica::voter(from_node, beat.from),
+                to: Replica::voter(to_node, beat.to),
                 message: to_message(&beat),
             };
             let (range, from, term) = (beat.range_id, beat.from, beat.term);

@@ -184,17 +184,16 @@ impl Store {
         let term = peer.raw.raft.term;
         let until = self.clock.now() + self.ticks_as_time(self.cfg.max_clock_offset_ticks);
         let window = self.ticks_as_time(self.cfg.liveness_timeout_ticks);
-        let replicas = &peer.descriptor().replicas;
-        let fortified = replicas
-            .iter()
-            .filter(|rep| {
-                rep.replica_id == peer.replica_id
-                    || (peer.fortified.get(&rep.replica_id)
-                        == Some(&(term, self.their_epoch.get(&rep.node_id).copied().unwrap_or_default()))
-                        && self.support_acked.get(&rep.node_id).is_some_and(|s| *s + window > until))
-            })
-            .count();
-        fortified * 2 > replicas.len()
+        let desc = peer.descriptor();
+        let supports = |replica_id: u64| {
+            let Some(rep) = desc.replica_by_id(replica_id) else { return false };
+            rep.replica_id == peer.replica_id
+                || (peer.fortified.get(&rep.replica_id)
+                    == Some(&(term, self.their_epoch.get(&rep.node_id).copied().unwrap_or_default()))
+                    && self.support_acked.get(&rep.node_id).is_some_and(|s| *s + window > until))
+        };
+        // A quorum of the current configuration (both halves while joint) must support it.
+        crate::quorum::Voters::of(desc).is_quorum(supports)
     }
 
     /// True while the replica of `range_id` here holds the range's lease.
