@@ -65,6 +65,11 @@ pub enum Error {
     /// The store is shutting down or stopped after a fatal error.
     #[error("the store on node {node_id} is stopped")]
     StoreStopped { node_id: u64 },
+    /// Another node could not be reached, so the request was not sent to it (certainly
+    /// not applied): its address is unknown, the connection was refused, or it has been
+    /// silent long enough to be suspected down.
+    #[error("node {node_id} could not be reached ({reason}); the request was not sent")]
+    NodeUnreachable { node_id: u64, reason: String },
     /// A storage failure; the store stops rather than risk diverging replicas.
     #[error(transparent)]
     Engine(#[from] flotilla_engine::Error),

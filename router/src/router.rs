@@ -253,7 +253,9 @@ impl<C: NodeClient> Router<C> {
             }
             // A leadership transfer pauses proposals for a round trip or two.
             StoreError::ProposalDropped { .. } => Next::Pause,
-            e if e.is_retryable() || matches!(e, StoreError::StoreStopped { .. }) => {
+            e if e.is_retryable()
+                || matches!(e, StoreError::StoreStopped { .. } | StoreError::NodeUnreachable { .. }) =>
+            {
                 cache.set_leader(desc.range_id, None);
                 Next::Backoff
             }

@@ -149,7 +149,9 @@ pub fn error_to_proto(e: &StoreError) -> proto::StoreError {
             Kind::ValueTooLarge
         }
         StoreError::InvalidRequest(_) => Kind::InvalidRequest,
-        StoreError::StoreStopped { node_id } => {
+        // Never sent between nodes (the gateway makes it), but a node-level refusal all
+        // the same: nothing ran.
+        StoreError::StoreStopped { node_id } | StoreError::NodeUnreachable { node_id, .. } => {
             out.node_id = node_id;
             Kind::StoreStopped
         }

@@ -5,7 +5,8 @@
 //! A call that failed before it could be sent (the node's address is unknown, the
 //! connection could not be made, or the node has been silent for long enough to be
 //! [suspected](crate::peers::Peers::suspected) down, so the call is not even tried) is
-//! reported as `StoreStopped`: certainly not applied, so the router may retry it
+//! reported as `NodeUnreachable` (a refusal by the node itself, as `StoreStopped`):
+//! certainly not applied, so the router may retry it
 //! anywhere, and a partitioned gateway answers `UNAVAILABLE` instead of hanging. A call
 //! that failed after it may have been delivered is `Ambiguous`: the router retries reads
 //! and splits, and reports any other write as of unknown outcome.
@@ -57,10 +58,11 @@ impl NodeClient for Gateway {
 async fn execute_remote(peers: &Peers, node_id: u64, req: Request) -> flotilla_raftstore::Result<flotilla_raftstore::Response> {
     let range_id = req.range_id;
     if peers.suspected(node_id) {
-        return Err(StoreError::StoreStopped { node_id });
+        let reason = "silent for too long: suspected down".to_string();
+        return Err(StoreError::NodeUnreachable { node_id, reason });
     }
     let Some(channel) = peers.channel(node_id) else {
-        return Err(StoreError::StoreStopped { node_id });
+        return Err(StoreError::NodeUnreachable { node_id, reason: "its address is not known".into() });
     };
     let mut call = tonic::Request::new(request_to_proto(req));
     call.set_timeout(EXECUTE_TIMEOUT);
@@ -72,9 +74,10 @@ async fn execute_remote(peers: &Peers, node_id: u64, req: Request) -> flotilla_r
         Ok(resp) => response_from_proto(resp.into_inner(), node_id),
         // Not connected, or refused before the store saw it (stopping, not initialized,
         // another cluster): certainly not applied.
-        Err(status) if crate::client::unreachable(&status) || crate::errors::not_run(&status) => {
-            Err(StoreError::StoreStopped { node_id })
+        Err(status) if crate::client::unreachable(&status) => {
+            Err(StoreError::NodeUnreachable { node_id, reason: with_causes(&status) })
         }
+        Err(status) if crate::errors::not_run(&status) => Err(StoreError::StoreStopped { node_id }),
         Err(status) => Err(StoreError::Ambiguous {
             range_id,
             reason: format!("node {node_id} did not answer: {}", with_causes(&status)),
