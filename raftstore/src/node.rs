@@ -36,6 +36,9 @@ pub enum StoreMsg {
     Request(Request, Callback),
     /// Report every replica's state.
     Status(tokio::sync::oneshot::Sender<Vec<RangeStatus>>),
+    /// Answer at once: the poller is alive and handling its mailbox (a readiness probe;
+    /// unlike `Status` it costs nothing per range).
+    Ping(tokio::sync::oneshot::Sender<()>),
     /// Hand leadership to other nodes before stopping; answers how many replicas here
     /// still lead (see `Store::drain`).
     Drain(tokio::sync::oneshot::Sender<usize>),
@@ -76,6 +79,14 @@ impl StoreHandle {
     pub fn status(&self) -> tokio::sync::oneshot::Receiver<Vec<RangeStatus>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let _ = self.mailbox.send(StoreMsg::Status(tx));
+        rx
+    }
+
+    /// Resolves once the poller has reached this message (see [`StoreMsg::Ping`]); an
+    /// error once it has stopped.
+    pub fn ping(&self) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = self.mailbox.send(StoreMsg::Ping(tx));
         rx
     }
 
@@ -275,6 +286,9 @@ fn handle(store: &mut Store, msg: StoreMsg) -> bool {
         StoreMsg::Request(req, cb) => store.on_request(req, cb),
         StoreMsg::Status(tx) => {
             let _ = tx.send(store.status());
+        }
+        StoreMsg::Ping(tx) => {
+            let _ = tx.send(());
         }
         StoreMsg::SplitKey { range_id, epoch, split_key } => store.on_split_key(range_id, epoch, split_key),
         StoreMsg::Drain(tx) => {

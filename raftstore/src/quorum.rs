@@ -76,6 +76,27 @@ impl Voters {
     }
 }
 
+/// [`Voters::is_quorum`] for `desc`, without building the sets: for the lease check,
+/// which runs on every leased read.
+pub fn is_quorum(desc: &RangeDescriptor, yes: impl Fn(u64) -> bool) -> bool {
+    // (members, of them yes) for plain voters, incoming-only and outgoing-only voters.
+    let (mut voters, mut incoming, mut outgoing) = ((0, 0), (0, 0), (0, 0));
+    for r in &desc.replicas {
+        let slot = match r.role() {
+            ReplicaRole::Voter => &mut voters,
+            ReplicaRole::IncomingVoter => &mut incoming,
+            ReplicaRole::DemotingVoter => &mut outgoing,
+            ReplicaRole::Learner => continue,
+        };
+        slot.0 += 1;
+        slot.1 += usize::from(yes(r.replica_id));
+    }
+    let majority = |(n, y): (usize, usize)| n > 0 && 2 * y > n;
+    let joint = incoming.0 + outgoing.0 > 0;
+    majority((voters.0 + incoming.0, voters.1 + incoming.1))
+        && (!joint || majority((voters.0 + outgoing.0, voters.1 + outgoing.1)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +132,23 @@ mod tests {
         let v = Voters::of(&far);
         assert!(!v.is_quorum(|id| id >= 4) && !v.is_quorum(|id| id <= 3));
         assert!(v.is_quorum(|id| [1, 2, 4, 5].contains(&id)));
+    }
+
+    #[test]
+    fn the_counting_answer_agrees_with_the_sets_on_every_subset() {
+        use ReplicaRole::*;
+        let configs = [
+            desc(&[(1, Voter), (2, Voter), (3, Voter), (4, Learner)]),
+            desc(&[(1, Voter), (2, Voter), (3, DemotingVoter), (4, IncomingVoter)]),
+            desc(&[(1, DemotingVoter), (2, DemotingVoter), (3, IncomingVoter), (4, IncomingVoter), (5, Voter)]),
+            desc(&[(1, Learner)]),
+        ];
+        for d in &configs {
+            let v = Voters::of(d);
+            for mask in 0u32..64 {
+                let yes = |id: u64| mask & (1 << id) != 0;
+                assert_eq!(is_quorum(d, yes), v.is_quorum(yes), "{d:?} with {mask:b}");
+            }
+        }
     }
 }

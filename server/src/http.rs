@@ -67,7 +67,7 @@ async fn readiness(state: &State) -> Result<(), String> {
     let Some(running) = state.running() else {
         return Err(format!("not initialized: waiting for `flotilla init` (join {:?})", state.cfg.join));
     };
-    match tokio::time::timeout(READY_TIMEOUT, running.store.status()).await {
+    match tokio::time::timeout(READY_TIMEOUT, running.store.ping()).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(_)) => Err("the store has stopped".into()),
         Err(_) => Err(format!("the store did not answer within {READY_TIMEOUT:?}")),

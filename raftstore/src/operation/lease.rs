@@ -193,7 +193,7 @@ impl Store {
                     && self.support_acked.get(&rep.node_id).is_some_and(|s| *s + window > until))
         };
         // A quorum of the current configuration (both halves while joint) must support it.
-        crate::quorum::Voters::of(desc).is_quorum(supports)
+        crate::quorum::is_quorum(desc, supports)
     }
 
     /// True while the replica of `range_id` here holds the range's lease.
