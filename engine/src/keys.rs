@@ -10,6 +10,8 @@ pub const HARD_STATE_PREFIX: u8 = b'h';
 pub const APPLY_STATE_PREFIX: u8 = b'a';
 /// Meta key prefix: a range's descriptor as this replica knows it.
 pub const DESCRIPTOR_PREFIX: u8 = b'd';
+/// Meta key prefix: the tombstone of a replica this node destroyed (`Tombstone`).
+pub const TOMBSTONE_PREFIX: u8 = b't';
 /// Meta key: this store's identity (cluster id, node id).
 pub const STORE_IDENT_KEY: &[u8] = b"\x01store_ident";
 
@@ -51,6 +53,16 @@ pub fn apply_state_key(range_id: u64) -> [u8; 9] {
 /// The meta key of a range's descriptor.
 pub fn descriptor_key(range_id: u64) -> [u8; 9] {
     meta_key(DESCRIPTOR_PREFIX, range_id)
+}
+
+/// The meta key of a destroyed replica's tombstone.
+pub fn tombstone_key(range_id: u64) -> [u8; 9] {
+    meta_key(TOMBSTONE_PREFIX, range_id)
+}
+
+/// The span `[start, end)` of all tombstone keys.
+pub fn tombstone_span() -> ([u8; 1], [u8; 1]) {
+    ([TOMBSTONE_PREFIX], [TOMBSTONE_PREFIX + 1])
 }
 
 /// The span `[start, end)` of all descriptor keys, for recovery.

@@ -41,6 +41,13 @@ pub enum Command {
     /// Admin, meta range only: record `entries` (under their meta keys) where they are
     /// newer than what is stored. Idempotent.
     UpdateMeta { entries: Vec<MetaEntry> },
+    /// Admin: change the range's replicas so that every node in `add` holds a voter and
+    /// no node in `remove` holds any replica. The leader runs the whole sequence (add
+    /// learners, wait for them to catch up, one joint step promoting them and demoting
+    /// the removed voters, leave the joint configuration, remove the demoted learners);
+    /// each step is a Raft configuration change. A repeat continues a sequence an earlier
+    /// attempt left unfinished (`operation/conf_change.rs`).
+    ChangeReplicas { add: Vec<u64>, remove: Vec<u64> },
 }
 
 impl Command {
@@ -58,7 +65,14 @@ impl Command {
     /// allows. The Jepsen suite found exactly that (a put applied twice around a kill -9
     /// of the leader).
     pub fn is_safe_to_repeat(&self) -> bool {
-        matches!(self, Command::Get { .. } | Command::Scan { .. } | Command::Split { .. } | Command::UpdateMeta { .. })
+        matches!(
+            self,
+            Command::Get { .. }
+                | Command::Scan { .. }
+                | Command::Split { .. }
+                | Command::UpdateMeta { .. }
+                | Command::ChangeReplicas { .. }
+        )
     }
 
     /// The key that routes this command (a scan's start, a batch's first key).
@@ -71,7 +85,7 @@ impl Command {
             Command::Scan { start, .. } => Some(start),
             Command::Split { split_key } => Some(split_key),
             Command::Batch { ops } => ops.first().map(|op| op.key.as_slice()),
-            Command::UpdateMeta { .. } => None,
+            Command::UpdateMeta { .. } | Command::ChangeReplicas { .. } => None,
         }
     }
 }
@@ -90,6 +104,8 @@ pub enum Response {
     Swapped { succeeded: bool, previous: Option<Vec<u8>> },
     /// A split was applied: the range now is `left`, and `right` is new.
     Split { left: RangeDescriptor, right: RangeDescriptor },
+    /// A membership change finished: the range's descriptor after it.
+    Replicas(RangeDescriptor),
 }
 
 /// Where a store sends the answer to one request.

@@ -61,6 +61,13 @@ pub struct StoreConfig {
     pub max_clock_offset_ticks: u64,
     /// Serve reads locally under the leader's lease (false: every read through ReadIndex).
     pub lease_reads: bool,
+    /// How long a membership change (`Command::ChangeReplicas`) may take, new learners'
+    /// catch-up included, before its caller is told it timed out (the change stays where
+    /// it got to; repeating the call continues it).
+    pub change_timeout_ticks: u64,
+    /// A follower that has not heard from a leader for this long asks the other members
+    /// whether it is still one (it may have been removed while cut off: `life.rs`).
+    pub replica_gc_check_ticks: u64,
 }
 
 impl Default for StoreConfig {
@@ -87,6 +94,8 @@ impl Default for StoreConfig {
             quiesce: true,
             max_clock_offset_ticks: 1,
             lease_reads: true,
+            change_timeout_ticks: 1200,
+            replica_gc_check_ticks: 100,
         }
     }
 }

@@ -50,6 +50,15 @@ pub enum Error {
     /// The command may or may not have been applied, and this replica can no longer tell.
     #[error("range {range_id}: outcome unknown ({reason}); the write may have applied")]
     Ambiguous { range_id: u64, reason: String },
+    /// Another membership change of the range is still in flight (or a new leader has
+    /// not yet applied its log); retry once it has applied.
+    #[error("range {range_id}: another membership change is in flight; retry when it has applied")]
+    ConfChangeInProgress { range_id: u64 },
+    /// A membership change that cannot be made as asked (a node that already holds a
+    /// replica, too few voters left, a node that is down, ...): `reason` says what and
+    /// what to do instead.
+    #[error("range {range_id}: {reason}")]
+    InvalidMembership { range_id: u64, reason: String },
     /// An empty key was given; keys must have at least one byte.
     #[error("empty keys are not allowed")]
     EmptyKey,
@@ -92,6 +101,7 @@ impl Error {
                 | Error::EpochNotMatch { .. }
                 | Error::StaleCommand { .. }
                 | Error::ProposalDropped { .. }
+                | Error::ConfChangeInProgress { .. }
         )
     }
 

@@ -54,6 +54,22 @@ impl Replica {
         Replica { node_id, replica_id, role: ReplicaRole::Voter as i32 }
     }
 
+    /// This replica with another role.
+    pub fn with_role(self, role: ReplicaRole) -> Replica {
+        Replica { role: role as i32, ..self }
+    }
+}
+
+impl ReplicaRole {
+    /// The name status views show.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReplicaRole::Voter => "voter",
+            ReplicaRole::Learner => "learner",
+            ReplicaRole::IncomingVoter => "incoming-voter",
+            ReplicaRole::DemotingVoter => "demoting-voter",
+        }
+    }
 }
 
 /// A range: the key span `[start, end)` (empty `end` = unbounded), its epoch and replicas.
@@ -69,6 +85,11 @@ pub struct RangeDescriptor {
     pub epoch: Option<Epoch>,
     #[prost(message, repeated, tag = "5")]
     pub replicas: Vec<Replica>,
+    /// The Raft id the next replica added to this range gets (0 on descriptors written
+    /// before it existed: then one above the highest id listed). Allocated in the
+    /// replicated descriptor, so ids are never reused and need no coordination.
+    #[prost(uint64, tag = "6")]
+    pub next_replica_id: u64,
 }
 
 impl RangeDescriptor {
@@ -100,6 +121,12 @@ impl RangeDescriptor {
     /// The replica with Raft id `replica_id`, if any.
     pub fn replica_by_id(&self, replica_id: u64) -> Option<Replica> {
         self.replicas.iter().copied().find(|r| r.replica_id == replica_id)
+    }
+
+    /// The Raft id the next added replica gets: never one this range has used.
+    pub fn next_replica_id(&self) -> u64 {
+        let above = self.replicas.iter().map(|r| r.replica_id + 1).max().unwrap_or(1);
+        self.next_replica_id.max(above)
     }
 }
 
@@ -179,6 +206,56 @@ pub struct RaftCommand {
     /// An admin command for the meta range: record these entries where they are newer.
     #[prost(message, repeated, tag = "6")]
     pub meta_update: Vec<MetaEntry>,
+    /// The context of a membership change (a `ConfChangeV2` entry): the replica set the
+    /// change leads to.
+    #[prost(message, optional, tag = "7")]
+    pub change: Option<MembershipChange>,
+}
+
+/// What one Raft configuration change does to the range's descriptor: its replicas
+/// become `replicas` (roles included) and the next replica id `next_replica_id`. The
+/// proposer computes it; every replica checks the epoch and that raft-rs's resulting
+/// configuration matches the roles before recording it (`operation/conf_change.rs`).
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct MembershipChange {
+    #[prost(message, repeated, tag = "1")]
+    pub replicas: Vec<Replica>,
+    #[prost(uint64, tag = "2")]
+    pub next_replica_id: u64,
+}
+
+/// What a node keeps of a replica it destroyed: refuses messages to any replica id of
+/// the range up to `replica_id`, so an old incarnation is never re-created.
+#[derive(Clone, Copy, PartialEq, Eq, Message)]
+pub struct Tombstone {
+    #[prost(uint64, tag = "1")]
+    pub range_id: u64,
+    #[prost(uint64, tag = "2")]
+    pub replica_id: u64,
+}
+
+/// A replica asking another member whether it is still part of the range (it has not
+/// heard from a leader for a while: it may have been removed while cut off).
+#[derive(Clone, Copy, PartialEq, Eq, Message)]
+pub struct MembershipCheck {
+    #[prost(uint64, tag = "1")]
+    pub range_id: u64,
+    /// The asking replica's id.
+    #[prost(uint64, tag = "2")]
+    pub replica_id: u64,
+    /// The replica the question is addressed to.
+    #[prost(uint64, tag = "3")]
+    pub to: u64,
+}
+
+/// The answer to a replica that is no longer a member: the descriptor (applied, so
+/// committed) that does not list it.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct ReplicaRemoved {
+    #[prost(uint64, tag = "1")]
+    pub replica_id: u64,
+    #[prost(message, optional, tag = "2")]
+    pub descriptor: Option<RangeDescriptor>,
 }
 
 /// Split a range at `split_key`: the range keeps `[start, split_key)`, and a new range
@@ -282,4 +359,10 @@ pub struct HeartbeatBatch {
     /// The sender is draining (about to stop): hand it no leadership.
     #[prost(bool, tag = "7")]
     pub draining: bool,
+    /// Replicas on the sender asking whether they are still members (`life.rs`).
+    #[prost(message, repeated, tag = "8")]
+    pub membership_checks: Vec<MembershipCheck>,
+    /// Replicas on the destination that are no longer members of their range.
+    #[prost(message, repeated, tag = "9")]
+    pub removed: Vec<ReplicaRemoved>,
 }

@@ -33,6 +33,12 @@ pub struct StoreMetrics {
     pub messages_dropped: AtomicU64,
     /// Snapshots installed on this store.
     pub snapshots_applied: AtomicU64,
+    /// Membership changes (Raft configuration changes) applied on this store.
+    pub conf_changes_applied: AtomicU64,
+    /// Replicas destroyed here (removed from their range, or found removed).
+    pub replicas_destroyed: AtomicU64,
+    /// Messages refused because they were for a destroyed replica (a tombstone).
+    pub tombstoned_messages: AtomicU64,
     /// Log truncations performed.
     pub log_compactions: AtomicU64,
     /// Heartbeats and heartbeat responses sent inside coalesced batches.

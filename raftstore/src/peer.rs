@@ -69,6 +69,8 @@ pub struct Peer {
     pub(crate) no_votes_until: std::time::Duration,
     /// A term in which this replica started a leadership transfer: no lease in it.
     pub(crate) no_lease_term: Option<u64>,
+    /// The membership change this leader is carrying out (`conf_change.rs`).
+    pub(crate) change_job: Option<crate::operation::ChangeJob>,
     /// Bytes of keys and values applied since the last size check (for auto-split).
     pub(crate) written_since_check: u64,
     /// With a seed (the deterministic harness), election timeouts are drawn from it.
@@ -107,6 +109,7 @@ impl Peer {
             reads: VecDeque::new(),
             snapshots_sent: Vec::new(),
             written_since_check: 0,
+            change_job: None,
             campaign_until: None,
             lease: (0, std::time::Duration::ZERO),
             lease_probes: Vec::new(),

@@ -97,6 +97,44 @@ pub fn is_quorum(desc: &RangeDescriptor, yes: impl Fn(u64) -> bool) -> bool {
         && (!joint || majority((voters.0 + outgoing.0, voters.1 + outgoing.1)))
 }
 
+/// The raft-rs configuration `desc`'s roles stand for: `Voter`s and `IncomingVoter`s
+/// vote in the incoming half; while joint, `Voter`s and `DemotingVoter`s in the outgoing
+/// one, and a `DemotingVoter` becomes a learner when the joint configuration is left
+/// (removing a voter goes through learner: `operation/conf_change.rs`). Never
+/// `auto_leave`: the leave step is proposed explicitly.
+pub fn conf_state(desc: &RangeDescriptor) -> raft::prelude::ConfState {
+    let mut cs = raft::prelude::ConfState::default();
+    let joint = Voters::of(desc).is_joint();
+    for r in &desc.replicas {
+        let id = r.replica_id;
+        match r.role() {
+            ReplicaRole::Voter => {
+                cs.voters.push(id);
+                if joint {
+                    cs.voters_outgoing.push(id);
+                }
+            }
+            ReplicaRole::IncomingVoter => cs.voters.push(id),
+            ReplicaRole::DemotingVoter => {
+                cs.voters_outgoing.push(id);
+                cs.learners_next.push(id);
+            }
+            ReplicaRole::Learner => cs.learners.push(id),
+        }
+    }
+    cs
+}
+
+/// True when two configurations have the same members in the same places.
+pub fn same_conf(a: &raft::prelude::ConfState, b: &raft::prelude::ConfState) -> bool {
+    let set = |v: &[u64]| v.iter().copied().collect::<BTreeSet<u64>>();
+    set(&a.voters) == set(&b.voters)
+        && set(&a.voters_outgoing) == set(&b.voters_outgoing)
+        && set(&a.learners) == set(&b.learners)
+        && set(&a.learners_next) == set(&b.learners_next)
+        && a.auto_leave == b.auto_leave
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

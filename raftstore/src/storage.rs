@@ -37,8 +37,9 @@ pub struct PeerStorage {
     /// The raft state / apply state changed since they were last staged.
     raft_state_dirty: bool,
     apply_state_dirty: bool,
-    /// Pacing of snapshots per follower (replica id).
+    /// Pacing of snapshots per follower (replica id), on the store's clock.
     pace: parking_lot::Mutex<std::collections::HashMap<u64, SnapshotPace>>,
+    clock: std::sync::Arc<dyn crate::clock::Clock>,
 }
 
 /// Paces the snapshots a leader builds for one follower. The first three go at once; a
@@ -46,11 +47,11 @@ pub struct PeerStorage {
 /// the range, or refuses it), and building and shipping the whole range again and again
 /// would only burn the leader's disk and the network. After the third, each waits twice
 /// as long as the one before (1 s, 2 s, … up to 30 s); a follower that needed none for a
-/// minute starts afresh. Real time, not ticks:
-/// this paces work, it protects nothing.
+/// minute starts afresh. Time on the store's clock (real time, or the harness's manual
+/// one), not ticks: this paces work, it protects nothing.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SnapshotPace {
-    last: Option<std::time::Instant>,
+    last: Option<std::time::Duration>,
     wait: std::time::Duration,
     /// Snapshots built for the follower within a minute of the previous one.
     pub repeats: u64,
@@ -62,8 +63,8 @@ impl SnapshotPace {
     const CALM: std::time::Duration = std::time::Duration::from_secs(60);
 
     /// True when a snapshot may be built at `now` (and records it).
-    pub fn allow(&mut self, now: std::time::Instant) -> bool {
-        match self.last.map(|t| now.saturating_duration_since(t)) {
+    pub fn allow(&mut self, now: std::time::Duration) -> bool {
+        match self.last.map(|t| now.saturating_sub(t)) {
             Some(since) if since < Self::CALM && since < self.wait => return false,
             Some(since) if since < Self::CALM => {
                 self.repeats += 1;
@@ -78,14 +79,27 @@ impl SnapshotPace {
 }
 
 impl PeerStorage {
-    /// Stages the initial state of a brand-new replica of `desc`: empty log, zero hard
-    /// state, all replicas voters from the start.
+    /// Stages the initial state of a brand-new replica of `desc`, as a split does: the log
+    /// empty at [`SPLIT_INIT_INDEX`], everything before it applied, the replicas as the
+    /// descriptor lists them. Starting past index 0 is what makes a leader send a replica
+    /// created from a message (a new learner) a snapshot: its first append cannot match
+    /// that replica's empty log (`life.rs` refuses appends at index 0 to it).
     pub fn bootstrap(desc: &RangeDescriptor, wb: &mut WriteBatch) {
+        let hard_state = HardState { term: SPLIT_INIT_TERM, commit: SPLIT_INIT_INDEX, ..Default::default() };
+        let local = RaftLocalState {
+            hard_state: hard_state.write_to_bytes().expect("encode hard state"),
+            last_index: SPLIT_INIT_INDEX,
+            last_term: SPLIT_INIT_TERM,
+        };
+        let apply = ApplyState {
+            applied_index: SPLIT_INIT_INDEX,
+            truncated_index: SPLIT_INIT_INDEX,
+            truncated_term: SPLIT_INIT_TERM,
+        };
         let id = desc.range_id;
         wb.put(Cf::Meta, &keys::descriptor_key(id), &desc.encode_to_vec());
-        let local = RaftLocalState { hard_state: Vec::new(), last_index: 0, last_term: 0 };
         wb.put(Cf::Meta, &keys::hard_state_key(id), &local.encode_to_vec());
-        wb.put(Cf::Meta, &keys::apply_state_key(id), &ApplyState::default().encode_to_vec());
+        wb.put(Cf::Meta, &keys::apply_state_key(id), &apply.encode_to_vec());
     }
 
     /// Stages the initial state of the right-hand range `desc` of a split and returns its
@@ -109,6 +123,7 @@ impl PeerStorage {
             raft_state_dirty: true,
             apply_state_dirty: true,
             pace: Default::default(),
+            clock: std::sync::Arc::new(crate::clock::MonotonicClock::new()),
         };
         storage.stage_dirty(wb);
         storage
@@ -130,6 +145,7 @@ impl PeerStorage {
             raft_state_dirty: false,
             apply_state_dirty: false,
             pace: Default::default(),
+            clock: std::sync::Arc::new(crate::clock::MonotonicClock::new()),
         }
     }
 
@@ -159,7 +175,14 @@ impl PeerStorage {
             raft_state_dirty: false,
             apply_state_dirty: false,
             pace: Default::default(),
+            clock: std::sync::Arc::new(crate::clock::MonotonicClock::new()),
         })
+    }
+
+    /// Paces snapshots on `clock` (the store's).
+    pub fn with_clock(mut self, clock: std::sync::Arc<dyn crate::clock::Clock>) -> PeerStorage {
+        self.clock = clock;
+        self
     }
 
     /// The range's descriptor as this replica knows it.
@@ -202,12 +225,10 @@ impl PeerStorage {
     }
 
     fn conf_state(&self) -> ConfState {
-        let mut cs = ConfState::default();
         if !self.is_initialized() {
-            return cs;
+            return ConfState::default();
         }
-        cs.voters = self.desc.replicas.iter().map(|r| r.replica_id).collect();
-        cs
+        crate::quorum::conf_state(&self.desc)
     }
 
     /// Stages the raft state and apply state if they changed since last staged. Call once
@@ -445,7 +466,7 @@ impl raft::Storage for PeerStorage {
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
         // raft-rs asks again on the follower's next heartbeat response.
-        if !self.pace.lock().entry(to).or_default().allow(std::time::Instant::now()) {
+        if !self.pace.lock().entry(to).or_default().allow(self.clock.now()) {
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
         self.build_snapshot().map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))
@@ -455,11 +476,11 @@ impl raft::Storage for PeerStorage {
 #[cfg(test)]
 mod tests {
     use super::SnapshotPace;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     #[test]
     fn repeated_snapshots_to_one_follower_back_off() {
-        let (mut pace, t0) = (SnapshotPace::default(), Instant::now());
+        let (mut pace, t0) = (SnapshotPace::default(), Duration::from_secs(100));
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         assert!(pace.allow(at(0)) && pace.allow(at(10)) && pace.allow(at(20)), "three at once");
         assert!(!pace.allow(at(500)), "the fourth waits a second");

@@ -95,6 +95,16 @@ pub struct Store {
     pub(crate) support_acked: BTreeMap<u64, Duration>,
     pub(crate) their_epoch: BTreeMap<u64, (u64, u64)>,
     pub(crate) my_epoch: BTreeMap<u64, u64>,
+    /// Per range, the highest replica id this node destroyed (`life.rs`).
+    pub(crate) tombstones: BTreeMap<u64, u64>,
+    /// `ReplicaRemoved` answers and membership checks to send with the next batches, per
+    /// node; answers received, handled at the end of the round.
+    pub(crate) removed_notices: BTreeMap<u64, Vec<crate::metapb::ReplicaRemoved>>,
+    pub(crate) membership_checks: BTreeMap<u64, Vec<crate::metapb::MembershipCheck>>,
+    pub(crate) removed_received: Vec<crate::metapb::ReplicaRemoved>,
+    /// A storage failure met outside a round (destroying a replica on a message): the
+    /// next round fails with it, stopping the store.
+    pub(crate) fatal: Option<Error>,
     /// The next range id to hand out, and the end of the block reserved on disk.
     pub(crate) next_range_id: u64,
     pub(crate) reserved_range_id: u64,
@@ -184,8 +194,16 @@ impl Store {
         let incarnation = next_incarnation(&engine)?;
         let logger = raft_logger();
         let mut peers = BTreeMap::new();
+        let mut tombstones = crate::operation::load_tombstones(&engine)?;
         for desc in load_descriptors(&engine)? {
-            let storage = PeerStorage::load(engine.clone(), desc)?;
+            if desc.replica_on(node_id).is_none() {
+                // It applied a configuration without this node and crashed before the
+                // replica was destroyed: finish the job. No replica id of the range
+                // below the next one can belong to a live replica here.
+                finish_destroy(&engine, &desc, &mut tombstones)?;
+                continue;
+            }
+            let storage = PeerStorage::load(engine.clone(), desc)?.with_clock(clock.clone());
             let peer = Peer::new(node_id, storage, &cfg, seed, &logger)?;
             peers.insert(peer.range_id, peer);
         }
@@ -221,6 +239,11 @@ impl Store {
             support_acked: BTreeMap::new(),
             their_epoch: BTreeMap::new(),
             my_epoch: BTreeMap::new(),
+            tombstones,
+            removed_notices: BTreeMap::new(),
+            membership_checks: BTreeMap::new(),
+            removed_received: Vec::new(),
+            fatal: None,
             touched,
         };
         let replicas: Vec<_> = store.peers.values().flat_map(|p| p.descriptor().replicas.clone()).collect();
@@ -309,7 +332,14 @@ impl Store {
             StoreMetrics::add(&self.metrics.messages_dropped, 1);
             return false;
         }
-        if self.refused_while_draining(env.message.get_msg_type()) {
+        if self.refused_while_draining(env.message.get_msg_type()) || self.tombstoned(&env) {
+            return false;
+        }
+        if let Err(e) = self.replace_old_incarnation(&env) {
+            self.fatal = Some(e);
+            return false;
+        }
+        if self.answer_removed(&env) {
             return false;
         }
         if !self.peers.contains_key(&env.range_id) && !self.maybe_create_peer(&env) {
@@ -418,6 +448,8 @@ impl Store {
             self.send_liveness();
         }
         self.expire_requests();
+        self.advance_changes();
+        self.send_membership_checks();
         self.balance_leaders();
         self.drain_leaders();
         if self.now.is_multiple_of(self.cfg.split_check_ticks.max(1)) {
@@ -564,6 +596,19 @@ fn next_incarnation(engine: &Engine) -> Result<u64> {
     wb.put(Cf::Meta, KEY, &next.to_be_bytes());
     engine.write(wb, true)?;
     Ok(next)
+}
+
+/// Completes the destruction of a replica whose descriptor no longer lists this node.
+fn finish_destroy(engine: &Engine, desc: &RangeDescriptor, tombstones: &mut BTreeMap<u64, u64>) -> Result<()> {
+    let replica_id = desc.next_replica_id() - 1;
+    tracing::info!(range = desc.range_id, "finishing the destruction of a removed replica");
+    let mut wb = engine.batch();
+    crate::operation::stage_destroy(desc, true, &mut wb);
+    let tombstone = crate::metapb::Tombstone { range_id: desc.range_id, replica_id };
+    wb.put(Cf::Meta, &keys::tombstone_key(desc.range_id), &tombstone.encode_to_vec());
+    engine.write(wb, true)?;
+    tombstones.insert(desc.range_id, replica_id);
+    Ok(())
 }
 
 fn load_descriptors(engine: &Engine) -> Result<Vec<RangeDescriptor>> {

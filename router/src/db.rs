@@ -69,6 +69,20 @@ impl<C: NodeClient> Db<C> {
         self.router.execute(key, command).await.map_err(user_error)
     }
 
+    /// Changes the replicas of the range holding user key `key`: every node of `add`
+    /// ends up holding a voter, no node of `remove` holds any replica. Returns the
+    /// range's descriptor after the change. Safe to call again after an error of unknown
+    /// outcome: the repeat continues whatever the first call left half-done.
+    pub async fn change_replicas(&self, key: &[u8], add: Vec<u64>, remove: Vec<u64>) -> Result<RangeDescriptor> {
+        self.router.change_replicas(&stored(key)?, add, remove).await
+    }
+
+    /// [`Db::change_replicas`] for the range `desc` names (any range, the meta range too).
+    pub async fn change_range_replicas(&self, desc: &RangeDescriptor, add: Vec<u64>, remove: Vec<u64>) -> Result<RangeDescriptor> {
+        self.router.learn_range(desc.clone());
+        self.router.change_replicas(&desc.start, add, remove).await
+    }
+
     /// The value of `key`, read linearizably.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let key = stored(key)?;

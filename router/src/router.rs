@@ -176,6 +176,36 @@ impl<C: NodeClient> Router<C> {
         Err(Error::Unavailable { attempts: self.policy.max_attempts, last })
     }
 
+    /// Runs a `ChangeReplicas` on the range holding stored key `at` until the range's
+    /// replicas are as asked. The command is safe to repeat (a repeat continues the
+    /// change), but a repeat of a change that did finish is refused as having nothing to
+    /// do; so after an attempt of unknown outcome the leader is asked where the range
+    /// stands (an empty change answers its descriptor), and that decides.
+    pub async fn change_replicas(&self, at: &[u8], add: Vec<u64>, remove: Vec<u64>) -> Result<RangeDescriptor> {
+        let change = Command::ChangeReplicas { add: add.clone(), remove: remove.clone() };
+        let mut last = None;
+        for _ in 0..3 {
+            match self.execute(at, change.clone()).await {
+                Ok((_, Response::Replicas(desc))) => return self.changed(desc),
+                Ok((_, other)) => return Err(Error::InvalidRequest(StoreError::InvalidRequest(format!("unexpected answer {other:?}")))),
+                Err(Error::Ambiguous(e)) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+            let query = Command::ChangeReplicas { add: Vec::new(), remove: Vec::new() };
+            if let (_, Response::Replicas(desc)) = self.execute(at, query).await? {
+                if reached(&desc, &add, &remove) {
+                    return self.changed(desc);
+                }
+            }
+        }
+        Err(Error::Ambiguous(last.unwrap_or(StoreError::InvalidRequest("no attempt was made".into()))))
+    }
+
+    fn changed(&self, desc: RangeDescriptor) -> Result<RangeDescriptor> {
+        self.learn_range(desc.clone());
+        Ok(desc)
+    }
+
     /// The cached route for `key`, filling the cache from the meta range on a miss.
     async fn route(&self, key: &[u8]) -> Result<(RangeDescriptor, Option<u64>)> {
         if let Some(hit) = self.cache.lock().lookup(key) {
@@ -274,4 +304,11 @@ impl<C: NodeClient> Router<C> {
             e => Next::Fail(Error::InvalidRequest(e.clone())),
         }
     }
+}
+
+/// True when `desc` has a voter on every node of `add` and no replica on any of `remove`.
+fn reached(desc: &RangeDescriptor, add: &[u64], remove: &[u64]) -> bool {
+    use flotilla_raftstore::metapb::ReplicaRole;
+    let voter = |n: &u64| desc.replica_on(*n).is_some_and(|r| r.role() == ReplicaRole::Voter);
+    add.iter().all(voter) && remove.iter().all(|n| desc.replica_on(*n).is_none())
 }

@@ -90,6 +90,20 @@ pub enum ClientCmd {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// Change a range's replicas: add voters on nodes, remove replicas from nodes
+    /// (learner, catch-up, joint step, leave; safe to repeat).
+    ChangeReplicas {
+        /// The range id (`flotilla ranges` lists them).
+        range: u64,
+        /// Nodes that must end up holding a voter (comma-separated or repeated).
+        #[arg(long, value_delimiter = ',')]
+        add: Vec<u64>,
+        /// Nodes that must end up holding no replica.
+        #[arg(long, value_delimiter = ',')]
+        remove: Vec<u64>,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
     /// Split the range holding KEY at KEY.
     Split {
         /// The split key (escaped like `kv` keys, or hex with --hex).
@@ -108,7 +122,8 @@ impl ClientCmd {
             ClientCmd::Init { opts, .. }
             | ClientCmd::Status { opts }
             | ClientCmd::Ranges { opts }
-            | ClientCmd::Split { opts, .. } => opts,
+            | ClientCmd::Split { opts, .. }
+            | ClientCmd::ChangeReplicas { opts, .. } => opts,
             ClientCmd::Kv(args) => &args.opts,
         }
     }
@@ -256,6 +271,9 @@ async fn dispatch(cmd: ClientCmd, out: &mut Out) -> Outcome {
         ClientCmd::Kv(args) => kv(&Remote::new(&args.opts)?, out, Encoding::hex_if(args.hex), args.cmd).await,
         ClientCmd::Status { opts } => status(&Remote::new(&opts)?, out).await,
         ClientCmd::Ranges { opts } => ranges(&Remote::new(&opts)?, out).await,
+        ClientCmd::ChangeReplicas { range, add, remove, opts } => {
+            change_replicas(&Remote::new(&opts)?, out, range, &add, &remove).await
+        }
         ClientCmd::Split { key, hex, opts } => {
             let key = Encoding::hex_if(hex).parse("KEY", &key)?;
             split(&Remote::new(&opts)?, out, &key).await
@@ -694,7 +712,7 @@ fn ranges_text(ranges: &[RangeInfo]) -> String {
         let known = info.leader_node != 0;
         let leader = if known { info.leader_node.to_string() } else { "-".to_string() };
         let size = if known { human_bytes(info.approximate_size) } else { "?".to_string() };
-        let replicas: Vec<String> = d.replicas.iter().map(|r| r.node_id.to_string()).collect();
+        let replicas = display::replicas(d);
         let (start, end) = if d.range_id == META_RANGE_ID {
             ("(meta range)".to_string(), String::new())
         } else {
@@ -702,7 +720,7 @@ fn ranges_text(ranges: &[RangeInfo]) -> String {
         };
         let id = d.range_id.to_string();
         let lease = if info.lease { "yes" } else { "-" };
-        t += &row([&id, &start, &end, &leader, lease, &size, &replicas.join(",")]);
+        t += &row([&id, &start, &end, &leader, lease, &size, &replicas]);
     }
     t
 }
@@ -717,7 +735,7 @@ pub fn range_json(d: &RangeDescriptor) -> Value {
     };
     let epoch = d.epoch.unwrap_or_default();
     let replicas: Vec<Value> =
-        d.replicas.iter().map(|r| json!({"node_id": r.node_id, "replica_id": r.replica_id})).collect();
+        d.replicas.iter().map(|r| json!({"node_id": r.node_id, "replica_id": r.replica_id, "role": r.role().name()})).collect();
     json!({
         "range_id": d.range_id,
         "meta": d.range_id == META_RANGE_ID,
@@ -745,6 +763,17 @@ async fn split(r: &Remote, out: &mut Out, key: &[u8]) -> Outcome {
     out.show(
         || split_text(&resp),
         || json!({"left": resp.left.as_ref().map(range_json), "right": resp.right.as_ref().map(range_json)}),
+    )?;
+    Ok(EXIT_OK)
+}
+
+/// `flotilla change-replicas RANGE --add N --remove M`.
+async fn change_replicas(r: &Remote, out: &mut Out, range: u64, add: &[u64], remove: &[u64]) -> Outcome {
+    let resp = r.check(r.client.change_replicas(range, add, remove).await)?;
+    let desc = resp.descriptor.unwrap_or_default();
+    out.show(
+        || format!("range {}: replicas {} (conf_ver {})\n", desc.range_id, display::replicas(&desc), desc.epoch().conf_ver),
+        || range_json(&desc),
     )?;
     Ok(EXIT_OK)
 }

@@ -176,6 +176,16 @@ impl Client {
     pub async fn split(&self, key: &[u8]) -> Result<SplitResponse, Status> {
         self.call(|ch| async move { AdminClient::new(ch).split(SplitRequest { key: key.to_vec() }).await }).await
     }
+
+    /// Changes range `range_id`'s replicas (see the `ChangeReplicas` RPC).
+    pub async fn change_replicas(&self, range_id: u64, add: &[u64], remove: &[u64]) -> Result<ChangeReplicasResponse, Status> {
+        let req = ChangeReplicasRequest { range_id, add: add.to_vec(), remove: remove.to_vec() };
+        self.call(|ch| {
+            let req = req.clone();
+            async move { AdminClient::new(ch).change_replicas(req).await }
+        })
+        .await
+    }
 }
 
 /// True when a call failed to connect at all (so it was certainly not executed): the TCP

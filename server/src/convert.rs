@@ -29,6 +29,9 @@ pub fn request_to_proto(req: Request) -> proto::RangeRequest {
         }
         Command::Split { split_key } => C::SplitKey(split_key),
         Command::UpdateMeta { entries } => C::UpdateMeta(proto::MetaUpdate { entries }),
+        Command::ChangeReplicas { add, remove } => {
+            C::ChangeReplicas(proto::ChangeReplicasRequest { range_id: req.range_id, add, remove })
+        }
     };
     proto::RangeRequest { range_id: req.range_id, epoch: Some(req.epoch), command: Some(command) }
 }
@@ -58,6 +61,7 @@ pub fn request_from_proto(req: proto::RangeRequest) -> Option<Request> {
         C::CompareAndSwap(c) => Command::CompareAndSwap { key: c.key, expected: c.expected, new: c.new_value },
         C::SplitKey(split_key) => Command::Split { split_key },
         C::UpdateMeta(m) => Command::UpdateMeta { entries: m.entries },
+        C::ChangeReplicas(c) => Command::ChangeReplicas { add: c.add, remove: c.remove },
     };
     Some(Request { range_id: req.range_id, epoch: req.epoch.unwrap_or_default(), command })
 }
@@ -81,6 +85,7 @@ pub fn response_to_proto(answer: Result<Response, StoreError>) -> proto::RangeRe
         Ok(Response::Split { left, right }) => {
             R::Split(proto::SplitResponse { left: Some(left), right: Some(right) })
         }
+        Ok(Response::Replicas(desc)) => R::Replicas(desc),
         Err(e) => R::Error(error_to_proto(&e)),
     };
     proto::RangeResponse { result: Some(result) }
@@ -99,6 +104,7 @@ pub fn response_from_proto(resp: proto::RangeResponse, node_id: u64) -> Result<R
         R::Done(_) => Ok(Response::Done),
         R::Swapped(s) => Ok(Response::Swapped { succeeded: s.succeeded, previous: s.previous }),
         R::Split(s) => Ok(Response::Split { left: s.left.unwrap_or_default(), right: s.right.unwrap_or_default() }),
+        R::Replicas(desc) => Ok(Response::Replicas(desc)),
         R::Error(e) => Err(error_from_proto(e)),
     }
 }
@@ -139,6 +145,14 @@ pub fn error_to_proto(e: &StoreError) -> proto::StoreError {
             out.range_id = range_id;
             Kind::Ambiguous
         }
+        StoreError::ConfChangeInProgress { range_id } => {
+            out.range_id = range_id;
+            Kind::ConfChangeInProgress
+        }
+        StoreError::InvalidMembership { range_id, .. } => {
+            out.range_id = range_id;
+            Kind::InvalidMembership
+        }
         StoreError::EmptyKey => Kind::EmptyKey,
         StoreError::KeyTooLarge { size, limit } => {
             (out.size, out.limit) = (size as u64, limit as u64);
@@ -177,6 +191,10 @@ pub fn error_from_proto(e: proto::StoreError) -> StoreError {
         Kind::StaleCommand => StoreError::StaleCommand { range_id },
         Kind::ProposalDropped => StoreError::ProposalDropped { range_id, reason: e.message },
         Kind::Timeout => StoreError::Timeout { range_id, ticks: e.ticks },
+        Kind::ConfChangeInProgress => StoreError::ConfChangeInProgress { range_id },
+        Kind::InvalidMembership => {
+            StoreError::InvalidMembership { range_id, reason: strip_prefix(e.message, &format!("range {range_id}: ")) }
+        }
         Kind::EmptyKey => StoreError::EmptyKey,
         Kind::KeyTooLarge => StoreError::KeyTooLarge { size: e.size as usize, limit: e.limit as usize },
         Kind::ValueTooLarge => StoreError::ValueTooLarge { size: e.size as usize, limit: e.limit as usize },

@@ -131,6 +131,16 @@ pub fn end_key(stored: &[u8]) -> String {
     flotilla_raftstore::keyspace::show_end(stored)
 }
 
+/// A range's replicas as `flotilla ranges` shows them: node ids, with the role of any
+/// replica that is not a plain voter (`4(learner)`).
+pub fn replicas(d: &flotilla_raftstore::RangeDescriptor) -> String {
+    let one = |r: &flotilla_raftstore::Replica| match r.role() {
+        flotilla_raftstore::metapb::ReplicaRole::Voter => r.node_id.to_string(),
+        role => format!("{}({})", r.node_id, role.name()),
+    };
+    d.replicas.iter().map(one).collect::<Vec<_>>().join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

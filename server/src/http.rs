@@ -182,6 +182,9 @@ fn store_metrics(registry: &mut Registry, m: &StoreMetrics) {
     counter(registry, "messages_received", "Raft messages received", &m.messages_received);
     counter(registry, "messages_dropped", "Messages for replicas not on this node", &m.messages_dropped);
     counter(registry, "snapshots_applied", "Snapshots installed", &m.snapshots_applied);
+    counter(registry, "conf_changes_applied", "Membership changes applied", &m.conf_changes_applied);
+    counter(registry, "replicas_destroyed", "Replicas destroyed (removed from their range)", &m.replicas_destroyed);
+    counter(registry, "tombstoned_messages", "Messages refused for destroyed replicas", &m.tombstoned_messages);
     counter(registry, "log_compactions", "Raft log truncations", &m.log_compactions);
     counter(registry, "heartbeats_coalesced", "Heartbeats sent inside coalesced batches", &m.heartbeats_coalesced);
     let q: Gauge = Gauge::default();
@@ -226,20 +229,25 @@ async fn status(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {
     if !retrying.is_empty() {
         let _ = writeln!(page, "WARNING snapshots rebuilt for a follower that cannot install them, by range (retries): {}", retrying.join(" "));
     }
-    let _ = writeln!(page, "\n{:>20}  {:<24} {:<24} {:>6} {:>5} {:>6} {:>9}", "range", "start", "end", "leader", "lease", "term", "applied");
+    let _ = writeln!(
+        page,
+        "\n{:>20}  {:<24} {:<24} {:>6} {:>5} {:>6} {:>9}  replicas",
+        "range", "start", "end", "leader", "lease", "term", "applied"
+    );
     for r in &ranges.ranges {
         let Some(d) = &r.descriptor else { continue };
         let lease = if r.lease { "yes" } else { "-" };
         let _ = writeln!(
             page,
-            "{:>20}  {:<24} {:<24} {:>6} {:>5} {:>6} {:>9}",
+            "{:>20}  {:<24} {:<24} {:>6} {:>5} {:>6} {:>9}  {}",
             d.range_id,
             crate::display::key(&d.start),
             crate::display::end_key(&d.end),
             r.leader_node,
             lease,
             r.term,
-            r.applied_index
+            r.applied_index,
+            crate::display::replicas(d)
         );
     }
     page

@@ -58,6 +58,7 @@ pub fn harness_config() -> StoreConfig {
         read_index_retry_ticks: 3,
         log_gc_threshold: 64,
         log_gc_max_lag: 256,
+        change_timeout_ticks: 300,
         sync_log: false,
         ..StoreConfig::default()
     }
@@ -143,6 +144,17 @@ impl Cluster {
         let store = Store::open_with_clock(node_id, engine, self.cfg.clone(), Some(self.seed), clock)
             .expect("open store");
         self.stores.insert(node_id, Some(store));
+    }
+
+    /// Adds a node holding no replica yet (it gets them by membership changes); returns
+    /// its id.
+    pub fn add_node(&mut self) -> u64 {
+        let node_id = self.stores.keys().max().copied().unwrap_or(0) + 1;
+        let engine = self.open_engine(node_id);
+        Store::bootstrap(&engine, node_id, &[]).expect("bootstrap");
+        drop(engine);
+        self.start(node_id);
+        node_id
     }
 
     /// Stops node `node_id` as a crash would: its in-memory state is gone, its data
@@ -293,6 +305,12 @@ impl Cluster {
             if delivered == 0 && !busy && !self.has_due() {
                 return;
             }
+        }
+        for (id, store) in self.stores.iter() {
+            eprintln!("not settled: node {id} has work: {:?}", store.as_ref().map(|s| s.has_pending_work()));
+        }
+        for m in &self.in_flight {
+            eprintln!("not settled: in flight {} -> {} range {} {:?}", m.env.from.node_id, m.env.to.node_id, m.env.range_id, m.env.message.get_msg_type());
         }
         panic!("cluster did not settle within 1000 rounds (seed {})", self.seed);
     }
@@ -530,6 +548,36 @@ impl Cluster {
         }
     }
 
+    /// Changes the replicas of `range_id` (see `Command::ChangeReplicas`), retrying as
+    /// the router does; returns the descriptor after the change. A repeat refused as
+    /// having nothing to do after an attempt of unknown outcome counts as done when the
+    /// replicas are as asked.
+    pub fn change_replicas(&mut self, range_id: u64, add: &[u64], remove: &[u64]) -> Result<RangeDescriptor, CallError> {
+        let cmd = Command::ChangeReplicas { add: add.to_vec(), remove: remove.to_vec() };
+        match self.call(range_id, cmd, 600) {
+            Ok(Response::Replicas(desc)) => Ok(desc),
+            Ok(other) => panic!("unexpected answer to change_replicas: {other:?}"),
+            Err(CallError::Store(Error::InvalidMembership { .. })) if self.replicas_are(range_id, add, remove) => {
+                Ok(self.descriptor(range_id).expect("known"))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// True when the newest descriptor of `range_id` has a voter on every node of `add`
+    /// and no replica on `remove`.
+    pub fn replicas_are(&self, range_id: u64, add: &[u64], remove: &[u64]) -> bool {
+        use flotilla_raftstore::metapb::ReplicaRole;
+        let Some(d) = self.descriptor(range_id) else { return false };
+        let voter = |n: &u64| d.replica_on(*n).is_some_and(|r| r.role() == ReplicaRole::Voter);
+        add.iter().all(voter) && remove.iter().all(|n| d.replica_on(*n).is_none())
+    }
+
+    /// The newest descriptor of `range_id` a live store knows.
+    pub fn descriptor(&self, range_id: u64) -> Option<RangeDescriptor> {
+        self.current_ranges().into_iter().find(|d| d.range_id == range_id)
+    }
+
     /// The two ranges that meet at `key`, if a range starts there.
     fn split_at(&self, key: &[u8]) -> Option<(RangeDescriptor, RangeDescriptor)> {
         let ranges = self.current_ranges();
@@ -544,8 +592,9 @@ impl Cluster {
         for store in self.stores.values().flatten() {
             for st in store.status() {
                 let d = st.descriptor;
+                let shape = |d: &RangeDescriptor| (d.epoch().version, d.epoch().conf_ver);
                 match newest.get(&d.range_id) {
-                    Some(old) if old.epoch().version >= d.epoch().version => {}
+                    Some(old) if shape(old) >= shape(&d) => {}
                     _ => {
                         newest.insert(d.range_id, d);
                     }
@@ -599,7 +648,7 @@ impl Cluster {
         }
         self.stores
             .iter()
-            .filter_map(|(n, s)| s.as_ref().map(|s| (*n, s.range_digest(range_id).expect("digest"))))
+            .filter_map(|(n, s)| s.as_ref().filter(|s| s.peer(range_id).is_some()).map(|s| (*n, s.range_digest(range_id).expect("digest"))))
             .collect()
     }
 }

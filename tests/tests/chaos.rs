@@ -8,6 +8,10 @@
 //! version at least its last acknowledged one), nothing appears that was never written,
 //! every read returned a version between the last acknowledged before it began and the
 //! last attempted before it ended, and all replicas of each range hold identical data.
+//! With membership changes on, a fourth node joins and replicas move between the four
+//! nodes (a random range replaces a random replica) in the middle of everything, and the
+//! run also checks that no range ever has two leaders in one term and that, once healed,
+//! only a range's current members hold it.
 //! Set `FLOTILLA_SEED` to replay one seed.
 
 use flotilla_raftstore::{Command, Response, ResponseReceiver};
@@ -53,8 +57,41 @@ fn version_of(value: &[u8]) -> u64 {
         .unwrap_or_else(|| panic!("a value nobody wrote: {value:?}"))
 }
 
-fn run(seed: u64) {
+/// Leaders seen per (range, term): never two.
+type LeaderLog = std::collections::BTreeMap<(u64, u64), u64>;
+
+fn record_leaders(c: &Cluster, seen: &mut LeaderLog) {
+    for n in c.node_ids().into_iter().filter(|n| c.is_running(*n)) {
+        let store = c.store(n);
+        for id in store.range_ids() {
+            let Some(p) = store.peer(id).filter(|p| p.is_leader()) else { continue };
+            let first = *seen.entry((id, p.term())).or_insert(n);
+            assert_eq!(first, n, "range {id} has two leaders in term {}: nodes {first} and {n}", p.term());
+        }
+    }
+}
+
+/// Moves one replica of a random range: onto node 4 if it lacks one, else off it back
+/// to the node that lacks one. The outcome is not awaited.
+fn move_a_replica(c: &mut Cluster) {
+    let ranges = c.current_ranges();
+    let r = &ranges[c.rng.gen_range(0..ranges.len())];
+    let holders: Vec<u64> = r.replicas.iter().map(|x| x.node_id).collect();
+    let (add, remove) = if holders.contains(&4) {
+        let missing = (1..=4).find(|n| !holders.contains(n));
+        (missing.into_iter().collect(), vec![4])
+    } else {
+        (vec![4], vec![holders[c.rng.gen_range(0..holders.len())]])
+    };
+    if let Some(leader) = c.leader_of(r.range_id) {
+        drop(c.request(leader, r.range_id, Command::ChangeReplicas { add, remove }));
+    }
+}
+
+fn run(seed: u64, membership: bool) {
     let mut c = Cluster::new(3, 16, seed);
+    let nodes = if membership { c.add_node() } else { 3 };
+    let mut leaders = LeaderLog::new();
     let mut keys = vec![KeyState::default(); CLIENTS * KEYS_PER_CLIENT];
     let mut clients: Vec<Client> = (0..CLIENTS).map(|_| Client { pending: None }).collect();
     let mut filters: Vec<u64> = Vec::new();
@@ -69,16 +106,27 @@ fn run(seed: u64) {
                 c.start(n);
             }
             if tick < 480 {
-                inject_faults(&mut c, &mut filters, &mut stopped);
+                inject_faults(&mut c, nodes, &mut filters, &mut stopped);
+                if membership && c.rng.gen_bool(0.8) {
+                    move_a_replica(&mut c);
+                }
             }
         }
+        if membership && tick % 10 == 5 && tick < 480 {
+            move_a_replica(&mut c);
+        }
         for (i, client) in clients.iter_mut().enumerate() {
-            step_client(&mut c, i, client, &mut keys, &mut stats);
+            step_client(&mut c, i, client, nodes, &mut keys, &mut stats);
         }
         c.tick();
+        record_leaders(&c, &mut leaders);
     }
     // Heal, let everything settle, and let every client finish.
     c.clear_filters();
+    if membership {
+        // Replica GC of replicas removed while cut off runs every `replica_gc_check_ticks`.
+        c.ticks(3 * flotilla_tests::harness_config().replica_gc_check_ticks);
+    }
     c.ticks(60);
     for (i, client) in clients.iter_mut().enumerate() {
         finish_client(&mut c, i, client, &mut keys, &mut stats);
@@ -86,7 +134,9 @@ fn run(seed: u64) {
     eprintln!("seed {seed}: {stats:?}, messages delivered {} dropped {}", c.delivered, c.dropped);
     // The schedule must have bitten and the cluster must still have made progress.
     assert!(stats.acked > 500, "seed {seed}: too few writes acknowledged: {stats:?}");
-    let elections: u64 = c.ranges().iter().map(|r| max_term(&c, r.range_id) - 1).sum();
+    // Every range starts at term SPLIT_INIT_TERM; its first election makes the next.
+    let first = flotilla_raftstore::SPLIT_INIT_TERM + 1;
+    let elections: u64 = c.ranges().iter().map(|r| max_term(&c, r.range_id).saturating_sub(first)).sum();
     eprintln!("seed {seed}: {elections} elections after the first, across ranges");
     assert!(elections >= 16, "seed {seed}: faults forced too few elections ({elections})");
     assert!(stats.reads > 100, "seed {seed}: too few reads: {stats:?}");
@@ -103,19 +153,36 @@ fn run(seed: u64) {
     for w in ranges.windows(2) {
         assert_eq!(w[0].end, w[1].start, "seed {seed}: ranges do not tile the key space");
     }
+    let moved = ranges.iter().filter(|r| r.replica_on(4).is_some() || r.epoch().conf_ver > 1).count();
+    eprintln!("seed {seed}: {moved} ranges had replicas moved");
+    if membership {
+        assert!(moved >= 4, "seed {seed}: too few membership changes happened ({moved} ranges)");
+    }
     for r in ranges {
         let d = c.digests(r.range_id, 200);
-        assert_eq!(d.len(), 3, "seed {seed}: range {} is missing on a node: {d:?}", r.range_id);
+        let members: Vec<u64> = r.replicas.iter().map(|x| x.node_id).collect();
+        let mut holders: Vec<u64> = d.keys().copied().collect();
+        holders.sort();
+        let mut expected = members.clone();
+        expected.sort();
+        assert_eq!(holders, expected, "seed {seed}: range {} is held by other nodes than its members", r.range_id);
+        assert!(members.len() >= 3, "seed {seed}: range {} lost a replica: {members:?}", r.range_id);
         let first = d.values().next().copied();
         let state: Vec<_> = c
             .node_ids()
             .into_iter()
-            .filter_map(|n| c.store(n).peer(r.range_id).map(|p| (n, p.applied_index(), p.first_log_index(), p.last_log_index(), p.term(), p.is_leader())))
+            .filter_map(|n| {
+                c.store(n).peer(r.range_id).map(|p| {
+                    let conf_ver = p.descriptor().epoch().conf_ver;
+                    (n, p.applied_index(), p.first_log_index(), p.last_log_index(), p.term(), p.is_leader(), conf_ver)
+                })
+            })
             .collect();
         assert!(
             d.values().all(|x| Some(*x) == first),
-            "range {} replicas differ: {d:?}; (node, applied, first, last, term, leader): {state:?}",
-            r.range_id
+            "range {} replicas differ: {d:?}; (node, applied, first, last, term, leader, conf_ver): {state:?}; {:?}",
+            r.range_id,
+            r.replicas
         );
     }
 }
@@ -129,11 +196,11 @@ fn max_term(c: &Cluster, range_id: u64) -> u64 {
         .unwrap_or(1)
 }
 
-fn inject_faults(c: &mut Cluster, filters: &mut Vec<u64>, stopped: &mut Option<u64>) {
+fn inject_faults(c: &mut Cluster, nodes: u64, filters: &mut Vec<u64>, stopped: &mut Option<u64>) {
     let roll: u32 = c.rng.gen_range(0..6);
     // Half of the time, hit the node leading a random range.
     let range = c.rng.gen_range(1..=c.ranges().len() as u64);
-    let random_node = c.rng.gen_range(1..=3u64);
+    let random_node = c.rng.gen_range(1..=nodes);
     let node = match c.leader_of(range) {
         Some(l) if c.rng.gen_bool(0.5) => l,
         _ => random_node,
@@ -141,7 +208,7 @@ fn inject_faults(c: &mut Cluster, filters: &mut Vec<u64>, stopped: &mut Option<u
     match roll {
         0 => filters.push(c.add_filter(Isolate(node))),
         1 => {
-            let others: Vec<u64> = (1..=3).filter(|n| *n != node).collect();
+            let others: Vec<u64> = (1..=nodes).filter(|n| *n != node).collect();
             filters.push(c.add_filter(Partition::new(&[&[node], &others])));
         }
         2 => {
@@ -165,7 +232,7 @@ fn inject_faults(c: &mut Cluster, filters: &mut Vec<u64>, stopped: &mut Option<u
     }
 }
 
-fn step_client(c: &mut Cluster, i: usize, client: &mut Client, keys: &mut [KeyState], stats: &mut Stats) {
+fn step_client(c: &mut Cluster, i: usize, client: &mut Client, nodes: u64, keys: &mut [KeyState], stats: &mut Stats) {
     if let Some(p) = client.pending.take() {
         if let Some(p) = poll(p, keys, stats) {
             client.pending = Some(p);
@@ -177,7 +244,7 @@ fn step_client(c: &mut Cluster, i: usize, client: &mut Client, keys: &mut [KeySt
     let Some(mut leader) = c.leader_of(range) else { return };
     if c.rng.gen_bool(0.1) {
         // A client with a stale route: any node.
-        leader = c.rng.gen_range(1..=3);
+        leader = c.rng.gen_range(1..=nodes);
     }
     if c.rng.gen_bool(0.7) {
         keys[key].attempted += 1;
@@ -245,9 +312,20 @@ fn seeds() -> Vec<u64> {
 #[test]
 fn random_faults_lose_no_acknowledged_write_and_replicas_agree() {
     for seed in seeds() {
-        let result = std::panic::catch_unwind(|| run(seed));
+        let result = std::panic::catch_unwind(|| run(seed, false));
         if let Err(e) = result {
             eprintln!("chaos run failed; replay with FLOTILLA_SEED={seed}");
+            std::panic::resume_unwind(e);
+        }
+    }
+}
+
+#[test]
+fn random_faults_and_membership_changes_lose_nothing_and_never_elect_two_leaders() {
+    for seed in seeds() {
+        let result = std::panic::catch_unwind(|| run(seed, true));
+        if let Err(e) = result {
+            eprintln!("chaos run with membership changes failed; replay with FLOTILLA_SEED={seed}");
             std::panic::resume_unwind(e);
         }
     }

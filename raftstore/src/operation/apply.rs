@@ -30,8 +30,10 @@ pub(crate) struct ApplyContext {
     answers: Vec<(Callback, Result<Response>)>,
     /// Splits applied in this round, to stage and then create (see `split`).
     pub(crate) splits: Vec<super::split::SplitOutcome>,
-    /// Meta records this round's leaders publish (splits).
+    /// Meta records this round's leaders publish (splits, membership changes).
     pub(crate) meta: Vec<MetaEntry>,
+    /// Ranges whose configuration changed in this round (`life.rs` acts on them).
+    pub(crate) conf_changed: Vec<u64>,
     pub commands_applied: u64,
     pub writes_answered: u64,
 }
@@ -76,11 +78,21 @@ impl Peer {
     ) -> Result<()> {
         let Some(last) = entries.last().map(|e| e.index) else { return Ok(()) };
         for entry in entries {
-            let outcome = if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
-                ctx.commands_applied += 1;
-                Some(self.apply_command(&entry.data, wb, ctx)?)
-            } else {
-                None
+            let outcome = match entry.get_entry_type() {
+                EntryType::EntryNormal if !entry.data.is_empty() => {
+                    ctx.commands_applied += 1;
+                    Some(self.apply_command(&entry.data, wb, ctx)?)
+                }
+                // (The leave-joint change is empty; ours always carry a context. raft-rs's
+                // own automatic leave would carry none, and is never asked for.)
+                EntryType::EntryConfChangeV2 if !entry.context.is_empty() => {
+                    let outcome = self.apply_conf_change(&entry, wb, ctx)?;
+                    if let Err(e) = &outcome {
+                        tracing::warn!(range = self.range_id, index = entry.index, error = %e, "membership change refused at apply");
+                    }
+                    Some(outcome)
+                }
+                _ => None,
             };
             if let Some(callback) = self.take_proposal(entry.index, entry.term, ctx) {
                 ctx.writes_answered += 1;

@@ -36,7 +36,8 @@ impl Peer {
     /// ticks before the next, so a preferred replica that keeps failing is not handed
     /// leadership (and proposals paused) over and over.
     fn maybe_transfer_to_preferred(&mut self, now: u64, fresh: u64, cooldown: u64, draining: &BTreeSet<u64>) -> bool {
-        if !self.is_leader() || self.raw.raft.lead_transferee.is_some() {
+        if !self.is_leader() || self.raw.raft.lead_transferee.is_some() || self.change_job.is_some() {
+            // (A membership change moves leadership itself when it must.)
             return false;
         }
         if self.last_transfer.is_some_and(|t| now.saturating_sub(t) < cooldown) {

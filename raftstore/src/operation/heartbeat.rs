@@ -55,6 +55,9 @@ impl Store {
     /// node's other messages.
     pub(crate) fn flush_beats(&mut self) {
         let me = Replica::voter(self.node_id, 0);
+        for node in self.removed_notices.keys().chain(self.membership_checks.keys()) {
+            self.beats.entry(*node).or_default();
+        }
         for (node, beats) in std::mem::take(&mut self.beats) {
             StoreMetrics::add(&self.metrics.heartbeats_coalesced, beats.len() as u64);
             let mut message = Message::default();
@@ -68,6 +71,8 @@ impl Store {
                 echo_incarnation,
                 support_epoch: self.my_epoch.get(&node).copied().unwrap_or(0),
                 draining: self.draining,
+                membership_checks: self.membership_checks.remove(&node).unwrap_or_default(),
+                removed: self.removed_notices.remove(&node).unwrap_or_default(),
             };
             message.context = batch.encode_to_vec().into();
             let to = Replica::voter(node, 0);
@@ -101,6 +106,8 @@ impl Store {
             self.draining_nodes.remove(&from_node);
         }
         let epoch = self.record_support(from_node, &batch);
+        self.on_membership_checks(from_node, batch.membership_checks);
+        self.removed_received.extend(batch.removed);
         for beat in batch.beats {
             let env = RaftEnvelope {
                 range_id: beat.range_id,

@@ -10,14 +10,19 @@
 //! - `heartbeat`: coalesce heartbeats per node pair, node liveness;
 //! - `lease`: store-liveness support, leases, reads served under them;
 //! - `quiesce`: let idle ranges stop ticking, wake them;
-//! - `split`: split ranges, create the replicas splits imply, find split keys.
+//! - `split`: split ranges, create the replicas splits imply, find split keys;
+//! - `conf_change`: membership change, learner → joint → leave → remove, step by step;
+//! - `life`: which messages create or reach a replica, tombstones, destroying replicas
+//!   and finding out about a removal missed while away.
 
 mod apply;
 mod balance;
+mod conf_change;
 mod drain;
 mod gc;
 mod heartbeat;
 mod lease;
+mod life;
 mod propose;
 mod quiesce;
 mod read;
@@ -25,5 +30,7 @@ mod ready;
 mod split;
 
 pub(crate) use apply::ApplyContext;
+pub(crate) use conf_change::ChangeJob;
+pub(crate) use life::{load_tombstones, stage_destroy};
 pub use heartbeat::NODE_RANGE_ID;
 pub use split::{find_split_key, SplitCheckTask};

@@ -26,6 +26,10 @@ impl Store {
         let now = self.now;
         self.wake(req.range_id, true);
         self.touched.insert(req.range_id);
+        if let Command::ChangeReplicas { add, remove } = req.command {
+            self.start_change(req.range_id, add, remove, callback);
+            return;
+        }
         if req.command.is_read() {
             let id = self.next_read_id;
             self.next_read_id += 1;
@@ -146,8 +150,13 @@ pub(crate) fn check_request(req: &Request, desc: &RangeDescriptor, cfg: &StoreCo
             if req.range_id == crate::keyspace::META_RANGE_ID {
                 return Err(Error::InvalidRequest("the meta range does not split".into()));
             }
+            if crate::quorum::Voters::of(desc).is_joint() {
+                // Both halves would inherit a joint configuration no change job leads.
+                return Err(Error::ConfChangeInProgress { range_id: req.range_id });
+            }
             Ok(())
         }
+        Command::ChangeReplicas { .. } => Ok(()),
         Command::UpdateMeta { entries } => {
             if req.range_id != crate::keyspace::META_RANGE_ID {
                 return Err(Error::InvalidRequest("meta updates go to the meta range".into()));
@@ -211,7 +220,7 @@ fn to_raft_command(req: &Request) -> Option<RaftCommand> {
         Command::UpdateMeta { entries } => {
             return Some(RaftCommand { meta_update: entries.clone(), ..base(req) });
         }
-        Command::Get { .. } | Command::Scan { .. } => return None,
+        Command::Get { .. } | Command::Scan { .. } | Command::ChangeReplicas { .. } => return None,
     };
     Some(RaftCommand { ops, condition, ..base(req) })
 }

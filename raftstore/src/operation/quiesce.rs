@@ -103,6 +103,7 @@ impl Store {
             && !read_lately
             && !due_size_check
             && !to_transfer
+            && peer.change_job.is_none()
     }
 
     /// Steps one expanded heartbeat; a quiesce heartbeat may put the follower to sleep.

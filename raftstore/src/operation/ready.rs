@@ -29,6 +29,11 @@ impl Store {
     /// failure; the store must stop.
     pub fn end_round(&mut self) -> Result<Vec<(u64, Vec<RaftEnvelope>)>> {
         let _span = tracing::trace_span!("round", node = self.node_id).entered();
+        if let Some(e) = self.fatal.take() {
+            return Err(e);
+        }
+        let removed = std::mem::take(&mut self.removed_received);
+        self.on_removed_notices(removed)?;
         let touched = std::mem::take(&mut self.touched);
         let mut ctx = ApplyContext::default();
         let readied = self.persist_readies(&touched, &mut ctx)?;
@@ -36,6 +41,7 @@ impl Store {
         // Only now, with every Ready of the round advanced, may a split-created replica
         // replace an uninitialized one.
         self.create_split_peers(&mut ctx)?;
+        self.after_conf_changes(std::mem::take(&mut ctx.conf_changed))?;
         self.meta_updates.append(&mut ctx.meta);
         self.pending_snapshots.clear();
         for id in &touched {
@@ -46,6 +52,8 @@ impl Store {
                 }
             }
         }
+        // A step of a membership change applied: propose the next one.
+        self.advance_changes();
         if !touched.is_empty() {
             StoreMetrics::add(&self.metrics.rounds, 1);
         }
@@ -77,6 +85,8 @@ impl Store {
                 peer.raw.mut_store().set_hard_state(hs);
             }
             if !rd.snapshot().is_empty() {
+                let node_id = self.node_id;
+                fail::fail_point!("raftstore::before_snapshot_apply", |_| Err(Error::StoreStopped { node_id }));
                 let index = rd.snapshot().get_metadata().index;
                 peer.raw.mut_store().apply_snapshot(rd.snapshot(), &mut wb)?;
                 peer.abandon_proposals_through(index, ctx);

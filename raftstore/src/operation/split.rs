@@ -21,7 +21,6 @@
 //! persisted counter below), so nodes never need to agree on one.
 
 use flotilla_engine::{Cf, Engine, WriteBatch};
-use raft::prelude::MessageType;
 
 use super::ApplyContext;
 use crate::cmd::{callback, Command, Request, Response};
@@ -30,7 +29,6 @@ use crate::metapb::{Epoch, MetaEntry, RangeDescriptor, SplitRequest};
 use crate::peer::Peer;
 use crate::storage::PeerStorage;
 use crate::store::Store;
-use crate::transport::RaftEnvelope;
 
 /// A split applied in this round whose new range must be created once the batch holding
 /// it is written.
@@ -72,6 +70,11 @@ impl Peer {
         if !desc.contains(key) || *key == desc.start {
             return Err(Error::key_not_in_range(&desc, key));
         }
+        if crate::quorum::Voters::of(&desc).is_joint() {
+            // Refused at proposal too; a split proposed before the joint step applied
+            // lands here.
+            return Err(Error::ConfChangeInProgress { range_id: desc.range_id });
+        }
         if req.new_range_id == desc.range_id || req.new_range_id == 0 {
             return Err(Error::InvalidRequest(format!("bad new range id {}", req.new_range_id)));
         }
@@ -82,6 +85,7 @@ impl Peer {
             end: desc.end.clone(),
             epoch: Some(epoch),
             replicas: desc.replicas.clone(),
+            next_replica_id: desc.next_replica_id,
         };
         let left = RangeDescriptor { end: key.clone(), epoch: Some(epoch), ..desc };
         self.raw.mut_store().set_descriptor(left.clone(), wb);
@@ -111,7 +115,8 @@ impl Store {
                 tracing::warn!(range = id, "split target already exists here; keeping it");
                 continue;
             }
-            let storage = PeerStorage::split_init(self.engine.clone(), outcome.right.clone(), wb);
+            let storage =
+                PeerStorage::split_init(self.engine.clone(), outcome.right.clone(), wb).with_clock(self.clock.clone());
             outcome.storage = Some(storage);
         }
     }
@@ -144,76 +149,6 @@ impl Store {
             self.add_neighbours(&replicas);
         }
         Ok(())
-    }
-
-    /// Handles a message for a range with no replica here. Returns true when a new,
-    /// uninitialized replica was created for it.
-    pub(crate) fn maybe_create_peer(&mut self, env: &RaftEnvelope) -> bool {
-        let creates = matches!(
-            env.message.get_msg_type(),
-            MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
-        );
-        if !creates || env.to.node_id != self.node_id || env.range_id == 0 {
-            return false;
-        }
-        let storage = PeerStorage::uninitialized(self.engine.clone(), env.range_id, vec![env.to, env.from]);
-        match Peer::new(self.node_id, storage, &self.cfg, self.election_seed, &self.logger) {
-            Ok(peer) => {
-                tracing::debug!(range = env.range_id, "created uninitialized replica from a message");
-                self.awake.insert(env.range_id);
-                self.peers.insert(env.range_id, peer);
-                self.add_neighbours(&[env.from]);
-                true
-            }
-            Err(e) => {
-                tracing::warn!(range = env.range_id, error = %e, "could not create replica");
-                false
-            }
-        }
-    }
-
-    /// Decides whether a message for an existing replica may be stepped. Refused: votes to
-    /// an uninitialized replica (it has no log to judge a candidate by), appends that its
-    /// empty log would accept (an honest leader's appends start past index 5, where split
-    /// ranges begin), and snapshots whose span overlaps another initialized replica here or a
-    /// snapshot already accepted this round (the other replica still owns the keys; it
-    /// gives them up by applying the split). An accepted snapshot's descriptor is
-    /// returned, to be recorded until the round installs it.
-    pub(crate) fn admit(&self, peer: &Peer, env: &RaftEnvelope) -> std::result::Result<Option<RangeDescriptor>, &'static str> {
-        let m = &env.message;
-        let initialized = peer.raw.store().is_initialized();
-        if self.vote_refused(peer, env) {
-            return Err("vote refused: a lease may rest on this node's support");
-        }
-        if self.higher_term_refused(peer, env) {
-            return Err("higher term refused: the replica is bound to its leader");
-        }
-        match m.get_msg_type() {
-            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote if !initialized => {
-                Err("vote request to an uninitialized replica")
-            }
-            MessageType::MsgAppend if !initialized && m.index == 0 && !m.entries.is_empty() => {
-                // Would match its empty log and be accepted without a snapshot. (An honest
-                // append starts past the split's initial index, is rejected, and the
-                // rejection is what makes the leader send the snapshot.)
-                Err("entries at index 0 for an uninitialized replica")
-            }
-            MessageType::MsgSnapshot => {
-                use prost::Message as _;
-                let data = crate::metapb::SnapshotData::decode(m.get_snapshot().get_data());
-                let desc = data.ok().and_then(|d| d.descriptor).ok_or("snapshot without descriptor")?;
-                if desc.range_id != peer.range_id {
-                    return Err("snapshot of another range");
-                }
-                let installed = self.peers.values().filter(|p| p.range_id != peer.range_id && p.raw.store().is_initialized());
-                let mut others = installed.map(|p| p.descriptor()).chain(self.pending_snapshots.iter());
-                if others.any(|d| d.range_id != peer.range_id && overlap(d, &desc)) {
-                    return Err("snapshot overlaps another replica here");
-                }
-                Ok(Some(desc))
-            }
-            _ => Ok(None),
-        }
     }
 
     /// The answer to a split at a key that already starts range `right`: done, as a retry
@@ -315,10 +250,4 @@ pub fn find_split_key(engine: &Engine, task: &SplitCheckTask, split_size: u64) -
         true
     })?;
     Ok(found)
-}
-
-fn overlap(a: &RangeDescriptor, b: &RangeDescriptor) -> bool {
-    let a_below_b_end = b.end.is_empty() || a.start < b.end;
-    let b_below_a_end = a.end.is_empty() || b.start < a.end;
-    a_below_b_end && b_below_a_end
 }

@@ -123,6 +123,45 @@ impl Admin for AdminService {
         let (left, right) = running.db.split(&key).await.map_err(router_status)?;
         Ok(Response::new(SplitResponse { left: Some(left), right: Some(right) }))
     }
+
+    async fn change_replicas(
+        &self,
+        req: Request<ChangeReplicasRequest>,
+    ) -> Result<Response<ChangeReplicasResponse>, Status> {
+        let state = &self.0;
+        let running = state.serving()?;
+        let req = req.into_inner();
+        check_members(state, &req.add)?;
+        let desc = find_range(state, req.range_id).await?;
+        let changed = running.db.change_range_replicas(&desc, req.add, req.remove).await.map_err(router_status)?;
+        Ok(Response::new(ChangeReplicasResponse { descriptor: Some(changed) }))
+    }
+}
+
+/// The newest descriptor of range `range_id` any node reports.
+async fn find_range(state: &Arc<State>, range_id: u64) -> Result<flotilla_raftstore::RangeDescriptor, Status> {
+    let mut best: Option<flotilla_raftstore::RangeDescriptor> = None;
+    for n in state.peers.known() {
+        let Ok(resp) = node_ranges(state, n.node_id, false).await else { continue };
+        for d in resp.ranges.into_iter().filter_map(|i| i.descriptor).filter(|d| d.range_id == range_id) {
+            let shape = |d: &flotilla_raftstore::RangeDescriptor| (d.epoch().version, d.epoch().conf_ver);
+            if best.as_ref().is_none_or(|b| shape(&d) > shape(b)) {
+                best = Some(d);
+            }
+        }
+    }
+    best.ok_or_else(|| invalid(format!("no node reports range {range_id}; `flotilla ranges` lists the ranges")))
+}
+
+/// Refuses to add replicas on nodes that are not members of the cluster.
+fn check_members(state: &State, add: &[u64]) -> Result<(), Status> {
+    let known: Vec<u64> = state.peers.known().iter().map(|n| n.node_id).collect();
+    match add.iter().find(|n| !known.contains(n) && **n != state.cfg.node_id) {
+        Some(n) => Err(invalid(format!(
+            "node {n} is not a member of this cluster (members: {known:?}); start it and let it join first"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn already_initialized(cluster_id: &str) -> Status {
