@@ -95,6 +95,8 @@ pub struct Store {
     pub(crate) support_acked: BTreeMap<u64, Duration>,
     pub(crate) their_epoch: BTreeMap<u64, (u64, u64)>,
     pub(crate) my_epoch: BTreeMap<u64, u64>,
+    /// Ranges whose leader here runs a membership change (`conf_change.rs`).
+    pub(crate) changing: BTreeSet<u64>,
     /// Per range, the highest replica id this node destroyed (`life.rs`).
     pub(crate) tombstones: BTreeMap<u64, u64>,
     /// `ReplicaRemoved` answers and membership checks to send with the next batches, per
@@ -239,6 +241,7 @@ impl Store {
             support_acked: BTreeMap::new(),
             their_epoch: BTreeMap::new(),
             my_epoch: BTreeMap::new(),
+            changing: BTreeSet::new(),
             tombstones,
             removed_notices: BTreeMap::new(),
             membership_checks: BTreeMap::new(),

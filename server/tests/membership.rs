@@ -12,6 +12,20 @@ mod membership {
 
     const RECOVERY: Duration = Duration::from_secs(60);
 
+    /// Polls node `http`'s metrics until it holds no replica.
+    async fn wait_no_replicas(what: &str, http: String) {
+        poll_until(what, RECOVERY, || {
+            let http = http.clone();
+            async move {
+                match metric(&http, "flotilla_replicas").await {
+                    Some(0) => Ok(()),
+                    other => Err(format!("{other:?} replicas left")),
+                }
+            }
+        })
+        .await;
+    }
+
     /// The range ids the cluster reports, the meta range included.
     async fn range_ids(cluster: &TestCluster) -> Vec<u64> {
         let ranges = cluster.client().ranges().await.expect("ranges").ranges;
@@ -30,17 +44,7 @@ mod membership {
             let d = client.change_replicas(id, &[], &[4]).await.expect("remove node 4").descriptor.unwrap();
             assert!(d.replica_on(4).is_none(), "range {id}: {d:?}");
         }
-        let node4 = cluster.node(4).http.clone();
-        poll_until("node 4 to destroy its replicas", RECOVERY, || {
-            let http = node4.clone();
-            async move {
-                match metric(&http, "flotilla_replicas").await {
-                    Some(0) => Ok(()),
-                    other => Err(format!("{other:?} replicas left")),
-                }
-            }
-        })
-        .await;
+        wait_no_replicas("node 4 to destroy its replicas", cluster.node(4).http.clone()).await;
 
         let writers = Writers::start(Arc::new(cluster.client_without(&[1])), 3, "move");
         writers.wait_acked(100, RECOVERY).await;
@@ -55,17 +59,7 @@ mod membership {
         let failed = writers.failed_count();
         let acked = writers.stop().await;
         eprintln!("{} writes acknowledged, {failed} failed while every range moved", acked.len());
-        let node1 = cluster.node(1).http.clone();
-        poll_until("node 1 to destroy its replicas", RECOVERY, || {
-            let http = node1.clone();
-            async move {
-                match metric(&http, "flotilla_replicas").await {
-                    Some(0) => Ok(()),
-                    other => Err(format!("{other:?} replicas left")),
-                }
-            }
-        })
-        .await;
+        wait_no_replicas("node 1 to destroy its replicas", cluster.node(1).http.clone()).await;
         // Every acknowledged write reads back through each node that still serves, node 1
         // included (it holds no replica now: its router goes to the others).
         for id in cluster.ids() {

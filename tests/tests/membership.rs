@@ -105,13 +105,8 @@ fn hold_leave_joint(c: &mut Cluster, node: u64) -> u64 {
     })
 }
 
-fn log() {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
-}
-
 #[test]
 fn replacing_a_voter_destroys_the_old_replica_and_leaves_a_tombstone() {
-    log();
     let mut c = Cluster::new(3, 1, 12);
     c.wait_leader(RANGE, 60).unwrap();
     let acked = write(&mut c, "k", 50);

@@ -255,12 +255,17 @@ impl Store {
         tracing::info!(range = range_id, ?add, ?remove, "membership change started");
         let job = ChangeJob { add, remove, callback, started: self.now, waiting: None, catch_up: Default::default() };
         peer.change_job = Some(job);
+        self.changing.insert(range_id);
         self.advance_change(range_id);
     }
 
-    /// Moves every running change one step on, where its last step has applied.
+    /// Moves every running change one step on, where its last step has applied. Runs
+    /// every round: it looks only at the ranges with a change running.
     pub(crate) fn advance_changes(&mut self) {
-        let ids: Vec<u64> = self.peers.iter().filter(|(_, p)| p.change_job.is_some()).map(|(id, _)| *id).collect();
+        if self.changing.is_empty() {
+            return;
+        }
+        let ids: Vec<u64> = self.changing.iter().copied().collect();
         for id in ids {
             self.advance_change(id);
         }
@@ -270,8 +275,11 @@ impl Store {
     fn advance_change(&mut self, range_id: u64) {
         let (now, timeout) = (self.now, self.cfg.change_timeout_ticks);
         let fresh = 2 * self.cfg.heartbeat_ticks as u64;
-        let Some(peer) = self.peers.get_mut(&range_id) else { return };
-        let Some(mut job) = peer.change_job.take() else { return };
+        let Some(mut job) = self.peers.get_mut(&range_id).and_then(|p| p.change_job.take()) else {
+            self.changing.remove(&range_id);
+            return;
+        };
+        let peer = self.peers.get_mut(&range_id).expect("just found");
         let outcome = peer.change_step(&mut job, now, fresh);
         if peer.raw.has_ready() {
             self.touched.insert(range_id);
@@ -283,6 +291,7 @@ impl Store {
         match outcome {
             None => peer.change_job = Some(job),
             Some(result) => {
+                self.changing.remove(&range_id);
                 match &result {
                     Ok(_) => tracing::info!(range = range_id, "membership change done"),
                     Err(e) => tracing::info!(range = range_id, error = %e, "membership change stopped"),

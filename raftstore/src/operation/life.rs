@@ -132,13 +132,9 @@ impl Store {
     /// Answers a message from a replica that its range no longer lists (see the module
     /// docs); returns true when it was such a message (it is then not stepped).
     pub(crate) fn answer_removed(&mut self, env: &RaftEnvelope) -> bool {
-        let Some(peer) = self.peers.get(&env.range_id) else { return false };
-        let desc = peer.descriptor();
-        let from = env.from.replica_id;
-        let removed =
-            peer.raw.store().is_initialized() && desc.replica_by_id(from).is_none() && from < desc.next_replica_id();
-        if removed {
-            let notice = ReplicaRemoved { replica_id: from, descriptor: Some(desc.clone()) };
+        let notice = self.peers.get(&env.range_id).and_then(|p| removal_notice(p, env.from.replica_id));
+        let removed = notice.is_some();
+        if let Some(notice) = notice {
             self.removed_notices.entry(env.from.node_id).or_default().push(notice);
             StoreMetrics::add(&self.metrics.messages_dropped, 1);
         }
@@ -148,10 +144,8 @@ impl Store {
     /// Membership checks from another node's replicas: answers those that are removed.
     pub(crate) fn on_membership_checks(&mut self, from_node: u64, checks: Vec<MembershipCheck>) {
         for c in checks {
-            let Some(peer) = self.peers.get(&c.range_id).filter(|p| p.replica_id == c.to) else { continue };
-            let desc = peer.descriptor();
-            if peer.raw.store().is_initialized() && desc.replica_by_id(c.replica_id).is_none() && c.replica_id < desc.next_replica_id() {
-                let notice = ReplicaRemoved { replica_id: c.replica_id, descriptor: Some(desc.clone()) };
+            let peer = self.peers.get(&c.range_id).filter(|p| p.replica_id == c.to);
+            if let Some(notice) = peer.and_then(|p| removal_notice(p, c.replica_id)) {
                 self.removed_notices.entry(from_node).or_default().push(notice);
             }
         }
@@ -227,6 +221,7 @@ impl Store {
         wb.put(Cf::Meta, &keys::tombstone_key(range_id), &record.encode_to_vec());
         self.engine.write(wb, true)?;
         self.tombstones.insert(range_id, tombstone);
+        self.changing.remove(&range_id);
         self.awake.remove(&range_id);
         self.touched.remove(&range_id);
         StoreMetrics::add(&self.metrics.replicas_destroyed, 1);
@@ -259,6 +254,16 @@ pub(crate) fn load_tombstones(engine: &flotilla_engine::Engine) -> Result<std::c
         true
     })?;
     Ok(out)
+}
+
+/// The `ReplicaRemoved` answer for replica `replica_id` of `peer`'s range, when `peer`'s
+/// applied descriptor no longer lists it and it was a member once (its id is below the
+/// next one: not a member `peer` has yet to learn of).
+fn removal_notice(peer: &Peer, replica_id: u64) -> Option<ReplicaRemoved> {
+    let desc = peer.descriptor();
+    let removed =
+        peer.raw.store().is_initialized() && desc.replica_by_id(replica_id).is_none() && replica_id < desc.next_replica_id();
+    removed.then(|| ReplicaRemoved { replica_id, descriptor: Some(desc.clone()) })
 }
 
 impl Peer {
