@@ -54,7 +54,7 @@ impl Default for EngineOptions {
 /// last clone is dropped.
 #[derive(Clone)]
 pub struct Engine {
-    db: Arc<DB>,
+    pub(crate) db: Arc<DB>,
     path: PathBuf,
 }
 
@@ -148,7 +148,7 @@ impl Engine {
     }
 }
 
-fn handle(db: &DB, cf: Cf) -> &ColumnFamily {
+pub(crate) fn handle(db: &DB, cf: Cf) -> &ColumnFamily {
     // Every column family is created in `Engine::open`, so the handle always exists.
     db.cf_handle(cf.name()).expect("column family created at open")
 }

@@ -12,6 +12,10 @@ pub const APPLY_STATE_PREFIX: u8 = b'a';
 pub const DESCRIPTOR_PREFIX: u8 = b'd';
 /// Meta key prefix: the tombstone of a replica this node destroyed (`Tombstone`).
 pub const TOMBSTONE_PREFIX: u8 = b't';
+/// Meta key prefix: a snapshot whose files are being ingested for a range
+/// (`PendingIngest`); present only between the synced write that installs a snapshot's
+/// state and the ingestion of its files.
+pub const PENDING_INGEST_PREFIX: u8 = b's';
 /// Meta key: this store's identity (cluster id, node id).
 pub const STORE_IDENT_KEY: &[u8] = b"\x01store_ident";
 
@@ -58,6 +62,16 @@ pub fn descriptor_key(range_id: u64) -> [u8; 9] {
 /// The meta key of a destroyed replica's tombstone.
 pub fn tombstone_key(range_id: u64) -> [u8; 9] {
     meta_key(TOMBSTONE_PREFIX, range_id)
+}
+
+/// The meta key of a range's pending snapshot ingestion.
+pub fn pending_ingest_key(range_id: u64) -> [u8; 9] {
+    meta_key(PENDING_INGEST_PREFIX, range_id)
+}
+
+/// The span `[start, end)` of all pending-ingestion keys.
+pub fn pending_ingest_span() -> ([u8; 1], [u8; 1]) {
+    ([PENDING_INGEST_PREFIX], [PENDING_INGEST_PREFIX + 1])
 }
 
 /// The span `[start, end)` of all tombstone keys.

@@ -17,6 +17,8 @@
 mod engine;
 mod error;
 pub mod keys;
+mod sst;
 
 pub use engine::{Cf, Engine, EngineOptions, EngineSnapshot, WriteBatch};
 pub use error::{Error, Result};
+pub use sst::{write_sst, SstSink};

@@ -68,6 +68,9 @@ pub struct StoreConfig {
     /// A follower that has not heard from a leader for this long asks the other members
     /// whether it is still one (it may have been removed while cut off: `life.rs`).
     pub replica_gc_check_ticks: u64,
+    /// The most bytes per second a node sends of snapshot files (0: no limit). Keeps a
+    /// replica being added from eating the disk and network the other ranges need.
+    pub snapshot_rate: u64,
 }
 
 impl Default for StoreConfig {
@@ -96,6 +99,7 @@ impl Default for StoreConfig {
             lease_reads: true,
             change_timeout_ticks: 1200,
             replica_gc_check_ticks: 100,
+            snapshot_rate: 100 << 20,
         }
     }
 }

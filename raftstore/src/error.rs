@@ -82,6 +82,9 @@ pub enum Error {
     /// A storage failure; the store stops rather than risk diverging replicas.
     #[error(transparent)]
     Engine(#[from] flotilla_engine::Error),
+    /// A snapshot's files could not be written, read or ingested.
+    #[error(transparent)]
+    Snapshot(#[from] crate::snap::SnapError),
     /// Data on disk that cannot be decoded.
     #[error("corrupt {what} on disk: {detail}")]
     Corrupt { what: &'static str, detail: String },

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod local;
 pub mod node;
 pub mod quorum;
+pub mod snap;
 mod operation;
 mod peer;
 mod storage;

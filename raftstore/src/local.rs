@@ -93,6 +93,7 @@ impl LocalCluster {
             Store::bootstrap(&engine, node_id, &self.ranges)?;
         }
         let store = Store::open(node_id, engine, self.cfg.clone())?;
+        self.transport.register_snapshots(node_id, store.snapshots().root().to_path_buf());
         let meta_tx = self.meta_tx.clone();
         let sink: MetaSink = Arc::new(move |entries| {
             let _ = meta_tx.send(entries);

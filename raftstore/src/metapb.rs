@@ -298,13 +298,42 @@ pub struct KvPair {
     pub value: Vec<u8>,
 }
 
-/// The data of a Raft snapshot: the range's descriptor and every key-value pair in it.
+/// The data of a Raft snapshot as it travels in the Raft message: the range's descriptor
+/// and the files that hold its keys (`snap.rs`), which travel beside the message, in
+/// chunks. `pairs` carries keys inline instead; snapshots built here never use it, it is
+/// kept so that a message carrying it still installs.
 #[derive(Clone, PartialEq, Eq, Message)]
 pub struct SnapshotData {
     #[prost(message, optional, tag = "1")]
     pub descriptor: Option<RangeDescriptor>,
     #[prost(message, repeated, tag = "2")]
     pub pairs: Vec<KvPair>,
+    #[prost(message, repeated, tag = "3")]
+    pub files: Vec<SnapshotFile>,
+}
+
+/// One file of a snapshot: an SST of the data column family.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct SnapshotFile {
+    /// The file's name inside the snapshot's directory (letters, digits, `_`, `.`).
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(uint64, tag = "2")]
+    pub size: u64,
+    /// CRC-32 (IEEE) of the file's bytes.
+    #[prost(uint32, tag = "3")]
+    pub crc32: u32,
+}
+
+/// The marker of a snapshot installed but whose files may not be ingested yet
+/// (`keys::pending_ingest_key`): a store that finds one at open finishes the ingestion
+/// before the replica serves anything.
+#[derive(Clone, Copy, PartialEq, Eq, Message)]
+pub struct PendingIngest {
+    #[prost(uint64, tag = "1")]
+    pub term: u64,
+    #[prost(uint64, tag = "2")]
+    pub index: u64,
 }
 
 /// One range's heartbeat (or response) inside a coalesced [`HeartbeatBatch`]: what raft-rs

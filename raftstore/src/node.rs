@@ -120,6 +120,8 @@ impl Node {
         let (tx, rx) = channel::unbounded();
         let node_id = store.node_id();
         let metrics = store.metrics();
+        // Snapshots are built on threads of their own, never on the poller.
+        store.snapshots().set_background(true);
         let (checker, checker_thread) = start_split_checker(&store, tx.clone());
         let sinks = Sinks { transport, meta: meta_sink, checker };
         let (failed, failure) = tokio::sync::watch::channel(None);

@@ -16,7 +16,8 @@ use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
 use crate::error::{corrupt, Result};
-use crate::metapb::{ApplyState, KvPair, RaftLocalState, RangeDescriptor, SnapshotData};
+use crate::metapb::{ApplyState, KvPair, RaftLocalState, RangeDescriptor, SnapshotData, SnapshotFile};
+use crate::snap::{files_of, SnapKey, SnapManager, SnapSource};
 
 /// The log position a range created by a split starts at (TiKV's convention). A replica
 /// created from a Raft message has an empty log at index 0, so the leader cannot append to
@@ -40,6 +41,9 @@ pub struct PeerStorage {
     /// Pacing of snapshots per follower (replica id), on the store's clock.
     pace: parking_lot::Mutex<std::collections::HashMap<u64, SnapshotPace>>,
     clock: std::sync::Arc<dyn crate::clock::Clock>,
+    /// Where snapshots for followers are generated (`snap.rs`); none until the store
+    /// gives it (a replica without one cannot build snapshots).
+    snaps: Option<std::sync::Arc<SnapManager>>,
 }
 
 /// Paces the snapshots a leader builds for one follower. The first three go at once; a
@@ -124,6 +128,7 @@ impl PeerStorage {
             apply_state_dirty: true,
             pace: Default::default(),
             clock: std::sync::Arc::new(crate::clock::MonotonicClock::new()),
+            snaps: None,
         };
         storage.stage_dirty(wb);
         storage
@@ -146,6 +151,7 @@ impl PeerStorage {
             apply_state_dirty: false,
             pace: Default::default(),
             clock: std::sync::Arc::new(crate::clock::MonotonicClock::new()),
+            snaps: None,
         }
     }
 
@@ -176,12 +182,14 @@ impl PeerStorage {
             apply_state_dirty: false,
             pace: Default::default(),
             clock: std::sync::Arc::new(crate::clock::MonotonicClock::new()),
+            snaps: None,
         })
     }
 
-    /// Paces snapshots on `clock` (the store's).
-    pub fn with_clock(mut self, clock: std::sync::Arc<dyn crate::clock::Clock>) -> PeerStorage {
+    /// Paces snapshots on `clock` (the store's) and builds them with `snaps`.
+    pub fn with_store(mut self, clock: std::sync::Arc<dyn crate::clock::Clock>, snaps: std::sync::Arc<SnapManager>) -> PeerStorage {
         self.clock = clock;
+        self.snaps = Some(snaps);
         self
     }
 
@@ -299,19 +307,26 @@ impl PeerStorage {
         self.apply_state_dirty = true;
     }
 
-    /// Stages the installation of a snapshot: the data in the snapshot's span is replaced
-    /// by the snapshot's, the whole log is dropped, and the log restarts after the
-    /// snapshot. Only the snapshot's span is cleared: when this replica's old span was
-    /// wider (it missed a split), the rest belongs to the split-off range, whose own
-    /// snapshot clears it. (The store refuses snapshots that overlap another replica.)
-    pub fn apply_snapshot(&mut self, snap: &Snapshot, wb: &mut WriteBatch) -> Result<()> {
-        let data = SnapshotData::decode(snap.get_data()).map_err(|e| corrupt("snapshot", e))?;
-        let desc = data.descriptor.ok_or_else(|| corrupt("snapshot", "no descriptor"))?;
-        let meta = snap.get_metadata();
+    /// Stages the installation of a snapshot: the data in the snapshot's span is cleared,
+    /// the whole log is dropped, and the log restarts after the snapshot. Only the
+    /// snapshot's span is cleared: when this replica's old span was wider (it missed a
+    /// split), the rest belongs to the split-off range, whose own snapshot clears it. (The
+    /// store refuses snapshots that overlap another replica.) The snapshot's keys are in
+    /// files (`snap.rs`): returned with the marker staged for them, to be ingested once
+    /// this batch is durable.
+    pub fn apply_snapshot(&mut self, snap: &Snapshot, wb: &mut WriteBatch) -> Result<Option<(SnapKey, Vec<SnapshotFile>)>> {
         let id = self.desc.range_id;
+        let (desc, files) = files_of(id, snap).map_err(|e| corrupt("snapshot", e))?;
+        let data = SnapshotData::decode(snap.get_data()).map_err(|e| corrupt("snapshot", e))?;
+        let meta = snap.get_metadata();
         wb.delete_range(Cf::Data, &desc.start, &desc.end_bound());
         for KvPair { key, value } in &data.pairs {
             wb.put(Cf::Data, key, value);
+        }
+        let key = SnapKey::of(id, snap);
+        if !files.is_empty() {
+            let (marker, value) = crate::snap::pending_marker(key);
+            wb.put(Cf::Meta, &marker, &value);
         }
         wb.delete_range(Cf::Raft, &keys::raft_log_key(id, 0), &keys::raft_log_key(id, u64::MAX));
         wb.put(Cf::Meta, &keys::descriptor_key(id), &desc.encode_to_vec());
@@ -327,7 +342,7 @@ impl PeerStorage {
         self.raft_state_dirty = true;
         self.apply_state_dirty = true;
         self.stage_dirty(wb);
-        Ok(())
+        Ok((!files.is_empty()).then_some((key, files)))
     }
 
     /// Stages the removal of every log entry up to and including `index`.
@@ -342,26 +357,6 @@ impl PeerStorage {
         self.apply_state.truncated_term = term;
         self.apply_state_dirty = true;
         Ok(())
-    }
-
-    /// Builds the snapshot data of the range as it is now (the store calls this only when
-    /// the engine holds exactly what has been applied).
-    fn build_snapshot(&self) -> Result<Snapshot> {
-        let applied = self.apply_state.applied_index;
-        let term = raft::Storage::term(self, applied)?;
-        let mut pairs = Vec::new();
-        self.engine.scan(Cf::Data, &self.desc.start, &self.desc.end, |k, v| {
-            pairs.push(KvPair { key: k.to_vec(), value: v.to_vec() });
-            true
-        })?;
-        let data = SnapshotData { descriptor: Some(self.desc.clone()), pairs };
-        let mut snap = Snapshot::default();
-        snap.set_data(data.encode_to_vec().into());
-        let meta = snap.mut_metadata();
-        meta.index = applied;
-        meta.term = term;
-        meta.set_conf_state(self.conf_state());
-        Ok(snap)
     }
 
     fn read_entry(&self, index: u64) -> raft::Result<Entry> {
@@ -465,11 +460,24 @@ impl raft::Storage for PeerStorage {
         if self.apply_state.applied_index < request_index {
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
+        let Some(snaps) = &self.snaps else {
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        };
+        let index = self.apply_state.applied_index;
+        let src = SnapSource {
+            engine: &self.engine,
+            desc: &self.desc,
+            term: raft::Storage::term(self, index)?,
+            index,
+            conf_state: self.conf_state(),
+        };
+        // A snapshot older than the log's start would need another one at once.
+        let snap = snaps.snapshot(src, request_index.max(self.apply_state.truncated_index))?;
         // raft-rs asks again on the follower's next heartbeat response.
         if !self.pace.lock().entry(to).or_default().allow(self.clock.now()) {
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
-        self.build_snapshot().map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))
+        Ok(snap)
     }
 }
 

@@ -21,6 +21,7 @@ use crate::error::{corrupt, Error, Result};
 use crate::metapb::RangeDescriptor;
 use crate::metrics::StoreMetrics;
 use crate::peer::Peer;
+use crate::snap::SnapManager;
 use crate::storage::PeerStorage;
 use crate::transport::RaftEnvelope;
 
@@ -57,6 +58,8 @@ pub struct Store {
     pub(crate) now: u64,
     /// Real monotonic time, read where a lease or a promise is judged (`lease.rs`).
     pub(crate) clock: Arc<dyn Clock>,
+    /// Snapshots generated here for followers and received here (`snap.rs`).
+    pub(crate) snaps: Arc<SnapManager>,
     /// The clock's reading when the store opened (ticks count from it).
     pub(crate) opened_at: Duration,
     pub(crate) next_read_id: u64,
@@ -197,6 +200,9 @@ impl Store {
         let logger = raft_logger();
         let mut peers = BTreeMap::new();
         let mut tombstones = crate::operation::load_tombstones(&engine)?;
+        let snap_root = crate::snap::snap_root(engine.path());
+        crate::snap::recover(&engine, &snap_root)?;
+        let snaps = Arc::new(SnapManager::open(snap_root, clock.clone())?);
         for desc in load_descriptors(&engine)? {
             if desc.replica_on(node_id).is_none() {
                 // It applied a configuration without this node and crashed before the
@@ -205,7 +211,7 @@ impl Store {
                 finish_destroy(&engine, &desc, &mut tombstones)?;
                 continue;
             }
-            let storage = PeerStorage::load(engine.clone(), desc)?.with_clock(clock.clone());
+            let storage = PeerStorage::load(engine.clone(), desc)?.with_store(clock.clone(), snaps.clone());
             let peer = Peer::new(node_id, storage, &cfg, seed, &logger)?;
             peers.insert(peer.range_id, peer);
         }
@@ -219,6 +225,7 @@ impl Store {
             now: 0,
             opened_at: clock.now(),
             clock,
+            snaps,
             next_read_id: 1,
             metrics: Arc::new(StoreMetrics::default()),
             election_seed: seed,
@@ -262,6 +269,11 @@ impl Store {
     /// The store's counters, shareable with other threads.
     pub fn metrics(&self) -> Arc<StoreMetrics> {
         self.metrics.clone()
+    }
+
+    /// The store's snapshots (transports read and write their files).
+    pub fn snapshots(&self) -> &Arc<SnapManager> {
+        &self.snaps
     }
 
     /// The engine the store's replicas live in.
@@ -513,10 +525,13 @@ fn check_message(m: &raft::prelude::Message) -> std::result::Result<(), &'static
         MessageType::MsgSnapshot => {
             let data = m.get_snapshot().get_data();
             match crate::metapb::SnapshotData::decode(data) {
-                Ok(crate::metapb::SnapshotData { descriptor: Some(d), pairs }) => {
-                    match pairs.iter().all(|p| d.contains(&p.key)) {
-                        true => Ok(()),
-                        false => Err("snapshot holds keys outside its range"),
+                Ok(crate::metapb::SnapshotData { descriptor: Some(d), pairs, .. }) => {
+                    if !pairs.iter().all(|p| d.contains(&p.key)) {
+                        return Err("snapshot holds keys outside its range");
+                    }
+                    match crate::snap::files_of(d.range_id, m.get_snapshot()) {
+                        Ok(_) => Ok(()),
+                        Err(_) => Err("snapshot lists a bad file"),
                     }
                 }
                 _ => Err("snapshot data does not decode"),

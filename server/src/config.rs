@@ -10,6 +10,7 @@
 //! data-dir = "/var/lib/flotilla"
 //! split-size = 67108864
 //! tick-ms = 100
+//! snapshot-rate = 104857600
 //! [peers]          # pinned addresses, winning over what nodes report
 //! 3 = "10.0.1.3:6380"
 //! ```
@@ -77,6 +78,10 @@ pub struct StartArgs {
     /// instead of holding the leader's log. Default 8192.
     #[arg(long)]
     pub log_gc_max_lag: Option<u64>,
+    /// The most bytes per second this node sends of snapshots (replicas being added or
+    /// caught up); 0: no limit. Default 104857600 (100 MiB/s).
+    #[arg(long)]
+    pub snapshot_rate: Option<u64>,
     /// Bytes kept in reserve in DATA_DIR/ballast, to be deleted when the disk is full so
     /// the node can restart (0: none). Default: 1% of the filesystem, at most 1 GiB.
     #[arg(long)]
@@ -103,6 +108,7 @@ struct FileConfig {
     initial_ranges: Option<u32>,
     log_gc_threshold: Option<u64>,
     log_gc_max_lag: Option<u64>,
+    snapshot_rate: Option<u64>,
     ballast_size: Option<u64>,
 }
 
@@ -167,6 +173,9 @@ impl StartArgs {
         }
         if let Some(n) = self.log_gc_max_lag.or(file.log_gc_max_lag) {
             store.log_gc_max_lag = n;
+        }
+        if let Some(n) = self.snapshot_rate.or(file.snapshot_rate) {
+            store.snapshot_rate = n;
         }
         if let Some(rate) = self.clock_rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
             return Err(ServerError::Config(format!("--clock-rate {rate}: expected a positive number")));

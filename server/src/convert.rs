@@ -169,7 +169,7 @@ pub fn error_to_proto(e: &StoreError) -> proto::StoreError {
             out.node_id = node_id;
             Kind::StoreStopped
         }
-        StoreError::Engine(_) | StoreError::Corrupt { .. } | StoreError::Raft(_) => Kind::Storage,
+        StoreError::Engine(_) | StoreError::Snapshot(_) | StoreError::Corrupt { .. } | StoreError::Raft(_) => Kind::Storage,
     };
     out.set_kind(kind);
     out

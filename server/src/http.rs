@@ -92,6 +92,7 @@ async fn metrics(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {
     counter(registry, "transport_streams_opened", "Raft streams opened to other nodes", &t.streams_opened);
     counter(registry, "transport_snapshots_sent", "Snapshots sent", &t.snapshots_sent);
     counter(registry, "transport_snapshots_failed", "Snapshots that failed to send", &t.snapshots_failed);
+    counter(registry, "transport_snapshot_bytes_sent", "Bytes of snapshot files sent", &t.snapshot_bytes_sent);
     state.requests.register(registry);
     if let Some(m) = state.store_metrics() {
         store_metrics(registry, &m);

@@ -55,7 +55,7 @@ pub struct State {
     /// Random per process (see `HelloResponse.process_nonce`).
     pub process_nonce: u64,
     running: RwLock<Option<Arc<Running>>>,
-    /// Snapshots being received at once (each is assembled in memory).
+    /// Snapshots being received at once (each writes its files to disk as they come).
     pub snapshot_slots: tokio::sync::Semaphore,
     /// Set once shutdown has begun.
     stopping: std::sync::atomic::AtomicBool,
@@ -82,7 +82,8 @@ impl State {
         // batches.
         let suspect_after = cfg.store.tick_interval * (2 * cfg.store.liveness_timeout_ticks) as u32;
         let peers = Arc::new(Peers::new(cfg.node_id, cfg.advertise.clone(), cfg.pinned.clone(), suspect_after));
-        let transport = Arc::new(GrpcTransport::new(peers.clone(), runtime.clone()));
+        let snap_root = flotilla_raftstore::snap::snap_root(engine.path());
+        let transport = Arc::new(GrpcTransport::new(peers.clone(), runtime.clone(), snap_root, cfg.store.snapshot_rate));
         let state = Arc::new(State {
             transport_metrics: transport.metrics(),
             cfg,

@@ -7,17 +7,20 @@
 //! A broken stream is reopened after a short backoff.
 //!
 //! Snapshots can be far larger than a frame should be, so each goes on its own call
-//! (`Internal.Snapshot`) in 1 MiB chunks, off the stream that carries heartbeats: a
-//! 64 MiB snapshot never delays another range's heartbeat.
+//! (`Internal.Snapshot`), on a connection of its own: the Raft message first, then its
+//! files (`flotilla_raftstore::snap`) read from disk in 1 MiB chunks on a blocking thread,
+//! at most `snapshot_rate` bytes per second summed over the node's transfers, one at a
+//! time per range and destination. A 1 GiB snapshot holds a few chunks in memory, never
+//! the range, and never delays another range's heartbeat.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_raftstore::{RaftEnvelope, Transport};
+use flotilla_raftstore::{snap, RaftEnvelope, Transport};
 use parking_lot::Mutex;
-use prost::Message as _;
 use raft::prelude::MessageType;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
@@ -30,8 +33,6 @@ use crate::proto::{RaftBatch, SnapshotChunk};
 
 /// Batches queued per destination before new ones are dropped.
 const QUEUE_BATCHES: usize = 1024;
-/// The size of one snapshot chunk.
-const CHUNK_BYTES: usize = 1 << 20;
 /// The largest frame a node accepts on its node-to-node calls.
 pub const MAX_FRAME_BYTES: usize = 256 << 20;
 
@@ -45,6 +46,8 @@ pub struct TransportMetrics {
     /// Snapshots sent, and failed.
     pub snapshots_sent: AtomicU64,
     pub snapshots_failed: AtomicU64,
+    /// Bytes of snapshot files sent.
+    pub snapshot_bytes_sent: AtomicU64,
 }
 
 /// Sends each node's batches over its own gRPC stream.
@@ -53,12 +56,19 @@ pub struct GrpcTransport {
     runtime: Handle,
     queues: Mutex<HashMap<u64, mpsc::Sender<Vec<RaftEnvelope>>>>,
     metrics: Arc<TransportMetrics>,
+    snap_root: PathBuf,
+    throttle: Arc<Throttle>,
+    /// (destination node, range) of the snapshots being sent: one at a time per range.
+    uploading: Arc<Mutex<std::collections::HashSet<(u64, u64)>>>,
 }
 
 impl GrpcTransport {
-    /// A transport that resolves nodes through `peers` and runs its tasks on `runtime`.
-    pub fn new(peers: Arc<Peers>, runtime: Handle) -> GrpcTransport {
-        GrpcTransport { peers, runtime, queues: Mutex::default(), metrics: Arc::default() }
+    /// A transport that resolves nodes through `peers`, runs its tasks on `runtime`, and
+    /// sends snapshot files from `snap_root` at most `snapshot_rate` bytes per second
+    /// (0: no limit).
+    pub fn new(peers: Arc<Peers>, runtime: Handle, snap_root: PathBuf, snapshot_rate: u64) -> GrpcTransport {
+        let (throttle, uploading) = (Arc::new(Throttle::new(snapshot_rate)), Arc::default());
+        GrpcTransport { peers, runtime, queues: Mutex::default(), metrics: Arc::default(), snap_root, throttle, uploading }
     }
 
     /// The transport's counters.
@@ -79,10 +89,17 @@ impl GrpcTransport {
     }
 
     fn send_snapshot(&self, to: u64, env: RaftEnvelope) {
+        let range = env.range_id;
+        if !self.uploading.lock().insert((to, range)) {
+            // One is on its way; raft-rs asks again if that one does not install.
+            return;
+        }
         let (peers, metrics) = (self.peers.clone(), self.metrics.clone());
+        let (root, throttle, uploading) = (self.snap_root.clone(), self.throttle.clone(), self.uploading.clone());
         self.runtime.spawn(async move {
-            let range = env.range_id;
-            match upload_snapshot(&peers, to, &env).await {
+            let outcome = upload_snapshot(&peers, to, env, root, throttle, metrics.clone()).await;
+            uploading.lock().remove(&(to, range));
+            match outcome {
                 Ok(()) => metrics.snapshots_sent.fetch_add(1, Ordering::Relaxed),
                 Err(e) => {
                     tracing::warn!(to, range, error = %e, "snapshot not delivered; Raft will retry");
@@ -159,14 +176,93 @@ fn frame(batch: &[RaftEnvelope]) -> RaftBatch {
     RaftBatch { envelopes: batch.iter().map(envelope_to_proto).collect() }
 }
 
-/// Sends one snapshot message to node `to` in chunks.
-async fn upload_snapshot(peers: &Peers, to: u64, env: &RaftEnvelope) -> Result<(), String> {
-    let channel = peers.channel(to).ok_or_else(|| format!("no address known for node {to}"))?;
-    let bytes = envelope_to_proto(env).encode_to_vec();
-    let chunks: Vec<SnapshotChunk> =
-        bytes.chunks(CHUNK_BYTES).map(|c| SnapshotChunk { data: c.to_vec() }).collect();
-    let mut request = tonic::Request::new(tokio_stream::iter(chunks));
+/// Sends one snapshot to node `to`: its message, then its files in chunks.
+async fn upload_snapshot(
+    peers: &Peers,
+    to: u64,
+    env: RaftEnvelope,
+    root: PathBuf,
+    throttle: Arc<Throttle>,
+    metrics: Arc<TransportMetrics>,
+) -> Result<(), String> {
+    // A connection of its own: HTTP/2 flow control is shared by a connection's streams,
+    // and bulk bytes must never hold back the heartbeats on the Raft stream.
+    let address = peers.address(to).ok_or_else(|| format!("no address known for node {to}"))?;
+    let channel = crate::peers::channel_to(&address).map_err(|e| e.to_string())?;
+    let first = SnapshotChunk { data: Vec::new(), envelope: Some(envelope_to_proto(&env)) };
+    let snap = env.message.get_snapshot().clone();
+    let mut outgoing = snap::Outgoing::open(&root, env.range_id, &snap).map_err(|e| e.to_string())?;
+    let (chunks, rx) = mpsc::channel::<SnapshotChunk>(4);
+    let _ = chunks.send(first).await;
+    // Disk reads and pacing on a blocking thread; the stream holds at most 4 chunks.
+    let reader = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        while let Some(data) = outgoing.next_chunk(snap::CHUNK_BYTES).map_err(|e| e.to_string())? {
+            throttle.take(data.len() as u64);
+            metrics.snapshot_bytes_sent.fetch_add(data.len() as u64, Ordering::Relaxed);
+            if chunks.blocking_send(SnapshotChunk { data, envelope: None }).is_err() {
+                break; // the receiver ended the call (it had the snapshot already)
+            }
+        }
+        Ok(())
+    });
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
     peers.stamp(&mut request);
     let mut client = InternalClient::new(channel).max_encoding_message_size(MAX_FRAME_BYTES);
-    client.snapshot(request).await.map(|_| ()).map_err(|s| s.to_string())
+    let sent = client.snapshot(request).await.map(|_| ()).map_err(|s| s.to_string());
+    let read = reader.await.map_err(|e| e.to_string())?;
+    sent.and(read)
+}
+
+/// Paces the snapshot bytes a node sends: a token bucket of `rate` bytes per second,
+/// shared by its transfers, holding at most one second's worth.
+pub struct Throttle {
+    rate: u64,
+    state: Mutex<(std::time::Instant, f64)>,
+}
+
+impl Throttle {
+    /// A bucket of `rate` bytes per second (0: no limit).
+    pub fn new(rate: u64) -> Throttle {
+        Throttle { rate, state: Mutex::new((std::time::Instant::now(), rate as f64)) }
+    }
+
+    /// Takes `n` bytes from the bucket, blocking the calling (blocking-pool) thread until
+    /// they are there.
+    pub fn take(&self, n: u64) {
+        if self.rate == 0 {
+            return;
+        }
+        let wait = {
+            let mut s = self.state.lock();
+            let now = std::time::Instant::now();
+            let refill = now.duration_since(s.0).as_secs_f64() * self.rate as f64;
+            s.1 = (s.1 + refill).min(self.rate as f64) - n as f64;
+            s.0 = now;
+            (s.1 < 0.0).then(|| Duration::from_secs_f64(-s.1 / self.rate as f64))
+        };
+        if let Some(wait) = wait {
+            // Pacing, not synchronisation: the bytes are due once this much time passed.
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Throttle;
+
+    #[test]
+    fn the_throttle_holds_a_transfer_to_its_rate() {
+        let t = Throttle::new(8 << 20);
+        let start = std::time::Instant::now();
+        for _ in 0..16 {
+            t.take(1 << 20); // 16 MiB at 8 MiB/s, 8 MiB of it in the bucket at first
+        }
+        let took = start.elapsed().as_secs_f64();
+        assert!((0.9..3.0).contains(&took), "took {took:.2}s");
+        let free = Throttle::new(0);
+        let start = std::time::Instant::now();
+        free.take(1 << 40);
+        assert!(start.elapsed().as_secs_f64() < 0.1);
+    }
 }

@@ -60,19 +60,6 @@ impl Drop for Tmpfs {
     }
 }
 
-/// A value no compressor shrinks: a xorshift stream seeded by `i`.
-fn incompressible(i: u64) -> Vec<u8> {
-    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..VALUE)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_stops_the_node_and_the_ballast_lets_it_restart() {
     let _serial = serial().await;
@@ -94,7 +81,7 @@ async fn a_full_disk_stops_the_node_and_the_ballast_lets_it_restart() {
     let mut last_error = None;
     for i in 0..2000u64 {
         let key = format!("fill-{i:05}").into_bytes();
-        match put_with_deadline(&client, 0, &key, &incompressible(i), Duration::from_secs(10)).await {
+        match put_with_deadline(&client, 0, &key, &incompressible_value(i, VALUE), Duration::from_secs(10)).await {
             Ok(()) => acked.push((key, i)),
             Err(s) => {
                 last_error = Some(s);
@@ -124,7 +111,7 @@ async fn a_full_disk_stops_the_node_and_the_ballast_lets_it_restart() {
         let got = get_eventually(&client, key, Duration::from_secs(30)).await.unwrap_or_else(|e| {
             panic!("reading {} after the restart: {e}\n{}", show(key), node.log_tail(20))
         });
-        assert!(got.as_deref() == Some(incompressible(*i).as_slice()), "acknowledged {} lost", show(key));
+        assert!(got.as_deref() == Some(incompressible_value(*i, VALUE).as_slice()), "acknowledged {} lost", show(key));
     }
     // Still too full for a ballast: the node says so instead of filling the disk again.
     assert!(!data.join("ballast").exists());

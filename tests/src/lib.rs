@@ -20,6 +20,7 @@ use std::sync::Arc;
 use flotilla_engine::{Engine, EngineOptions};
 use flotilla_raftstore::local::even_ranges;
 use flotilla_raftstore::metapb::{HeartbeatBatch, Replica};
+use flotilla_raftstore::snap::{self, snap_root};
 use flotilla_raftstore::{
     callback, find_split_key, Callback, Command, Error, ManualClock, NODE_RANGE_ID, RaftEnvelope, RangeDescriptor,
     Request, Response, ResponseReceiver, Store, StoreConfig,
@@ -396,6 +397,10 @@ impl Cluster {
         self.in_flight = later;
         let mut per_node: BTreeMap<u64, Vec<RaftEnvelope>> = BTreeMap::new();
         for m in due {
+            if !self.carry_snapshot_files(&m.env) {
+                self.dropped += 1;
+                continue;
+            }
             per_node.entry(m.env.to.node_id).or_default().push(m.env);
         }
         let mut n = 0;
@@ -413,6 +418,16 @@ impl Cluster {
             }
         }
         n
+    }
+
+    /// Moves a snapshot message's files to its destination before the message, as a
+    /// network transport does; false (the message is lost) when they cannot be read.
+    fn carry_snapshot_files(&self, env: &RaftEnvelope) -> bool {
+        if env.message.get_msg_type() != raft::prelude::MessageType::MsgSnapshot {
+            return true;
+        }
+        let (from, to) = (snap_root(&self.dir(env.from.node_id)), snap_root(&self.dir(env.to.node_id)));
+        snap::copy(&from, &to, env.range_id, env.message.get_snapshot()).is_ok()
     }
 
     /// The node whose replica of `range_id` leads in the highest term, if any.

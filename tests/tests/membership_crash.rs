@@ -1,6 +1,7 @@
 //! Crashes at every step of a membership change, through fault points: applying a simple
 //! change (adding the learner, removing the demoted one), entering the joint
-//! configuration, leaving it, and installing the new learner's snapshot. The first node
+//! configuration, leaving it, and installing the new learner's snapshot (before its state
+//! is written, and between that write and the ingestion of its file). The first node
 //! to reach the point crashes; it restarts; the change is asked for again and finishes.
 //! Nothing acknowledged is lost, replicas agree, and the removed node holds nothing.
 //! (Fault points are global to the process: this file is one test.)
@@ -8,11 +9,14 @@
 use flotilla_raftstore::StoreConfig;
 use flotilla_tests::{harness_config, Cluster};
 
-const POINTS: [&str; 4] = [
+const POINTS: [&str; 5] = [
     "raftstore::apply_simple_conf_change",
     "raftstore::apply_enter_joint",
     "raftstore::apply_leave_joint",
     "raftstore::before_snapshot_apply",
+    // After the synced write that cleared the span and recorded the snapshot's state,
+    // before its file is ingested: the restart finishes the ingestion (`snap::recover`).
+    "raftstore::before_snapshot_ingest",
 ];
 
 fn crash_during_change(point: &str, seed: u64) {

@@ -47,7 +47,7 @@ impl Store {
             return false;
         }
         let storage = PeerStorage::uninitialized(self.engine.clone(), env.range_id, vec![env.to, env.from])
-            .with_clock(self.clock.clone());
+            .with_store(self.clock.clone(), self.snaps.clone());
         match Peer::new(self.node_id, storage, &self.cfg, self.election_seed, &self.logger) {
             Ok(peer) => {
                 tracing::debug!(range = env.range_id, "created uninitialized replica from a message");
@@ -95,6 +95,11 @@ impl Store {
                 let desc = data.ok().and_then(|d| d.descriptor).ok_or("snapshot without descriptor")?;
                 if desc.range_id != peer.range_id {
                     return Err("snapshot of another range");
+                }
+                if !self.snaps.is_received(peer.range_id, m.get_snapshot()) {
+                    // The transport hands the message over only after its files; a
+                    // message without them is stale or forged. The leader sends again.
+                    return Err("snapshot whose files are not here");
                 }
                 let installed = self.peers.values().filter(|p| p.range_id != peer.range_id && p.raw.store().is_initialized());
                 let mut others = installed.map(|p| p.descriptor()).chain(self.pending_snapshots.iter());
@@ -172,6 +177,7 @@ impl Store {
         if period == 0 || !self.now.is_multiple_of(period) {
             return;
         }
+        self.snaps.collect_garbage();
         for id in self.awake.iter() {
             let Some(peer) = self.peers.get(id).filter(|p| p.raw.store().is_initialized() && !p.is_leader()) else {
                 continue;
@@ -222,6 +228,7 @@ impl Store {
         self.engine.write(wb, true)?;
         self.tombstones.insert(range_id, tombstone);
         self.changing.remove(&range_id);
+        self.snaps.forget(range_id);
         self.awake.remove(&range_id);
         self.touched.remove(&range_id);
         StoreMetrics::add(&self.metrics.replicas_destroyed, 1);

@@ -88,10 +88,16 @@ impl Store {
                 let node_id = self.node_id;
                 fail::fail_point!("raftstore::before_snapshot_apply", |_| Err(Error::StoreStopped { node_id }));
                 let index = rd.snapshot().get_metadata().index;
-                peer.raw.mut_store().apply_snapshot(rd.snapshot(), &mut wb)?;
+                let files = peer.raw.mut_store().apply_snapshot(rd.snapshot(), &mut wb)?;
                 peer.abandon_proposals_through(index, ctx);
-                // Later entries of this round must read the snapshot's data: write now.
+                // Later entries of this round must read the snapshot's data: write the
+                // cleared span and the new state now, then ingest the files over them.
                 self.engine.write(std::mem::replace(&mut wb, self.engine.batch()), true)?;
+                if let Some((key, files)) = files {
+                    fail::fail_point!("raftstore::before_snapshot_ingest", |_| Err(Error::StoreStopped { node_id }));
+                    self.snaps.ingest(&self.engine, key, &files)?;
+                    wb.delete(flotilla_engine::Cf::Meta, &flotilla_engine::keys::pending_ingest_key(key.range_id));
+                }
                 ctx.batch_written();
                 StoreMetrics::add(&self.metrics.snapshots_applied, 1);
             }

@@ -116,7 +116,7 @@ impl Store {
                 continue;
             }
             let storage =
-                PeerStorage::split_init(self.engine.clone(), outcome.right.clone(), wb).with_clock(self.clock.clone());
+                PeerStorage::split_init(self.engine.clone(), outcome.right.clone(), wb).with_store(self.clock.clone(), self.snaps.clone());
             outcome.storage = Some(storage);
         }
     }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use flotilla_engine::Cf;
 use flotilla_raftstore::node::StoreMsg;
+use flotilla_raftstore::snap;
 use flotilla_raftstore::{Error as StoreError, RangeStatus};
-use prost::Message as _;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::convert::{envelope_from_proto, request_from_proto, response_to_proto};
@@ -21,8 +21,6 @@ use crate::proto::internal_server::Internal;
 use crate::proto::*;
 use crate::server::{Running, State};
 
-/// The largest snapshot a node accepts (chunks are concatenated in memory).
-const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
 
 /// `Internal` over a server's shared state.
 pub struct InternalService(pub Arc<State>);
@@ -129,18 +127,29 @@ impl Internal for InternalService {
     async fn snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<Response<Done>, Status> {
         let (from, running) = self.admit(&req)?;
         let me = self.0.cfg.node_id;
-        // Snapshots are assembled in memory: a few at a time.
-        let _slot = self.0.snapshot_slots.acquire().await.map_err(|_| stopping(me))?;
+        // A few at a time: each writes to the disk the other ranges need too. Refused at
+        // once rather than queued, so that no sender's bytes wait unread in a connection.
+        let _slot = self.0.snapshot_slots.try_acquire().map_err(|e| match e {
+            tokio::sync::TryAcquireError::Closed => stopping(me),
+            tokio::sync::TryAcquireError::NoPermits => status(
+                Code::ResourceExhausted,
+                "busy",
+                format!("node {me} is receiving as many snapshots as it takes at once; the sender retries later"),
+            ),
+        })?;
         let mut stream = req.into_inner();
-        let mut bytes = Vec::new();
-        while let Some(chunk) = stream.message().await? {
-            if bytes.len() + chunk.data.len() > MAX_SNAPSHOT_BYTES {
-                return Err(invalid(format!("snapshot larger than {MAX_SNAPSHOT_BYTES} bytes")));
+        let first = stream.message().await?.and_then(|c| c.envelope).ok_or_else(|| invalid("snapshot stream without its message"))?;
+        let env = envelope_from_proto(first, from, me).map_err(invalid)?;
+        let root = snap::snap_root(self.0.engine.path());
+        let incoming = snap::Incoming::begin(&root, env.range_id, env.message.get_snapshot()).map_err(|e| invalid(e.to_string()))?;
+        if let Some(mut incoming) = incoming {
+            while let Some(chunk) = stream.message().await? {
+                // Small writes into the page cache; the file is synced once complete.
+                incoming.write(&chunk.data).map_err(|e| invalid(e.to_string()))?;
             }
-            bytes.extend_from_slice(&chunk.data);
+            // Dropped unfinished on any error above: nothing half-written stays.
+            incoming.finish().map_err(|e| invalid(e.to_string()))?;
         }
-        let env = RaftEnvelope::decode(bytes.as_slice()).map_err(|e| invalid(format!("undecodable snapshot: {e}")))?;
-        let env = envelope_from_proto(env, from, me).map_err(invalid)?;
         running.store.send(StoreMsg::Raft(vec![env]));
         Ok(Response::new(Done {}))
     }

@@ -196,6 +196,19 @@ pub async fn metric(http: &str, name: &str) -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok()).map(|v| v as u64)
 }
 
+/// `len` bytes no compressor shrinks: a xorshift stream seeded by `seed`.
+pub fn incompressible_value(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// Bytes for a failure message.
 pub fn show(b: &[u8]) -> String {
     flotilla_server::display::bytes(b)
