@@ -13,6 +13,9 @@
 //! - [`publish_meta`] writes the meta records nodes produce (splits, new leaders) into
 //!   the meta range.
 //!
+//! - [`placement::plan`] decides which replicas should move (a pure function of the
+//!   cluster's state, for the placement loop).
+//!
 //! How commands reach nodes is a trait ([`NodeClient`]): in-process today
 //! ([`local::open_local`]), the network later.
 
@@ -21,6 +24,7 @@ mod db;
 mod error;
 pub mod local;
 mod meta;
+pub mod placement;
 mod router;
 
 pub use cache::RangeCache;

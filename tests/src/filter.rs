@@ -147,3 +147,35 @@ impl Filter for DropAll {
         Verdict::Drop
     }
 }
+
+/// Drops every snapshot message to node `0`: a learner there stays behind.
+pub struct SnapshotsTo(pub u64);
+
+impl Filter for SnapshotsTo {
+    fn check(&mut self, env: &RaftEnvelope, _: &mut StdRng) -> Verdict {
+        if env.message.get_msg_type() == MessageType::MsgSnapshot && env.to.node_id == self.0 {
+            Verdict::Drop
+        } else {
+            Verdict::Deliver
+        }
+    }
+}
+
+/// Drops node `0`'s leave-joint proposal (an empty `ConfChangeV2`) on its way to the
+/// others: a membership change it leads stays in its joint configuration.
+pub struct LeaveJointFrom(pub u64);
+
+impl Filter for LeaveJointFrom {
+    fn check(&mut self, env: &RaftEnvelope, _: &mut StdRng) -> Verdict {
+        use protobuf::Message as _;
+        let leave_joint = |e: &raft::prelude::Entry| {
+            e.get_entry_type() == raft::prelude::EntryType::EntryConfChangeV2
+                && raft::prelude::ConfChangeV2::parse_from_bytes(&e.data).is_ok_and(|cc| cc.changes.is_empty())
+        };
+        if env.from.node_id == self.0 && env.message.entries.iter().any(leave_joint) {
+            Verdict::Drop
+        } else {
+            Verdict::Deliver
+        }
+    }
+}

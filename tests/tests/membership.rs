@@ -5,7 +5,7 @@
 
 use flotilla_raftstore::metapb::ReplicaRole;
 use flotilla_raftstore::{Command, Error, RangeDescriptor, Response, StoreMetrics};
-use flotilla_tests::filter::{DropAll, Isolate, Select};
+use flotilla_tests::filter::{DropAll, Isolate, LeaveJointFrom, Select, SnapshotsTo};
 use flotilla_tests::{CallError, Cluster};
 use raft::prelude::MessageType;
 
@@ -62,10 +62,7 @@ fn a_learner_is_added_caught_up_by_snapshot_and_promoted_while_writes_go_on() {
     assert!(c.store(n4).peer(RANGE).is_none(), "a new node holds nothing");
     let old = c.descriptor(RANGE).unwrap();
     // Snapshots to the new node are held back for a while: it stays a learner.
-    let hold = c.add_filter(Select {
-        select: move |e: &flotilla_raftstore::RaftEnvelope| e.message.get_msg_type() == MessageType::MsgSnapshot && e.to.node_id == n4,
-        inner: Box::new(DropAll),
-    });
+    let hold = c.add_filter(SnapshotsTo(n4));
     let leader = c.leader_of(RANGE).unwrap();
     let mut rx = c.request(leader, RANGE, Command::ChangeReplicas { add: vec![n4], remove: vec![] });
     for i in 0..20 {
@@ -87,22 +84,6 @@ fn a_learner_is_added_caught_up_by_snapshot_and_promoted_while_writes_go_on() {
     assert!(StoreMetrics::get(&c.store(n4).metrics().snapshots_applied) >= 1);
     acked.extend(write(&mut c, "after", 20));
     check(&mut c, &acked);
-}
-
-/// Drops `node`'s messages that carry the leave-joint step, so a change it leads stays
-/// joint.
-fn hold_leave_joint(c: &mut Cluster, node: u64) -> u64 {
-    use protobuf::Message as _;
-    c.add_filter(Select {
-        select: move |e: &flotilla_raftstore::RaftEnvelope| {
-            e.from.node_id == node
-                && e.message.entries.iter().any(|en| {
-                    en.get_entry_type() == raft::prelude::EntryType::EntryConfChangeV2
-                        && raft::prelude::ConfChangeV2::parse_from_bytes(&en.data).is_ok_and(|cc| cc.changes.is_empty())
-                })
-        },
-        inner: Box::new(DropAll),
-    })
 }
 
 #[test]
@@ -166,7 +147,7 @@ fn a_leader_cut_off_mid_joint_is_replaced_and_the_repeat_finishes_the_change() {
     let acked = write(&mut c, "k", 30);
     let n4 = c.add_node();
     let gone = [1, 2, 3].into_iter().find(|n| *n != leader).unwrap();
-    let hold = hold_leave_joint(&mut c, leader);
+    let hold = c.add_filter(LeaveJointFrom(leader));
     let mut rx = c.request(leader, RANGE, Command::ChangeReplicas { add: vec![n4], remove: vec![gone] });
     let mut cut = None;
     for _ in 0..400 {
