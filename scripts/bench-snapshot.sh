@@ -7,8 +7,9 @@
 #   2. adds a replica on node 4 (`flotilla change-replicas R --add 4`), timing it and
 #      sampling the sender's and receiver's resident memory (VmRSS, every 50 ms) and CPU
 #      time (/proc/PID/stat);
-#   3. runs LOAD_SECS of foreground puts (16 clients, another key prefix) without any
-#      change, then again while node 4's replica is removed and added back (repeatedly).
+#   3. runs LOAD_SECS of foreground puts (16 clients, into the same range, 3 voters) without any
+#      change, then again while a follower's replica is replaced by one on node 4 MOVES times
+#      (default 1; the first removal happens before the measured window).
 # Run once with RATE=0 (no snapshot throttle) and once with the default throttle.
 #
 #   scripts/bench-snapshot.sh                 # MIB=256 RATE=0
@@ -18,6 +19,7 @@ cd "$(dirname "$0")/.."
 mib="${MIB:-256}"
 rate="${RATE:-0}"
 load_secs="${LOAD_SECS:-15}"
+moves="${MOVES:-1}"
 # shellcheck source=scripts/release-env.sh
 source scripts/release-env.sh
 
@@ -124,17 +126,26 @@ foreground() {
   ops="$(echo "$out" | awk '/^measured/{print $4}')"
   python3 -c "print(f'  server CPU (4 nodes, warm-up included): {($c1 - $c0) / $clk:.1f} s, {($c1 - $c0) / $clk / max($ops, 1) * 1e6:.0f} us per measured put')"
 }
-echo "== foreground puts, no membership change"
+cli change-replicas "$range" --remove 4 >/dev/null
+leader="$(range_field leader_node)"
+out=1; [ "$leader" = 1 ] && out=2
+echo "== foreground puts, no membership change (3 voters)"
 foreground
-echo "== foreground puts while node 4's replica is removed and added again"
+echo "== foreground puts while a replica moves to node 4 ($moves time(s); 3 voters throughout)"
 (
-  sleep 2
-  while [ ! -f "$root/stop" ]; do
+  for _ in $(seq 1 "$moves"); do
+    [ -f "$root/stop" ] && break
     cli change-replicas "$range" --remove 4 >/dev/null 2>&1 || true
-    cli change-replicas "$range" --add 4 >/dev/null 2>&1 && echo add >>"$root/moves"
+    cli change-replicas "$range" --add "$out" >/dev/null 2>&1 || true
+    sleep 2 # into the measured window (the load warms up for 2 s)
+    a0="$(date +%s.%N)"
+    # Replace a follower's replica by one on node 4: learner, snapshot, joint step.
+    cli change-replicas "$range" --add 4 --remove "$out" >/dev/null 2>&1 &&
+      echo "move took $(python3 -c "import time; print(round(time.time() - $a0, 2))") s" >>"$root/moves"
   done
 ) &
 mover=$!
 foreground
 touch "$root/stop"; wait "$mover" || true
-echo "replicas added during the load: $(wc -l <"$root/moves" 2>/dev/null || echo 0)"
+echo "replica moves during the load: $(wc -l <"$root/moves" 2>/dev/null || echo 0)"
+cat "$root/moves" 2>/dev/null || true
