@@ -71,8 +71,9 @@ impl Peer {
             return Err(Error::key_not_in_range(&desc, key));
         }
         if crate::quorum::Voters::of(&desc).is_joint() {
-            // Refused at proposal too; a split proposed before the joint step applied
-            // lands here.
+            // Refused at proposal too. A split proposed before the joint step applied
+            // does not get here (its epoch is older: `EpochNotMatch` first); this guards
+            // against any path that skips the epoch check.
             return Err(Error::ConfChangeInProgress { range_id: desc.range_id });
         }
         if req.new_range_id == desc.range_id || req.new_range_id == 0 {
