@@ -51,6 +51,11 @@ pub struct Peer {
     pub(crate) last_transfer: Option<u64>,
     /// Followers a snapshot was queued for this round (reported after `advance`).
     pub(crate) snapshots_sent: Vec<u64>,
+    /// Replicas heard from that this replica's descriptor does not list (it is behind a
+    /// membership change: a leader added since), so that answers to them can be
+    /// addressed. Without it a follower that missed the change that added its new leader
+    /// could never tell that leader it needs a snapshot (the chaos test found this).
+    pub(crate) peer_cache: std::collections::HashMap<u64, crate::metapb::Replica>,
     /// Until this tick, a replica created by a split on its leader's node campaigns every
     /// other tick while no leader is known.
     pub(crate) campaign_until: Option<u64>,
@@ -108,6 +113,7 @@ impl Peer {
             proposals: VecDeque::new(),
             reads: VecDeque::new(),
             snapshots_sent: Vec::new(),
+            peer_cache: std::collections::HashMap::new(),
             written_since_check: 0,
             change_job: None,
             campaign_until: None,

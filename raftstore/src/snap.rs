@@ -331,7 +331,7 @@ impl SnapManager {
         };
         let mut failed = None;
         let written = write_sst(&path, |sink| {
-            view.scan(Cf::Data, &desc.start, &desc.end, |k, v| {
+            view.scan_uncached(Cf::Data, &desc.start, &desc.end, |k, v| {
                 match sink.put(k, v) {
                     Ok(()) => true,
                     Err(e) => {

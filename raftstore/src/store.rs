@@ -385,6 +385,9 @@ impl Store {
         self.wake(env.range_id, !from_leader);
         let peer = self.peers.get_mut(&env.range_id).expect("replica exists");
         peer.raw.mut_store().learn_replica(env.from);
+        if peer.descriptor().replica_by_id(env.from.replica_id).is_none() {
+            peer.peer_cache.insert(env.from.replica_id, env.from);
+        }
         peer.last_heard.insert(env.from.replica_id, self.now);
         peer.forget_leader_if_it_campaigns(&env);
         if let Err(e) = peer.raw.step(env.message) {

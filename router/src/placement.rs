@@ -9,14 +9,20 @@
 //! on its own. The rules, in priority order (CockroachDB's allocator and replicate queue
 //! are the anchor):
 //!
-//! 1. A range whose configuration is changing (joint, or holding a learner) is left
-//!    alone: one change per range at a time.
+//! 1. A range in a joint configuration is left alone: its change is under way, and one
+//!    change per range runs at a time.
 //! 2. A range without a quorum of live voters cannot change at all; it is counted
 //!    *unavailable*.
-//! 3. Repairs: a voter on a dead node is replaced; a voter on a decommissioning node is
+//! 3. A learner outside a joint configuration is finished: promoted when the range lacks
+//!    voters and the learner's node takes replicas, removed otherwise. A split copies a
+//!    parent's learners into the right half, where no change job follows them; asking for
+//!    the same change again (or its reverse) is what finishes them. (While a job is still
+//!    catching the learner up, the store answers `ConfChangeInProgress` and the loop tries
+//!    again later.)
+//! 4. Repairs: a voter on a dead node is replaced; a voter on a decommissioning node is
 //!    replaced; a range with fewer voters than the factor gains one; one with more loses
 //!    one (on a dead, then decommissioning, then the most loaded node).
-//! 4. Only when no range needs repair anywhere: rebalancing, one replica from the node
+//! 5. Only when no range needs repair anywhere: rebalancing, one replica from the node
 //!    holding the most replicas to the one holding the fewest, when they differ by more
 //!    than `limits.balance_slack`.
 //!
@@ -110,6 +116,8 @@ pub enum Reason {
     UnderReplicated,
     OverReplicated,
     Rebalance,
+    /// A learner no change is finishing (left behind by a split, or an interrupted add).
+    StrayLearner,
 }
 
 /// The outcome of one look at the cluster.
@@ -136,9 +144,20 @@ pub fn plan(state: &ClusterState, limits: Limits) -> Plan {
             out.unavailable += 1;
             continue;
         }
+        if voters.is_joint() {
+            continue;
+        }
+        if let Some(change) = finish_learner(desc, &nodes, state.replication_factor) {
+            out.under_replicated += usize::from(change.add.is_some());
+            if out.changes.len() < limits.max_changes {
+                note_change(&mut load, &mut slots, None, change.remove);
+                out.changes.push(change);
+            }
+            continue;
+        }
         let Some((reason, remove, wants_add)) = repair(desc, &nodes, state.replication_factor) else { continue };
         out.under_replicated += usize::from(reason != Reason::OverReplicated);
-        if changing(desc) || out.changes.len() >= limits.max_changes {
+        if out.changes.len() >= limits.max_changes {
             continue;
         }
         let add = if wants_add {
@@ -161,6 +180,18 @@ pub fn plan(state: &ClusterState, limits: Limits) -> Plan {
 /// True while a range's configuration is not a plain set of voters.
 fn changing(desc: &RangeDescriptor) -> bool {
     desc.replicas.iter().any(|r| r.role() != ReplicaRole::Voter)
+}
+
+/// Promotes or removes a learner of a range that is not joint (see rule 3).
+fn finish_learner(desc: &RangeDescriptor, nodes: &BTreeMap<u64, &NodeState>, factor: usize) -> Option<Change> {
+    let learner = desc.replicas.iter().find(|r| r.role() == ReplicaRole::Learner)?;
+    let voters = desc.replicas.iter().filter(|r| r.role() == ReplicaRole::Voter).count();
+    let takes = nodes.get(&learner.node_id).is_some_and(|n| n.accepts());
+    let range_id = desc.range_id;
+    Some(match voters < factor && takes {
+        true => Change { range_id, add: Some(learner.node_id), remove: None, reason: Reason::StrayLearner },
+        false => Change { range_id, add: None, remove: Some(learner.node_id), reason: Reason::StrayLearner },
+    })
 }
 
 /// What a range needs, if anything: the reason, the node to remove, and whether a
@@ -327,12 +358,37 @@ mod tests {
     }
 
     #[test]
-    fn a_range_mid_change_is_counted_but_not_touched() {
+    fn a_joint_range_is_left_to_its_change() {
         let mut d = range(1, &[1, 2]);
-        d.replicas.push(Replica::voter(3, 103).with_role(ReplicaRole::Learner));
+        d.replicas.push(Replica::voter(3, 103).with_role(ReplicaRole::IncomingVoter));
+        d.replicas.push(Replica::voter(4, 104).with_role(ReplicaRole::DemotingVoter));
         let s = state(live(&[1, 2, 3, 4]), vec![d]);
-        let p = plan(&s, Limits::default());
-        assert!(p.changes.is_empty());
+        assert!(plan(&s, Limits::default()).changes.is_empty());
+    }
+
+    #[test]
+    fn a_learner_left_behind_is_promoted_when_wanted_and_removed_otherwise() {
+        let learner = |d: &mut RangeDescriptor, n: u64| d.replicas.push(Replica::voter(n, 900 + n).with_role(ReplicaRole::Learner));
+        // Two voters and a learner on a live node: promote it.
+        let mut short = range(1, &[1, 2]);
+        learner(&mut short, 3);
+        // Three voters already (a split copied a removed node's learner): remove it.
+        let mut full = range(2, &[1, 2, 3]);
+        learner(&mut full, 4);
+        // Short of voters, but the learner's node is dead: remove it (a repair follows).
+        let mut dead = range(3, &[1, 2]);
+        learner(&mut dead, 5);
+        let mut nodes = live(&[1, 2, 3, 4, 5]);
+        nodes[4].liveness = Liveness::Dead;
+        let p = plan(&state(nodes, vec![short, full, dead]), Limits::default());
+        assert_eq!(
+            p.changes,
+            vec![
+                change(1, Some(3), None, Reason::StrayLearner),
+                change(2, None, Some(4), Reason::StrayLearner),
+                change(3, None, Some(5), Reason::StrayLearner),
+            ]
+        );
     }
 
     #[test]

@@ -199,7 +199,7 @@ fn queue_messages(out: Outbound<'_>, node_id: u64, peer: &mut Peer, messages: Ve
     let Some(from) = desc.replica_on(node_id) else { return };
     let mut snapshots_to = Vec::new();
     for message in messages {
-        let Some(to) = desc.replica_by_id(message.to) else {
+        let Some(to) = desc.replica_by_id(message.to).or_else(|| peer.peer_cache.get(&message.to).copied()) else {
             tracing::debug!(range = peer.range_id, to = message.to, "message to unknown replica");
             continue;
         };
