@@ -119,6 +119,24 @@ pub fn initial_ranges_on(user_ranges: u64, node_ids: &[u64]) -> Vec<RangeDescrip
     initial_ranges_with(user_ranges, replicas)
 }
 
+/// Like [`initial_ranges_on`], but each range on `factor` of the nodes (all of them when
+/// there are no more): range `i` of the list (the meta range is 0) on the nodes at
+/// positions `i, i+1, …` of the sorted ids, so replicas and preferred leaders spread
+/// evenly from the start and placement has nothing to move.
+pub fn initial_ranges_placed(user_ranges: u64, node_ids: &[u64], factor: usize) -> Vec<RangeDescriptor> {
+    let mut ids = node_ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let take = factor.clamp(1, ids.len().max(1));
+    let replicas = |range_id: u64| -> Vec<Replica> {
+        let first = (range_id - META_RANGE_ID) as usize;
+        let mut chosen: Vec<u64> = (0..take).map(|j| ids[(first + j) % ids.len()]).collect();
+        chosen.sort_unstable();
+        chosen.into_iter().map(|n| Replica::voter(n, n)).collect()
+    };
+    initial_ranges_with(user_ranges, replicas)
+}
+
 fn initial_ranges_with(user_ranges: u64, replicas: impl Fn(u64) -> Vec<Replica>) -> Vec<RangeDescriptor> {
     let count = user_ranges.clamp(1, 65_536);
     let epoch = Some(Epoch { version: 1, conf_ver: 1 });
@@ -148,6 +166,24 @@ fn initial_ranges_with(user_ranges: u64, replicas: impl Fn(u64) -> Vec<Replica>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn initial_ranges_are_placed_on_factor_nodes_in_turn() {
+        let ranges = initial_ranges_placed(5, &[4, 1, 2, 3, 5], 3);
+        assert_eq!(ranges.len(), 6);
+        let nodes = |d: &RangeDescriptor| d.replicas.iter().map(|r| r.node_id).collect::<Vec<_>>();
+        assert_eq!(nodes(&ranges[0]), vec![1, 2, 3], "the meta range starts on the lowest ids");
+        assert_eq!(nodes(&ranges[3]), vec![1, 4, 5]);
+        let mut per_node = std::collections::BTreeMap::new();
+        for d in &ranges {
+            for r in &d.replicas {
+                *per_node.entry(r.node_id).or_insert(0) += 1;
+            }
+        }
+        assert!(per_node.values().all(|&c| c == 3 || c == 4), "{per_node:?}");
+        let few = initial_ranges_placed(2, &[7], 3);
+        assert!(few.iter().all(|d| nodes(d) == vec![7]), "fewer nodes than the factor: all of them");
+    }
 
     #[test]
     fn keys_are_shown_as_users_wrote_them() {

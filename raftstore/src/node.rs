@@ -42,6 +42,10 @@ pub enum StoreMsg {
     /// Hand leadership to other nodes before stopping; answers how many replicas here
     /// still lead (see `Store::drain`).
     Drain(tokio::sync::oneshot::Sender<usize>),
+    /// Stop draining (a decommission undone): the node may lead again.
+    Undrain,
+    /// Report one replica's state (`None`: no initialized replica of that range here).
+    RangeStatus(u64, tokio::sync::oneshot::Sender<Option<RangeStatus>>),
     /// A size check found that `range_id` (at `epoch`) should split at `split_key`.
     SplitKey { range_id: u64, epoch: Epoch, split_key: Vec<u8> },
     /// Stop the poller after this round.
@@ -80,6 +84,24 @@ impl StoreHandle {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let _ = self.mailbox.send(StoreMsg::Status(tx));
         rx
+    }
+
+    /// One replica's state (see [`StoreMsg::RangeStatus`]); the receiver fails if the
+    /// store has stopped.
+    pub fn range_status(&self, range_id: u64) -> tokio::sync::oneshot::Receiver<Option<RangeStatus>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = self.mailbox.send(StoreMsg::RangeStatus(range_id, tx));
+        rx
+    }
+
+    /// Asks the store to drain ([`StoreMsg::Drain`]) or stop draining, without waiting.
+    pub fn set_draining(&self, draining: bool) {
+        if draining {
+            let (tx, _rx) = tokio::sync::oneshot::channel();
+            let _ = self.mailbox.send(StoreMsg::Drain(tx));
+        } else {
+            let _ = self.mailbox.send(StoreMsg::Undrain);
+        }
     }
 
     /// Resolves once the poller has reached this message (see [`StoreMsg::Ping`]); an
@@ -295,6 +317,10 @@ fn handle(store: &mut Store, msg: StoreMsg) -> bool {
         StoreMsg::SplitKey { range_id, epoch, split_key } => store.on_split_key(range_id, epoch, split_key),
         StoreMsg::Drain(tx) => {
             let _ = tx.send(store.drain());
+        }
+        StoreMsg::Undrain => store.undrain(),
+        StoreMsg::RangeStatus(range_id, tx) => {
+            let _ = tx.send(store.range_status(range_id));
         }
         StoreMsg::Stop => return false,
     }

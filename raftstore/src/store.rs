@@ -303,22 +303,27 @@ impl Store {
 
     /// A snapshot of every replica's state, for status views.
     pub fn status(&self) -> Vec<RangeStatus> {
-        self.peers
-            .values()
-            .filter(|p| p.raw.store().is_initialized())
-            .map(|p| RangeStatus {
-                descriptor: p.descriptor().clone(),
-                replica_id: p.replica_id,
-                is_leader: p.is_leader(),
-                leader: p.leader(),
-                term: p.term(),
-                applied_index: p.applied_index(),
-                first_log_index: p.first_log_index(),
-                last_log_index: p.last_log_index(),
-                has_lease: self.has_lease(p.range_id),
-                snapshot_repeats: p.raw.store().snapshot_repeats(),
-            })
-            .collect()
+        self.peers.values().filter(|p| p.raw.store().is_initialized()).map(|p| self.status_of(p)).collect()
+    }
+
+    /// The state of this node's replica of `range_id`, if it is initialized.
+    pub fn range_status(&self, range_id: u64) -> Option<RangeStatus> {
+        self.peers.get(&range_id).filter(|p| p.raw.store().is_initialized()).map(|p| self.status_of(p))
+    }
+
+    fn status_of(&self, p: &Peer) -> RangeStatus {
+        RangeStatus {
+            descriptor: p.descriptor().clone(),
+            replica_id: p.replica_id,
+            is_leader: p.is_leader(),
+            leader: p.leader(),
+            term: p.term(),
+            applied_index: p.applied_index(),
+            first_log_index: p.first_log_index(),
+            last_log_index: p.last_log_index(),
+            has_lease: self.has_lease(p.range_id),
+            snapshot_repeats: p.raw.store().snapshot_repeats(),
+        }
     }
 
     /// True when a round has work to do even without new input.

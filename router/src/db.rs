@@ -65,6 +65,11 @@ impl<C: NodeClient> Db<C> {
         Db { router }
     }
 
+    /// The router underneath (for stored keys: the meta range's records).
+    pub fn router(&self) -> &Router<C> {
+        &self.router
+    }
+
     async fn run(&self, key: &[u8], command: Command) -> Result<(RangeDescriptor, Response)> {
         self.router.execute(key, command).await.map_err(user_error)
     }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use std::future::Future;
 use std::pin::Pin;
 
-use flotilla_raftstore::keyspace::{is_meta_key, meta_key, meta_scan_end};
+use flotilla_raftstore::keyspace::{is_meta_key, meta_key, meta_scan_end, META_RANGE_ID};
 use flotilla_raftstore::{Command, Error as StoreError, MetaEntry, RangeDescriptor, Request, Response, ResponseReceiver};
 use parking_lot::Mutex;
 use prost::Message as _;
@@ -51,8 +51,10 @@ impl Default for RetryPolicy {
 /// Routes commands to range leaders through a cache, retrying stale routes.
 pub struct Router<C> {
     client: C,
-    /// The meta range as known at startup: where lookups go when the cache has nothing.
-    meta: RangeDescriptor,
+    /// The freshest shape of the meta range known: where lookups go when the cache has
+    /// nothing. Its replicas move like any range's, so it is updated from what the router
+    /// learns ([`Router::learn_range`], `EpochNotMatch` answers).
+    meta: Mutex<RangeDescriptor>,
     cache: Mutex<RangeCache>,
     policy: RetryPolicy,
     /// Turns of [`pick_replica`].
@@ -88,13 +90,32 @@ impl<C: NodeClient> Router<C> {
     pub fn new(client: C, meta: RangeDescriptor, policy: RetryPolicy) -> Self {
         let mut cache = RangeCache::new();
         cache.insert(meta.clone());
-        Router { client, meta, cache: Mutex::new(cache), policy, turn: Default::default() }
+        Router { client, meta: Mutex::new(meta), cache: Mutex::new(cache), policy, turn: Default::default() }
     }
 
     /// Remembers `desc` (for instance from a split this client made), unless the cache
     /// knows a newer shape.
     pub fn learn_range(&self, desc: RangeDescriptor) {
+        self.note_meta(&desc);
         self.cache.lock().insert(desc);
+    }
+
+    /// The freshest descriptor of the meta range this router knows.
+    pub fn meta(&self) -> RangeDescriptor {
+        self.meta.lock().clone()
+    }
+
+    /// Keeps `desc` as the meta range's shape if it is that range, newer than the one
+    /// known.
+    fn note_meta(&self, desc: &RangeDescriptor) {
+        if desc.range_id != META_RANGE_ID {
+            return;
+        }
+        let mut meta = self.meta.lock();
+        let shape = |d: &RangeDescriptor| (d.epoch().version, d.epoch().conf_ver);
+        if shape(desc) > shape(&meta) {
+            *meta = desc.clone();
+        }
     }
 
     /// Runs `command` on the range holding `key`; returns the range it ran on and the
@@ -212,7 +233,7 @@ impl<C: NodeClient> Router<C> {
             return Ok(hit);
         }
         if is_meta_key(key) {
-            return Ok((self.meta.clone(), None));
+            return Ok((self.meta(), None));
         }
         let entry = self.lookup_meta(key).await?;
         let mut desc = entry.descriptor.ok_or_else(|| Error::NoRange(key.to_vec()))?;
@@ -265,6 +286,7 @@ impl<C: NodeClient> Router<C> {
             StoreError::EpochNotMatch { current, .. } => {
                 // A lagging replica may report an older shape than the cache holds: the
                 // cache refuses it, nothing was learned, and the next attempt waits.
+                current.iter().for_each(|d| self.note_meta(d));
                 let learned = current.iter().filter(|d| cache.insert((*d).clone())).count();
                 if learned > 0 {
                     Next::RetryNow

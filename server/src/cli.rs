@@ -23,6 +23,8 @@ use flotilla_raftstore::metapb::{RangeDescriptor, WriteOp};
 use serde_json::{json, Value};
 use tonic::Status;
 
+mod nodes;
+
 use crate::client::{self, Client};
 use crate::config::DEFAULT_LISTEN;
 use crate::display::{self, Encoding};
@@ -72,6 +74,10 @@ pub enum ClientCmd {
         /// User ranges the cluster starts with (they split as they grow).
         #[arg(long, default_value_t = 1)]
         initial_ranges: u32,
+        /// Voters per range (1..=7). Above the number of nodes, ranges show as
+        /// under-replicated until enough nodes join.
+        #[arg(long, default_value_t = crate::config::DEFAULT_REPLICATION_FACTOR)]
+        replication_factor: u32,
         /// Seconds to wait for the nodes to come up (they may still be starting), with
         /// progress on stderr; 0: try once.
         #[arg(long, default_value_t = 60)]
@@ -82,6 +88,25 @@ pub enum ClientCmd {
     /// The cluster's nodes: liveness, replicas, leaders and leases per node (exit code 3
     /// if a node is not live).
     Status {
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Every node of the cluster: address, liveness, membership, replicas, leaders,
+    /// leases and bytes, and the ranges short of replicas (exit code 3 if one is).
+    Nodes {
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Decommission or recommission a node.
+    Node {
+        #[command(subcommand)]
+        cmd: nodes::NodeCmd,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Set the number of voters every range keeps (1..=7).
+    ReplicationFactor {
+        factor: u32,
         #[command(flatten)]
         opts: ClientOpts,
     },
@@ -122,6 +147,9 @@ impl ClientCmd {
             ClientCmd::Init { opts, .. }
             | ClientCmd::Status { opts }
             | ClientCmd::Ranges { opts }
+            | ClientCmd::Nodes { opts }
+            | ClientCmd::Node { opts, .. }
+            | ClientCmd::ReplicationFactor { opts, .. }
             | ClientCmd::Split { opts, .. }
             | ClientCmd::ChangeReplicas { opts, .. } => opts,
             ClientCmd::Kv(args) => &args.opts,
@@ -265,9 +293,13 @@ pub async fn run(cmd: ClientCmd) -> i32 {
 
 async fn dispatch(cmd: ClientCmd, out: &mut Out) -> Outcome {
     match cmd {
-        ClientCmd::Init { opts, initial_ranges, wait } => {
-            init(&Remote::new(&opts)?, out, initial_ranges, std::time::Duration::from_secs(wait)).await
+        ClientCmd::Init { opts, initial_ranges, replication_factor, wait } => {
+            let wait = std::time::Duration::from_secs(wait);
+            init(&Remote::new(&opts)?, out, initial_ranges, replication_factor, wait).await
         }
+        ClientCmd::Nodes { opts } => nodes::nodes(&Remote::new(&opts)?, out).await,
+        ClientCmd::Node { cmd, opts } => nodes::node(&Remote::new(&opts)?, out, cmd).await,
+        ClientCmd::ReplicationFactor { factor, opts } => nodes::replication_factor(&Remote::new(&opts)?, out, factor).await,
         ClientCmd::Kv(args) => kv(&Remote::new(&args.opts)?, out, Encoding::hex_if(args.hex), args.cmd).await,
         ClientCmd::Status { opts } => status(&Remote::new(&opts)?, out).await,
         ClientCmd::Ranges { opts } => ranges(&Remote::new(&opts)?, out).await,
@@ -384,11 +416,11 @@ fn parse_endpoint(e: &str) -> Result<String, String> {
 /// `flotilla init`: retried while the nodes are not all up yet (a node that does not
 /// listen yet, or a `--join` node that does not answer), until `wait` has passed. Init is
 /// safe to repeat: only the member with the lowest id bootstraps.
-async fn init(r: &Remote, out: &mut Out, initial_ranges: u32, wait: std::time::Duration) -> Outcome {
+async fn init(r: &Remote, out: &mut Out, initial_ranges: u32, factor: u32, wait: std::time::Duration) -> Outcome {
     let deadline = std::time::Instant::now() + wait;
     let started = std::time::Instant::now();
     let resp = loop {
-        match r.client.init(initial_ranges).await {
+        match r.client.init(initial_ranges, factor).await {
             Err(s) if not_up_yet(&s) && std::time::Instant::now() < deadline => {
                 let why = match r.check::<()>(Err(s)) {
                     Err(Failure::Error(e)) => e,

@@ -160,13 +160,34 @@ impl Client {
         .map(|_| ())
     }
 
-    pub async fn init(&self, initial_ranges: u32) -> Result<InitResponse, Status> {
-        let req = InitRequest { initial_ranges };
+    pub async fn init(&self, initial_ranges: u32, replication_factor: u32) -> Result<InitResponse, Status> {
+        let req = InitRequest { initial_ranges, replication_factor };
         self.call(|ch| async move { AdminClient::new(ch).init(req).await }).await
     }
 
     pub async fn status(&self) -> Result<StatusResponse, Status> {
         self.call(|ch| async move { AdminClient::new(ch).status(StatusRequest {}).await }).await
+    }
+
+    pub async fn nodes(&self) -> Result<NodesResponse, Status> {
+        self.call(|ch| async move { AdminClient::new(ch).nodes(NodesRequest {}).await }).await
+    }
+
+    /// Starts (`leave`) or undoes a decommission of `node_id`.
+    pub async fn decommission(&self, node_id: u64, leave: bool) -> Result<NodesResponse, Status> {
+        let req = DecommissionRequest { node_id };
+        self.call(|ch| async move {
+            match leave {
+                true => AdminClient::new(ch).decommission(req).await,
+                false => AdminClient::new(ch).recommission(req).await,
+            }
+        })
+        .await
+    }
+
+    pub async fn set_replication_factor(&self, replication_factor: u32) -> Result<NodesResponse, Status> {
+        let req = SetReplicationFactorRequest { replication_factor };
+        self.call(|ch| async move { AdminClient::new(ch).set_replication_factor(req).await }).await
     }
 
     pub async fn ranges(&self) -> Result<RangesResponse, Status> {

@@ -86,6 +86,23 @@ pub struct StartArgs {
     /// the node can restart (0: none). Default: 1% of the filesystem, at most 1 GiB.
     #[arg(long)]
     pub ballast_size: Option<u64>,
+    /// This node's locality, as KEY=VALUE pairs, comma-separated (`zone=a`): replicas of a
+    /// range spread over distinct zones when there are enough.
+    #[arg(long)]
+    pub locality: Option<String>,
+    /// Seconds a node must be unreachable before its replicas are replaced on other
+    /// nodes. Default 300.
+    #[arg(long)]
+    pub dead_node_timeout: Option<f64>,
+    /// Voters per range of a cluster this node bootstraps alone (no --join). Default 3;
+    /// until that many nodes have joined, ranges show as under-replicated.
+    #[arg(long)]
+    pub replication_factor: Option<u32>,
+    /// Never run the placement loop on this node (for operators pausing automatic
+    /// moves, and tests that move replicas by hand). Set it on every node to pause
+    /// placement cluster-wide.
+    #[arg(long)]
+    pub disable_placement: bool,
     /// Fault injection for tests: run this node's clock at this many times real speed.
     /// Leases are safe only while clock rates agree within max_clock_offset_ticks.
     #[arg(long, hide = true)]
@@ -110,6 +127,10 @@ struct FileConfig {
     log_gc_max_lag: Option<u64>,
     snapshot_rate: Option<u64>,
     ballast_size: Option<u64>,
+    locality: Option<String>,
+    dead_node_timeout: Option<f64>,
+    replication_factor: Option<u32>,
+    disable_placement: Option<bool>,
 }
 
 /// Resolved settings of one server.
@@ -128,7 +149,20 @@ pub struct ServerConfig {
     pub clock_rate: Option<f64>,
     /// The ballast's size; `None`: the default for the data directory's disk.
     pub ballast_size: Option<u64>,
+    /// The `zone` locality label, if given.
+    pub zone: Option<String>,
+    /// How long a node is unreachable before placement replaces its replicas.
+    pub dead_node_timeout: Duration,
+    /// The replication factor of a cluster this node bootstraps alone.
+    pub replication_factor: u32,
+    /// The placement loop never runs here.
+    pub disable_placement: bool,
 }
+
+/// The default `dead_node_timeout` (CockroachDB's `server.time_until_store_dead`).
+pub const DEFAULT_DEAD_NODE_TIMEOUT: Duration = Duration::from_secs(300);
+/// The default replication factor.
+pub const DEFAULT_REPLICATION_FACTOR: u32 = 3;
 
 impl StartArgs {
     /// Merges the flags over the config file (if any) over the defaults.
@@ -192,7 +226,21 @@ impl StartArgs {
                  at least one other node, or leave --join out to start a single-node cluster"
             )));
         }
+        let zone = parse_locality(self.locality.or(file.locality).as_deref())?;
+        let dead_node_timeout = match self.dead_node_timeout.or(file.dead_node_timeout) {
+            None => DEFAULT_DEAD_NODE_TIMEOUT,
+            Some(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s),
+            Some(s) => {
+                return Err(ServerError::Config(format!("--dead-node-timeout {s}: expected a positive number of seconds")))
+            }
+        };
+        let replication_factor = self.replication_factor.or(file.replication_factor).unwrap_or(DEFAULT_REPLICATION_FACTOR);
+        check_replication_factor(replication_factor).map_err(ServerError::Config)?;
         Ok(ServerConfig {
+            zone,
+            dead_node_timeout,
+            replication_factor,
+            disable_placement: self.disable_placement || file.disable_placement.unwrap_or(false),
             node_id,
             listen,
             advertise,
@@ -207,6 +255,38 @@ impl StartArgs {
         })
     }
 }
+
+/// The `zone` of a `--locality` list (`zone=a,rack=3`); other keys are accepted and
+/// ignored for now.
+fn parse_locality(s: Option<&str>) -> Result<Option<String>, ServerError> {
+    let Some(s) = s.filter(|s| !s.trim().is_empty()) else { return Ok(None) };
+    let mut zone = None;
+    for pair in s.split(',') {
+        let (k, v) = pair.split_once('=').ok_or_else(|| {
+            ServerError::Config(format!("--locality {s}: {pair:?} is not KEY=VALUE (for example zone=a)"))
+        })?;
+        if k.trim().is_empty() || v.trim().is_empty() {
+            return Err(ServerError::Config(format!("--locality {s}: empty key or value in {pair:?}")));
+        }
+        if k.trim() == "zone" {
+            zone = Some(v.trim().to_string());
+        }
+    }
+    Ok(zone)
+}
+
+/// Refuses a replication factor no cluster can have.
+pub fn check_replication_factor(factor: u32) -> Result<(), String> {
+    if (1..=MAX_REPLICATION_FACTOR).contains(&factor) {
+        return Ok(());
+    }
+    Err(format!(
+        "replication factor {factor} is out of range: give 1..={MAX_REPLICATION_FACTOR} (3 survives one node's loss, 5 two)"
+    ))
+}
+
+/// The largest replication factor accepted.
+pub const MAX_REPLICATION_FACTOR: u32 = 7;
 
 fn parse_addr(what: &str, s: &str) -> Result<SocketAddr, ServerError> {
     s.parse().map_err(|e| ServerError::Config(format!("--{what} {s}: {e} (expected IP:PORT)")))

@@ -30,15 +30,22 @@ pub async fn hello(state: &State, address: &str) -> Result<HelloResponse, Status
 }
 
 /// Runs discovery until the process ends; returns an error only when the node must stop.
+/// Each round also refreshes the cluster's node records (`cluster::refresh`).
 pub async fn run(state: Arc<State>) -> Result<(), ServerError> {
     loop {
         discover_once(&state).await?;
+        if let (Some(running), Ok(Some(identity))) = (state.running(), state.stored_identity()) {
+            if let Err(e) = crate::cluster::refresh(&state, &running, identity.replication_factor).await {
+                tracing::debug!(error = %e, "could not read the node records; next round");
+            }
+        }
         tokio::time::sleep(DISCOVERY_INTERVAL).await;
     }
 }
 
-/// One round: hello to every `--join` address and every known node.
-pub async fn discover_once(state: &State) -> Result<(), ServerError> {
+/// One round: hello to every `--join` address and every known node. A node with no
+/// identity whose `--join` node belongs to a running cluster joins it.
+pub async fn discover_once(state: &Arc<State>) -> Result<(), ServerError> {
     let mut targets: Vec<(Option<u64>, String)> = state.cfg.join.iter().map(|a| (None, a.clone())).collect();
     for n in state.peers.known().into_iter().filter(|n| n.node_id != state.cfg.node_id) {
         if let Some(addr) = state.peers.address(n.node_id) {
@@ -54,6 +61,12 @@ pub async fn discover_once(state: &State) -> Result<(), ServerError> {
             }
         };
         crate::identity::check_blank_node(state, &address, &resp)?;
+        if state.peers.cluster_id().is_none() && !resp.cluster_id.is_empty() && resp.node_id != state.cfg.node_id {
+            if crate::cluster::join_via(state, &address).await? {
+                return Ok(());
+            }
+            continue;
+        }
         if resp.node_id == state.cfg.node_id || expected.is_some_and(|e| e != resp.node_id) {
             if expected.is_none() && resp.node_id == state.cfg.node_id && address != state.cfg.advertise {
                 tracing::warn!(address, "a --join address answers with this node's own id");
@@ -75,6 +88,10 @@ pub async fn discover_once(state: &State) -> Result<(), ServerError> {
             continue;
         }
         state.peers.learn(resp.node_id, &address);
+        state.peers.answered(resp.node_id);
+        if let (Some(meta), Some(running)) = (resp.meta.clone(), state.running()) {
+            running.db.router().learn_range(meta);
+        }
         for k in resp.known {
             if state.peers.address(k.node_id).is_none() {
                 state.peers.learn(k.node_id, &k.address);

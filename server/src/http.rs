@@ -94,6 +94,7 @@ async fn metrics(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {
     counter(registry, "transport_snapshots_failed", "Snapshots that failed to send", &t.snapshots_failed);
     counter(registry, "transport_snapshot_bytes_sent", "Bytes of snapshot files sent", &t.snapshot_bytes_sent);
     state.requests.register(registry);
+    placement_metrics(registry, &state);
     if let Some(m) = state.store_metrics() {
         store_metrics(registry, &m);
     }
@@ -111,6 +112,23 @@ async fn metrics(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {
         return (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed".to_string()).into_response();
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+/// The placement loop's figures (counts only on the node that runs it; see
+/// `placement_active`).
+fn placement_metrics(registry: &mut Registry, state: &State) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let p = &state.placement;
+    let active = p.active.load(Relaxed);
+    set_gauge(registry, "placement_active", "1 on the node running the placement loop", active as u64);
+    let counts = if active { (p.under_replicated.load(Relaxed), p.unavailable.load(Relaxed)) } else { (0, 0) };
+    set_gauge(registry, "ranges_under_replicated", "Ranges short of live voters (placement node only)", counts.0);
+    set_gauge(registry, "ranges_unavailable", "Ranges without a quorum of live voters (placement node only)", counts.1);
+    set_gauge(registry, "replica_moves_in_flight", "Membership changes placement has under way", p.moves_in_flight.load(Relaxed));
+    set_gauge(registry, "replica_moves_done", "Membership changes placement finished", p.moves_done.load(Relaxed));
+    set_gauge(registry, "replica_moves_failed", "Membership changes placement started that failed", p.moves_failed.load(Relaxed));
+    let receiving = 2u64.saturating_sub(state.snapshot_slots.available_permits() as u64);
+    set_gauge(registry, "snapshots_receiving", "Snapshots this node is receiving now", receiving);
 }
 
 fn set_gauge(registry: &mut Registry, name: &str, help: &str, v: u64) {
@@ -202,6 +220,32 @@ fn store_metrics(registry: &mut Registry, m: &StoreMetrics) {
     registry.register("peer_bytes_sent", "Raft message bytes sent to each node", bytes);
 }
 
+/// The placement lines of `/status`: membership and liveness as this node sees them,
+/// and the loop's figures when it runs here.
+fn status_placement(page: &mut String, state: &State) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let view = state.cluster_view();
+    let _ = writeln!(page, "replication factor {}", view.replication_factor);
+    let members: Vec<String> = view
+        .nodes
+        .iter()
+        .map(|r| format!("{}:{}", r.node_id, crate::service::nodes::liveness_name(state.liveness(r))))
+        .collect();
+    let _ = writeln!(page, "members {}", members.join(" "));
+    let p = &state.placement;
+    if p.active.load(Relaxed) {
+        let _ = writeln!(
+            page,
+            "placement runs here: {} ranges under-replicated, {} unavailable, {} moves in flight, {} done, {} failed",
+            p.under_replicated.load(Relaxed),
+            p.unavailable.load(Relaxed),
+            p.moves_in_flight.load(Relaxed),
+            p.moves_done.load(Relaxed),
+            p.moves_failed.load(Relaxed)
+        );
+    }
+}
+
 async fn status(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {
     let mut page = String::new();
     let me = state.cfg.node_id;
@@ -214,6 +258,7 @@ async fn status(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {
     let _ = writeln!(page, "cluster {}", running.cluster_id);
     let known: Vec<String> = state.peers.known().iter().map(|n| format!("{}={}", n.node_id, n.address)).collect();
     let _ = writeln!(page, "nodes {}", known.join(" "));
+    status_placement(&mut page, &state);
     let ranges = match local_ranges(&state, false).await {
         Ok(r) => r,
         Err(e) => {

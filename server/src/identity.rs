@@ -101,26 +101,13 @@ pub fn refusal(s: &Status) -> Result<(), ServerError> {
 }
 
 /// For a node without a cluster identity, what a member of an initialized cluster
-/// answered: if it says this node served before, its disk was wiped or replaced; if this
-/// node is not among the cluster's members at all, it can never join (a cluster's
-/// members are fixed at `init` until membership change lands), and waiting for an `init`
-/// that would only answer ALREADY_EXISTS helps nobody. Either way the node stops, saying
-/// why.
+/// answered: if it says this node served before, its disk was wiped or replaced, and it
+/// stops, saying why (it must not rejoin under the id whose data it lost). Otherwise the
+/// caller asks to join (`cluster::join_via`).
 pub fn check_blank_node(state: &State, address: &str, resp: &HelloResponse) -> Result<(), ServerError> {
     let me = state.cfg.node_id;
     if state.peers.cluster_id().is_some() || resp.cluster_id.is_empty() {
         return Ok(());
-    }
-    if !resp.known.iter().any(|n| n.node_id == me) {
-        let members: Vec<String> = resp.known.iter().map(|n| n.node_id.to_string()).collect();
-        return Err(ServerError::NotAMember(format!(
-            "node {me} cannot join cluster {}: node {} at {address} says it is initialized with \
-             members {}, and a cluster cannot add nodes yet (issue 12). Leave --join out to start \
-             a cluster of its own, or --join the nodes of a cluster that is not initialized yet",
-            resp.cluster_id,
-            resp.node_id,
-            members.join(", ")
-        )));
     }
     if !resp.members_seen.contains(&me) {
         return Ok(());
@@ -128,9 +115,9 @@ pub fn check_blank_node(state: &State, address: &str, resp: &HelloResponse) -> R
     Err(ServerError::ReplacedNode(format!(
         "node {me} has served in cluster {} (node {} at {address} has had Raft traffic from it), but \
          data directory {} holds no cluster identity: it was wiped or replaced, and a node cannot \
-         rejoin from a blank disk under the id whose data it lost. Restore its data directory; or \
-         start this machine with a fresh --node-id once the cluster can add nodes (until then, \
-         the cluster runs on without node {me})",
+         rejoin from a blank disk under the id whose data it lost. Restore its data directory, or \
+         start this machine with a fresh --node-id: it joins as a new node, and placement replaces \
+         node {me}'s replicas once it has been dead for --dead-node-timeout",
         resp.cluster_id,
         resp.node_id,
         state.cfg.data_dir.display()

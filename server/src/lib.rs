@@ -18,6 +18,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod convert;
 pub mod discovery;
@@ -28,6 +29,7 @@ pub mod gateway;
 pub mod http;
 pub mod identity;
 pub mod peers;
+pub mod replicate;
 pub mod server;
 pub mod service;
 pub mod start;

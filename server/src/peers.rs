@@ -34,6 +34,8 @@ pub struct Peers {
     channels: Mutex<HashMap<u64, (String, Channel)>>,
     cluster_id: RwLock<Option<String>>,
     heard: Mutex<HashMap<u64, Instant>>,
+    /// When each node last answered a `Hello` (discovery asks every node every round).
+    answered: Mutex<HashMap<u64, Instant>>,
     suspect_after: Duration,
     /// The cluster's members, once known: addresses of other ids are not learned.
     members: RwLock<Option<Vec<u64>>>,
@@ -52,6 +54,7 @@ impl Peers {
             channels: Mutex::default(),
             cluster_id: RwLock::default(),
             heard: Mutex::default(),
+            answered: Mutex::default(),
             suspect_after: suspect_after.max(SUSPECT_AFTER),
             members: RwLock::default(),
         }
@@ -76,6 +79,28 @@ impl Peers {
     pub fn set_cluster(&self, id: &str, members: Vec<u64>) {
         *self.cluster_id.write() = Some(id.to_string());
         *self.members.write() = Some(members);
+    }
+
+    /// Adds `node` to the cluster's members (it joined: the meta range has its record),
+    /// so its address may be learned.
+    pub fn admit(&self, node: u64) {
+        if let Some(members) = self.members.write().as_mut() {
+            if !members.contains(&node) {
+                members.push(node);
+            }
+        }
+    }
+
+    /// Records that `node` answered a `Hello` just now.
+    pub fn answered(&self, node: u64) {
+        self.answered.lock().insert(node, Instant::now());
+    }
+
+    /// The last time `node` was heard from (Raft traffic) or answered a `Hello`.
+    pub fn last_contact(&self, node: u64) -> Option<Instant> {
+        let heard = self.heard.lock().get(&node).copied();
+        let answered = self.answered.lock().get(&node).copied();
+        heard.max(answered)
     }
 
     /// True when an answer or a call claiming `cluster` may teach this node addresses:

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flotilla_engine::{Engine, EngineOptions};
-use flotilla_raftstore::keyspace::initial_ranges_on;
+use flotilla_raftstore::keyspace::initial_ranges_placed;
 use flotilla_raftstore::node::{MetaSink, Node, StoreHandle, StoreMsg};
 use flotilla_raftstore::{Clock, MonotonicClock, RangeDescriptor, SkewedClock, Store, StoreMetrics};
 use flotilla_router::{publish_meta, Db, RetryPolicy, Router};
@@ -66,6 +66,12 @@ pub struct State {
     /// The last claim of each node id accepted by `identity::check_claim`: (address,
     /// process nonce).
     pub(crate) accepted_claims: Mutex<std::collections::HashMap<u64, (String, u64)>>,
+    /// What this node last read of the cluster's node records and settings.
+    pub(crate) cluster: RwLock<crate::cluster::ClusterView>,
+    /// True while this node drains because its record says it is leaving.
+    pub(crate) draining_for_decommission: std::sync::atomic::AtomicBool,
+    /// The placement loop's counters.
+    pub placement: crate::replicate::PlacementMetrics,
     /// Set (once) to why the store stopped on its own; `start::serve` then exits.
     fatal: Arc<tokio::sync::watch::Sender<Option<String>>>,
     runtime: Handle,
@@ -100,6 +106,9 @@ impl State {
             fatal: Arc::new(tokio::sync::watch::channel(None).0),
             members_seen: Mutex::new(members_seen),
             accepted_claims: Mutex::default(),
+            cluster: RwLock::default(),
+            draining_for_decommission: Default::default(),
+            placement: Default::default(),
             runtime,
         });
         // A directory of another node is refused before anything else is asked of it.
@@ -111,7 +120,7 @@ impl State {
         } else if state.cfg.join.is_empty() {
             let me = state.cfg.node_id;
             let me = NodeAddress { node_id: me, address: state.cfg.advertise.clone() };
-            let identity = new_identity(state.cfg.initial_ranges, vec![me]);
+            let identity = new_identity(state.cfg.initial_ranges, state.cfg.replication_factor, vec![me]);
             tracing::info!(cluster = %identity.cluster_id, "no --join given: bootstrapping a single-node cluster");
             state.bootstrap(identity)?;
         } else {
@@ -170,7 +179,13 @@ impl State {
         if !identity.nodes.iter().any(|n| n.node_id == me) {
             return Err(ServerError::Config(format!("the cluster's member list does not include node {me}")));
         }
-        Store::bootstrap_cluster(&self.engine, me, &identity.encode_to_vec(), &initial_descriptors(&identity))?;
+        // Only the initial ranges placed on this node (a node that joined has none: the
+        // placement loop sends it replicas).
+        let mine: Vec<RangeDescriptor> = match identity.joined {
+            true => Vec::new(),
+            false => initial_descriptors(&identity).into_iter().filter(|d| d.replica_on(me).is_some()).collect(),
+        };
+        Store::bootstrap_cluster(&self.engine, me, &identity.encode_to_vec(), &mine)?;
         self.start_store(identity)
     }
 
@@ -200,9 +215,9 @@ impl State {
         });
         let gateway = Gateway::new(self.peers.clone(), node.handle());
         let meta = meta_descriptor(&identity);
-        let publisher = Router::new(gateway.clone(), meta.clone(), RetryPolicy::default());
-        self.runtime.spawn(async move { publish_meta(&publisher, meta_rx).await });
         let db = Arc::new(Db::new(Router::new(gateway, meta, RetryPolicy::default())));
+        let publisher = db.clone();
+        self.runtime.spawn(async move { publish_meta(publisher.router(), meta_rx).await });
         tracing::info!(node = self.cfg.node_id, cluster = %identity.cluster_id, "store started");
         let running = Running {
             cluster_id: identity.cluster_id.clone(),
@@ -309,22 +324,27 @@ fn wait_answer(mut rx: tokio::sync::oneshot::Receiver<usize>, deadline: Instant)
     }
 }
 
-/// A fresh identity for a cluster of `nodes`.
-pub fn new_identity(initial_ranges: u32, mut nodes: Vec<NodeAddress>) -> BootstrapRequest {
+/// A fresh identity for a cluster of `nodes`, `replication_factor` voters per range.
+pub fn new_identity(initial_ranges: u32, replication_factor: u32, mut nodes: Vec<NodeAddress>) -> BootstrapRequest {
     let cluster_id = format!("{:032x}", rand::random::<u128>());
     nodes.sort_by_key(|n| n.node_id);
-    BootstrapRequest { cluster_id, initial_ranges, nodes }
+    BootstrapRequest { cluster_id, initial_ranges, nodes, replication_factor, joined: false }
 }
 
-/// The ranges every member bootstraps: the same on every node, derived from the identity.
+/// The initial ranges, derived from the identity (the same on every member): each on
+/// `replication_factor` of the initial members, spread evenly.
 pub fn initial_descriptors(identity: &BootstrapRequest) -> Vec<RangeDescriptor> {
-    let mut ids: Vec<u64> = identity.nodes.iter().map(|n| n.node_id).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    initial_ranges_on(u64::from(identity.initial_ranges.max(1)), &ids)
+    let ids: Vec<u64> = identity.nodes.iter().map(|n| n.node_id).collect();
+    // Identities from before replication factors put every range on every member.
+    let factor = match identity.replication_factor {
+        0 => ids.len(),
+        f => f as usize,
+    };
+    initial_ranges_placed(u64::from(identity.initial_ranges.max(1)), &ids, factor)
 }
 
-/// The meta range's descriptor (it never splits, so the initial one stays right).
+/// The meta range's descriptor at bootstrap (it never splits; its replicas move, and
+/// routers learn its later shapes from `Hello` answers and `EpochNotMatch`).
 pub fn meta_descriptor(identity: &BootstrapRequest) -> RangeDescriptor {
     initial_descriptors(identity).swap_remove(0)
 }

@@ -47,6 +47,7 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
         });
     let http_task = tokio::spawn(async move { http_server.await });
     let discovery = crate::discovery::run(state.clone());
+    let placement = tokio::spawn(crate::replicate::run(state.clone()));
 
     let outcome = tokio::select! {
         r = discovery => r,
@@ -63,6 +64,7 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
     // round is written and synced), while this node still serves: ranges it led move
     // without an election timeout. Calls in flight then finish (client calls this node
     // was routing are retried on the other nodes; Raft streams into it end).
+    placement.abort();
     let s = state.clone();
     let _ = tokio::task::spawn_blocking(move || s.stop()).await;
     if outcome.is_ok() {

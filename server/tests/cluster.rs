@@ -241,7 +241,7 @@ mod cluster {
         }
         ids.dedup();
         assert_eq!(ids.len(), 1, "every node in one cluster: {ids:?}");
-        let again = cluster.client_of(2).init(2).await.expect_err("a second init");
+        let again = cluster.client_of(2).init(2, 3).await.expect_err("a second init");
         assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
         put_all(Arc::new(cluster.client()), &pairs("one-cluster", 20)).await;
     }

@@ -39,7 +39,7 @@ async fn a_node_whose_disk_was_wiped_refuses_to_rejoin_as_new() {
     assert!(!status.success(), "{status}");
     assert!(log.contains("wiped or replaced") && log.contains("Restore its data directory"), "{log}");
     // `init` again must not hand it the initial ranges either.
-    let init = cluster.client_of(1).init(4).await;
+    let init = cluster.client_of(1).init(4, 3).await;
     assert!(init.is_err_and(|s| s.code() == tonic::Code::AlreadyExists));
     assert!(!dir.join("db").exists() || cluster.node(3).log_text().matches("store started").count() == 1);
     cluster_still_serves(&cluster, b"after-wipe").await;
@@ -74,16 +74,22 @@ async fn a_copied_data_directory_is_refused_while_its_node_is_live() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_new_node_told_to_join_an_initialized_cluster_says_it_cannot() {
+async fn a_joining_node_with_an_id_already_in_use_is_refused() {
     let _serial = serial().await;
     let mut cluster = TestCluster::start(3, ClusterOpts::default()).await;
+    // Node 3 is stopped: its id is still a member's (it holds replicas), so a fresh
+    // process under that id, at another address, must not be admitted.
+    cluster.node(3).kill9();
     let join = flag(cluster.node(1).args(), "--join");
-    let dir = cluster.root().join("node4");
-    let mut fourth = NodeProc::new(4, dir, cluster.root().join("node4.log"), &["--join".to_string(), join]);
-    fourth.spawn();
-    let status = fourth.wait_exit(EXIT).await;
-    let text = fourth.log_tail(5);
-    let status = status.unwrap_or_else(|| panic!("node 4 waits for an init that cannot come:\n{text}"));
+    let dir = cluster.root().join("node3-again");
+    let mut again = NodeProc::new(3, dir, cluster.root().join("node3-again.log"), &["--join".to_string(), join]);
+    again.spawn();
+    let status = again.wait_exit(EXIT).await;
+    let text = again.log_tail(5);
+    let status = status.unwrap_or_else(|| panic!("a second node 3 was not refused:\n{text}"));
     assert!(!status.success(), "{status}");
-    assert!(text.contains("cannot join cluster") && text.contains("Leave --join out"), "{text}");
+    // The members have had Raft traffic from node 3: they answer that it served, and the
+    // blank process stops before asking to join (the Join refusal is the backstop).
+    assert!(text.contains("node 3 has served in cluster") && text.contains("fresh --node-id"), "{text}");
+    assert!(!again.log_text().contains("store started"), "the refused node started a store:\n{text}");
 }

@@ -35,7 +35,7 @@ mod membership {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn replacing_a_replica_of_every_range_under_load_loses_no_acknowledged_write() {
         let _serial = serial().await;
-        let mut cluster = TestCluster::start(4, ClusterOpts::ranges(4)).await;
+        let mut cluster = TestCluster::start(4, ClusterOpts::ranges(4).manual_placement(4)).await;
         let client = cluster.client();
         let ids = range_ids(&cluster).await;
         assert_eq!(ids.len(), 5, "4 user ranges and the meta range: {ids:?}");

@@ -133,7 +133,7 @@ mod snapshot {
         let _serial = serial().await;
         let opts = ClusterOpts {
             extra_args: vec!["--snapshot-rate".into(), RATE.into()],
-            ..ClusterOpts::ranges(1)
+            ..ClusterOpts::ranges(1).manual_placement(4)
         };
         let mut cluster = TestCluster::start(4, opts).await;
         let client = Arc::new(cluster.client_without(&[4]));

@@ -65,6 +65,14 @@ impl Store {
         self.peers.values().filter(|p| p.can_hand_over()).count()
     }
 
+    /// Stops draining: a decommission was undone, and the node may lead again.
+    pub fn undrain(&mut self) {
+        if self.draining {
+            self.draining = false;
+            tracing::info!(node = self.node_id, "no longer draining");
+        }
+    }
+
     /// One draining step, every tick while draining.
     pub(crate) fn drain_leaders(&mut self) {
         if !self.draining {

@@ -54,7 +54,12 @@ impl Admin for AdminService {
         if first.node_id != state.cfg.node_id {
             return forward_init(state, &first.address, req).await;
         }
-        let identity = new_identity(req.initial_ranges.max(1), members);
+        let factor = match req.replication_factor {
+            0 => crate::config::DEFAULT_REPLICATION_FACTOR,
+            f => f,
+        };
+        crate::config::check_replication_factor(factor).map_err(invalid)?;
+        let identity = new_identity(req.initial_ranges.max(1), factor, members);
         let (s, id) = (state.clone(), identity.clone());
         let bootstrapped = tokio::task::spawn_blocking(move || s.bootstrap(id))
             .await
@@ -135,6 +140,28 @@ impl Admin for AdminService {
         let desc = find_range(state, req.range_id).await?;
         let changed = running.db.change_range_replicas(&desc, req.add, req.remove).await.map_err(router_status)?;
         Ok(Response::new(ChangeReplicasResponse { descriptor: Some(changed) }))
+    }
+
+    async fn nodes(&self, _: Request<NodesRequest>) -> Result<Response<NodesResponse>, Status> {
+        Ok(Response::new(crate::service::nodes::nodes(&self.0).await?))
+    }
+
+    async fn decommission(&self, req: Request<DecommissionRequest>) -> Result<Response<NodesResponse>, Status> {
+        let node = req.into_inner().node_id;
+        Ok(Response::new(crate::service::nodes::set_membership(&self.0, node, NodeMembership::Decommissioning).await?))
+    }
+
+    async fn recommission(&self, req: Request<DecommissionRequest>) -> Result<Response<NodesResponse>, Status> {
+        let node = req.into_inner().node_id;
+        Ok(Response::new(crate::service::nodes::set_membership(&self.0, node, NodeMembership::Active).await?))
+    }
+
+    async fn set_replication_factor(
+        &self,
+        req: Request<SetReplicationFactorRequest>,
+    ) -> Result<Response<NodesResponse>, Status> {
+        let factor = req.into_inner().replication_factor;
+        Ok(Response::new(crate::service::nodes::set_replication_factor(&self.0, factor).await?))
     }
 }
 
@@ -244,7 +271,7 @@ fn newer_shape(a: &RangeInfo, b: &RangeInfo) -> bool {
 }
 
 /// Node `node`'s replicas: from the store here, or by asking that node.
-async fn node_ranges(state: &Arc<State>, node: u64, with_sizes: bool) -> Result<NodeRangesResponse, Status> {
+pub(crate) async fn node_ranges(state: &Arc<State>, node: u64, with_sizes: bool) -> Result<NodeRangesResponse, Status> {
     if node == state.cfg.node_id {
         return local_ranges(state, with_sizes).await;
     }

@@ -77,7 +77,13 @@ impl Internal for InternalService {
             known: self.0.peers.known(),
             process_nonce: self.0.process_nonce,
             members_seen: self.0.members_seen(),
+            meta: freshest_meta(&self.0).await,
         }))
+    }
+
+    async fn join(&self, req: Request<JoinRequest>) -> Result<Response<BootstrapRequest>, Status> {
+        let identity = crate::cluster::admit(&self.0, req.into_inner()).await?;
+        Ok(Response::new(identity))
     }
 
     async fn bootstrap(&self, req: Request<BootstrapRequest>) -> Result<Response<BootstrapResponse>, Status> {
@@ -205,5 +211,18 @@ fn range_info(engine: &flotilla_engine::Engine, s: RangeStatus, with_sizes: bool
         applied_index: s.applied_index,
         snapshot_retries: s.snapshot_repeats,
         descriptor: Some(s.descriptor),
+    }
+}
+
+/// The freshest meta range descriptor this node knows: its own replica's, or its
+/// router's (whichever is newer); `None` before the node runs a store.
+async fn freshest_meta(state: &State) -> Option<flotilla_raftstore::RangeDescriptor> {
+    let running = state.running()?;
+    let known = running.db.router().meta();
+    let local = running.store.range_status(flotilla_raftstore::keyspace::META_RANGE_ID).await.ok().flatten();
+    let shape = |d: &flotilla_raftstore::RangeDescriptor| (d.epoch().version, d.epoch().conf_ver);
+    match local.map(|s| s.descriptor) {
+        Some(d) if shape(&d) > shape(&known) => Some(d),
+        _ => Some(known),
     }
 }

@@ -4,3 +4,4 @@
 pub mod admin;
 pub mod internal;
 pub mod kv;
+pub mod nodes;

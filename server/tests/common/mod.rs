@@ -383,11 +383,13 @@ pub struct ClusterOpts {
     /// The nodes `init` is sent to, all at once (each retried until it succeeds or
     /// answers ALREADY_EXISTS).
     pub init_through: Vec<u64>,
+    /// Voters per range `init` asks for.
+    pub replication_factor: u32,
 }
 
 impl Default for ClusterOpts {
     fn default() -> Self {
-        ClusterOpts { initial_ranges: 4, extra_args: Vec::new(), init_through: vec![1] }
+        ClusterOpts { initial_ranges: 4, extra_args: Vec::new(), init_through: vec![1], replication_factor: 3 }
     }
 }
 
@@ -395,6 +397,14 @@ impl ClusterOpts {
     /// The defaults with `n` initial ranges.
     pub fn ranges(n: u32) -> Self {
         ClusterOpts { initial_ranges: n, ..Default::default() }
+    }
+
+    /// Every range on every one of `n` nodes, and no placement loop: for tests that
+    /// move replicas by hand.
+    pub fn manual_placement(mut self, n: u32) -> Self {
+        self.replication_factor = n;
+        self.extra_args.push("--disable-placement".into());
+        self
     }
 }
 
@@ -507,13 +517,13 @@ impl TestCluster {
 
     /// Runs `init` through node 1 until it succeeds (the nodes take a moment to listen).
     async fn init(&self) {
-        let ranges = self.opts.initial_ranges;
+        let (ranges, factor) = (self.opts.initial_ranges, self.opts.replication_factor);
         let mut inits = JoinSet::new();
         for &id in &self.opts.init_through {
             let client = self.client_of(id);
             inits.spawn(async move {
                 poll_until("init to succeed", READY_TIMEOUT, || async {
-                    match client.init(ranges).await {
+                    match client.init(ranges, factor).await {
                         Ok(_) => Ok(()),
                         Err(s) if s.code() == Code::AlreadyExists => Ok(()),
                         Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
@@ -574,7 +584,20 @@ impl TestCluster {
         self.node(id).terminate(Duration::from_secs(30)).await
     }
 
-    /// Starts node `id` again with the same flags and data directory.
+    /// Starts a new node (the next id) that joins the running cluster through node
+    /// `via`, with the cluster's extra flags; returns its id. It has no proxies: the
+    /// others reach it, and it them, directly.
+    pub fn add_node(&mut self, via: u64) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        let root = self.root().to_path_buf();
+        let mut extra = vec!["--join".to_string(), self.node(via).listen.clone()];
+        extra.extend(self.opts.extra_args.iter().cloned());
+        let mut node = NodeProc::new(id, root.join(format!("node{id}")), root.join(format!("node{id}.log")), &extra);
+        node.spawn();
+        self.nodes.push(node);
+        id
+    }
+
     /// Where node `id` writes its log.
     pub fn log_of(&mut self, id: u64) -> PathBuf {
         self.node(id).log.clone()

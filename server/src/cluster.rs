@@ -1,0 +1,328 @@
+//! Cluster membership as data: which nodes belong to the cluster, where they are, and
+//! whether they are leaving, kept in the meta range itself — not in a list frozen at
+//! `init`.
+//!
+//! - **Node records** live under `"n" ‖ node id (big-endian)` in the meta range (below
+//!   the user span, above the range records `"m…"`), one [`NodeRecord`] each: address,
+//!   zone, membership (active, decommissioning, decommissioned). Every write is a
+//!   compare-and-swap against the record read, so two writers never lose each other's
+//!   change. A node writes its own record when it starts (and when its address changes);
+//!   a joining node's record is written by the member that admits it, before the new
+//!   node has any data, so the id is taken exactly once.
+//! - **Settings** (the replication factor) live under `"csettings"`; until a setting is
+//!   changed, the value the cluster was initialized with (in every identity) counts.
+//! - **Refresh.** Every discovery round each node reads the records: it admits new
+//!   members to its address book (so every node and router learns a joined node), and a
+//!   node that finds itself decommissioning drains its leaderships (and stops draining
+//!   when recommissioned).
+//! - **Join.** A node with no identity started with `--join` asks a member to admit it
+//!   (`Internal.Join`). The member refuses an id another record holds — unless it is the
+//!   same node at the same address repeating a join that was cut short (no range lists
+//!   it yet) — records the node, and answers the cluster's identity, which the new node
+//!   writes (with no ranges: placement sends it replicas) before starting its store.
+//! - **Liveness** is what this node observes: the last Raft frame or `Hello` answer from
+//!   each node, against its own monotonic clock. A node silent for `dead_node_timeout`
+//!   (counted from this process's start at the earliest) is dead.
+
+use std::time::{Duration, Instant};
+
+use flotilla_raftstore::{Command, Response};
+use flotilla_router::placement::Liveness;
+use prost::Message as _;
+use tonic::{Code, Status};
+
+use crate::errors::{invalid, router_status, status, ServerError};
+use crate::proto::{BootstrapRequest, ClusterSettings, JoinRequest, NodeAddress, NodeMembership, NodeRecord};
+use crate::server::{Running, State};
+
+/// The first byte of a node record's key.
+pub const NODE_PREFIX: u8 = b'n';
+/// The key of the cluster's settings record.
+pub const SETTINGS_KEY: &[u8] = b"csettings";
+/// A node silent this long is suspect (shown, not yet replaced).
+pub const SUSPECT_AFTER: Duration = Duration::from_secs(6);
+
+/// The key of node `id`'s record.
+pub fn node_key(id: u64) -> Vec<u8> {
+    let mut k = vec![NODE_PREFIX];
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// What this node last read of the cluster's membership.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    pub nodes: Vec<NodeRecord>,
+    pub replication_factor: u32,
+    /// True once read at least once from the meta range.
+    pub loaded: bool,
+}
+
+impl ClusterView {
+    /// The record of `node`, if any.
+    pub fn node(&self, node: u64) -> Option<&NodeRecord> {
+        self.nodes.iter().find(|n| n.node_id == node)
+    }
+}
+
+/// Every node record in the meta range.
+pub async fn read_nodes(running: &Running) -> Result<Vec<NodeRecord>, flotilla_router::Error> {
+    let (start, end) = (vec![NODE_PREFIX], vec![NODE_PREFIX + 1]);
+    let scan = Command::Scan { start: start.clone(), end, limit: 100_000, max_bytes: 0 };
+    let (_, resp) = running.db.router().execute(&start, scan).await?;
+    let Response::Pairs { pairs, .. } = resp else { return Ok(Vec::new()) };
+    let mut out = Vec::with_capacity(pairs.len());
+    for (key, value) in pairs {
+        match NodeRecord::decode(value.as_slice()) {
+            Ok(r) => out.push(r),
+            Err(e) => tracing::warn!(key = ?key, error = %e, "undecodable node record; skipped"),
+        }
+    }
+    Ok(out)
+}
+
+/// The replication factor in force: the settings record's, else the identity's.
+pub async fn read_replication_factor(running: &Running, identity_factor: u32) -> Result<u32, flotilla_router::Error> {
+    let get = Command::Get { key: SETTINGS_KEY.to_vec() };
+    let (_, resp) = running.db.router().execute(SETTINGS_KEY, get).await?;
+    let stored = match resp {
+        Response::Value(Some(v)) => ClusterSettings::decode(v.as_slice()).map(|s| s.replication_factor).unwrap_or(0),
+        _ => 0,
+    };
+    Ok(if stored > 0 { stored } else { identity_factor_or_default(identity_factor) })
+}
+
+/// The identity's factor (0 in identities written before factors existed: 3).
+pub fn identity_factor_or_default(factor: u32) -> u32 {
+    if factor == 0 {
+        crate::config::DEFAULT_REPLICATION_FACTOR
+    } else {
+        factor
+    }
+}
+
+/// Writes `new` where the record read was `old` (`None`: absent). False when another
+/// writer changed it first.
+pub async fn swap_record(running: &Running, old: Option<&NodeRecord>, new: &NodeRecord) -> Result<bool, flotilla_router::Error> {
+    let cas = Command::CompareAndSwap {
+        key: node_key(new.node_id),
+        expected: old.map(|o| o.encode_to_vec()),
+        new: Some(new.encode_to_vec()),
+    };
+    let (_, resp) = running.db.router().execute(&node_key(new.node_id), cas).await?;
+    Ok(matches!(resp, Response::Swapped { succeeded: true, .. }))
+}
+
+/// Writes the settings record.
+pub async fn write_settings(running: &Running, settings: &ClusterSettings) -> Result<(), flotilla_router::Error> {
+    let put = Command::Put { key: SETTINGS_KEY.to_vec(), value: settings.encode_to_vec() };
+    running.db.router().execute(SETTINGS_KEY, put).await?;
+    Ok(())
+}
+
+impl State {
+    /// What this node last read of the membership.
+    pub fn cluster_view(&self) -> ClusterView {
+        self.cluster.read().clone()
+    }
+
+    /// The liveness of `record` as this node observes it now.
+    pub fn liveness(&self, record: &NodeRecord) -> Liveness {
+        if record.membership() == NodeMembership::Decommissioned {
+            return Liveness::Decommissioned;
+        }
+        let now = Instant::now();
+        let silent = if record.node_id == self.cfg.node_id {
+            Duration::ZERO
+        } else {
+            let since = self.peers.last_contact(record.node_id).unwrap_or(self.started).max(self.started);
+            now.saturating_duration_since(since)
+        };
+        match silent {
+            s if s >= self.cfg.dead_node_timeout => Liveness::Dead,
+            _ if record.membership() == NodeMembership::Decommissioning => Liveness::Decommissioning,
+            s if s >= SUSPECT_AFTER => Liveness::Suspect,
+            _ => Liveness::Live,
+        }
+    }
+
+    /// The record this node should have: its address and zone, its membership kept.
+    fn own_record(&self, current: Option<&NodeRecord>) -> NodeRecord {
+        let mut r = current.cloned().unwrap_or_default();
+        r.node_id = self.cfg.node_id;
+        r.address = self.cfg.advertise.clone();
+        r.zone = self.cfg.zone.clone().unwrap_or_default();
+        r
+    }
+}
+
+/// One refresh: reads the records and settings, admits new members, keeps this node's
+/// own record current, and drains or undrains this node by its membership.
+pub async fn refresh(state: &State, running: &Running, identity_factor: u32) -> Result<(), flotilla_router::Error> {
+    let nodes = read_nodes(running).await?;
+    let replication_factor = read_replication_factor(running, identity_factor).await?;
+    for n in &nodes {
+        state.peers.admit(n.node_id);
+        state.peers.learn(n.node_id, &n.address);
+    }
+    let me = state.cfg.node_id;
+    let mine = nodes.iter().find(|n| n.node_id == me);
+    let wanted = state.own_record(mine);
+    if mine != Some(&wanted) && !swap_record(running, mine, &wanted).await? {
+        tracing::debug!("own node record changed meanwhile; rewritten next round");
+    }
+    let leaving = mine.is_some_and(|r| r.membership() != NodeMembership::Active);
+    if state.draining_for_decommission.swap(leaving, std::sync::atomic::Ordering::SeqCst) != leaving {
+        tracing::info!(node = me, leaving, "decommission state changed: {}", if leaving { "draining" } else { "leading again" });
+        running.store.set_draining(leaving);
+    }
+    *state.cluster.write() = ClusterView { nodes, replication_factor, loaded: true };
+    Ok(())
+}
+
+/// `Internal.Join` on a member: admits the node `req` describes (see the module docs).
+pub async fn admit(state: &State, req: JoinRequest) -> Result<BootstrapRequest, Status> {
+    let running = state.serving()?;
+    let identity = state
+        .stored_identity()
+        .map_err(|e| status(Code::Internal, "storage", e.to_string()))?
+        .ok_or_else(|| crate::errors::not_initialized(state.cfg.node_id))?;
+    if req.node_id == 0 || req.node_id > flotilla_raftstore::MAX_NODE_ID || req.address.trim().is_empty() {
+        return Err(invalid(format!(
+            "a joining node needs an id in 1..={} and an address (got id {}, address {:?}); start it with --node-id and --advertise",
+            flotilla_raftstore::MAX_NODE_ID,
+            req.node_id,
+            req.address
+        )));
+    }
+    let nodes = read_nodes(&running).await.map_err(router_status)?;
+    let existing = nodes.iter().find(|n| n.node_id == req.node_id);
+    if let Some(old) = existing {
+        let listed = crate::replicate::ranges_listing(&running, req.node_id).await.map_err(router_status)?;
+        if old.address != req.address || listed > 0 || old.membership() != NodeMembership::Active {
+            return Err(status(
+                Code::AlreadyExists,
+                "node_id_in_use",
+                format!(
+                    "node id {} is already a member of cluster {} (recorded at {}, {:?}, {listed} replicas); \
+                     start the new node with an unused --node-id (`flotilla nodes` lists the ids in use)",
+                    req.node_id, identity.cluster_id, old.address, old.membership()
+                ),
+            ));
+        }
+    }
+    let record = NodeRecord {
+        node_id: req.node_id,
+        address: req.address.clone(),
+        zone: req.zone.clone(),
+        membership: NodeMembership::Active as i32,
+    };
+    if existing != Some(&record) && !swap_record(&running, existing, &record).await.map_err(router_status)? {
+        return Err(status(Code::Aborted, "retry", format!("node {}'s record changed meanwhile; join again", req.node_id)));
+    }
+    state.peers.admit(req.node_id);
+    state.peers.learn(req.node_id, &req.address);
+    tracing::info!(node = req.node_id, address = %req.address, "admitted a node into the cluster");
+    let mut members: Vec<NodeAddress> =
+        nodes.iter().map(|n| NodeAddress { node_id: n.node_id, address: n.address.clone() }).collect();
+    if !members.iter().any(|n| n.node_id == req.node_id) {
+        members.push(NodeAddress { node_id: req.node_id, address: req.address });
+    }
+    members.sort_by_key(|n| n.node_id);
+    Ok(BootstrapRequest { nodes: members, joined: true, ..identity })
+}
+
+/// On a node with no identity: asks the member at `address` to admit it, then records
+/// the identity it answers and starts the store. An unreachable member is tried again
+/// next round (`Ok(false)`); a refusal stops the node.
+pub async fn join_via(state: &std::sync::Arc<State>, address: &str) -> Result<bool, ServerError> {
+    let req = JoinRequest {
+        node_id: state.cfg.node_id,
+        address: state.cfg.advertise.clone(),
+        zone: state.cfg.zone.clone().unwrap_or_default(),
+        process_nonce: state.process_nonce,
+    };
+    let channel = match crate::peers::channel_to(address) {
+        Ok(c) => c,
+        Err(e) => return Err(ServerError::Config(format!("--join {address}: {e}"))),
+    };
+    let mut call = tonic::Request::new(req);
+    call.set_timeout(Duration::from_secs(10));
+    state.peers.stamp(&mut call);
+    let identity = match crate::proto::internal_client::InternalClient::new(channel).join(call).await {
+        Ok(resp) => resp.into_inner(),
+        Err(s) if matches!(s.code(), Code::AlreadyExists | Code::InvalidArgument | Code::FailedPrecondition) => {
+            return Err(ServerError::NotAMember(format!("the node at {address} refused to admit node {}: {}", state.cfg.node_id, s.message())));
+        }
+        Err(s) => {
+            tracing::warn!(address, error = %s.message(), "join failed; trying again");
+            return Ok(false);
+        }
+    };
+    tracing::info!(cluster = %identity.cluster_id, via = address, "joining a running cluster");
+    let s = state.clone();
+    tokio::task::spawn_blocking(move || s.bootstrap(identity))
+        .await
+        .map_err(|e| ServerError::Config(format!("join task failed: {e}")))??;
+    Ok(true)
+}
+
+/// Sets `node`'s membership (decommission, recommission). Refuses an unknown node, a
+/// decommission that would leave fewer active nodes than the replication factor, and a
+/// recommission of a node already emptied.
+pub async fn set_membership(state: &State, node: u64, to: NodeMembership) -> Result<(), Status> {
+    let running = state.serving()?;
+    let identity_factor = state.stored_identity().ok().flatten().map(|i| i.replication_factor).unwrap_or(0);
+    let nodes = read_nodes(&running).await.map_err(router_status)?;
+    let factor = read_replication_factor(&running, identity_factor).await.map_err(router_status)?;
+    let Some(old) = nodes.iter().find(|n| n.node_id == node) else {
+        let ids: Vec<u64> = nodes.iter().map(|n| n.node_id).collect();
+        return Err(status(Code::NotFound, "unknown_node", format!("node {node} is not a member of this cluster (members: {ids:?})")));
+    };
+    let from = old.membership();
+    if from == to {
+        return Ok(());
+    }
+    match to {
+        NodeMembership::Decommissioning => {
+            let active = nodes.iter().filter(|n| n.membership() == NodeMembership::Active && n.node_id != node).count();
+            if from == NodeMembership::Decommissioned {
+                return Ok(());
+            }
+            if (active as u32) < factor {
+                return Err(status(
+                    Code::FailedPrecondition,
+                    "too_few_nodes",
+                    format!(
+                        "decommissioning node {node} would leave {active} active nodes, fewer than the replication \
+                         factor {factor}: add a node first (or lower the factor with `flotilla replication-factor`)"
+                    ),
+                ));
+            }
+        }
+        NodeMembership::Active if from == NodeMembership::Decommissioned => {
+            return Err(status(
+                Code::FailedPrecondition,
+                "decommissioned",
+                format!("node {node} has finished decommissioning and holds no data; start it afresh under a new --node-id to use it again"),
+            ));
+        }
+        _ => {}
+    }
+    let new = NodeRecord { membership: to as i32, ..old.clone() };
+    if !swap_record(&running, Some(old), &new).await.map_err(router_status)? {
+        return Err(status(Code::Aborted, "retry", format!("node {node}'s record changed meanwhile; try again")));
+    }
+    tracing::info!(node, from = ?from, to = ?to, "node membership changed");
+    Ok(())
+}
+
+/// Sets the replication factor (refused outside 1..=7; above the number of nodes it is
+/// accepted, and ranges show as under-replicated until enough nodes join).
+pub async fn set_replication_factor(state: &State, factor: u32) -> Result<(), Status> {
+    let running = state.serving()?;
+    crate::config::check_replication_factor(factor).map_err(invalid)?;
+    write_settings(&running, &ClusterSettings { replication_factor: factor }).await.map_err(router_status)?;
+    tracing::info!(factor, "replication factor changed");
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! The replicate queue: the loop that keeps every range at its replication factor, on the
+//! right nodes, with no operator action (CockroachDB's replicate queue; TiKV's PD
+//! schedulers).
+//!
+//! **Where it runs.** On the node whose replica of the meta range leads and holds the
+//! lease, checked every round: exactly one node at a time in a healthy cluster, and
+//! another one an election after that node dies (its state is all in the meta range —
+//! range records, node records, settings — so nothing is lost with it). Two nodes may
+//! both believe they run it for a moment around a leadership change; that is safe,
+//! because every change is a `ChangeReplicas` checked by the range's leader against the
+//! epoch it was planned from, and one change per range runs at a time.
+//!
+//! **A round.** Read the range records and the node records; judge each node's liveness
+//! from this node's own observations (`cluster::State::liveness`); ask
+//! [`flotilla_router::placement::plan`] what to change; start each change as a task of
+//! its own (a snapshot may take minutes) after checking that the range's leader still
+//! has the descriptor the plan saw. Ranges with a change under way are left out of later
+//! plans until it ends, and count against the snapshot slots of the node they add to.
+//! A decommissioning node that no range lists any more is marked decommissioned.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_raftstore::keyspace::{META_PREFIX, META_RANGE_ID};
+use flotilla_raftstore::{Command, MetaEntry, RangeDescriptor, Response};
+use flotilla_router::placement::{plan, Change, ClusterState, Limits, Liveness, NodeState};
+use parking_lot::Mutex;
+use prost::Message as _;
+
+use crate::cluster::swap_record;
+use crate::proto::{NodeMembership, NodeRecord};
+use crate::server::{Running, State};
+
+/// How often the loop looks at the cluster.
+pub const ROUND: Duration = Duration::from_secs(1);
+/// Changes under way at once, over the whole cluster.
+const MAX_IN_FLIGHT: usize = 4;
+/// How long one change may take (a large range's snapshot at a throttled rate).
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// What the loop reports (for `/metrics`, `/status` and `flotilla nodes`).
+#[derive(Default)]
+pub struct PlacementMetrics {
+    /// True while this node runs the loop.
+    pub active: AtomicBool,
+    pub under_replicated: AtomicU64,
+    pub unavailable: AtomicU64,
+    pub moves_in_flight: AtomicU64,
+    pub moves_done: AtomicU64,
+    pub moves_failed: AtomicU64,
+    pub rounds: AtomicU64,
+}
+
+/// The changes under way: range id → the node it adds to (0: none).
+#[derive(Default)]
+pub struct InFlight(Mutex<BTreeMap<u64, u64>>);
+
+/// Runs the loop until the process ends.
+pub async fn run(state: Arc<State>) {
+    if state.cfg.disable_placement {
+        tracing::info!("placement disabled on this node (--disable-placement)");
+        return;
+    }
+    let in_flight = Arc::new(InFlight::default());
+    loop {
+        tokio::time::sleep(ROUND).await;
+        let Some(running) = state.running() else { continue };
+        let leads = leads_meta(&running).await;
+        state.placement.active.store(leads, Ordering::Relaxed);
+        if !leads {
+            continue;
+        }
+        if let Err(e) = round(&state, &running, &in_flight).await {
+            tracing::debug!(error = %e, "placement round failed; trying again");
+        }
+    }
+}
+
+/// True when this node's meta replica leads and holds the lease.
+async fn leads_meta(running: &Running) -> bool {
+    matches!(running.store.range_status(META_RANGE_ID).await, Ok(Some(s)) if s.is_leader && s.has_lease)
+}
+
+/// Every range record in the meta range, paged.
+pub async fn read_ranges(running: &Running) -> Result<Vec<RangeDescriptor>, flotilla_router::Error> {
+    let mut out = Vec::new();
+    let mut from = vec![META_PREFIX];
+    let end = vec![META_PREFIX + 1];
+    loop {
+        let scan = Command::Scan { start: from.clone(), end: end.clone(), limit: 1000, max_bytes: 0 };
+        let (_, resp) = running.db.router().execute(&from, scan).await?;
+        let Response::Pairs { pairs, more } = resp else { return Ok(out) };
+        let last = pairs.last().map(|(k, _)| k.clone());
+        out.extend(pairs.into_iter().filter_map(|(_, v)| MetaEntry::decode(v.as_slice()).ok()?.descriptor));
+        match (more, last) {
+            (true, Some(mut k)) => {
+                k.push(0);
+                from = k;
+            }
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// How many ranges' records list a replica on `node` (the meta range included).
+pub async fn ranges_listing(running: &Running, node: u64) -> Result<usize, flotilla_router::Error> {
+    let mut ranges = read_ranges(running).await?;
+    ranges.push(running.db.router().meta());
+    Ok(ranges.iter().filter(|d| d.replica_on(node).is_some()).count())
+}
+
+/// The nodes as placement sees them: every record, and any node a descriptor lists
+/// without a record yet (a node that has not registered is not presumed dead: suspect,
+/// so its replicas count and nothing new goes there).
+fn node_states(state: &State, records: &[NodeRecord], ranges: &[RangeDescriptor]) -> Vec<NodeState> {
+    let mut nodes: BTreeMap<u64, NodeState> = records
+        .iter()
+        .map(|r| {
+            let zone = (!r.zone.is_empty()).then(|| r.zone.clone());
+            (r.node_id, NodeState { node_id: r.node_id, liveness: state.liveness(r), zone })
+        })
+        .collect();
+    for n in ranges.iter().flat_map(|d| d.replicas.iter().map(|r| r.node_id)) {
+        nodes.entry(n).or_insert(NodeState { node_id: n, liveness: Liveness::Suspect, zone: None });
+    }
+    nodes.into_values().collect()
+}
+
+/// One look at the cluster (see the module docs).
+async fn round(state: &Arc<State>, running: &Arc<Running>, in_flight: &Arc<InFlight>) -> Result<(), String> {
+    let view = state.cluster_view();
+    if !view.loaded {
+        return Ok(());
+    }
+    let mut ranges = read_ranges(running).await.map_err(|e| e.to_string())?;
+    let meta = match running.store.range_status(META_RANGE_ID).await {
+        Ok(Some(s)) => s.descriptor,
+        _ => return Ok(()),
+    };
+    ranges.retain(|d| d.range_id != META_RANGE_ID);
+    ranges.push(meta);
+    finish_decommissions(running, &view.nodes, &ranges).await;
+    let nodes = node_states(state, &view.nodes, &ranges);
+    let busy = in_flight.0.lock().clone();
+    let mut snapshots_in_flight = BTreeMap::new();
+    for to in busy.values().filter(|n| **n != 0) {
+        *snapshots_in_flight.entry(*to).or_insert(0) += 1;
+    }
+    let cluster = ClusterState {
+        nodes,
+        ranges: ranges.iter().filter(|d| !busy.contains_key(&d.range_id)).cloned().collect(),
+        replication_factor: view.replication_factor as usize,
+        snapshots_in_flight,
+    };
+    let limits = Limits { max_changes: MAX_IN_FLIGHT.saturating_sub(busy.len()), ..Limits::default() };
+    let decided = plan(&cluster, limits);
+    let m = &state.placement;
+    m.under_replicated.store(decided.under_replicated as u64, Ordering::Relaxed);
+    m.unavailable.store(decided.unavailable as u64, Ordering::Relaxed);
+    m.rounds.fetch_add(1, Ordering::Relaxed);
+    for change in decided.changes {
+        let Some(desc) = ranges.iter().find(|d| d.range_id == change.range_id).cloned() else { continue };
+        in_flight.0.lock().insert(change.range_id, change.add.unwrap_or(0));
+        m.moves_in_flight.store(in_flight.0.lock().len() as u64, Ordering::Relaxed);
+        let (state, running, in_flight) = (state.clone(), running.clone(), in_flight.clone());
+        tokio::spawn(async move {
+            let outcome = tokio::time::timeout(CHANGE_TIMEOUT, apply(&running, &desc, &change)).await;
+            let m = &state.placement;
+            match outcome {
+                Ok(Ok(true)) => {
+                    m.moves_done.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => {
+                    m.moves_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(range = change.range_id, ?change, error = %e, "placement change failed; replanned next round");
+                }
+                Err(_) => {
+                    m.moves_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(range = change.range_id, ?change, "placement change timed out");
+                }
+            }
+            in_flight.0.lock().remove(&change.range_id);
+            m.moves_in_flight.store(in_flight.0.lock().len() as u64, Ordering::Relaxed);
+        });
+    }
+    Ok(())
+}
+
+/// Makes one change, if the range's leader still has the shape it was planned from;
+/// returns whether it was made.
+async fn apply(running: &Running, planned: &RangeDescriptor, change: &Change) -> Result<bool, flotilla_router::Error> {
+    let router = running.db.router();
+    let query = Command::ChangeReplicas { add: Vec::new(), remove: Vec::new() };
+    let (_, resp) = router.execute(&planned.start, query).await?;
+    let Response::Replicas(current) = resp else { return Ok(false) };
+    if current.range_id != planned.range_id || current.epoch() != planned.epoch() {
+        tracing::debug!(range = planned.range_id, "the range changed since its record was read; replanned next round");
+        return Ok(false);
+    }
+    tracing::info!(range = change.range_id, add = ?change.add, remove = ?change.remove, reason = ?change.reason, "placement: changing replicas");
+    let add: Vec<u64> = change.add.into_iter().collect();
+    let remove: Vec<u64> = change.remove.into_iter().collect();
+    running.db.change_range_replicas(&current, add, remove).await?;
+    Ok(true)
+}
+
+/// Marks decommissioned every decommissioning node no range lists any more.
+async fn finish_decommissions(running: &Running, records: &[NodeRecord], ranges: &[RangeDescriptor]) {
+    for r in records.iter().filter(|r| r.membership() == NodeMembership::Decommissioning) {
+        if ranges.iter().any(|d| d.replica_on(r.node_id).is_some()) {
+            continue;
+        }
+        let done = NodeRecord { membership: NodeMembership::Decommissioned as i32, ..r.clone() };
+        match swap_record(running, Some(r), &done).await {
+            Ok(true) => tracing::info!(node = r.node_id, "decommissioned: the node holds no replica and may be stopped"),
+            Ok(false) => {}
+            Err(e) => tracing::debug!(node = r.node_id, error = %e, "could not mark a node decommissioned yet"),
+        }
+    }
+}
