@@ -65,12 +65,29 @@ impl ClusterView {
     }
 }
 
+/// Every pair of stored keys in `[start, end)` of the meta range, paged.
+pub async fn scan_meta(running: &Running, start: Vec<u8>, end: Vec<u8>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, flotilla_router::Error> {
+    let mut out = Vec::new();
+    let mut from = start;
+    loop {
+        let scan = Command::Scan { start: from.clone(), end: end.clone(), limit: 1000, max_bytes: 0 };
+        let (_, resp) = running.db.router().execute(&from, scan).await?;
+        let Response::Pairs { pairs, more } = resp else { return Ok(out) };
+        let last = pairs.last().map(|(k, _)| k.clone());
+        out.extend(pairs);
+        match (more, last) {
+            (true, Some(mut k)) => {
+                k.push(0);
+                from = k;
+            }
+            _ => return Ok(out),
+        }
+    }
+}
+
 /// Every node record in the meta range.
 pub async fn read_nodes(running: &Running) -> Result<Vec<NodeRecord>, flotilla_router::Error> {
-    let (start, end) = (vec![NODE_PREFIX], vec![NODE_PREFIX + 1]);
-    let scan = Command::Scan { start: start.clone(), end, limit: 100_000, max_bytes: 0 };
-    let (_, resp) = running.db.router().execute(&start, scan).await?;
-    let Response::Pairs { pairs, .. } = resp else { return Ok(Vec::new()) };
+    let pairs = scan_meta(running, vec![NODE_PREFIX], vec![NODE_PREFIX + 1]).await?;
     let mut out = Vec::with_capacity(pairs.len());
     for (key, value) in pairs {
         match NodeRecord::decode(value.as_slice()) {

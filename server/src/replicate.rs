@@ -83,25 +83,10 @@ async fn leads_meta(running: &Running) -> bool {
     matches!(running.store.range_status(META_RANGE_ID).await, Ok(Some(s)) if s.is_leader && s.has_lease)
 }
 
-/// Every range record in the meta range, paged.
+/// Every range record in the meta range.
 pub async fn read_ranges(running: &Running) -> Result<Vec<RangeDescriptor>, flotilla_router::Error> {
-    let mut out = Vec::new();
-    let mut from = vec![META_PREFIX];
-    let end = vec![META_PREFIX + 1];
-    loop {
-        let scan = Command::Scan { start: from.clone(), end: end.clone(), limit: 1000, max_bytes: 0 };
-        let (_, resp) = running.db.router().execute(&from, scan).await?;
-        let Response::Pairs { pairs, more } = resp else { return Ok(out) };
-        let last = pairs.last().map(|(k, _)| k.clone());
-        out.extend(pairs.into_iter().filter_map(|(_, v)| MetaEntry::decode(v.as_slice()).ok()?.descriptor));
-        match (more, last) {
-            (true, Some(mut k)) => {
-                k.push(0);
-                from = k;
-            }
-            _ => return Ok(out),
-        }
-    }
+    let pairs = crate::cluster::scan_meta(running, vec![META_PREFIX], vec![META_PREFIX + 1]).await?;
+    Ok(pairs.into_iter().filter_map(|(_, v)| MetaEntry::decode(v.as_slice()).ok()?.descriptor).collect())
 }
 
 /// How many ranges' records list a replica on `node` (the meta range included).
