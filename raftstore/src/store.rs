@@ -127,9 +127,21 @@ impl Store {
 
     /// Like [`Store::bootstrap`], and records in the same synced write the identity of
     /// the cluster the store now belongs to: bytes the server defines (see
-    /// [`Store::cluster_identity`]).
-    pub fn bootstrap_cluster(engine: &Engine, node_id: u64, identity: &[u8], descs: &[RangeDescriptor]) -> Result<()> {
+    /// [`Store::cluster_identity`]), and — where `descs` include the meta range — the
+    /// `meta_pairs` the meta range starts with besides its range records (the server's
+    /// node records).
+    pub fn bootstrap_cluster(
+        engine: &Engine,
+        node_id: u64,
+        identity: &[u8],
+        descs: &[RangeDescriptor],
+        meta_pairs: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<()> {
         let mut wb = bootstrap_batch(engine, node_id, descs)?;
+        let meta = descs.iter().find(|d| d.range_id == crate::keyspace::META_RANGE_ID);
+        for (k, v) in meta_pairs.iter().filter(|(k, _)| meta.is_some_and(|m| m.contains(k))) {
+            wb.put(Cf::Data, k, v);
+        }
         wb.put(Cf::Meta, CLUSTER_IDENTITY_KEY, identity);
         engine.write(wb, true)?;
         Ok(())

@@ -94,6 +94,9 @@ pub enum ClientCmd {
     /// Every node of the cluster: address, liveness, membership, replicas, leaders,
     /// leases and bytes, and the ranges short of replicas (exit code 3 if one is).
     Nodes {
+        /// Leave the bytes column out (measuring it reads every range).
+        #[arg(long)]
+        no_sizes: bool,
         #[command(flatten)]
         opts: ClientOpts,
     },
@@ -147,7 +150,7 @@ impl ClientCmd {
             ClientCmd::Init { opts, .. }
             | ClientCmd::Status { opts }
             | ClientCmd::Ranges { opts }
-            | ClientCmd::Nodes { opts }
+            | ClientCmd::Nodes { opts, .. }
             | ClientCmd::Node { opts, .. }
             | ClientCmd::ReplicationFactor { opts, .. }
             | ClientCmd::Split { opts, .. }
@@ -297,7 +300,7 @@ async fn dispatch(cmd: ClientCmd, out: &mut Out) -> Outcome {
             let wait = std::time::Duration::from_secs(wait);
             init(&Remote::new(&opts)?, out, initial_ranges, replication_factor, wait).await
         }
-        ClientCmd::Nodes { opts } => nodes::nodes(&Remote::new(&opts)?, out).await,
+        ClientCmd::Nodes { opts, no_sizes } => nodes::nodes(&Remote::new(&opts)?, out, !no_sizes).await,
         ClientCmd::Node { cmd, opts } => nodes::node(&Remote::new(&opts)?, out, cmd).await,
         ClientCmd::ReplicationFactor { factor, opts } => nodes::replication_factor(&Remote::new(&opts)?, out, factor).await,
         ClientCmd::Kv(args) => kv(&Remote::new(&args.opts)?, out, Encoding::hex_if(args.hex), args.cmd).await,

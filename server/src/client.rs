@@ -169,8 +169,11 @@ impl Client {
         self.call(|ch| async move { AdminClient::new(ch).status(StatusRequest {}).await }).await
     }
 
-    pub async fn nodes(&self) -> Result<NodesResponse, Status> {
-        self.call(|ch| async move { AdminClient::new(ch).nodes(NodesRequest {}).await }).await
+    /// The members' view (`sizes`: measure the bytes each node holds, which reads every
+    /// range the nodes lead).
+    pub async fn nodes(&self, sizes: bool) -> Result<NodesResponse, Status> {
+        let req = NodesRequest { skip_sizes: !sizes };
+        self.call(|ch| async move { AdminClient::new(ch).nodes(req).await }).await
     }
 
     /// Starts (`leave`) or undoes a decommission of `node_id`.

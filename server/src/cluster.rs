@@ -19,7 +19,10 @@
 //!   (`Internal.Join`). The member refuses an id another record holds — unless it is the
 //!   same node at the same address repeating a join that was cut short (no range lists
 //!   it yet) — records the node, and answers the cluster's identity, which the new node
-//!   writes (with no ranges: placement sends it replicas) before starting its store.
+//!   writes (with no ranges: placement sends it replicas) before starting its store. An
+//!   initial member that asks before its `Bootstrap` arrived (the two race at `init`) is
+//!   answered with the init identity itself; one that has served (a wiped disk) is
+//!   refused.
 //! - **Liveness** is what this node observes: the last Raft frame or `Hello` answer from
 //!   each node, against its own monotonic clock. A node silent for `dead_node_timeout`
 //!   (counted from this process's start at the earliest) is dead.
@@ -47,6 +50,23 @@ pub fn node_key(id: u64) -> Vec<u8> {
     let mut k = vec![NODE_PREFIX];
     k.extend_from_slice(&id.to_be_bytes());
     k
+}
+
+/// The node records a new cluster's meta range starts with: one per initial member, so
+/// a member that dies before it ever writes its own record is still known (and judged
+/// dead, and replaced, like any other). None for a node that joined.
+pub fn initial_records(identity: &BootstrapRequest) -> Vec<(Vec<u8>, Vec<u8>)> {
+    if identity.joined {
+        return Vec::new();
+    }
+    identity
+        .nodes
+        .iter()
+        .map(|n| {
+            let r = NodeRecord { node_id: n.node_id, address: n.address.clone(), ..Default::default() };
+            (node_key(n.node_id), r.encode_to_vec())
+        })
+        .collect()
 }
 
 /// What this node last read of the cluster's membership.
@@ -212,6 +232,22 @@ pub async fn admit(state: &State, req: JoinRequest) -> Result<BootstrapRequest, 
             req.address
         )));
     }
+    if state.members_seen().contains(&req.node_id) {
+        return Err(status(
+            Code::FailedPrecondition,
+            "replaced_node",
+            format!(
+                "node {} has served in cluster {} and now asks to join with no data: its disk was wiped or \
+                 replaced. Restore its data directory, or start it under a fresh --node-id",
+                req.node_id, identity.cluster_id
+            ),
+        ));
+    }
+    if !identity.joined && identity.nodes.iter().any(|n| n.node_id == req.node_id) {
+        // An initial member whose `Bootstrap` has not arrived (or is on its way): it gets
+        // exactly what `init` sends it.
+        return Ok(identity);
+    }
     let nodes = read_nodes(&running).await.map_err(router_status)?;
     let existing = nodes.iter().find(|n| n.node_id == req.node_id);
     if let Some(old) = existing {
@@ -268,6 +304,8 @@ pub async fn join_via(state: &std::sync::Arc<State>, address: &str) -> Result<bo
     state.peers.stamp(&mut call);
     let identity = match crate::proto::internal_client::InternalClient::new(channel).join(call).await {
         Ok(resp) => resp.into_inner(),
+        // An `init`'s bootstrap may have made this node a member meanwhile.
+        Err(_) if state.peers.cluster_id().is_some() => return Ok(true),
         Err(s) if matches!(s.code(), Code::AlreadyExists | Code::InvalidArgument | Code::FailedPrecondition) => {
             return Err(ServerError::NotAMember(format!("the node at {address} refused to admit node {}: {}", state.cfg.node_id, s.message())));
         }

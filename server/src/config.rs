@@ -329,4 +329,22 @@ mod tests {
         let err = StartArgs { config: Some(path), ..Default::default() }.resolve().unwrap_err();
         assert!(err.to_string().contains("nodeid"), "{err}");
     }
+
+    #[test]
+    fn locality_factor_and_dead_timeout_are_checked() {
+        assert_eq!(parse_locality(Some("zone=a,rack=3")).unwrap(), Some("a".to_string()));
+        assert_eq!(parse_locality(Some("rack=3")).unwrap(), None);
+        assert_eq!(parse_locality(None).unwrap(), None);
+        let e = parse_locality(Some("zone")).unwrap_err().to_string();
+        assert!(e.contains("\"zone\" is not KEY=VALUE"), "{e}");
+        assert!(parse_locality(Some("zone=")).unwrap_err().to_string().contains("empty key or value"));
+        assert!(check_replication_factor(0).unwrap_err().contains("replication factor 0 is out of range"));
+        assert!(check_replication_factor(3).is_ok() && check_replication_factor(8).is_err());
+        let args = StartArgs { dead_node_timeout: Some(-1.0), ..Default::default() };
+        assert!(args.resolve().unwrap_err().to_string().contains("--dead-node-timeout -1"));
+        let args = StartArgs { replication_factor: Some(9), ..Default::default() };
+        assert!(args.resolve().unwrap_err().to_string().contains("replication factor 9"));
+        let cfg = StartArgs { locality: Some("zone=b".into()), ..Default::default() }.resolve().unwrap();
+        assert_eq!((cfg.zone.as_deref(), cfg.dead_node_timeout, cfg.replication_factor), (Some("b"), DEFAULT_DEAD_NODE_TIMEOUT, 3));
+    }
 }

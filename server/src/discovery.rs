@@ -57,6 +57,9 @@ pub async fn discover_once(state: &Arc<State>) -> Result<(), ServerError> {
             Ok(resp) => resp,
             Err(s) => {
                 crate::identity::refusal(&s)?;
+                if state.peers.cluster_id().is_none() && expected.is_none() {
+                    tracing::warn!(address, error = %s.message(), "--join node does not answer; still trying");
+                }
                 continue;
             }
         };

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use flotilla_raftstore::keyspace::{META_PREFIX, META_RANGE_ID};
 use flotilla_raftstore::{Command, MetaEntry, RangeDescriptor, Response};
-use flotilla_router::placement::{plan, Change, ClusterState, Limits, Liveness, NodeState};
+use flotilla_router::placement::{plan, Change, ClusterState, Limits, NodeState};
 use parking_lot::Mutex;
 use prost::Message as _;
 
@@ -97,20 +97,20 @@ pub async fn ranges_listing(running: &Running, node: u64) -> Result<usize, floti
 }
 
 /// The nodes as placement sees them: every record, and any node a descriptor lists
-/// without a record yet (a node that has not registered is not presumed dead: suspect,
-/// so its replicas count and nothing new goes there).
-fn node_states(state: &State, records: &[NodeRecord], ranges: &[RangeDescriptor]) -> Vec<NodeState> {
-    let mut nodes: BTreeMap<u64, NodeState> = records
-        .iter()
+/// without a record (judged by what this node observes of it, like any other: a record
+/// is membership, not evidence of life).
+pub fn node_states(state: &State, records: &[NodeRecord], ranges: &[RangeDescriptor]) -> Vec<NodeState> {
+    let mut records: BTreeMap<u64, NodeRecord> = records.iter().map(|r| (r.node_id, r.clone())).collect();
+    for n in ranges.iter().flat_map(|d| d.replicas.iter().map(|r| r.node_id)) {
+        records.entry(n).or_insert(NodeRecord { node_id: n, ..Default::default() });
+    }
+    records
+        .into_values()
         .map(|r| {
             let zone = (!r.zone.is_empty()).then(|| r.zone.clone());
-            (r.node_id, NodeState { node_id: r.node_id, liveness: state.liveness(r), zone })
+            NodeState { node_id: r.node_id, liveness: state.liveness(&r), zone }
         })
-        .collect();
-    for n in ranges.iter().flat_map(|d| d.replicas.iter().map(|r| r.node_id)) {
-        nodes.entry(n).or_insert(NodeState { node_id: n, liveness: Liveness::Suspect, zone: None });
-    }
-    nodes.into_values().collect()
+        .collect()
 }
 
 /// One look at the cluster (see the module docs).

@@ -185,7 +185,8 @@ impl State {
             true => Vec::new(),
             false => initial_descriptors(&identity).into_iter().filter(|d| d.replica_on(me).is_some()).collect(),
         };
-        Store::bootstrap_cluster(&self.engine, me, &identity.encode_to_vec(), &mine)?;
+        let records = crate::cluster::initial_records(&identity);
+        Store::bootstrap_cluster(&self.engine, me, &identity.encode_to_vec(), &mine, &records)?;
         self.start_store(identity)
     }
 

@@ -20,8 +20,8 @@ pub enum NodeCmd {
 }
 
 /// `flotilla nodes`: exit code 3 when a range is short of replicas or a node is not live.
-pub async fn nodes(r: &Remote, out: &mut Out) -> Outcome {
-    let resp = r.check(r.client.nodes().await)?;
+pub async fn nodes(r: &Remote, out: &mut Out, sizes: bool) -> Outcome {
+    let resp = r.check(r.client.nodes(sizes).await)?;
     show(out, &resp)?;
     let healthy = resp.under_replicated == 0
         && resp.unavailable == 0

@@ -82,7 +82,9 @@ impl Admin for AdminService {
         let state = &self.0;
         let running = state.serving()?;
         let mut nodes = Vec::new();
+        let view = state.cluster_view();
         for n in state.peers.known() {
+            let gone = view.node(n.node_id).is_some_and(|r| r.membership() == NodeMembership::Decommissioned);
             let mut row = NodeStatus { node_id: n.node_id, address: n.address.clone(), ..Default::default() };
             match node_ranges(state, n.node_id, false).await {
                 Ok(r) => {
@@ -92,6 +94,8 @@ impl Admin for AdminService {
                     row.leases = r.ranges.iter().filter(|i| i.lease).count() as u32;
                     row.snapshot_retries = r.ranges.iter().map(|i| i.snapshot_retries).sum();
                 }
+                // A decommissioned node that was stopped is no longer part of the cluster.
+                Err(_) if gone => continue,
                 Err(e) => row.error = e.message().to_string(),
             }
             nodes.push(row);
@@ -142,8 +146,9 @@ impl Admin for AdminService {
         Ok(Response::new(ChangeReplicasResponse { descriptor: Some(changed) }))
     }
 
-    async fn nodes(&self, _: Request<NodesRequest>) -> Result<Response<NodesResponse>, Status> {
-        Ok(Response::new(crate::service::nodes::nodes(&self.0).await?))
+    async fn nodes(&self, req: Request<NodesRequest>) -> Result<Response<NodesResponse>, Status> {
+        let sizes = !req.into_inner().skip_sizes;
+        Ok(Response::new(crate::service::nodes::nodes(&self.0, sizes).await?))
     }
 
     async fn decommission(&self, req: Request<DecommissionRequest>) -> Result<Response<NodesResponse>, Status> {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use flotilla_raftstore::keyspace::META_RANGE_ID;
-use flotilla_router::placement::{plan, ClusterState, Limits, Liveness, NodeState};
+use flotilla_router::placement::{plan, ClusterState, Limits, Liveness};
 use tonic::Status;
 
 use crate::errors::router_status;
@@ -18,7 +18,7 @@ use crate::server::State;
 use crate::service::admin::node_ranges;
 
 /// The `Admin.Nodes` answer.
-pub async fn nodes(state: &Arc<State>) -> Result<NodesResponse, Status> {
+pub async fn nodes(state: &Arc<State>, with_sizes: bool) -> Result<NodesResponse, Status> {
     let running = state.serving()?;
     let identity = state.stored_identity().ok().flatten().unwrap_or_default();
     crate::cluster::refresh(state, &running, identity.replication_factor).await.map_err(router_status)?;
@@ -39,7 +39,7 @@ pub async fn nodes(state: &Arc<State>) -> Result<NodesResponse, Status> {
             replicas_in_meta: ranges.iter().filter(|d| d.replica_on(record.node_id).is_some()).count() as u32,
             ..Default::default()
         };
-        match node_ranges(state, record.node_id, true).await {
+        match node_ranges(state, record.node_id, with_sizes).await {
             Ok(r) => {
                 row.replicas = r.ranges.len() as u32;
                 row.leaders = r.leaders;
@@ -81,14 +81,7 @@ fn placement_state(
     ranges: Vec<flotilla_raftstore::RangeDescriptor>,
     factor: u32,
 ) -> ClusterState {
-    let nodes = records
-        .iter()
-        .map(|r| NodeState {
-            node_id: r.node_id,
-            liveness: state.liveness(r),
-            zone: (!r.zone.is_empty()).then(|| r.zone.clone()),
-        })
-        .collect();
+    let nodes = crate::replicate::node_states(state, records, &ranges);
     ClusterState { nodes, ranges, replication_factor: factor as usize, snapshots_in_flight: BTreeMap::new() }
 }
 
@@ -106,11 +99,11 @@ pub fn liveness_name(l: Liveness) -> &'static str {
 /// `Admin.Decommission` / `Admin.Recommission`, answered with the view after the change.
 pub async fn set_membership(state: &Arc<State>, node: u64, to: NodeMembership) -> Result<NodesResponse, Status> {
     crate::cluster::set_membership(state, node, to).await?;
-    nodes(state).await
+    nodes(state, false).await
 }
 
 /// `Admin.SetReplicationFactor`, answered with the view after the change.
 pub async fn set_replication_factor(state: &Arc<State>, factor: u32) -> Result<NodesResponse, Status> {
     crate::cluster::set_replication_factor(state, factor).await?;
-    nodes(state).await
+    nodes(state, false).await
 }
