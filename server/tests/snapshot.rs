@@ -131,10 +131,8 @@ mod snapshot {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_snapshot_cut_short_at_either_end_is_sent_again_and_installs_whole() {
         let _serial = serial().await;
-        let opts = ClusterOpts {
-            extra_args: vec!["--snapshot-rate".into(), RATE.into()],
-            ..ClusterOpts::ranges(1).manual_placement(4)
-        };
+        let mut opts = ClusterOpts::ranges(1).manual_placement(4);
+        opts.extra_args.extend(["--snapshot-rate".to_string(), RATE.to_string()]);
         let mut cluster = TestCluster::start(4, opts).await;
         let client = Arc::new(cluster.client_without(&[4]));
         let ranges = client.ranges().await.expect("ranges").ranges;
