@@ -152,6 +152,23 @@ impl Store {
         check_identity(engine, node_id)
     }
 
+    /// The node id the data directory belongs to, if one was recorded (by a bootstrap or
+    /// by [`Store::claim_owner`]).
+    pub fn owner(engine: &Engine) -> Result<Option<u64>> {
+        Ok(engine.get(Cf::Meta, keys::STORE_IDENT_KEY)?.and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok()).map(u64::from_be_bytes))
+    }
+
+    /// Records, durably, that the data directory belongs to node `node_id` (an id the
+    /// cluster allocated, before the node has joined): a restart finds it again. Refused
+    /// if the directory belongs to another node.
+    pub fn claim_owner(engine: &Engine, node_id: u64) -> Result<()> {
+        check_identity(engine, node_id)?;
+        let mut wb = engine.batch();
+        wb.put(Cf::Meta, keys::STORE_IDENT_KEY, &node_id.to_be_bytes());
+        engine.write(wb, true)?;
+        Ok(())
+    }
+
     /// Records that node `node_id` has served in this store's cluster (Raft traffic from
     /// it arrived here). A blank data directory under that id later is a wiped or
     /// replaced disk, not a node whose bootstrap was cut short.

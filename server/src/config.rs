@@ -38,7 +38,9 @@ pub struct StartArgs {
     /// A TOML file with any of these settings (flags win).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// This node's id (1..16777215), unique in the cluster. Default 1.
+    /// This node's id (1..16777215), unique in the cluster. Default: the id its data
+    /// directory records; for a new node with --join, one the running cluster allocates;
+    /// else 1. The nodes named at `init` need one.
     #[arg(long)]
     pub node_id: Option<u64>,
     /// Address for gRPC (clients and other nodes). Default 127.0.0.1:6180.
@@ -136,7 +138,11 @@ struct FileConfig {
 /// Resolved settings of one server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// This node's id: the one configured, else the one its data directory records, else
+    /// (with `--join`) one the cluster allocates, else 1 (`node_id::resolve`).
     pub node_id: u64,
+    /// False when neither `--node-id` nor the file gave an id.
+    pub node_id_configured: bool,
     pub listen: SocketAddr,
     pub advertise: String,
     pub http_listen: SocketAddr,
@@ -214,7 +220,8 @@ impl StartArgs {
         if let Some(rate) = self.clock_rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
             return Err(ServerError::Config(format!("--clock-rate {rate}: expected a positive number")));
         }
-        let node_id = self.node_id.or(file.node_id).unwrap_or(1);
+        let configured_id = self.node_id.or(file.node_id);
+        let node_id = configured_id.unwrap_or(1);
         if node_id == 0 || node_id > MAX_NODE_ID {
             return Err(ServerError::Config(format!(
                 "--node-id {node_id} is out of range: node ids are 1..={MAX_NODE_ID}"
@@ -242,6 +249,7 @@ impl StartArgs {
             replication_factor,
             disable_placement: self.disable_placement || file.disable_placement.unwrap_or(false),
             node_id,
+            node_id_configured: configured_id.is_some(),
             listen,
             advertise,
             http_listen,

@@ -28,6 +28,7 @@ pub mod errors;
 pub mod gateway;
 pub mod http;
 pub mod identity;
+pub mod node_id;
 pub mod peers;
 pub mod replicate;
 pub mod server;

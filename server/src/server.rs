@@ -81,8 +81,9 @@ impl State {
     /// Opens the data directory of the node `cfg` describes, checks it belongs to that
     /// node, and starts the store if the node is part of a cluster (bootstrapping a
     /// single-node cluster when there is nothing to join).
-    pub fn open(cfg: ServerConfig, runtime: Handle) -> Result<Arc<State>, ServerError> {
+    pub fn open(mut cfg: ServerConfig, runtime: Handle) -> Result<Arc<State>, ServerError> {
         let engine = open_data_dir(&cfg)?;
+        crate::node_id::resolve(&mut cfg, &engine, &runtime)?;
         let members_seen = Store::members_seen(&engine)?.into_iter().collect();
         // Twice the liveness timeout: a node silent that long has missed ten heartbeat
         // batches.

@@ -217,9 +217,11 @@ mod placement {
         assert_eq!(view.replication_factor, 3);
         client.put(b"before-growth", b"1").await.expect("put on one node");
 
+        // The two new nodes have no --node-id: the cluster allocates them 2 and 3 (in
+        // either order: they ask at the same time).
         let join = vec!["--join".to_string(), first.listen.clone()];
-        let mut second = node(2, &join);
-        let mut third = node(3, &join);
+        let mut second = node(2, &join).without_node_id();
+        let mut third = node(3, &join).without_node_id();
         second.spawn();
         third.spawn();
         let client = client_for(&[first.listen.clone(), second.listen.clone(), third.listen.clone()]);
@@ -228,6 +230,19 @@ mod placement {
         assert_eq!((view.under_replicated, view.unavailable), (0, 0), "{view:?}");
         assert!(view.nodes.iter().all(|n| n.liveness == "live"), "{view:?}");
         assert_eq!(client.get(b"before-growth").await.expect("get"), Some(b"1".to_vec()));
+        let ids = |v: &flotilla_server::proto::NodesResponse| -> BTreeMap<String, u64> {
+            v.nodes.iter().map(|n| (n.address.clone(), n.node_id)).collect()
+        };
+        let allocated = ids(&view);
+        assert_eq!(allocated.values().copied().collect::<BTreeSet<u64>>(), BTreeSet::from([1, 2, 3]), "{view:?}");
+        // A restart without --node-id keeps the id its data directory recorded.
+        third.kill9();
+        third.spawn();
+        poll_until("the restarted node to be live under its id", SETTLE, || async {
+            let v = client.nodes(false).await.map_err(|s| s.message().to_string())?;
+            if ids(&v) == allocated && v.nodes.iter().all(|n| n.liveness == "live") { Ok(()) } else { Err(format!("{v:?}")) }
+        })
+        .await;
 
         // Bad input: each refused with a clear error, nothing changed.
         let unknown = client.decommission(99, true).await.expect_err("unknown node");

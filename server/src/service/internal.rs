@@ -1,7 +1,8 @@
 //! The node-to-node service: discovery (`Hello`), bootstrap, the Raft message stream,
 //! snapshots, forwarded range commands (`Execute`) and a node's replica list.
 //!
-//! Every call but `Hello` and `Bootstrap` must come from the same cluster: the caller's
+//! Every call but `Hello`, `Bootstrap`, `Join` and `AllocateNodeId` (whose callers have
+//! no cluster yet) must come from the same cluster: the caller's
 //! `flotilla-cluster-id` is checked against this node's, and a mismatch is refused with
 //! `FAILED_PRECONDITION`, so a node started against the wrong cluster cannot disturb it.
 //! (`Bootstrap` has its own rule: a first one only from the lowest-id member.)
@@ -84,6 +85,10 @@ impl Internal for InternalService {
     async fn join(&self, req: Request<JoinRequest>) -> Result<Response<BootstrapRequest>, Status> {
         let identity = crate::cluster::admit(&self.0, req.into_inner()).await?;
         Ok(Response::new(identity))
+    }
+
+    async fn allocate_node_id(&self, req: Request<AllocateNodeIdRequest>) -> Result<Response<AllocateNodeIdResponse>, Status> {
+        Ok(Response::new(crate::node_id::allocate(&self.0, req.into_inner()).await?))
     }
 
     async fn bootstrap(&self, req: Request<BootstrapRequest>) -> Result<Response<BootstrapResponse>, Status> {

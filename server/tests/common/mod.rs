@@ -252,6 +252,15 @@ impl NodeProc {
         NodeProc { id, listen, http, dir, log, args, child: None }
     }
 
+    /// The same node started without `--node-id` (a new one with `--join` is given an id
+    /// by the cluster; a restart finds it in its data directory).
+    pub fn without_node_id(mut self) -> NodeProc {
+        if let Some(i) = self.args.iter().position(|a| a == "--node-id") {
+            self.args.drain(i..i + 2);
+        }
+        self
+    }
+
     /// The command line after the binary.
     pub fn args(&self) -> &[String] {
         &self.args
