@@ -96,8 +96,10 @@ rest="$(echo "$survivors" | tr ',' '\n' | grep -v ":$(port 4)\$" | paste -sd,)"
 td0="$(now)"
 cli node decommission 4 >/dev/null
 ( while [ "$(nodes_field "import json,sys; v=json.load(sys.stdin); print([x for x in v['nodes'] if x['node_id']==4][0]['liveness'])")" != decommissioned ]; do sleep 0.5; done; now >"$root/decom" ) &
+watcher=$!
 foreground "puts while node 4 is decommissioned" "$rest"
-wait
+# (A bare `wait` would wait for the nodes too.)
+wait "$watcher"
 python3 -c "print(f'  node 4 decommissioned {$(cat "$root/decom") - $td0:.1f} s after the command')"
 kill -TERM "${pids[4]}"; wait "${pids[4]}" 2>/dev/null || true; pids[4]=0
 
@@ -108,7 +110,8 @@ tj="$(now)"
     r="$(nodes_field "import json,sys; v=json.load(sys.stdin); c=[x['replicas'] for x in v['nodes'] if x['liveness']=='live']; m=[x['replicas'] for x in v['nodes'] if x['node_id']==6]; print(1 if m and len(c)==4 and max(c)-min(c)<=3 and m[0]>0 else 0)")"
     [ "$r" = 1 ] && break; sleep 0.5
   done; now >"$root/joined" ) &
+watcher=$!
 foreground "puts while node 6 joins and is rebalanced onto" "$rest"
-wait
+wait "$watcher"
 python3 -c "print(f'  node 6 had its share {$(cat "$root/joined") - $tj:.1f} s after it started')"
 cli nodes || true

@@ -8,7 +8,7 @@ load="$target/release/flotilla-load"
 root="$(mktemp -d /tmp/flotilla-bench.XXXXXX)"
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do [ "$p" -gt 0 ] && kill -TERM "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$root"
 }

@@ -129,6 +129,10 @@ pub fn initial_ranges_placed(user_ranges: u64, node_ids: &[u64], factor: usize) 
     ids.dedup();
     let take = factor.clamp(1, ids.len().max(1));
     let replicas = |range_id: u64| -> Vec<Replica> {
+        if ids.is_empty() {
+            // No node to place on (callers always name one): ranges without replicas.
+            return Vec::new();
+        }
         let first = (range_id - META_RANGE_ID) as usize;
         let mut chosen: Vec<u64> = (0..take).map(|j| ids[(first + j) % ids.len()]).collect();
         chosen.sort_unstable();
@@ -183,6 +187,8 @@ mod tests {
         assert!(per_node.values().all(|&c| c == 3 || c == 4), "{per_node:?}");
         let few = initial_ranges_placed(2, &[7], 3);
         assert!(few.iter().all(|d| nodes(d) == vec![7]), "fewer nodes than the factor: all of them");
+        let none = initial_ranges_placed(2, &[], 3);
+        assert!(none.len() == 3 && none.iter().all(|d| d.replicas.is_empty()), "no nodes: no replicas, no panic");
     }
 
     #[test]

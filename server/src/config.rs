@@ -319,7 +319,9 @@ mod tests {
         .unwrap();
         let args = StartArgs { config: Some(path), node_id: Some(5), log_gc_threshold: Some(64), ..Default::default() };
         let cfg = args.resolve().unwrap();
-        assert_eq!(cfg.node_id, 5);
+        assert_eq!((cfg.node_id, cfg.node_id_configured), (5, true));
+        let unnamed = StartArgs { join: vec!["a:1".into()], ..Default::default() }.resolve().unwrap();
+        assert_eq!((unnamed.node_id, unnamed.node_id_configured), (1, false), "no id given: resolved at start");
         assert_eq!(cfg.listen.to_string(), "127.0.0.1:7000");
         assert_eq!(cfg.advertise, "127.0.0.1:7000");
         assert_eq!(cfg.join, vec!["a:1".to_string(), "b:2".to_string()]);
