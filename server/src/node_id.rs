@@ -25,7 +25,7 @@ use tonic::{Code, Status};
 
 use crate::cluster::read_nodes;
 use crate::config::ServerConfig;
-use crate::errors::{not_initialized, router_status, status, ServerError};
+use crate::errors::{router_status, status, ServerError};
 use crate::proto::{AllocateNodeIdRequest, AllocateNodeIdResponse};
 use crate::server::State;
 
@@ -57,13 +57,21 @@ pub fn resolve(cfg: &mut ServerConfig, engine: &Engine, runtime: &Handle) -> Res
 }
 
 /// Asks the `--join` addresses, in turn and once a second, for a node id, until one
-/// allocates it. Only a refusal that no retry can change stops the node.
+/// allocates it. Only a refusal that no retry can change (or an address that cannot be
+/// dialled at all) stops the node.
 async fn allocate_via(cfg: &ServerConfig) -> Result<u64, ServerError> {
-    let req = AllocateNodeIdRequest { address: cfg.advertise.clone() };
-    for attempt in 0u32.. {
+    let mut targets = Vec::with_capacity(cfg.join.len());
+    for address in &cfg.join {
+        let channel = crate::peers::channel_to(address).map_err(|e| ServerError::Config(format!("--join {address}: {e}")))?;
+        targets.push((address, crate::proto::internal_client::InternalClient::new(channel)));
+    }
+    let mut attempt = 0u32;
+    loop {
         let mut last = String::new();
-        for address in &cfg.join {
-            match ask(address, req.clone()).await {
+        for (address, client) in &mut targets {
+            let mut call = tonic::Request::new(AllocateNodeIdRequest { address: cfg.advertise.clone() });
+            call.set_timeout(Duration::from_secs(5));
+            match client.allocate_node_id(call).await.map(tonic::Response::into_inner) {
                 Ok(resp) => {
                     tracing::info!(node = resp.node_id, cluster = %resp.cluster_id, via = %address, "the cluster allocated this node's id");
                     return Ok(resp.node_id);
@@ -81,25 +89,16 @@ async fn allocate_via(cfg: &ServerConfig) -> Result<u64, ServerError> {
                  (the nodes named at `flotilla init` need --node-id; a node without one joins a cluster already running)"
             );
         }
+        attempt = attempt.wrapping_add(1);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    unreachable!("the attempts never run out")
-}
-
-async fn ask(address: &str, req: AllocateNodeIdRequest) -> Result<AllocateNodeIdResponse, Status> {
-    let channel = crate::peers::channel_to(address).map_err(|e| Status::invalid_argument(format!("--join {address}: {e}")))?;
-    let mut call = tonic::Request::new(req);
-    call.set_timeout(Duration::from_secs(5));
-    let resp = crate::proto::internal_client::InternalClient::new(channel).allocate_node_id(call).await?;
-    Ok(resp.into_inner())
 }
 
 /// `Internal.AllocateNodeId` on a member: the next unused id (see the module docs).
 pub async fn allocate(state: &State, req: AllocateNodeIdRequest) -> Result<AllocateNodeIdResponse, Status> {
+    // (Serving means the node has a cluster: otherwise `not_initialized`, and the new
+    // node asks again.)
     let running = state.serving()?;
-    if state.stored_identity().ok().flatten().is_none() {
-        return Err(not_initialized(state.cfg.node_id));
-    }
     let router = running.db.router();
     for _ in 0..16 {
         let (_, resp) = router.execute(LAST_NODE_ID_KEY, Command::Get { key: LAST_NODE_ID_KEY.to_vec() }).await.map_err(router_status)?;

@@ -235,14 +235,18 @@ mod placement {
         };
         let allocated = ids(&view);
         assert_eq!(allocated.values().copied().collect::<BTreeSet<u64>>(), BTreeSet::from([1, 2, 3]), "{view:?}");
-        // A restart without --node-id keeps the id its data directory recorded.
+        // A restart without --node-id keeps the id its data directory recorded: the
+        // restarted process itself answers under it, and no other id appears.
+        let third_id = allocated[&third.listen];
         third.kill9();
         third.spawn();
-        poll_until("the restarted node to be live under its id", SETTLE, || async {
-            let v = client.nodes(false).await.map_err(|s| s.message().to_string())?;
-            if ids(&v) == allocated && v.nodes.iter().all(|n| n.liveness == "live") { Ok(()) } else { Err(format!("{v:?}")) }
+        let restarted = client_for(&[third.listen.clone()]);
+        let v = poll_until("the restarted node to answer", SETTLE, || async {
+            restarted.nodes(false).await.map_err(|s| s.message().to_string())
         })
         .await;
+        assert_eq!(v.answered_by, third_id, "the restarted node took another id: {v:?}");
+        assert_eq!(ids(&v), allocated, "{v:?}");
 
         // Bad input: each refused with a clear error, nothing changed.
         let unknown = client.decommission(99, true).await.expect_err("unknown node");
