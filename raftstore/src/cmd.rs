@@ -48,6 +48,10 @@ pub enum Command {
     /// each step is a Raft configuration change. A repeat continues a sequence an earlier
     /// attempt left unfinished (`operation/conf_change.rs`).
     ChangeReplicas { add: Vec<u64>, remove: Vec<u64> },
+    /// Admin: make the voter on `node_id` the range's preferred leader (replicated; the
+    /// leader then hands leadership there once it is caught up, `operation/balance.rs`).
+    /// Answered with the descriptor after it.
+    PreferLeader { node_id: u64 },
 }
 
 impl Command {
@@ -72,6 +76,7 @@ impl Command {
                 | Command::Split { .. }
                 | Command::UpdateMeta { .. }
                 | Command::ChangeReplicas { .. }
+                | Command::PreferLeader { .. }
         )
     }
 
@@ -85,7 +90,7 @@ impl Command {
             Command::Scan { start, .. } => Some(start),
             Command::Split { split_key } => Some(split_key),
             Command::Batch { ops } => ops.first().map(|op| op.key.as_slice()),
-            Command::UpdateMeta { .. } | Command::ChangeReplicas { .. } => None,
+            Command::UpdateMeta { .. } | Command::ChangeReplicas { .. } | Command::PreferLeader { .. } => None,
         }
     }
 }
@@ -104,7 +109,8 @@ pub enum Response {
     Swapped { succeeded: bool, previous: Option<Vec<u8>> },
     /// A split was applied: the range now is `left`, and `right` is new.
     Split { left: RangeDescriptor, right: RangeDescriptor },
-    /// A membership change finished: the range's descriptor after it.
+    /// A membership change (or a leader preference) was applied: the range's descriptor
+    /// after it.
     Replicas(RangeDescriptor),
 }
 

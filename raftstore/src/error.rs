@@ -127,6 +127,13 @@ impl Error {
         }
     }
 
+    /// `InvalidMembership` for a leader preference naming a node without a voter.
+    pub fn not_a_voter(desc: &RangeDescriptor, node_id: u64) -> Error {
+        let nodes: Vec<u64> = desc.replicas.iter().map(|r| r.node_id).collect();
+        let reason = format!("node {node_id} holds no voter of it (replicas on nodes {nodes:?}); prefer one of its voters");
+        Error::InvalidMembership { range_id: desc.range_id, reason }
+    }
+
     /// `EpochNotMatch` for a request routed with `requested`, carrying `desc` as current.
     pub fn epoch_not_match(desc: &RangeDescriptor, requested: crate::metapb::Epoch) -> Error {
         Error::EpochNotMatch { range_id: desc.range_id, requested, current: vec![desc.clone()] }

@@ -150,7 +150,7 @@ fn initial_ranges_with(user_ranges: u64, replicas: impl Fn(u64) -> Vec<Replica>)
         end: vec![USER_PREFIX],
         epoch,
         replicas: replicas(META_RANGE_ID),
-        next_replica_id: 0,
+        ..Default::default()
     }];
     let bound = |j: u64| -> Vec<u8> {
         match j {
@@ -162,7 +162,7 @@ fn initial_ranges_with(user_ranges: u64, replicas: impl Fn(u64) -> Vec<Replica>)
     for i in 0..count {
         let range_id = META_RANGE_ID + 1 + i;
         let (start, end) = (bound(i), bound(i + 1));
-        out.push(RangeDescriptor { range_id, start, end, epoch, replicas: replicas(range_id), next_replica_id: 0 });
+        out.push(RangeDescriptor { range_id, start, end, epoch, replicas: replicas(range_id), ..Default::default() });
     }
     out
 }

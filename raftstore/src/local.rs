@@ -44,7 +44,7 @@ pub fn even_ranges(count: u64, nodes: u64) -> Vec<RangeDescriptor> {
                 replicas: (1..=nodes)
                     .map(|n| Replica::voter(n, range_id * 100 + n))
                     .collect(),
-                next_replica_id: 0,
+                ..Default::default()
             }
         })
         .collect()

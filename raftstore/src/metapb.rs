@@ -90,9 +90,32 @@ pub struct RangeDescriptor {
     /// replicated descriptor, so ids are never reused and need no coordination.
     #[prost(uint64, tag = "6")]
     pub next_replica_id: u64,
+    /// The node whose voter should lead this range, chosen by placement (0: none chosen,
+    /// or written before it existed). When that node holds no voter, the fallback rule
+    /// picks one ([`RangeDescriptor::preferred_voter`]).
+    #[prost(uint64, tag = "7")]
+    pub preferred_node: u64,
+    /// Bumped by each change of `preferred_node`, so that meta records can tell the newer
+    /// of two descriptors with the same epoch ([`MetaEntry::freshness`]). Not part of the
+    /// epoch: a preference changes no routing.
+    #[prost(uint64, tag = "8")]
+    pub preference_ver: u64,
 }
 
 impl RangeDescriptor {
+    /// The voter that should lead: the one on `preferred_node`, else
+    /// `voters[range_id % voters.len()]` (so ranges on the same nodes spread their
+    /// leaders evenly with no choice made at all). `None` without voters.
+    pub fn preferred_voter(&self) -> Option<Replica> {
+        // Only a voter can lead (a learner never campaigns).
+        let voters = crate::quorum::Voters::of(self);
+        let eligible: Vec<Replica> = self.replicas.iter().copied().filter(|r| voters.contains(r.replica_id)).collect();
+        if let Some(chosen) = eligible.iter().find(|r| self.preferred_node != 0 && r.node_id == self.preferred_node) {
+            return Some(*chosen);
+        }
+        eligible.get((self.range_id % eligible.len().max(1) as u64) as usize).copied()
+    }
+
     /// True when `key` lies in `[start, end)`.
     pub fn contains(&self, key: &[u8]) -> bool {
         key >= self.start.as_slice() && (self.end.is_empty() || key < self.end.as_slice())
@@ -116,6 +139,11 @@ impl RangeDescriptor {
     /// The replica this range has on `node_id`, if any.
     pub fn replica_on(&self, node_id: u64) -> Option<Replica> {
         self.replicas.iter().copied().find(|r| r.node_id == node_id)
+    }
+
+    /// The voter this range has on `node_id`, if any (a replica that counts in a quorum).
+    pub fn voter_on(&self, node_id: u64) -> Option<Replica> {
+        self.replica_on(node_id).filter(|r| crate::quorum::Voters::of(self).contains(r.replica_id))
     }
 
     /// The replica with Raft id `replica_id`, if any.
@@ -210,6 +238,17 @@ pub struct RaftCommand {
     /// change leads to.
     #[prost(message, optional, tag = "7")]
     pub change: Option<MembershipChange>,
+    /// An admin command: make this node's voter the range's preferred leader.
+    #[prost(message, optional, tag = "8")]
+    pub prefer: Option<PreferLeader>,
+}
+
+/// Placement's choice of the node that should lead a range (`operation/balance.rs`
+/// applies it; the leader then hands leadership there once that voter is caught up).
+#[derive(Clone, Copy, PartialEq, Eq, Message)]
+pub struct PreferLeader {
+    #[prost(uint64, tag = "1")]
+    pub node_id: u64,
 }
 
 /// What one Raft configuration change does to the range's descriptor: its replicas
@@ -282,10 +321,11 @@ pub struct MetaEntry {
 
 impl MetaEntry {
     /// The order in which meta records replace each other: a newer shape (split,
-    /// membership change), then a later term.
-    pub fn freshness(&self) -> (u64, u64, u64) {
+    /// membership change), then a newer leader preference, then a later term.
+    pub fn freshness(&self) -> (u64, u64, u64, u64) {
         let e = self.descriptor.as_ref().map(|d| d.epoch()).unwrap_or_default();
-        (e.version, e.conf_ver, self.term)
+        let preference = self.descriptor.as_ref().map_or(0, |d| d.preference_ver);
+        (e.version, e.conf_ver, preference, self.term)
     }
 }
 

@@ -722,7 +722,7 @@ mod tests {
                 conf_ver: 3,
             }),
             replicas: vec![Replica::voter(1, 71)],
-            next_replica_id: 0,
+            ..Default::default()
         }
     }
 

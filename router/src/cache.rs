@@ -122,7 +122,7 @@ mod tests {
             end: end.into(),
             epoch: Some(Epoch { version, conf_ver: 1 }),
             replicas: Vec::new(),
-            next_replica_id: 0,
+            ..Default::default()
         }
     }
 

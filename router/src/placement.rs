@@ -30,11 +30,18 @@
 //! and has a snapshot slot free (`limits.snapshots_per_node`); among those, first to a
 //! zone the range's other replicas are not in (locality label `zone`), then to the node
 //! with the fewest replicas, then the lowest id (so the plan is deterministic).
+//!
+//! Where each range's leader should be is decided beside it, by [`plan_leaders`]
+//! (`placement/leaders.rs`).
+
+mod leaders;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use flotilla_raftstore::metapb::{RangeDescriptor, ReplicaRole};
 use flotilla_raftstore::quorum::Voters;
+
+pub use leaders::{plan_leaders, LeaderMove, LeaderReason};
 
 /// What the cluster knows of a node's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,7 +307,7 @@ mod tests {
             end: vec![id as u8 + 1],
             epoch: Some(Epoch { version: 1, conf_ver: 1 }),
             replicas: on.iter().map(|n| Replica::voter(*n, id * 100 + n)).collect(),
-            next_replica_id: 0,
+            ..Default::default()
         }
     }
 

@@ -32,6 +32,7 @@ pub fn request_to_proto(req: Request) -> proto::RangeRequest {
         Command::ChangeReplicas { add, remove } => {
             C::ChangeReplicas(proto::ChangeReplicasRequest { range_id: req.range_id, add, remove })
         }
+        Command::PreferLeader { node_id } => C::PreferLeader(node_id),
     };
     proto::RangeRequest { range_id: req.range_id, epoch: Some(req.epoch), command: Some(command) }
 }
@@ -62,6 +63,7 @@ pub fn request_from_proto(req: proto::RangeRequest) -> Option<Request> {
         C::SplitKey(split_key) => Command::Split { split_key },
         C::UpdateMeta(m) => Command::UpdateMeta { entries: m.entries },
         C::ChangeReplicas(c) => Command::ChangeReplicas { add: c.add, remove: c.remove },
+        C::PreferLeader(node_id) => Command::PreferLeader { node_id },
     };
     Some(Request { range_id: req.range_id, epoch: req.epoch.unwrap_or_default(), command })
 }

@@ -127,6 +127,7 @@ fn placement_metrics(registry: &mut Registry, state: &State) {
     set_gauge(registry, "replica_moves_in_flight", "Membership changes placement has under way", p.moves_in_flight.load(Relaxed));
     set_gauge(registry, "replica_moves_done", "Membership changes placement finished", p.moves_done.load(Relaxed));
     set_gauge(registry, "replica_moves_failed", "Membership changes placement started that failed", p.moves_failed.load(Relaxed));
+    set_gauge(registry, "leader_moves_done", "Preferred leaders placement recorded", p.leader_moves_done.load(Relaxed));
     let receiving = 2u64.saturating_sub(state.snapshot_slots.available_permits() as u64);
     set_gauge(registry, "snapshots_receiving", "Snapshots this node is receiving now", receiving);
 }
@@ -236,12 +237,13 @@ fn status_placement(page: &mut String, state: &State) {
     if p.active.load(Relaxed) {
         let _ = writeln!(
             page,
-            "placement runs here: {} ranges under-replicated, {} unavailable, {} moves in flight, {} done, {} failed",
+            "placement runs here: {} ranges under-replicated, {} unavailable, {} moves in flight, {} done, {} failed; {} leaders moved",
             p.under_replicated.load(Relaxed),
             p.unavailable.load(Relaxed),
             p.moves_in_flight.load(Relaxed),
             p.moves_done.load(Relaxed),
-            p.moves_failed.load(Relaxed)
+            p.moves_failed.load(Relaxed),
+            p.leader_moves_done.load(Relaxed)
         );
     }
 }

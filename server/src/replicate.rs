@@ -17,6 +17,12 @@
 //! has the descriptor the plan saw. Ranges with a change under way are left out of later
 //! plans until it ends, and count against the snapshot slots of the node they add to.
 //! A decommissioning node that no range lists any more is marked decommissioned.
+//!
+//! **Leaders.** Each round also asks [`flotilla_router::placement::plan_leaders`] where
+//! leaders should be, and records each changed choice with a `PreferLeader` command on
+//! the range (at most [`MAX_LEADER_MOVES`] a round, awaited before the next round, so a
+//! round never plans from choices it has not seen land). The range's leader then hands
+//! leadership over itself, once the new preferred voter is caught up.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,7 +31,7 @@ use std::time::Duration;
 
 use flotilla_raftstore::keyspace::{META_PREFIX, META_RANGE_ID};
 use flotilla_raftstore::{Command, MetaEntry, RangeDescriptor, Response};
-use flotilla_router::placement::{plan, Change, ClusterState, Limits, NodeState};
+use flotilla_router::placement::{plan, plan_leaders, Change, ClusterState, LeaderMove, Limits, NodeState};
 use parking_lot::Mutex;
 use prost::Message as _;
 
@@ -39,6 +45,10 @@ pub const ROUND: Duration = Duration::from_secs(1);
 const MAX_IN_FLIGHT: usize = 4;
 /// How long one change may take (a large range's snapshot at a throttled rate).
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(1800);
+/// Leader preferences changed in one round.
+pub const MAX_LEADER_MOVES: usize = 16;
+/// How long recording one preference may take.
+const PREFER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the loop reports (for `/metrics`, `/status` and `flotilla nodes`).
 #[derive(Default)]
@@ -50,6 +60,8 @@ pub struct PlacementMetrics {
     pub moves_in_flight: AtomicU64,
     pub moves_done: AtomicU64,
     pub moves_failed: AtomicU64,
+    /// Leader preferences recorded (`PreferLeader` commands applied).
+    pub leader_moves_done: AtomicU64,
     pub rounds: AtomicU64,
 }
 
@@ -141,6 +153,7 @@ async fn round(state: &Arc<State>, running: &Arc<Running>, in_flight: &Arc<InFli
     };
     let limits = Limits { max_changes: MAX_IN_FLIGHT.saturating_sub(busy.len()), ..Limits::default() };
     let decided = plan(&cluster, limits);
+    let leader_moves = plan_leaders(&cluster, MAX_LEADER_MOVES);
     let m = &state.placement;
     m.under_replicated.store(decided.under_replicated as u64, Ordering::Relaxed);
     m.unavailable.store(decided.unavailable as u64, Ordering::Relaxed);
@@ -171,7 +184,34 @@ async fn round(state: &Arc<State>, running: &Arc<Running>, in_flight: &Arc<InFli
             m.moves_in_flight.store(in_flight.0.lock().len() as u64, Ordering::Relaxed);
         });
     }
+    prefer_leaders(state, running, &ranges, leader_moves).await;
     Ok(())
+}
+
+/// Records each leader move as the range's preferred leader, all at once, and waits for
+/// them (a failure is logged and planned again next round).
+async fn prefer_leaders(state: &State, running: &Arc<Running>, ranges: &[RangeDescriptor], moves: Vec<LeaderMove>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for m in moves {
+        let Some(start) = ranges.iter().find(|d| d.range_id == m.range_id).map(|d| d.start.clone()) else { continue };
+        let running = running.clone();
+        tasks.spawn(async move {
+            let cmd = Command::PreferLeader { node_id: m.to };
+            let outcome = tokio::time::timeout(PREFER_TIMEOUT, running.db.router().execute(&start, cmd)).await;
+            (m, outcome)
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let Ok((m, outcome)) = joined else { continue };
+        match outcome {
+            Ok(Ok(_)) => {
+                state.placement.leader_moves_done.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(range = m.range_id, from = m.from, to = m.to, reason = ?m.reason, "placement: preferred leader moved");
+            }
+            Ok(Err(e)) => tracing::debug!(range = m.range_id, to = m.to, error = %e, "placement: could not move the preferred leader"),
+            Err(_) => tracing::debug!(range = m.range_id, to = m.to, "placement: moving the preferred leader timed out"),
+        }
+    }
 }
 
 /// Makes one change, if the range's leader still has the shape it was planned from;

@@ -607,7 +607,7 @@ impl Cluster {
         for store in self.stores.values().flatten() {
             for st in store.status() {
                 let d = st.descriptor;
-                let shape = |d: &RangeDescriptor| (d.epoch().version, d.epoch().conf_ver);
+                let shape = |d: &RangeDescriptor| (d.epoch().version, d.epoch().conf_ver, d.preference_ver);
                 match newest.get(&d.range_id) {
                     Some(old) if shape(old) >= shape(&d) => {}
                     _ => {

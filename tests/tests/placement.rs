@@ -2,13 +2,17 @@
 //! rules (`flotilla_router::placement::plan`) driving real membership changes round by
 //! round, as the server's placement loop does — a dead node's replicas replaced, a new
 //! node given its share, a decommissioned node emptied, a range without a quorum left
-//! alone — and the data checked on every replica afterwards.
+//! alone — and the data checked on every replica afterwards. The leader rules
+//! (`plan_leaders`) record preferred leaders with `PreferLeader`, and the ranges' leaders
+//! follow them.
 
 use std::collections::BTreeMap;
 
 use flotilla_raftstore::keyspace::{initial_ranges_placed, user_key};
 use flotilla_raftstore::metapb::ReplicaRole;
-use flotilla_router::placement::{plan, Change, ClusterState, Limits, Liveness, NodeState};
+use flotilla_raftstore::{Command, Error, Response};
+use flotilla_router::placement::{plan, plan_leaders, Change, ClusterState, Limits, Liveness, NodeState};
+use flotilla_tests::CallError;
 use flotilla_tests::{harness_config, Cluster};
 
 const FACTOR: usize = 3;
@@ -170,4 +174,92 @@ fn a_range_without_a_quorum_is_left_alone_until_one_returns() {
     let allowed: Vec<u64> = c.node_ids().into_iter().filter(|n| *n != gone[1]).collect();
     assert_placed(&c, &allowed);
     check(&mut c, &pairs);
+}
+
+/// Records leader preferences as the placement loop would until its plan is empty;
+/// returns how many were recorded.
+fn prefer(c: &mut Cluster) -> usize {
+    let mut made = 0;
+    for _ in 0..50 {
+        let moves = plan_leaders(&state(c, &[], &[]), 16);
+        if moves.is_empty() {
+            return made;
+        }
+        for m in moves {
+            match c.call(m.range_id, Command::PreferLeader { node_id: m.to }, 600) {
+                Ok(Response::Replicas(d)) => assert_eq!(d.preferred_node, m.to),
+                other => panic!("{m:?}: {other:?}"),
+            }
+            made += 1;
+        }
+    }
+    panic!("leader placement did not settle");
+}
+
+/// Ticks until every range is led from its preferred voter; returns leaders per node.
+fn wait_leaders_preferred(c: &mut Cluster) -> BTreeMap<u64, usize> {
+    let off = |c: &Cluster| -> Vec<(u64, Option<u64>, u64)> {
+        c.current_ranges()
+            .iter()
+            .map(|d| (d.range_id, c.leader_of(d.range_id), d.preferred_voter().unwrap().node_id))
+            .filter(|(_, leader, preferred)| *leader != Some(*preferred))
+            .collect()
+    };
+    for _ in 0..3000 {
+        if off(c).is_empty() {
+            break;
+        }
+        c.tick();
+    }
+    assert_eq!(off(c), vec![], "ranges not led from their preferred voter: (range, leader, preferred)");
+    let mut leaders: BTreeMap<u64, usize> = c.node_ids().into_iter().map(|n| (n, 0)).collect();
+    for d in c.current_ranges() {
+        *leaders.entry(c.leader_of(d.range_id).unwrap()).or_default() += 1;
+    }
+    leaders
+}
+
+#[test]
+fn leaders_follow_the_preferences_placement_records() {
+    let mut c = cluster(11, 4);
+    let pairs = write(&mut c, 30);
+    let sixth = c.add_node();
+    place(&mut c, &[], &[]);
+    assert!(prefer(&mut c) > 0, "the fallback rule alone left leaders unbalanced after replicas moved");
+    let leaders = wait_leaders_preferred(&mut c);
+    assert!(leaders[&sixth] >= 1, "the new node leads nothing: {leaders:?}");
+    // The rule: no range's leader node leads two more ranges than another voter's node.
+    for d in c.current_ranges() {
+        let l = c.leader_of(d.range_id).unwrap();
+        for r in &d.replicas {
+            assert!(leaders[&l] < leaders[&r.node_id] + 2, "range {} could move from {l} to {}: {leaders:?}", d.range_id, r.node_id);
+        }
+    }
+
+    // A split's right half inherits the preference, and its leader stays.
+    let target = c.current_ranges().into_iter().find(|d| d.range_id != 1 && d.preferred_node != 0).expect("a chosen range");
+    let mut key = target.start.clone();
+    key.extend([0, 1]);
+    let (left, right) = c.split(&key).expect("split");
+    assert_eq!((left.preferred_node, right.preferred_node), (target.preferred_node, target.preferred_node));
+    wait_leaders_preferred(&mut c);
+
+    // The preferred node restarts: another voter leads meanwhile, and it takes the range back.
+    let chosen = target.preferred_node;
+    c.stop(chosen);
+    let other = c.wait_leader_except(left.range_id, Some(chosen), 600).expect("a leader while the preferred node is down");
+    assert_ne!(other, chosen);
+    c.start(chosen);
+    wait_leaders_preferred(&mut c);
+    check(&mut c, &pairs);
+
+    // A preference for a node without a voter is refused and changes nothing.
+    let outsider = c.node_ids().into_iter().find(|n| left.replica_on(*n).is_none()).expect("a node without the range");
+    match c.call(left.range_id, Command::PreferLeader { node_id: outsider }, 600) {
+        Err(CallError::Store(e @ Error::InvalidMembership { .. })) => {
+            assert!(e.to_string().contains(&format!("node {outsider} holds no voter")), "{e}")
+        }
+        other => panic!("a preference for node {outsider} without a voter: {other:?}"),
+    }
+    assert_eq!(c.descriptor(left.range_id).unwrap().preferred_node, chosen);
 }

@@ -118,6 +118,9 @@ impl Peer {
         if let Some(split) = &cmd.split {
             return Ok(self.apply_split(split, wb, ctx));
         }
+        if let Some(prefer) = cmd.prefer {
+            return Ok(self.apply_prefer_leader(prefer.node_id, wb, ctx));
+        }
         let engine = self.raw.store().engine().clone();
         let written = execute(cmd, &engine, wb, ctx)?;
         if let Ok((_, bytes)) = &written {

@@ -2,17 +2,23 @@
 //! preferred replica hands leadership to it (raft-rs leader transfer) once that replica is
 //! alive and fully caught up.
 //!
-//! The preferred replica of range `r` is `replicas[r % replicas.len()]`, so with ranges
-//! on the same nodes each node is preferred for about 1/N of them. The rule is local and
-//! deterministic: no node needs a global view, two leaders never contend for a range, and
-//! after a node restarts and catches up its ranges move back to it. A preferred replica
-//! that was not heard from within two heartbeats, or is behind, is left alone, and after
-//! each attempt a range waits four intervals, so a preferred replica that keeps failing
-//! costs at most an occasional transfer window (raft-rs pauses proposals during one).
-//! A replica on a node that announced it is draining (`drain.rs`) is never handed
-//! leadership: it would refuse, and the refused transfer would pause the range.
-//! (Placement by the meta range's leaseholder, as design.md sketches, can replace the
-//! rule later without changing the mechanism.)
+//! Which replica is preferred is written in the range's descriptor: the placement loop
+//! (`flotilla_router::placement::leaders`, on the meta range's leaseholder) chooses the
+//! node and proposes [`Command::PreferLeader`](crate::Command::PreferLeader), a replicated
+//! admin command applied here, so every replica agrees, the choice survives restarts and
+//! leader changes, and both halves of a split inherit it. Without a choice (a new
+//! cluster, or the chosen node no longer holds a voter) the preferred voter is
+//! `voters[range_id % voters.len()]`, which spreads leaders evenly over ranges on the
+//! same nodes with nothing decided at all.
+//!
+//! The mechanism stays local: no node needs a global view to act, two leaders never
+//! contend for a range, and after a node restarts and catches up its ranges move back to
+//! it. A preferred replica that was not heard from within two heartbeats, or is behind,
+//! is left alone, and after each attempt a range waits four intervals, so a preferred
+//! replica that keeps failing costs at most an occasional transfer window (raft-rs
+//! pauses proposals during one). A replica on a node that announced it is draining
+//! (`drain.rs`) is never handed leadership: it would refuse, and the refused transfer
+//! would pause the range.
 
 use std::collections::BTreeSet;
 
@@ -22,13 +28,7 @@ use crate::store::Store;
 impl Peer {
     /// The replica that should lead this range when it is healthy.
     pub fn preferred_leader(&self) -> Option<crate::metapb::Replica> {
-        // Only a voter can lead (a learner never campaigns).
-        let voters = crate::quorum::Voters::of(self.descriptor());
-        let replicas: Vec<_> = self.descriptor().replicas.iter().filter(|r| voters.contains(r.replica_id)).collect();
-        if replicas.is_empty() {
-            return None;
-        }
-        Some(*replicas[(self.range_id % replicas.len() as u64) as usize])
+        self.descriptor().preferred_voter()
     }
 
     /// On a leader: transfer leadership to the preferred replica if it was heard from
@@ -82,5 +82,36 @@ impl Store {
                 touched.insert(*id);
             }
         }
+    }
+}
+
+impl Peer {
+    /// Applies a `PreferLeader` command: records `node_id` as the preferred leader (a
+    /// no-op when it already is). Refused, the same way on every replica, when the node
+    /// holds no voter of the range. A leader publishes the descriptor to the meta range
+    /// either way, so a record that missed an earlier preference is brought up to date.
+    pub(crate) fn apply_prefer_leader(
+        &mut self,
+        node_id: u64,
+        wb: &mut flotilla_engine::WriteBatch,
+        ctx: &mut super::apply::ApplyContext,
+    ) -> crate::Result<crate::Response> {
+        let desc = self.descriptor().clone();
+        if desc.voter_on(node_id).is_none() {
+            return Err(crate::Error::not_a_voter(&desc, node_id));
+        }
+        let new = if desc.preferred_node == node_id {
+            desc
+        } else {
+            let new = crate::metapb::RangeDescriptor { preferred_node: node_id, preference_ver: desc.preference_ver + 1, ..desc };
+            self.raw.mut_store().set_descriptor(new.clone(), wb);
+            tracing::debug!(range = self.range_id, node = node_id, "preferred leader recorded");
+            new
+        };
+        if self.is_leader() && self.range_id != crate::keyspace::META_RANGE_ID {
+            let leader = new.replica_on(self.node_id);
+            ctx.meta.push(crate::metapb::MetaEntry { descriptor: Some(new.clone()), leader, term: self.term() });
+        }
+        Ok(crate::Response::Replicas(new))
     }
 }

@@ -157,6 +157,10 @@ pub(crate) fn check_request(req: &Request, desc: &RangeDescriptor, cfg: &StoreCo
             Ok(())
         }
         Command::ChangeReplicas { .. } => Ok(()),
+        Command::PreferLeader { node_id } => match desc.voter_on(*node_id) {
+            Some(_) => Ok(()),
+            None => Err(Error::not_a_voter(desc, *node_id)),
+        },
         Command::UpdateMeta { entries } => {
             if req.range_id != crate::keyspace::META_RANGE_ID {
                 return Err(Error::InvalidRequest("meta updates go to the meta range".into()));
@@ -219,6 +223,10 @@ fn to_raft_command(req: &Request) -> Option<RaftCommand> {
         }
         Command::UpdateMeta { entries } => {
             return Some(RaftCommand { meta_update: entries.clone(), ..base(req) });
+        }
+        Command::PreferLeader { node_id } => {
+            let prefer = crate::metapb::PreferLeader { node_id: *node_id };
+            return Some(RaftCommand { prefer: Some(prefer), ..base(req) });
         }
         Command::Get { .. } | Command::Scan { .. } | Command::ChangeReplicas { .. } => return None,
     };

@@ -87,6 +87,9 @@ impl Peer {
             epoch: Some(epoch),
             replicas: desc.replicas.clone(),
             next_replica_id: desc.next_replica_id,
+            // The right half is led where the parent was meant to be.
+            preferred_node: desc.preferred_node,
+            preference_ver: desc.preference_ver,
         };
         let left = RangeDescriptor { end: key.clone(), epoch: Some(epoch), ..desc };
         self.raw.mut_store().set_descriptor(left.clone(), wb);
