@@ -7,7 +7,8 @@
 #      then until the factor is restored (the snapshots and the rest), and the moves made;
 #   2. foreground puts (16 clients) on the 4 survivors with nothing moving (the baseline),
 #      then while node 4 is decommissioned (the window starts with the decommission), then
-#      while a new node 6 joins and is given its share (rebalancing).
+#      while a new node 6 joins and is given its share of replicas and leaders
+#      (rebalancing).
 # Each load row: throughput, p99 and the server CPU time per put summed over the nodes.
 #
 #   RANGES=10 MIB=1024 scripts/bench-placement.sh
@@ -106,8 +107,10 @@ kill -TERM "${pids[4]}"; wait "${pids[4]}" 2>/dev/null || true; pids[4]=0
 # 3. Rebalancing onto a new node under load.
 start_node 6 "$ep"
 tj="$(now)"
-( while :; do
-    r="$(nodes_field "import json,sys; v=json.load(sys.stdin); c=[x['replicas'] for x in v['nodes'] if x['liveness']=='live']; m=[x['replicas'] for x in v['nodes'] if x['node_id']==6]; print(1 if m and len(c)==4 and max(c)-min(c)<=3 and m[0]>0 else 0)")"
+# Its share: replica counts of the live nodes within 3, and node 6 leading ranges too
+# (placement records preferred leaders). Given up after 20 minutes.
+( for _ in $(seq 1 2400); do
+    r="$(nodes_field "import json,sys; v=json.load(sys.stdin); c=[x['replicas'] for x in v['nodes'] if x['liveness']=='live']; m=[(x['replicas'], x['leaders']) for x in v['nodes'] if x['node_id']==6]; print(1 if m and len(c)==4 and max(c)-min(c)<=3 and m[0][0]>0 and m[0][1]>0 else 0)")"
     [ "$r" = 1 ] && break; sleep 0.5
   done; now >"$root/joined" ) &
 watcher=$!

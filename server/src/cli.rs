@@ -737,11 +737,11 @@ async fn ranges(r: &Remote, out: &mut Out) -> Outcome {
 }
 
 fn ranges_text(ranges: &[RangeInfo]) -> String {
-    let row = |cols: [&str; 7]| {
-        let [range, start, end, leader, lease, size, replicas] = cols;
-        format!("{range:>16}  {start:<20} {end:<20} {leader:>6} {lease:>5} {size:>10}  {replicas}\n")
+    let row = |cols: [&str; 8]| {
+        let [range, start, end, leader, prefer, lease, size, replicas] = cols;
+        format!("{range:>16}  {start:<20} {end:<20} {leader:>6} {prefer:>6} {lease:>5} {size:>10}  {replicas}\n")
     };
-    let mut t = row(["range", "start", "end", "leader", "lease", "size", "replicas"]);
+    let mut t = row(["range", "start", "end", "leader", "prefer", "lease", "size", "replicas"]);
     for info in ranges {
         let Some(d) = &info.descriptor else { continue };
         let known = info.leader_node != 0;
@@ -755,7 +755,8 @@ fn ranges_text(ranges: &[RangeInfo]) -> String {
         };
         let id = d.range_id.to_string();
         let lease = if info.lease { "yes" } else { "-" };
-        t += &row([&id, &start, &end, &leader, lease, &size, &replicas]);
+        let prefer = d.preferred_voter().map_or("-".to_string(), |r| r.node_id.to_string());
+        t += &row([&id, &start, &end, &leader, &prefer, lease, &size, &replicas]);
     }
     t
 }
@@ -778,6 +779,8 @@ pub fn range_json(d: &RangeDescriptor) -> Value {
         "end": bound(&d.end),
         "epoch": {"version": epoch.version, "conf_ver": epoch.conf_ver},
         "replicas": replicas,
+        "preferred_leader": d.preferred_voter().map(|r| r.node_id),
+        "preferred_node_chosen": d.preferred_node != 0,
     })
 }
 

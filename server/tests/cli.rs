@@ -226,6 +226,11 @@ async fn json_output_parses_for_every_command() {
     let right = ranges.iter().find(|r| r["range_id"] == split["right"]["range_id"]).expect("the right half");
     assert_eq!((right["start"].clone(), right["end"].clone()), (Value::from("m"), split["right"]["end"].clone()));
     assert_eq!(ranges.iter().filter(|r| r["end"].is_null()).count(), 1, "one range ends unbounded: {ranges:?}");
+    for r in ranges {
+        // Each range names the node that should lead it, one of its voters.
+        let nodes: Vec<&Value> = r["replicas"].as_array().expect("replicas").iter().map(|x| &x["node_id"]).collect();
+        assert!(nodes.contains(&&r["preferred_leader"]), "preferred leader outside the replicas: {r}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -124,8 +124,12 @@ mod placement {
         poll_until("the sixth node to get its share", SETTLE, || async {
             let counts = replica_counts(&client, &live).await?;
             let (min, max) = (counts.values().map(|c| c.0).min().unwrap_or(0), counts.values().map(|c| c.0).max().unwrap_or(0));
+            let leaders = || counts.values().map(|c| c.1);
+            let leader_spread = leaders().max().unwrap_or(0) - leaders().min().unwrap_or(0);
             let mine = counts.get(&sixth).copied().unwrap_or_default();
-            if mine.0 >= 2 && mine.1 >= 1 && max - min <= 3 {
+            // Leaders are placed too (placement records preferred leaders): the new node
+            // leads its share, and no node leads more than two ranges above another.
+            if mine.0 >= 2 && mine.1 >= 1 && max - min <= 3 && leader_spread <= 2 {
                 Ok(())
             } else {
                 Err(format!("replicas, leaders per node: {counts:?}"))
