@@ -45,8 +45,14 @@ pub struct StoreConfig {
     /// (0: never split automatically). Checked on leaders every `split_check_ticks`
     /// once their applied writes add up to an eighth of it.
     pub split_size: u64,
-    /// Ticks between looks for ranges due a size check.
+    /// Ticks between looks for ranges due a size check (and hot ranges due a load split).
     pub split_check_ticks: u64,
+    /// A range whose leader accepts at least this many requests a second for
+    /// `load_split_hot_secs` seconds in a row is split where its load divides in two
+    /// (0: never split by load). See `operation/load_split.rs`.
+    pub load_split_qps: u64,
+    /// How many consecutive one-second windows a range must stay hot before a load split.
+    pub load_split_hot_secs: u64,
     /// A node sends every node it shares a range with at least one message (its coalesced
     /// heartbeat batch, empty if need be) this often.
     pub liveness_interval_ticks: u64,
@@ -91,6 +97,8 @@ impl Default for StoreConfig {
             max_batch_messages: 4096,
             balance_interval_ticks: 10,
             split_size: 64 << 20,
+            load_split_qps: 2500,
+            load_split_hot_secs: 5,
             split_check_ticks: 10,
             liveness_interval_ticks: 2,
             liveness_timeout_ticks: 10,

@@ -101,7 +101,7 @@ pub fn is_meta_key(key: &[u8]) -> bool {
 }
 
 /// The ranges of a new cluster: the meta range, then `user_ranges` ranges covering the
-/// user span, split evenly over the first two bytes of user keys, each replicated on
+/// user span, split evenly ([`even_split_point`]), each replicated on
 /// nodes `1..=nodes` (replica id = `range_id * 100 + node_id`).
 pub fn initial_ranges(user_ranges: u64, nodes: u64) -> Vec<RangeDescriptor> {
     let replicas = |range_id: u64| -> Vec<Replica> {
@@ -141,8 +141,34 @@ pub fn initial_ranges_placed(user_ranges: u64, node_ids: &[u64], factor: usize) 
     initial_ranges_with(user_ranges, replicas)
 }
 
+/// The most user ranges a cluster may start with (`init --initial-ranges`); more is
+/// refused ([`check_initial_ranges`]). A cluster with more ranges gets them by splitting.
+pub const MAX_INITIAL_RANGES: u64 = 1 << 20;
+
+/// Refuses a count of initial ranges outside `1..=MAX_INITIAL_RANGES`, saying what to do.
+pub fn check_initial_ranges(count: u64) -> Result<(), String> {
+    if (1..=MAX_INITIAL_RANGES).contains(&count) {
+        return Ok(());
+    }
+    Err(format!(
+        "--initial-ranges {count} is out of range: give 1..={MAX_INITIAL_RANGES} (ranges split by themselves as they grow)"
+    ))
+}
+
+/// Split point `j` (`0 < j < count`) of `count` even ranges over the binary key space: the
+/// first two key bytes while 65,536 ranges or fewer (the layout clusters have always had),
+/// the first four above, so that every count up to [`MAX_INITIAL_RANGES`] splits evenly.
+pub fn even_split_point(j: u64, count: u64) -> Vec<u8> {
+    if count <= 1 << 16 {
+        ((j << 16) / count).min(u16::MAX as u64).to_be_bytes()[6..].to_vec()
+    } else {
+        ((j << 32) / count).min(u32::MAX as u64).to_be_bytes()[4..].to_vec()
+    }
+}
+
 fn initial_ranges_with(user_ranges: u64, replicas: impl Fn(u64) -> Vec<Replica>) -> Vec<RangeDescriptor> {
-    let count = user_ranges.clamp(1, 65_536);
+    // (Callers check the count first; the clamp only keeps this total.)
+    let count = user_ranges.clamp(1, MAX_INITIAL_RANGES);
     let epoch = Some(Epoch { version: 1, conf_ver: 1 });
     let mut out = vec![RangeDescriptor {
         range_id: META_RANGE_ID,
@@ -156,7 +182,7 @@ fn initial_ranges_with(user_ranges: u64, replicas: impl Fn(u64) -> Vec<Replica>)
         match j {
             0 => vec![USER_PREFIX],
             j if j == count => Vec::new(),
-            j => user_key(&((j * 65_536 / count) as u16).to_be_bytes()),
+            j => user_key(&even_split_point(j, count)),
         }
     };
     for i in 0..count {
@@ -225,5 +251,25 @@ mod tests {
         assert!(ranges.last().unwrap().end.is_empty());
         assert!(is_meta_key(&meta_key(&user_key(b"x"))) && !is_meta_key(&user_key(b"")));
         assert_eq!(decode_user_key(&user_key(b"k")), Some(b"k".as_slice()));
+    }
+
+    #[test]
+    fn a_hundred_thousand_ranges_tile_the_key_space_and_too_many_are_refused() {
+        for count in [65_536, 65_537, 100_000, MAX_INITIAL_RANGES] {
+            let ranges = initial_ranges_placed(count, &[1, 2, 3], 3);
+            assert_eq!(ranges.len() as u64, count + 1, "the meta range and {count} user ranges");
+            for w in ranges.windows(2) {
+                assert_eq!(w[0].end, w[1].start);
+                assert!(w[1].end.is_empty() || w[1].start < w[1].end, "empty range {:?}", w[1]);
+            }
+            assert!(ranges.last().unwrap().end.is_empty());
+        }
+        // Up to 65,536 the bounds are the two-byte ones clusters have always had.
+        assert_eq!(initial_ranges(4, 1)[2].start, user_key(&[0x40, 0x00]));
+        assert_eq!(even_split_point(1, 100_000).len(), 4);
+        assert!(check_initial_ranges(100_000).is_ok());
+        let err = check_initial_ranges(MAX_INITIAL_RANGES + 1).unwrap_err();
+        assert!(err.contains("--initial-ranges 1048577 is out of range") && err.contains("1..=1048576"), "{err}");
+        assert!(check_initial_ranges(0).is_err());
     }
 }

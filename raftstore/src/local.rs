@@ -20,19 +20,19 @@ use crate::node::{MetaSink, Node, StoreMsg};
 use crate::store::Store;
 use crate::transport::LocalTransport;
 
-/// `count` ranges covering the whole key space, split evenly over the first two key bytes,
+/// `count` ranges covering the whole key space, split evenly (`keyspace::even_split_point`),
 /// with no meta range (for tests of the store alone; a cluster uses
 /// [`keyspace::initial_ranges`](crate::keyspace::initial_ranges)),
 /// each replicated on nodes `1..=nodes` (replica id = `range_id * 100 + node_id`).
 pub fn even_ranges(count: u64, nodes: u64) -> Vec<RangeDescriptor> {
-    let count = count.clamp(1, 65_536);
+    let count = count.clamp(1, crate::keyspace::MAX_INITIAL_RANGES);
     (0..count)
         .map(|i| {
             let bound = |j: u64| -> Vec<u8> {
                 if j == 0 || j == count {
                     Vec::new()
                 } else {
-                    ((j * 65_536 / count) as u16).to_be_bytes().to_vec()
+                    crate::keyspace::even_split_point(j, count)
                 }
             };
             let range_id = i + 1;

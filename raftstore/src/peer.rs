@@ -78,6 +78,8 @@ pub struct Peer {
     pub(crate) change_job: Option<crate::operation::ChangeJob>,
     /// Bytes of keys and values applied since the last size check (for auto-split).
     pub(crate) written_since_check: u64,
+    /// Recent request load, for splitting by load (`operation/load_split.rs`).
+    pub(crate) load: crate::operation::LoadStats,
     /// With a seed (the deterministic harness), election timeouts are drawn from it.
     election_seed: Option<u64>,
     /// The (term, role) the election timeout was last drawn for, and how many draws.
@@ -115,6 +117,7 @@ impl Peer {
             snapshots_sent: Vec::new(),
             peer_cache: std::collections::HashMap::new(),
             written_since_check: 0,
+            load: Default::default(),
             change_job: None,
             campaign_until: None,
             lease: (0, std::time::Duration::ZERO),

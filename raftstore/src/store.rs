@@ -506,6 +506,7 @@ impl Store {
         self.drain_leaders();
         if self.now.is_multiple_of(self.cfg.split_check_ticks.max(1)) {
             self.schedule_split_checks();
+            self.split_hot_ranges();
         }
         self.renew_leases();
         if self.cfg.quiesce {

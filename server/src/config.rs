@@ -66,6 +66,10 @@ pub struct StartArgs {
     /// Split a range once its keys and values exceed this many bytes. Default 64 MiB.
     #[arg(long)]
     pub split_size: Option<u64>,
+    /// Split a range whose leader serves this many requests a second for 5 seconds in a
+    /// row, at the key that halves its load. Default 2500; 0: never split by load.
+    #[arg(long)]
+    pub load_split_qps: Option<u64>,
     /// Length of a Raft tick in milliseconds (elections take 10 ticks). Default 100.
     #[arg(long)]
     pub tick_ms: Option<u64>,
@@ -123,6 +127,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     peers: Option<BTreeMap<String, String>>,
     split_size: Option<u64>,
+    load_split_qps: Option<u64>,
     tick_ms: Option<u64>,
     initial_ranges: Option<u32>,
     log_gc_threshold: Option<u64>,
@@ -202,6 +207,9 @@ impl StartArgs {
         if let Some(s) = self.split_size.or(file.split_size) {
             store.split_size = s;
         }
+        if let Some(q) = self.load_split_qps.or(file.load_split_qps) {
+            store.load_split_qps = q;
+        }
         if let Some(ms) = self.tick_ms.or(file.tick_ms) {
             if ms == 0 {
                 return Err(ServerError::Config("tick-ms must be at least 1".into()));
@@ -243,6 +251,8 @@ impl StartArgs {
         };
         let replication_factor = self.replication_factor.or(file.replication_factor).unwrap_or(DEFAULT_REPLICATION_FACTOR);
         check_replication_factor(replication_factor).map_err(ServerError::Config)?;
+        let initial_ranges = self.initial_ranges.or(file.initial_ranges).unwrap_or(1).max(1);
+        flotilla_raftstore::keyspace::check_initial_ranges(u64::from(initial_ranges)).map_err(ServerError::Config)?;
         Ok(ServerConfig {
             zone,
             dead_node_timeout,
@@ -256,7 +266,7 @@ impl StartArgs {
             join,
             data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             pinned,
-            initial_ranges: self.initial_ranges.or(file.initial_ranges).unwrap_or(1).max(1),
+            initial_ranges,
             store,
             clock_rate: self.clock_rate,
             ballast_size: self.ballast_size.or(file.ballast_size),

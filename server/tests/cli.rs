@@ -245,6 +245,14 @@ async fn init_prints_the_new_cluster_as_json() {
     let (dir, log) = (root.path().join("node1"), log_path(root.path(), "node1"));
     let mut node = NodeProc::on_ports(1, (grpc, http), dir, log, &["--join".to_string(), listen.clone()]);
     node.spawn();
+    // Too many initial ranges: refused, naming the limit, and the node stays waiting.
+    let (code, err) = poll_until("a refused init through the waiting node", READY_TIMEOUT, || {
+        let run = flotilla(&listen, &["init", "--initial-ranges", "2000000"], b"");
+        async move { if run.err.contains("out of range") { Ok((run.code, run.err)) } else { Err(run.err) } }
+    })
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--initial-ranges 2000000 is out of range: give 1..=1048576"), "{err}");
     let init = poll_until("init through the waiting node", READY_TIMEOUT, || {
         let run = flotilla(&listen, &["init", "-o", "json"], b"");
         async move { run.json_if_ok() }

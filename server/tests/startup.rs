@@ -29,6 +29,10 @@ fn bad_startup_flags_are_refused_with_what_to_do() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("--join \"\"") && err.contains("leave --join out"), "{err}");
 
+    let (code, err) = start(&[&base[..], &["--initial-ranges", "2000000"]].concat());
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--initial-ranges 2000000 is out of range"), "{err}");
+
     let (code, err) = start(&[&base[..], &["--node-id", "0"]].concat());
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("--node-id 0 is out of range") && err.contains("1..=16777215"), "{err}");

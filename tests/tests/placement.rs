@@ -236,12 +236,15 @@ fn leaders_follow_the_preferences_placement_records() {
         }
     }
 
-    // A split's right half inherits the preference, and its leader stays.
+    // A split's left half keeps its preference; the right half, a new range, starts
+    // from the fallback rule until placement chooses for it.
     let target = c.current_ranges().into_iter().find(|d| d.range_id != 1 && d.preferred_node != 0).expect("a chosen range");
     let mut key = target.start.clone();
     key.extend([0, 1]);
     let (left, right) = c.split(&key).expect("split");
-    assert_eq!((left.preferred_node, right.preferred_node), (target.preferred_node, target.preferred_node));
+    assert_eq!((left.preferred_node, right.preferred_node), (target.preferred_node, 0));
+    wait_leaders_preferred(&mut c);
+    prefer(&mut c);
     wait_leaders_preferred(&mut c);
 
     // The preferred node restarts: another voter leads meanwhile, and it takes the range back.

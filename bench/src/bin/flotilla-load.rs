@@ -1,4 +1,5 @@
-//! `flotilla-load`: a closed-loop load generator for a running Flotilla cluster.
+//! `flotilla-load`: a closed-loop load generator for a running Flotilla cluster, or for
+//! etcd with the same load (`--backend etcd`: the baseline of `scripts/bench-vs-etcd.sh`).
 //!
 //! What it measures: the throughput (operations per second, total and per kind) and the
 //! latency distribution (p50, p99, p99.9, max, mean) of gets and puts sent over gRPC,
@@ -32,14 +33,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use flotilla_server::client::Client;
-use flotilla_server::proto::GetRequest;
 use tokio::sync::watch;
 
 use load::args::{Args, Distribution};
+use load::conn::{self, Conn};
 use load::keys::{Chooser, KeySpace};
 use load::report::{Preloaded, Report};
-use load::stats::Stats;
+use load::stats::{Outcome, Stats};
 use load::worker::{Plan, Worker};
 
 /// How long to wait for every endpoint to answer a first get before giving up.
@@ -74,14 +74,15 @@ fn fail(e: String) -> ExitCode {
 type StopTime = Arc<OnceLock<Instant>>;
 
 async fn run(args: Args) -> Result<ExitCode, String> {
-    let keys = KeySpace::new(args.key_size, args.keys, args.distribution != Distribution::Sequential)?;
+    let hashed = args.distribution != Distribution::Sequential && !args.ascii_keys;
+    let keys = KeySpace::new(args.key_size, args.keys, hashed)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped: StopTime = Arc::default();
     tokio::spawn(watch_ctrl_c(stop_tx, stopped.clone()));
 
-    let client = Client::new(&args.endpoints)?;
-    probe(&client, &args).await?;
-    let mut workers = make_workers(&client, &args, &stop_rx)?;
+    let conns = conn::connect_all(&args).await?;
+    probe(&conns, &args).await?;
+    let mut workers = make_workers(&conns, &args, &stop_rx).await?;
     let chooser = Chooser::new(args.distribution, args.keys, args.zipf_theta);
 
     let mut preload_report = None;
@@ -119,20 +120,19 @@ async fn watch_ctrl_c(stop: watch::Sender<bool>, stopped: StopTime) {
 }
 
 /// Waits until every endpoint answers a get (the cluster may still be electing leaders).
-async fn probe(client: &Client, args: &Args) -> Result<(), String> {
+async fn probe(conns: &[Conn], args: &Args) -> Result<(), String> {
     let timeout = args.timeout().min(PROBE_FOR);
-    let handles: Vec<_> = (0..args.endpoints.len())
-        .map(|i| {
-            let mut kv = client.kv_at(i);
-            let endpoint = args.endpoints[i].clone();
+    let handles: Vec<_> = conns
+        .iter()
+        .zip(&args.endpoints)
+        .map(|(conn, endpoint)| {
+            let (mut conn, endpoint) = (conn.clone(), endpoint.clone());
             tokio::spawn(async move {
                 let deadline = Instant::now() + PROBE_FOR;
                 loop {
-                    let req = GetRequest { key: b"flotilla-load-probe".to_vec() };
-                    let err = match tokio::time::timeout(timeout, kv.get(req)).await {
-                        Ok(Ok(_)) => return Ok(()),
-                        Ok(Err(status)) => format!("{:?}: {}", status.code(), status.message()),
-                        Err(_) => "no answer".to_string(),
+                    let err = match conn.get(b"flotilla-load-probe".to_vec(), timeout).await {
+                        Outcome::Ok | Outcome::Miss => return Ok(()),
+                        Outcome::Err(code, message) => format!("{code}: {message}"),
                     };
                     if Instant::now() >= deadline {
                         return Err(format!("endpoint {endpoint} does not answer: {err}"));
@@ -149,18 +149,17 @@ async fn probe(client: &Client, args: &Args) -> Result<(), String> {
 }
 
 /// The clients, spread over the endpoints round-robin.
-fn make_workers(client: &Client, args: &Args, stop: &watch::Receiver<bool>) -> Result<Vec<Worker>, String> {
-    (0..args.clients)
-        .map(|i| {
-            let kv = if args.channel_per_client {
-                let endpoint = &args.endpoints[i % args.endpoints.len()];
-                Client::new(std::slice::from_ref(endpoint))?.kv_at(0)
-            } else {
-                client.kv_at(i)
-            };
-            Ok(Worker::new(i, kv, args, stop.clone()))
-        })
-        .collect()
+async fn make_workers(conns: &[Conn], args: &Args, stop: &watch::Receiver<bool>) -> Result<Vec<Worker>, String> {
+    let mut workers = Vec::with_capacity(args.clients);
+    for i in 0..args.clients {
+        let conn = if args.channel_per_client {
+            conn::connect(args, &args.endpoints[i % args.endpoints.len()]).await?
+        } else {
+            conns[i % conns.len()].clone()
+        };
+        workers.push(Worker::new(i, conn, args, stop.clone()));
+    }
+    Ok(workers)
 }
 
 /// Writes keys `0..count` with all the workers; hands the workers back.

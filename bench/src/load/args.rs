@@ -16,6 +16,25 @@ pub enum Distribution {
     Sequential,
 }
 
+/// Which system the load is sent to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// Flotilla's `Kv` gRPC service.
+    Flotilla,
+    /// etcd's v3 KV API (puts, and linearizable ranges for gets): the baseline the same
+    /// load is compared with (`scripts/bench-vs-etcd.sh`).
+    Etcd,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Flotilla => "flotilla",
+            Backend::Etcd => "etcd",
+        }
+    }
+}
+
 impl Distribution {
     pub fn name(self) -> &'static str {
         match self {
@@ -26,8 +45,9 @@ impl Distribution {
     }
 }
 
-/// Closed-loop load against a running Flotilla cluster: N clients, each sending one get
-/// or put at a time, with latency percentiles and throughput at the end.
+/// Closed-loop load against a running Flotilla cluster (or, for comparison, etcd): N
+/// clients, each sending one get or put at a time, with latency percentiles and
+/// throughput at the end.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "flotilla-load", version)]
 pub struct Args {
@@ -35,6 +55,9 @@ pub struct Args {
     /// round-robin; every node routes to the range leader.
     #[arg(long, value_delimiter = ',', required = true)]
     pub endpoints: Vec<String>,
+    /// The system the endpoints belong to.
+    #[arg(long, value_enum, default_value_t = Backend::Flotilla)]
+    pub backend: Backend,
     /// Concurrent clients, each with one request in flight at a time.
     #[arg(long, default_value_t = 16)]
     pub clients: usize,
@@ -60,6 +83,11 @@ pub struct Args {
     /// Which keys the operations touch.
     #[arg(long, value_enum, default_value_t = Distribution::Uniform)]
     pub distribution: Distribution,
+    /// Spell every key as its index in zero-padded decimal (ASCII, in index order), also
+    /// for uniform and zipfian: the keys then crowd into a small part of the key space, as
+    /// a user's keys do, instead of being spread by a hash prefix.
+    #[arg(long)]
+    pub ascii_keys: bool,
     /// Skew of the zipfian distribution, in (0, 1).
     #[arg(long, default_value_t = 0.99)]
     pub zipf_theta: f64,

@@ -1,6 +1,7 @@
 //! The pieces of `flotilla-load` (see `src/bin/flotilla-load.rs`).
 
 pub mod args;
+pub mod conn;
 pub mod keys;
 pub mod report;
 pub mod stats;

@@ -77,10 +77,12 @@ impl Report<'_> {
             (Some(d), None) => format!("{} s", d.as_secs()),
             (None, n) => format!("{} ops", n.unwrap_or(0)),
         };
+        let spelled = if a.ascii_keys { " (ASCII keys)" } else { "" };
         format!(
-            "{} clients ({channels}) on {}; {dist} over {} keys; key {} B, value {} B; read ratio {}; \
+            "{} clients ({channels}) on {} {}; {dist}{spelled} over {} keys; key {} B, value {} B; read ratio {}; \
              seed {}; warm-up {} s; measuring {limit}",
             a.clients,
+            a.backend.name(),
             a.endpoints.join(","),
             a.keys,
             a.key_size,
@@ -96,8 +98,10 @@ impl Report<'_> {
         let (a, s, secs) = (self.args, self.stats, self.secs);
         let endpoints: Vec<String> = a.endpoints.iter().map(|e| json_str(e)).collect();
         let mut out = format!(
-            "{{\"endpoints\":[{}],\"clients\":{},\"channel_per_client\":{},\"distribution\":\"{}\",\"zipf_theta\":{},\
+            "{{\"backend\":\"{}\",\"ascii_keys\":{},\"endpoints\":[{}],\"clients\":{},\"channel_per_client\":{},\"distribution\":\"{}\",\"zipf_theta\":{},\
              \"keys\":{},\"key_size\":{},\"value_size\":{},\"read_ratio\":{},\"seed\":{},\"warmup_secs\":{},",
+            a.backend.name(),
+            a.ascii_keys,
             endpoints.join(","),
             a.clients,
             a.channel_per_client,

@@ -5,20 +5,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flotilla_server::proto::kv_client::KvClient;
-use flotilla_server::proto::{GetRequest, PutRequest};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
-use tonic::transport::Channel;
 
 use super::args::Args;
+use super::conn::Conn;
 use super::keys::{Chooser, KeySpace};
 use super::stats::{Outcome, Stats};
-
-/// Extra time the client waits past the deadline it sends, so that the server's verdict
-/// (`Cancelled`/`DeadlineExceeded`) usually arrives before the client gives up.
-const GRACE: Duration = Duration::from_millis(500);
 
 /// What all clients share.
 pub struct Plan {
@@ -55,7 +49,7 @@ impl Plan {
 
 /// One client's state.
 pub struct Worker {
-    kv: KvClient<Channel>,
+    conn: Conn,
     rng: SmallRng,
     value: Vec<u8>,
     writes: u64,
@@ -65,12 +59,12 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Client number `id` of a run configured by `args`, sending on `kv`.
-    pub fn new(id: usize, kv: KvClient<Channel>, args: &Args, stop: watch::Receiver<bool>) -> Worker {
+    /// Client number `id` of a run configured by `args`, sending on `conn`.
+    pub fn new(id: usize, conn: Conn, args: &Args, stop: watch::Receiver<bool>) -> Worker {
         let mut rng = SmallRng::seed_from_u64(args.seed.wrapping_add(id as u64));
         let mut value = vec![0u8; args.value_size];
         rng.fill(&mut value[..]);
-        Worker { kv, rng, value, writes: 0, stop, timeout: args.timeout(), error_pause: args.error_pause() }
+        Worker { conn, rng, value, writes: 0, stop, timeout: args.timeout(), error_pause: args.error_pause() }
     }
 
     /// Runs the closed loop of `plan` until its end or a stop; returns what it measured.
@@ -155,19 +149,11 @@ impl Worker {
     }
 
     async fn op(&mut self, write: bool, key: Vec<u8>) -> Outcome {
-        let timeout = self.timeout;
         if write {
             let value = self.next_value();
-            let mut req = tonic::Request::new(PutRequest { key, value });
-            req.set_timeout(timeout);
-            outcome(tokio::time::timeout(timeout + GRACE, self.kv.put(req)).await, |_| Outcome::Ok)
+            self.conn.put(key, value, self.timeout).await
         } else {
-            let mut req = tonic::Request::new(GetRequest { key });
-            req.set_timeout(timeout);
-            let found = |r: tonic::Response<flotilla_server::proto::GetResponse>| {
-                if r.into_inner().found { Outcome::Ok } else { Outcome::Miss }
-            };
-            outcome(tokio::time::timeout(timeout + GRACE, self.kv.get(req)).await, found)
+            self.conn.get(key, self.timeout).await
         }
     }
 
@@ -178,16 +164,5 @@ impl Worker {
         let n = self.value.len().min(stamp.len());
         self.value[..n].copy_from_slice(&stamp[..n]);
         self.value.clone()
-    }
-}
-
-fn outcome<T>(
-    r: Result<Result<tonic::Response<T>, tonic::Status>, tokio::time::error::Elapsed>,
-    ok: impl FnOnce(tonic::Response<T>) -> Outcome,
-) -> Outcome {
-    match r {
-        Err(_) => Outcome::Err("ClientTimeout".into(), "no answer within --timeout-ms".into()),
-        Ok(Err(status)) => Outcome::Err(format!("{:?}", status.code()), status.message().to_string()),
-        Ok(Ok(resp)) => ok(resp),
     }
 }

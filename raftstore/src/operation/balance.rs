@@ -5,8 +5,9 @@
 //! Which replica is preferred is written in the range's descriptor: the placement loop
 //! (`flotilla_router::placement::leaders`, on the meta range's leaseholder) chooses the
 //! node and proposes [`Command::PreferLeader`](crate::Command::PreferLeader), a replicated
-//! admin command applied here, so every replica agrees, the choice survives restarts and
-//! leader changes, and both halves of a split inherit it. Without a choice (a new
+//! admin command applied here, so every replica agrees and the choice survives restarts and
+//! leader changes (a split's left half keeps it; the right half, a new range, starts
+//! from the fallback rule). Without a choice (a new
 //! cluster, or the chosen node no longer holds a voter) the preferred voter is
 //! `voters[range_id % voters.len()]`, which spreads leaders evenly over ranges on the
 //! same nodes with nothing decided at all.

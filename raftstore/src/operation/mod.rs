@@ -11,6 +11,7 @@
 //! - `lease`: store-liveness support, leases, reads served under them;
 //! - `quiesce`: let idle ranges stop ticking, wake them;
 //! - `split`: split ranges, create the replicas splits imply, find split keys;
+//! - `load_split`: find the key that halves a hot range's load, and split there;
 //! - `conf_change`: membership change, learner → joint → leave → remove, step by step;
 //! - `life`: which messages create or reach a replica, tombstones, destroying replicas
 //!   and finding out about a removal missed while away.
@@ -23,6 +24,7 @@ mod gc;
 mod heartbeat;
 mod lease;
 mod life;
+mod load_split;
 mod propose;
 mod quiesce;
 mod read;
@@ -31,6 +33,7 @@ mod split;
 
 pub(crate) use apply::ApplyContext;
 pub(crate) use conf_change::ChangeJob;
+pub(crate) use load_split::LoadStats;
 pub(crate) use life::{load_tombstones, stage_destroy};
 pub use heartbeat::NODE_RANGE_ID;
 pub use split::{find_split_key, SplitCheckTask};

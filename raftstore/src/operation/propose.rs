@@ -22,6 +22,7 @@ impl Store {
             let _ = callback.send(Err(e));
             return;
         }
+        self.record_load(&req);
         let Some((req, callback)) = self.try_lease_read(req, callback) else { return };
         let now = self.now;
         self.wake(req.range_id, true);
@@ -48,6 +49,20 @@ impl Store {
         let peer = self.peers.get_mut(&req.range_id).expect("checked");
         if let Err(e) = peer.propose_write(&cmd, callback, now) {
             tracing::debug!(range = req.range_id, error = %e, "proposal refused");
+        }
+    }
+
+    /// Counts a request the leader accepted toward its range's load (admin commands
+    /// aside), for splitting by load.
+    fn record_load(&mut self, req: &Request) {
+        let qps = self.cfg.load_split_qps;
+        if qps == 0 || matches!(req.command, Command::Split { .. }) {
+            return;
+        }
+        let Some(key) = req.command.key() else { return };
+        let now = self.clock.now();
+        if let Some(peer) = self.peers.get_mut(&req.range_id) {
+            peer.record_load(key, now, qps);
         }
     }
 

@@ -87,9 +87,11 @@ impl Peer {
             epoch: Some(epoch),
             replicas: desc.replicas.clone(),
             next_replica_id: desc.next_replica_id,
-            // The right half is led where the parent was meant to be.
-            preferred_node: desc.preferred_node,
-            preference_ver: desc.preference_ver,
+            // A new range is placed like any other: until placement chooses, its leader
+            // is the fallback rule's pick for its new id, which spreads the halves of
+            // ranges split by load over their voters.
+            preferred_node: 0,
+            preference_ver: 0,
         };
         let left = RangeDescriptor { end: key.clone(), epoch: Some(epoch), ..desc };
         self.raw.mut_store().set_descriptor(left.clone(), wb);

@@ -59,7 +59,9 @@ impl Admin for AdminService {
             f => f,
         };
         crate::config::check_replication_factor(factor).map_err(invalid)?;
-        let identity = new_identity(req.initial_ranges.max(1), factor, members);
+        let ranges = req.initial_ranges.max(1);
+        flotilla_raftstore::keyspace::check_initial_ranges(u64::from(ranges)).map_err(invalid)?;
+        let identity = new_identity(ranges, factor, members);
         let (s, id) = (state.clone(), identity.clone());
         let bootstrapped = tokio::task::spawn_blocking(move || s.bootstrap(id))
             .await
