@@ -68,6 +68,9 @@ pub struct Store {
     pub(crate) logger: slog::Logger,
     /// Size checks waiting to be handed to a split checker.
     pub(crate) split_checks: Vec<crate::operation::SplitCheckTask>,
+    /// Ranges whose leader here found them hot (`operation/load_split.rs`): looked at for a
+    /// load split even while quiesced (lease reads do not wake a range).
+    pub(crate) hot_ranges: std::collections::BTreeSet<u64>,
     /// Spans of snapshots stepped this round and not yet installed.
     pub(crate) pending_snapshots: Vec<RangeDescriptor>,
     /// Handing leadership away before stopping (`drain.rs`).
@@ -260,6 +263,7 @@ impl Store {
             election_seed: seed,
             logger,
             split_checks: Vec::new(),
+            hot_ranges: Default::default(),
             pending_snapshots: Vec::new(),
             draining: false,
             draining_nodes: BTreeSet::new(),

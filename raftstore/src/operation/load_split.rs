@@ -132,17 +132,22 @@ impl LoadStats {
 }
 
 impl Peer {
-    /// Counts a request this leader accepted, for load splitting.
-    pub(crate) fn record_load(&mut self, key: &[u8], now: Duration, qps: u64) {
-        if qps > 0 && self.range_id != crate::keyspace::META_RANGE_ID {
-            self.load.record(key, now, qps);
+    /// Counts a request this leader accepted, for load splitting; true while the range
+    /// is hot.
+    pub(crate) fn record_load(&mut self, key: &[u8], now: Duration, qps: u64) -> bool {
+        if qps == 0 || self.range_id == crate::keyspace::META_RANGE_ID {
+            return false;
         }
+        self.load.record(key, now, qps);
+        self.load.hot_windows > 0
     }
 }
 
 impl Store {
     /// Proposes a split of every hot range whose samples found a key (called with the
-    /// size checks' schedule). The samples are forgotten either way once a key is found.
+    /// size checks' schedule; only ranges found hot are looked at, and they leave the set
+    /// once they cool down or lose leadership). The samples are forgotten once a key is
+    /// found.
     pub(crate) fn split_hot_ranges(&mut self) {
         let (qps, hot) = (self.cfg.load_split_qps, self.cfg.load_split_hot_secs);
         if qps == 0 {
@@ -150,11 +155,9 @@ impl Store {
         }
         let now = self.clock.now();
         let mut due: Vec<(u64, Epoch, Vec<u8>)> = Vec::new();
-        for id in self.awake.iter() {
-            let Some(peer) = self.peers.get_mut(id) else { continue };
-            if !peer.is_leader() {
-                continue;
-            }
+        let Store { hot_ranges, peers, .. } = self;
+        hot_ranges.retain(|id| {
+            let Some(peer) = peers.get_mut(id).filter(|p| p.is_leader()) else { return false };
             if now.saturating_sub(peer.load.window_start) >= WINDOW {
                 // No request closed the window: the range went quiet.
                 peer.load.close_window(now, qps);
@@ -164,7 +167,8 @@ impl Store {
                 due.push((d.range_id, d.epoch(), key));
                 peer.load.cool();
             }
-        }
+            peer.load.hot_windows > 0
+        });
         for (range_id, epoch, key) in due {
             tracing::info!(range = range_id, key = %crate::keyspace::show_key(&key), "splitting a hot range by load");
             self.on_split_key(range_id, epoch, key);

@@ -61,8 +61,9 @@ impl Store {
         }
         let Some(key) = req.command.key() else { return };
         let now = self.clock.now();
-        if let Some(peer) = self.peers.get_mut(&req.range_id) {
-            peer.record_load(key, now, qps);
+        let hot = self.peers.get_mut(&req.range_id).is_some_and(|peer| peer.record_load(key, now, qps));
+        if hot {
+            self.hot_ranges.insert(req.range_id);
         }
     }
 
