@@ -50,6 +50,12 @@ impl RangeCache {
         e.desc.contains(key).then(|| (e.desc.clone(), e.leader))
     }
 
+    /// The leader hint of the cached range holding `key` (no copy of the descriptor).
+    pub fn leader_of(&self, key: &[u8]) -> Option<u64> {
+        let (_, e) = self.by_end.range((std::ops::Bound::Excluded(EndKey::Key(key.to_vec())), std::ops::Bound::Unbounded)).next()?;
+        e.desc.contains(key).then_some(e.leader).flatten()
+    }
+
     /// Caches `desc`, unless an overlapping cached range has a newer epoch version.
     /// Overlapping entries with older or equal versions are dropped. Returns whether it
     /// was inserted.

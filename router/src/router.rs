@@ -100,6 +100,16 @@ impl<C: NodeClient> Router<C> {
         self.cache.lock().insert(desc);
     }
 
+    /// The range holding stored key `key` and its leader, as cached here (asks no one).
+    pub fn cached(&self, key: &[u8]) -> Option<(RangeDescriptor, Option<u64>)> {
+        self.cache.lock().lookup(key)
+    }
+
+    /// The leader of the range holding stored key `key`, as cached here.
+    pub fn cached_leader(&self, key: &[u8]) -> Option<u64> {
+        self.cache.lock().leader_of(key)
+    }
+
     /// The freshest descriptor of the meta range this router knows.
     pub fn meta(&self) -> RangeDescriptor {
         self.meta.lock().clone()

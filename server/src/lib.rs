@@ -31,6 +31,7 @@ pub mod identity;
 pub mod node_id;
 pub mod peers;
 pub mod replicate;
+pub mod routes;
 pub mod server;
 pub mod service;
 pub mod start;

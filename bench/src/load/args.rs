@@ -103,6 +103,11 @@ pub struct Args {
     /// Print the result as one JSON line instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Send every request to the client's endpoint and let that node forward it to the
+    /// range's leader (default: follow the routing hints nodes attach, so that most
+    /// requests go straight to the leader; Flotilla only).
+    #[arg(long)]
+    pub no_route: bool,
     /// Give every client its own connection (default: one connection per endpoint,
     /// shared by the clients on it).
     #[arg(long)]

@@ -22,6 +22,27 @@ impl KvService {
         self.0.serving().map(|r| r.db.clone())
     }
 
+    /// Attaches a routing hint to `resp` when the range holding user key `key` is led on
+    /// another node (this one forwarded the call): see `routes.rs`.
+    fn hint<T>(&self, db: &Db<Gateway>, key: &[u8], mut resp: Response<T>) -> Response<T> {
+        let stored = flotilla_raftstore::keyspace::user_key(key);
+        let router = db.router();
+        let leader = router.cached_leader(&stored).filter(|l| *l != self.0.peers.me());
+        let Some(leader) = leader else { return resp };
+        let (Some((desc, _)), Some(address)) = (router.cached(&stored), self.0.peers.address(leader)) else { return resp };
+        use flotilla_raftstore::keyspace::decode_user_key;
+        let Some(start) = decode_user_key(&desc.start) else { return resp };
+        let end = match desc.end.as_slice() {
+            [] => None,
+            e => match decode_user_key(e) {
+                Some(user) => Some(user),
+                None => return resp,
+            },
+        };
+        crate::routes::attach(resp.metadata_mut(), &address, start, end);
+        resp
+    }
+
     /// Counts the outcome and latency of one call of `method`.
     fn record<T>(&self, method: &str, started: Instant, result: Result<T, Status>) -> Result<T, Status> {
         let code = result.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
@@ -39,7 +60,8 @@ impl Kv for KvService {
             let key = req.into_inner().key;
             let span = tracing::debug_span!("kv.get", key_len = key.len());
             let value = db.get(&key).instrument(span).await.map_err(router_status)?;
-            Ok(Response::new(GetResponse { found: value.is_some(), value: value.unwrap_or_default() }))
+            let resp = Response::new(GetResponse { found: value.is_some(), value: value.unwrap_or_default() });
+            Ok(self.hint(&db, &key, resp))
         }
         .await;
         self.record("get", started, result)
@@ -52,7 +74,7 @@ impl Kv for KvService {
             let PutRequest { key, value } = req.into_inner();
             let span = tracing::debug_span!("kv.put", key_len = key.len(), value_len = value.len());
             db.put(&key, &value).instrument(span).await.map_err(router_status)?;
-            Ok(Response::new(PutResponse {}))
+            Ok(self.hint(&db, &key, Response::new(PutResponse {})))
         }
         .await;
         self.record("put", started, result)
@@ -65,7 +87,7 @@ impl Kv for KvService {
             let key = req.into_inner().key;
             let span = tracing::debug_span!("kv.delete", key_len = key.len());
             db.delete(&key).instrument(span).await.map_err(router_status)?;
-            Ok(Response::new(DeleteResponse {}))
+            Ok(self.hint(&db, &key, Response::new(DeleteResponse {})))
         }
         .await;
         self.record("delete", started, result)
