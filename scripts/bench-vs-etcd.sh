@@ -40,26 +40,6 @@ stop_all() {
   pids=()
 }
 
-start_flotilla() {
-  local port all join i
-  port() { echo $((7600 + 100 * $1)); }
-  all=""
-  for i in 1 2 3; do all+="127.0.0.1:$(port "$i"),"; done
-  all="${all%,}"
-  for i in 1 2 3; do
-    join="$(echo "$all" | tr ',' '\n' | grep -v ":$(port "$i")\$" | paste -sd,)"
-    "$bin" start --node-id "$i" --listen "127.0.0.1:$(port "$i")" --http-listen "127.0.0.1:$(( $(port "$i") + 1 ))" \
-      --data-dir "$root/f$i" --join "$join" >"$root/flog$i" 2>&1 &
-    pids+=($!)
-  done
-  for _ in $(seq 1 100); do
-    "$bin" init --endpoints "127.0.0.1:$(port 1)" --initial-ranges "$ranges" >/dev/null 2>&1 && break
-    sleep 0.2
-  done
-  for _ in $(seq 1 150); do "$bin" status --endpoints "127.0.0.1:$(port 1)" >/dev/null 2>&1 && break; sleep 0.2; done
-  endpoints="$all"
-}
-
 start_etcd() {
   local cluster="" i
   for i in 1 2 3; do cluster+="e$i=http://127.0.0.1:$((12380 + 10 * i)),"; done
@@ -115,7 +95,7 @@ rows() { # system
 }
 
 echo "== Flotilla: 3 nodes, $ranges initial ranges" >&2
-start_flotilla
+start_three "$ranges"
 rows flotilla
 stop_all
 echo "== etcd $("$etcd_bin" --version | head -1 | awk '{print $3}'): 3 members" >&2

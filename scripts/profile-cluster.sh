@@ -16,26 +16,15 @@ load_args=(${LOAD_ARGS:---read-ratio 0})
 mkdir -p "$out"
 # shellcheck source=scripts/release-env.sh
 source scripts/release-env.sh
-port() { echo $((7600 + 100 * $1)); }
-all=""
-for i in 1 2 3; do all+="127.0.0.1:$(port "$i"),"; done
-all="${all%,}"
-for i in 1 2 3; do
-  join="$(echo "$all" | tr ',' '\n' | grep -v ":$(port "$i")\$" | paste -sd,)"
-  "$bin" start --node-id "$i" --listen "127.0.0.1:$(port "$i")" --http-listen "127.0.0.1:$(( $(port "$i") + 1 ))" \
-    --data-dir "$root/n$i" --join "$join" >"$root/log$i" 2>&1 &
-  pids+=($!)
-done
-for _ in $(seq 1 100); do "$bin" init --endpoints "127.0.0.1:$(port 1)" --initial-ranges 8 >/dev/null 2>&1 && break; sleep 0.2; done
-for _ in $(seq 1 150); do "$bin" status --endpoints "127.0.0.1:$(port 1)" >/dev/null 2>&1 && break; sleep 0.2; done
-"$load" --endpoints "$all" --clients 100 --key-size 16 --value-size 256 --keys 20000 --duration-secs $((secs + 8)) \
+start_three 8
+"$load" --endpoints "$endpoints" --clients 100 --key-size 16 --value-size 256 --keys 20000 --duration-secs $((secs + 8)) \
   "${load_args[@]}" >"$out/load.txt" &
 loader=$!
 sleep 5
 perf record -F 249 --call-graph dwarf,16384 -o "$out/perf.data" -p "$(IFS=,; echo "${pids[*]}")" -- sleep "$secs" 2>"$out/perf.err" >/dev/null
 wait "$loader"
 cat "$out/load.txt"
-perf report -i "$out/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null | grep -v "^#" | grep -v "^$" | head -60 >"$out/top.txt"
+perf report -i "$out/perf.data" --no-children --sort symbol -g none --stdio 2>/dev/null | grep -v "^#" | grep -v "^$" | head -60 >"$out/top.txt" || true
 perf script -i "$out/perf.data" 2>/dev/null >"$out/stacks.txt"
 if command -v inferno-collapse-perf >/dev/null 2>&1; then
   inferno-collapse-perf <"$out/stacks.txt" >"$out/folded.txt"

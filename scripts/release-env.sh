@@ -1,6 +1,7 @@
 # Sourced by the benchmark scripts: builds the release binaries, sets `bin` (flotilla)
 # and `load` (flotilla-load), makes a temporary directory `root`, and on exit stops every
-# process whose pid the caller added to `pids` (SIGTERM) and removes `root`.
+# process whose pid the caller added to `pids` (SIGTERM) and removes `root`. Also defines
+# `start_three` (a 3-node cluster, below).
 target="${CARGO_TARGET_DIR:-target}"
 cargo build --release --workspace --locked >&2
 bin="$target/release/flotilla"
@@ -13,3 +14,24 @@ cleanup() {
   rm -rf "$root"
 }
 trap cleanup EXIT
+
+# Starts 3 nodes on 127.0.0.1 (gRPC ports 7700, 7800, 7900; data in $root/nI, logs in
+# $root/logI), initializes them with $1 initial ranges (default 8), waits until they
+# answer, appends their pids to `pids` and sets `endpoints`.
+start_three() {
+  local ranges="${1:-8}" all="" join i
+  for i in 1 2 3; do all+="127.0.0.1:$((7600 + 100 * i)),"; done
+  all="${all%,}"
+  for i in 1 2 3; do
+    join="$(echo "$all" | tr ',' '\n' | grep -v ":$((7600 + 100 * i))\$" | paste -sd,)"
+    "$bin" start --node-id "$i" --listen "127.0.0.1:$((7600 + 100 * i))" --http-listen "127.0.0.1:$((7601 + 100 * i))" \
+      --data-dir "$root/n$i" --join "$join" >"$root/log$i" 2>&1 &
+    pids+=($!)
+  done
+  for _ in $(seq 1 100); do
+    "$bin" init --endpoints "127.0.0.1:7700" --initial-ranges "$ranges" >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  for _ in $(seq 1 150); do "$bin" status --endpoints "127.0.0.1:7700" >/dev/null 2>&1 && break; sleep 0.2; done
+  endpoints="$all"
+}
