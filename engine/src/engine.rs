@@ -64,6 +64,22 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// A column family's options before the shared ones (block cache, compression). The Raft
+/// log's keys are `range id (8 bytes) ‖ index`, appended in order within each range but
+/// interleaved across ranges: with the range id as the memtable's insert-hint prefix,
+/// RocksDB starts each insert where the last one of the same range ended instead of at the
+/// top of the skip list. (A profile of 100-client puts had 13 % of all CPU in skip-list
+/// searches, over every column family; with the hint, 11 % — the data column family's
+/// random keys keep theirs.) The crate has no setter for the option.
+fn cf_base_options(cf: Cf) -> Result<Options> {
+    match cf {
+        Cf::Raft => Options::default()
+            .get_options_from_string("memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.8")
+            .map_err(|e| Error::from_rocks("set the Raft log's options", e)),
+        Cf::Data | Cf::Meta => Ok(Options::default()),
+    }
+}
+
 impl Engine {
     /// Opens (or creates) the engine in `path` with all column families.
     pub fn open(path: impl AsRef<Path>, options: &EngineOptions) -> Result<Engine> {
@@ -78,14 +94,15 @@ impl Engine {
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(options.background_jobs);
         let cache = rocksdb::Cache::new_lru_cache(options.block_cache_bytes);
-        let cfs = Cf::ALL.iter().map(|cf| {
-            let mut o = Options::default();
+        let cfs = Cf::ALL.iter().map(|cf| -> Result<ColumnFamilyDescriptor> {
+            let mut o = cf_base_options(*cf)?;
             let mut table = rocksdb::BlockBasedOptions::default();
             table.set_block_cache(&cache);
             o.set_block_based_table_factory(&table);
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
-            ColumnFamilyDescriptor::new(cf.name(), o)
+            Ok(ColumnFamilyDescriptor::new(cf.name(), o))
         });
+        let cfs = cfs.collect::<Result<Vec<_>>>()?;
         let db = DB::open_cf_descriptors(&db_opts, &path, cfs)
             .map_err(|e| Error::from_rocks("open the data directory", e))?;
         Ok(Engine { db: Arc::new(db), path })

@@ -100,3 +100,27 @@ fn a_second_open_of_the_same_directory_is_refused() {
     let err = Engine::open(dir.path(), &EngineOptions::default()).unwrap_err();
     assert!(err.to_string().contains("open the data directory"), "{err}");
 }
+
+#[test]
+fn the_raft_log_inserts_with_the_range_id_as_hint_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), &EngineOptions::default()).unwrap();
+    drop(engine);
+    // RocksDB records the options it opened with; the Raft column family's section must
+    // name the prefix extractor, and only that one.
+    let options = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("OPTIONS-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .last()
+        .expect("an OPTIONS file");
+    let section = |cf: &str| -> String {
+        let start = options.find(&format!("[CFOptions \"{cf}\"]")).unwrap_or_else(|| panic!("no {cf} section"));
+        let rest = &options[start + 1..];
+        rest[..rest.find("\n[CFOptions").unwrap_or(rest.len())].to_string()
+    };
+    let hint = "memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.8";
+    assert!(section("raft").contains(hint), "{}", section("raft"));
+    assert!(!section("default").contains(hint), "the data column family has no hint prefix");
+}
