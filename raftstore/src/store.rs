@@ -439,7 +439,10 @@ impl Store {
     /// anything else: a store that was frozen (or starved of CPU) wakes with its election
     /// timers, node liveness and request deadlines where real time puts them. Past a few
     /// election and liveness periods every timer has fired, so a longer stall only moves
-    /// the tick count on. Returns how many ticks ran.
+    /// the tick count on. The missed ticks move every awake replica's Raft timers one by
+    /// one, but the store's own periodic work runs once, at the new time: a round that ran
+    /// long (a new cluster electing 100,000 ranges) must not make the next one longer.
+    /// Returns how many ticks ran.
     pub fn catch_up(&mut self) -> u64 {
         let due = self.ticks_due();
         let behind = due.saturating_sub(self.now);
@@ -456,11 +459,8 @@ impl Store {
         if behind > cap {
             self.now = due - cap;
         }
-        let mut ran = 0;
-        while self.now < due {
-            self.tick();
-            ran += 1;
-        }
+        let ran = due - self.now;
+        self.advance(ran);
         ran
     }
 
@@ -490,32 +490,51 @@ impl Store {
     /// expires requests that waited too long, balances leaders, schedules size checks and
     /// lets idle ranges go quiet.
     pub fn tick(&mut self) {
-        self.now += 1;
-        let ids: Vec<u64> = self.awake.iter().copied().collect();
-        for id in ids {
-            let hold = self.peers.get(&id).is_some_and(|p| self.holds_election(p));
-            if let Some(peer) = self.peers.get_mut(&id) {
-                peer.tick(self.now, hold);
-                self.touched.insert(id);
-            }
-        }
+        self.advance(1);
+    }
+
+    /// Advances logical time by `n` ticks: each awake replica's Raft timers tick `n` times,
+    /// then the store's periodic work runs once, at the new time (work due every `k`
+    /// ticks runs if any of the `n` ticks was due).
+    fn advance(&mut self, n: u64) {
+        let from = self.now;
+        self.tick_replicas(from, n);
+        self.now = from + n;
         self.check_liveness();
-        if self.now.is_multiple_of(self.cfg.liveness_interval_ticks.max(1)) {
+        if crossed(from, self.now, self.cfg.liveness_interval_ticks, 0) {
             self.send_liveness();
         }
         self.expire_requests();
         self.advance_changes();
-        self.send_membership_checks();
-        self.balance_leaders();
+        if crossed(from, self.now, self.cfg.replica_gc_check_ticks, 0) {
+            self.send_membership_checks();
+        }
+        self.balance_leaders(from);
         self.drain_leaders();
-        if self.now.is_multiple_of(self.cfg.split_check_ticks.max(1)) {
+        if crossed(from, self.now, self.cfg.split_check_ticks, 0) {
             self.schedule_split_checks();
             self.split_hot_ranges();
         }
-        self.renew_leases();
+        self.renew_leases(from);
         if self.cfg.quiesce {
             self.maybe_quiesce();
         }
+    }
+
+    /// Ticks every awake replica's Raft node `n` times from tick `from`; a replica with
+    /// something to do afterwards (messages, a new role) joins the round.
+    fn tick_replicas(&mut self, from: u64, n: u64) {
+        let hold = self.election_hold();
+        let Store { peers, awake, touched, .. } = self;
+        each_awake(peers, awake, |id, peer| {
+            let holds = hold.holds(peer);
+            for t in from + 1..=from + n {
+                peer.tick(t, holds);
+            }
+            if peer.raw.has_ready() || !peer.reads.is_empty() {
+                touched.insert(id);
+            }
+        });
     }
 
     /// Meta records this store's leaders want published in the meta range (after splits
@@ -586,6 +605,38 @@ fn check_message(m: &raft::prelude::Message) -> std::result::Result<(), &'static
 /// True for a heartbeat whose commit index lies past `peer`'s last log entry.
 fn commits_past_log(peer: &Peer, m: &raft::prelude::Message) -> bool {
     m.get_msg_type() == raft::prelude::MessageType::MsgHeartbeat && m.commit > peer.raw.raft.raft_log.last_index()
+}
+
+/// True when some tick in `(from, to]` is due work that runs every `every` ticks,
+/// `offset` ticks out of phase (`(t + offset) % every == 0`; `every` 0: never).
+pub(crate) fn crossed(from: u64, to: u64, every: u64, offset: u64) -> bool {
+    if every == 0 || to <= from {
+        return false;
+    }
+    let offset = offset % every;
+    (to + offset) / every > (from + offset) / every
+}
+
+/// Calls `f` on every awake replica, in range id order. With few awake it looks each one
+/// up; with many (a new cluster electing, the ranges a dead node led) it walks both
+/// ordered sets side by side, so a pass over the awake replicas costs a step per replica
+/// rather than a tree search.
+pub(crate) fn each_awake(peers: &mut BTreeMap<u64, Peer>, awake: &BTreeSet<u64>, mut f: impl FnMut(u64, &mut Peer)) {
+    if awake.len().saturating_mul(8) < peers.len() {
+        for id in awake {
+            if let Some(peer) = peers.get_mut(id) {
+                f(*id, peer);
+            }
+        }
+        return;
+    }
+    let mut ids = awake.iter().peekable();
+    for (id, peer) in peers.iter_mut() {
+        while ids.next_if(|a| *a < id).is_some() {}
+        if ids.next_if_eq(&id).is_some() {
+            f(*id, peer);
+        }
+    }
 }
 
 /// Node ids fill the top bits of the range ids a node allocates (`operation/split.rs`).

@@ -63,8 +63,9 @@ impl Peer {
 
 impl Store {
     /// Runs the balance rule on each leader every `balance_interval_ticks` ticks,
-    /// staggered by range id so that not every range transfers on the same tick.
-    pub(crate) fn balance_leaders(&mut self) {
+    /// staggered by range id so that not every range transfers on the same tick (`from`:
+    /// the tick before this advance).
+    pub(crate) fn balance_leaders(&mut self, from: u64) {
         let every = self.cfg.balance_interval_ticks;
         if every == 0 {
             return;
@@ -73,16 +74,15 @@ impl Store {
         // A quiesced leader stays awake until it leads from its preferred replica
         // (`quiesce.rs`), so only awake replicas need looking at.
         let Store { awake, peers, touched, draining_nodes, .. } = self;
-        for id in awake.iter() {
-            let Some(peer) = peers.get_mut(id) else { continue };
-            if (now + id) % every != 0 {
-                continue;
+        crate::store::each_awake(peers, awake, |id, peer| {
+            if !crate::store::crossed(from, now, every, id) {
+                return;
             }
             if peer.maybe_transfer_to_preferred(now, fresh, 4 * every, draining_nodes) {
                 tracing::debug!(range = id, "transferring leadership to the preferred replica");
-                touched.insert(*id);
+                touched.insert(id);
             }
-        }
+        });
     }
 }
 

@@ -63,7 +63,7 @@ use raft::{StateRole, CAMPAIGN_TRANSFER};
 use crate::cmd::{Callback, Request};
 use crate::metrics::StoreMetrics;
 use crate::peer::Peer;
-use crate::store::Store;
+use crate::store::{crossed, Store};
 use crate::transport::RaftEnvelope;
 
 /// Read-index request ids of lease renewals have this bit set (reads count from 1).
@@ -137,17 +137,14 @@ impl Store {
         bound_by_raft || self.leader_supported(peer)
     }
 
-    /// True when a replica's election timer must not run: the store just reopened, or the
-    /// replica follows a leader on a node this one supports.
-    pub(crate) fn holds_election(&self, peer: &Peer) -> bool {
-        let r = &peer.raw.raft;
-        if r.state == StateRole::Leader {
-            return false;
+    /// What decides, for every replica at once, whether its election timer must not run
+    /// this tick (read once per tick, not once per replica).
+    pub(crate) fn election_hold(&self) -> ElectionHold {
+        ElectionHold {
+            reopened: self.just_reopened(),
+            now: self.clock.now(),
+            supported: self.neighbours.iter().copied().filter(|n| self.supports(*n)).collect(),
         }
-        if self.just_reopened() || self.clock.now() < peer.no_votes_until {
-            return true;
-        }
-        r.state == StateRole::Follower && self.leader_supported(peer)
     }
 
     /// Records what a neighbour's batch says about support; returns the support epoch it
@@ -221,8 +218,8 @@ impl Store {
     }
 
     /// Sends a renewal round for every awake leader that is being read from, every
-    /// heartbeat interval.
-    pub(crate) fn renew_leases(&mut self) {
+    /// heartbeat interval (staggered by range id; `from`: the tick before this advance).
+    pub(crate) fn renew_leases(&mut self, from: u64) {
         if !self.cfg.lease_reads {
             return;
         }
@@ -230,18 +227,45 @@ impl Store {
         let every = self.cfg.heartbeat_ticks.max(1) as u64;
         let recent = self.cfg.election_ticks as u64;
         let Store { awake, peers, touched, next_read_id, .. } = self;
-        for id in awake.iter() {
-            let Some(peer) = peers.get_mut(id) else { continue };
-            if !peer.is_leader() || now.saturating_sub(peer.last_read) > recent || (now + id) % every != 0 {
-                continue;
+        crate::store::each_awake(peers, awake, |id, peer| {
+            if !peer.is_leader() || now.saturating_sub(peer.last_read) > recent || !crossed(from, now, every, id) {
+                return;
             }
             let probe = *next_read_id | PROBE_BIT;
             *next_read_id += 1;
             peer.raw.read_index(probe.to_be_bytes().to_vec());
             peer.lease_probes.push((probe, now, clock_now));
             peer.lease_probes.retain(|(_, at, _)| now.saturating_sub(*at) <= recent);
-            touched.insert(*id);
+            touched.insert(id);
+        });
+    }
+}
+
+/// The store's side of [`ElectionHold::holds`], taken at one instant.
+pub(crate) struct ElectionHold {
+    reopened: bool,
+    now: std::time::Duration,
+    /// The nodes this node supports (heard from within a support period).
+    supported: Vec<u64>,
+}
+
+impl ElectionHold {
+    /// True when a replica's election timer must not run: the store just reopened, the
+    /// replica promised not to vote for a while, or it follows a leader on a node this
+    /// one supports.
+    pub(crate) fn holds(&self, peer: &Peer) -> bool {
+        let r = &peer.raw.raft;
+        if r.state == StateRole::Leader {
+            return false;
         }
+        if self.reopened || self.now < peer.no_votes_until {
+            return true;
+        }
+        let leader = r.leader_id;
+        r.state == StateRole::Follower
+            && leader != raft::INVALID_ID
+            && leader != peer.replica_id
+            && peer.descriptor().replica_by_id(leader).is_some_and(|l| self.supported.contains(&l.node_id))
     }
 }
 

@@ -144,14 +144,12 @@ impl Store {
         let retry = self.cfg.read_index_retry_ticks;
         // Quiesced replicas have nothing in flight: only awake ones are looked at.
         let Store { awake, peers, touched, .. } = self;
-        for id in awake.iter() {
-            let Some(peer) = peers.get_mut(id) else { continue };
-            if peer.reads.is_empty() && peer.proposals.is_empty() {
-                continue;
+        crate::store::each_awake(peers, awake, |id, peer| {
+            if !peer.reads.is_empty() || !peer.proposals.is_empty() {
+                peer.expire(now, timeout, retry);
+                touched.insert(id);
             }
-            peer.expire(now, timeout, retry);
-            touched.insert(*id);
-        }
+        });
     }
 }
 

@@ -197,13 +197,12 @@ impl Store {
         }
         // A range written to is awake; quiesced ones have nothing new to measure.
         let Store { awake, peers, split_checks, .. } = self;
-        for id in awake.iter() {
-            let Some(peer) = peers.get_mut(id) else { continue };
+        crate::store::each_awake(peers, awake, |_, peer| {
             if peer.written_since_check < step || !peer.is_leader() {
-                continue;
+                return;
             }
             if peer.range_id == crate::keyspace::META_RANGE_ID {
-                continue;
+                return;
             }
             peer.written_since_check = 0;
             let d = peer.descriptor();
@@ -213,7 +212,7 @@ impl Store {
                 start: d.start.clone(),
                 end: d.end.clone(),
             });
-        }
+        });
     }
 
     /// Size checks to run off the poller thread (see [`find_split_key`]).
