@@ -107,9 +107,25 @@ impl RangeDescriptor {
     /// `voters[range_id % voters.len()]` (so ranges on the same nodes spread their
     /// leaders evenly with no choice made at all). `None` without voters.
     pub fn preferred_voter(&self) -> Option<Replica> {
+        self.choose_voter(0)
+    }
+
+    /// The voter that should take over when the leader's node `lost` is gone: the same
+    /// rule as [`RangeDescriptor::preferred_voter`] among the voters on other nodes. Every
+    /// node computes the same answer from the descriptor alone.
+    pub fn successor_without(&self, lost: u64) -> Option<Replica> {
+        self.choose_voter(lost)
+    }
+
+    fn choose_voter(&self, except_node: u64) -> Option<Replica> {
         // Only a voter can lead (a learner never campaigns).
         let voters = crate::quorum::Voters::of(self);
-        let eligible: Vec<Replica> = self.replicas.iter().copied().filter(|r| voters.contains(r.replica_id)).collect();
+        let eligible: Vec<Replica> = self
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| voters.contains(r.replica_id) && (except_node == 0 || r.node_id != except_node))
+            .collect();
         if let Some(chosen) = eligible.iter().find(|r| self.preferred_node != 0 && r.node_id == self.preferred_node) {
             return Some(*chosen);
         }

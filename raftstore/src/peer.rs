@@ -144,7 +144,7 @@ impl Peer {
         if let Some(until) = self.campaign_until {
             if now > until || self.raw.raft.leader_id != raft::INVALID_ID {
                 self.campaign_until = None;
-            } else if self.raw.raft.state != StateRole::Leader && now.is_multiple_of(2) {
+            } else if self.raw.raft.state != StateRole::Leader && now.is_multiple_of(2) && self.may_campaign() {
                 // Every other tick, so a round already under way can finish.
                 let _ = self.raw.campaign();
             }

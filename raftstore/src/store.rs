@@ -291,6 +291,7 @@ impl Store {
         };
         let replicas: Vec<_> = store.peers.values().flat_map(|p| p.descriptor().replicas.clone()).collect();
         store.add_neighbours(&replicas);
+        store.campaign_new_ranges();
         Ok(store)
     }
 

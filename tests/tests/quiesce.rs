@@ -80,6 +80,9 @@ fn led_by(c: &Cluster, node: u64, ranges: u64) -> Vec<u64> {
     (1..=ranges).filter(|r| c.leader_of(*r) == Some(node)).collect()
 }
 
+/// Waits up to `max_ticks` for every range in `ranges` to have a leader off node `gone`;
+/// each must be the replica `successor_without(gone)` names (it campaigns at once, the
+/// others wait out their timeouts).
 fn assert_new_leaders_within(c: &mut Cluster, gone: u64, ranges: &[u64], max_ticks: u64) {
     for t in 0..=max_ticks {
         let missing: Vec<u64> = ranges
@@ -94,6 +97,10 @@ fn assert_new_leaders_within(c: &mut Cluster, gone: u64, ranges: &[u64], max_tic
             .collect();
         if missing.is_empty() {
             eprintln!("new leaders for {} ranges after {t} ticks", ranges.len());
+            for r in ranges {
+                let named = c.descriptor(*r).and_then(|d| d.successor_without(gone)).map(|s| s.node_id);
+                assert_eq!(c.leader_of(*r), named, "range {r} is led by the successor its descriptor names");
+            }
             return;
         }
         assert!(t < max_ticks, "ranges {missing:?} have no leader off node {gone} after {max_ticks} ticks");
@@ -110,8 +117,9 @@ fn killing_a_node_elects_new_leaders_for_its_quiesced_ranges_and_it_catches_up()
     let victims = led_by(&c, 1, ranges);
     assert!(!victims.is_empty());
     c.stop(1);
-    // Liveness timeout (10) + election timeout (at most 20) + a round trip or two.
-    assert_new_leaders_within(&mut c, 1, &victims, 45);
+    // Liveness timeout (10) + a round trip or two: the named successors campaign as
+    // soon as the node is declared dead (randomised timeouts would add 10 to 20).
+    assert_new_leaders_within(&mut c, 1, &victims, 14);
     for i in 0..20u8 {
         c.put(&[i * 12, i], b"while node 1 was down").expect("write without node 1");
     }
@@ -134,7 +142,7 @@ fn isolating_a_node_elects_new_leaders_for_its_quiesced_ranges() {
     let victims = led_by(&c, 2, ranges);
     assert!(!victims.is_empty());
     let iso = c.add_filter(Isolate(2));
-    assert_new_leaders_within(&mut c, 2, &victims, 45);
+    assert_new_leaders_within(&mut c, 2, &victims, 14);
     // The isolated node accepts no write: its old leaderships cannot commit.
     let r = victims[0];
     let mut rx = c.request(2, r, Command::Put { key: c.ranges()[r as usize - 1].start.clone().into_iter().chain([7]).collect(), value: b"x".to_vec() });

@@ -133,8 +133,8 @@ impl Store {
         }
     }
 
-    /// Declares dead the neighbours not heard from for `liveness_timeout_ticks`, and
-    /// wakes the quiesced replicas they led.
+    /// Declares dead the neighbours not heard from for `liveness_timeout_ticks`, wakes the
+    /// quiesced replicas they led and has those ranges elect a successor (`campaign.rs`).
     pub(crate) fn check_liveness(&mut self) {
         let timeout = self.cfg.liveness_timeout_ticks;
         let now = self.now;
@@ -149,6 +149,7 @@ impl Store {
             tracing::info!(node = self.node_id, peer_node = node, "node declared dead");
             self.dead_nodes.insert(node);
             self.wake_ranges_led_by(node);
+            self.elect_successors_of(node);
         }
     }
 

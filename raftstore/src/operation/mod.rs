@@ -5,6 +5,7 @@
 //!   one fsync, send messages per node, apply, answer;
 //! - `apply`: execute committed commands on the state machine;
 //! - `gc`: truncate applied log entries;
+//! - `campaign`: elections started at once, after a node's death and in a new cluster;
 //! - `balance`: hand leadership to each range's preferred replica;
 //! - `drain`: hand every leadership away before the node stops;
 //! - `heartbeat`: coalesce heartbeats per node pair, node liveness;
@@ -18,6 +19,7 @@
 
 mod apply;
 mod balance;
+mod campaign;
 mod conf_change;
 mod drain;
 mod gc;
