@@ -74,6 +74,11 @@ pub struct StoreConfig {
     /// A follower that has not heard from a leader for this long asks the other members
     /// whether it is still one (it may have been removed while cut off: `life.rs`).
     pub replica_gc_check_ticks: u64,
+    /// The most elections a store's replicas start per tick (0: no limit); a replica
+    /// whose campaign is due waits for a later tick. 100,000 ranges campaigning at once
+    /// queue more vote traffic than the nodes handle in an election timeout, and then no
+    /// election ever finishes (`operation/campaign.rs`).
+    pub max_campaigns_per_tick: u64,
     /// The most bytes per second a node sends of snapshot files (0: no limit). Keeps a
     /// replica being added from eating the disk and network the other ranges need.
     pub snapshot_rate: u64,
@@ -107,6 +112,7 @@ impl Default for StoreConfig {
             lease_reads: true,
             change_timeout_ticks: 1200,
             replica_gc_check_ticks: 100,
+            max_campaigns_per_tick: 1000,
             snapshot_rate: 100 << 20,
         }
     }

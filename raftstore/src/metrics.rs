@@ -23,6 +23,9 @@ pub struct StoreMetrics {
     /// Ticks run late because the store was stalled (frozen, starved of CPU) and caught
     /// them up when it woke (`Store::catch_up`).
     pub ticks_caught_up: AtomicU64,
+    /// Campaigns that fell due past the store's per-tick budget and waited
+    /// (`max_campaigns_per_tick`).
+    pub campaigns_deferred: AtomicU64,
     /// Raft messages handed to the transport.
     pub messages_sent: AtomicU64,
     /// Batches handed to the transport (one per destination node per round).

@@ -59,6 +59,12 @@ pub struct Peer {
     /// Until this tick, a replica created by a split on its leader's node campaigns every
     /// other tick while no leader is known.
     pub(crate) campaign_until: Option<u64>,
+    /// Campaign once, at the next tick the store's campaign budget allows
+    /// (`operation/campaign.rs`).
+    pub(crate) campaign_asked: bool,
+    /// Until this tick the replica's election timer does not run (a new range's replica
+    /// that is not its preferred voter leaves the first campaign to that one).
+    pub(crate) election_held_until: u64,
     /// The lease: the term and the clock time until which this leader may read locally.
     pub(crate) lease: (u64, std::time::Duration),
     /// Outstanding lease renewals: read-index request id, and the tick and clock time it
@@ -120,6 +126,8 @@ impl Peer {
             load: Default::default(),
             change_job: None,
             campaign_until: None,
+            campaign_asked: false,
+            election_held_until: 0,
             lease: (0, std::time::Duration::ZERO),
             lease_probes: Vec::new(),
             fortified: Default::default(),

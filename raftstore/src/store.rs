@@ -116,6 +116,8 @@ pub struct Store {
     /// The next range id to hand out, and the end of the block reserved on disk.
     pub(crate) next_range_id: u64,
     pub(crate) reserved_range_id: u64,
+    /// Campaigns this store may still start in the current tick (`max_campaigns_per_tick`).
+    pub(crate) campaigns_left: u64,
 }
 
 impl Store {
@@ -288,6 +290,7 @@ impl Store {
             removed_received: Vec::new(),
             fatal: None,
             touched,
+            campaigns_left: 0,
         };
         let replicas: Vec<_> = store.peers.values().flat_map(|p| p.descriptor().replicas.clone()).collect();
         store.add_neighbours(&replicas);
@@ -499,43 +502,82 @@ impl Store {
     /// ticks runs if any of the `n` ticks was due).
     fn advance(&mut self, n: u64) {
         let from = self.now;
-        self.tick_replicas(from, n);
         self.now = from + n;
+        let idle_leaders = self.walk_awake(from);
         self.check_liveness();
         if crossed(from, self.now, self.cfg.liveness_interval_ticks, 0) {
             self.send_liveness();
         }
-        self.expire_requests();
         self.advance_changes();
         if crossed(from, self.now, self.cfg.replica_gc_check_ticks, 0) {
             self.send_membership_checks();
         }
-        self.balance_leaders(from);
         self.drain_leaders();
         if crossed(from, self.now, self.cfg.split_check_ticks, 0) {
             self.schedule_split_checks();
             self.split_hot_ranges();
         }
-        self.renew_leases(from);
         if self.cfg.quiesce {
-            self.maybe_quiesce();
+            self.maybe_quiesce(idle_leaders);
         }
     }
 
-    /// Ticks every awake replica's Raft node `n` times from tick `from`; a replica with
-    /// something to do afterwards (messages, a new role) joins the round.
-    fn tick_replicas(&mut self, from: u64, n: u64) {
+    /// One walk over the awake replicas does each one's share of the advance from tick
+    /// `from` to now, while its state is at hand: its Raft ticks (within the campaign
+    /// budget: a replica whose campaign falls due once `max_campaigns_per_tick` have
+    /// started waits, its clocks stopped, for a later advance), request expiry, the
+    /// leadership balance rule and lease renewal (both staggered by range id). Returns
+    /// the idle leaders, which may go quiet. (At 100,000 awake replicas, one walk per
+    /// operation cost more than the tick interval.)
+    fn walk_awake(&mut self, from: u64) -> Vec<u64> {
         let hold = self.election_hold();
-        let Store { peers, awake, touched, .. } = self;
+        let now = self.now;
+        // A store behind its clock starts fewer: campaigns must not outrun the rounds.
+        self.campaigns_left = match self.cfg.max_campaigns_per_tick {
+            0 => u64::MAX,
+            k => (k / (now - from).max(1)).max(1),
+        };
+        let cfg = &self.cfg;
+        let (timeout, retry) = (cfg.request_timeout_ticks, cfg.read_index_retry_ticks);
+        let (balance_every, fresh) = (cfg.balance_interval_ticks, 2 * cfg.heartbeat_ticks as u64);
+        let renew = cfg.lease_reads.then_some((cfg.heartbeat_ticks.max(1) as u64, cfg.election_ticks as u64));
+        let clock_now = self.clock.now();
+        let (mut deferred, mut idle_leaders) = (0u64, Vec::new());
+        let Store { peers, awake, touched, campaigns_left: budget, draining_nodes, next_read_id, .. } = self;
         each_awake(peers, awake, |id, peer| {
-            let holds = hold.holds(peer);
-            for t in from + 1..=from + n {
+            let holds = hold.holds(peer) || from < peer.election_held_until;
+            for t in from + 1..=now {
+                if peer.campaign_due(t, holds) {
+                    if *budget == 0 {
+                        deferred += 1;
+                        break;
+                    }
+                    *budget -= 1;
+                    peer.campaign_if_asked();
+                }
                 peer.tick(t, holds);
+            }
+            if !peer.reads.is_empty() || !peer.proposals.is_empty() {
+                peer.expire(now, timeout, retry);
+                touched.insert(id);
+            }
+            if crossed(from, now, balance_every, id) && peer.maybe_transfer_to_preferred(now, fresh, 4 * balance_every, draining_nodes) {
+                tracing::debug!(range = id, "transferring leadership to the preferred replica");
+            }
+            if let Some((_, recent)) = renew.filter(|(every, _)| crossed(from, now, *every, id)) {
+                if peer.renew_lease(next_read_id, now, clock_now, recent) {
+                    touched.insert(id);
+                }
             }
             if peer.raw.has_ready() || !peer.reads.is_empty() {
                 touched.insert(id);
             }
+            if peer.is_leader() && peer.proposals.is_empty() && peer.reads.is_empty() {
+                idle_leaders.push(id);
+            }
         });
+        StoreMetrics::add(&self.metrics.campaigns_deferred, deferred);
+        idle_leaders
     }
 
     /// Meta records this store's leaders want published in the meta range (after splits

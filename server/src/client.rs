@@ -162,18 +162,18 @@ impl Client {
 
     pub async fn init(&self, initial_ranges: u32, replication_factor: u32) -> Result<InitResponse, Status> {
         let req = InitRequest { initial_ranges, replication_factor };
-        self.call(|ch| async move { AdminClient::new(ch).init(req).await }).await
+        self.call(|ch| async move { admin(ch).init(req).await }).await
     }
 
     pub async fn status(&self) -> Result<StatusResponse, Status> {
-        self.call(|ch| async move { AdminClient::new(ch).status(StatusRequest {}).await }).await
+        self.call(|ch| async move { admin(ch).status(StatusRequest {}).await }).await
     }
 
     /// The members' view (`sizes`: measure the bytes each node holds, which reads every
     /// range the nodes lead).
     pub async fn nodes(&self, sizes: bool) -> Result<NodesResponse, Status> {
         let req = NodesRequest { skip_sizes: !sizes };
-        self.call(|ch| async move { AdminClient::new(ch).nodes(req).await }).await
+        self.call(|ch| async move { admin(ch).nodes(req).await }).await
     }
 
     /// Starts (`leave`) or undoes a decommission of `node_id`.
@@ -181,8 +181,8 @@ impl Client {
         let req = DecommissionRequest { node_id };
         self.call(|ch| async move {
             match leave {
-                true => AdminClient::new(ch).decommission(req).await,
-                false => AdminClient::new(ch).recommission(req).await,
+                true => admin(ch).decommission(req).await,
+                false => admin(ch).recommission(req).await,
             }
         })
         .await
@@ -190,15 +190,15 @@ impl Client {
 
     pub async fn set_replication_factor(&self, replication_factor: u32) -> Result<NodesResponse, Status> {
         let req = SetReplicationFactorRequest { replication_factor };
-        self.call(|ch| async move { AdminClient::new(ch).set_replication_factor(req).await }).await
+        self.call(|ch| async move { admin(ch).set_replication_factor(req).await }).await
     }
 
     pub async fn ranges(&self) -> Result<RangesResponse, Status> {
-        self.call(|ch| async move { AdminClient::new(ch).ranges(RangesRequest {}).await }).await
+        self.call(|ch| async move { admin(ch).ranges(RangesRequest {}).await }).await
     }
 
     pub async fn split(&self, key: &[u8]) -> Result<SplitResponse, Status> {
-        self.call(|ch| async move { AdminClient::new(ch).split(SplitRequest { key: key.to_vec() }).await }).await
+        self.call(|ch| async move { admin(ch).split(SplitRequest { key: key.to_vec() }).await }).await
     }
 
     /// Changes range `range_id`'s replicas (see the `ChangeReplicas` RPC).
@@ -206,7 +206,7 @@ impl Client {
         let req = ChangeReplicasRequest { range_id, add: add.to_vec(), remove: remove.to_vec() };
         self.call(|ch| {
             let req = req.clone();
-            async move { AdminClient::new(ch).change_replicas(req).await }
+            async move { admin(ch).change_replicas(req).await }
         })
         .await
     }
@@ -227,4 +227,10 @@ pub fn unreachable(s: &Status) -> bool {
         cause = e.source();
     }
     texts.iter().any(|t| CONNECT.iter().any(|c| t.contains(c)))
+}
+
+/// An Admin client that accepts answers as large as the status of 100,000 ranges
+/// (tonic's default limit is 4 MiB).
+fn admin(ch: Channel) -> AdminClient<Channel> {
+    AdminClient::new(ch).max_decoding_message_size(MAX_MESSAGE)
 }

@@ -197,6 +197,7 @@ fn store_metrics(registry: &mut Registry, m: &StoreMetrics) {
     counter(registry, "read_index_reads", "Reads served after a ReadIndex round", &m.read_index_reads);
     counter(registry, "lease_reads", "Reads served locally under the lease", &m.lease_reads);
     counter(registry, "ticks_caught_up", "Ticks run late after the store was stalled", &m.ticks_caught_up);
+    counter(registry, "campaigns_deferred", "Campaigns that waited for the per-tick campaign budget", &m.campaigns_deferred);
     counter(registry, "messages_sent", "Raft messages sent", &m.messages_sent);
     counter(registry, "batches_sent", "Message batches sent (one per destination per round)", &m.batches_sent);
     counter(registry, "messages_received", "Raft messages received", &m.messages_received);

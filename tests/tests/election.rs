@@ -48,6 +48,27 @@ fn a_new_cluster_elects_each_ranges_preferred_voter_in_its_first_ticks() {
 }
 
 #[test]
+fn campaigns_past_the_per_tick_budget_wait_and_every_range_still_elects_once() {
+    // 60 ranges, 20 preferred on each node, at most 4 campaigns per store and tick.
+    let cfg = flotilla_raftstore::StoreConfig { max_campaigns_per_tick: 4, ..flotilla_tests::harness_config() };
+    let mut c = Cluster::with_config(3, flotilla_raftstore::local::even_ranges(60, 3), 3, cfg);
+    let mut ticks = 0;
+    while !c.ranges().iter().all(|d| c.leader_of(d.range_id).is_some()) {
+        assert!(ticks < 40, "ranges without a leader after {ticks} ticks");
+        c.tick();
+        ticks += 1;
+    }
+    // 20 campaigns at 4 a tick need at least 5 ticks; without the budget all begin at once.
+    assert!(ticks >= 5, "elected in {ticks} ticks: the budget was not applied");
+    let deferred: u64 =
+        c.node_ids().iter().map(|n| flotilla_raftstore::StoreMetrics::get(&c.store(*n).metrics().campaigns_deferred)).sum();
+    assert!(deferred > 0, "some campaigns waited for the budget");
+    for d in c.ranges().to_vec() {
+        assert_eq!(leaders(&c, d.range_id).len(), 1, "one leader for range {}", d.range_id);
+    }
+}
+
+#[test]
 fn isolated_leader_is_replaced_and_its_uncommitted_entries_are_discarded() {
     let mut c = Cluster::new(3, 1, 7);
     let old = c.wait_leader(1, 60).unwrap();

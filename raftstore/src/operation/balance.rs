@@ -24,7 +24,6 @@
 use std::collections::BTreeSet;
 
 use crate::peer::Peer;
-use crate::store::Store;
 
 impl Peer {
     /// The replica that should lead this range when it is healthy.
@@ -36,7 +35,7 @@ impl Peer {
     /// within `fresh` ticks and has the whole log. After an attempt, waits `cooldown`
     /// ticks before the next, so a preferred replica that keeps failing is not handed
     /// leadership (and proposals paused) over and over.
-    fn maybe_transfer_to_preferred(&mut self, now: u64, fresh: u64, cooldown: u64, draining: &BTreeSet<u64>) -> bool {
+    pub(crate) fn maybe_transfer_to_preferred(&mut self, now: u64, fresh: u64, cooldown: u64, draining: &BTreeSet<u64>) -> bool {
         if !self.is_leader() || self.raw.raft.lead_transferee.is_some() || self.change_job.is_some() {
             // (A membership change moves leadership itself when it must.)
             return false;
@@ -58,31 +57,6 @@ impl Peer {
             self.last_transfer = Some(now);
         }
         heard && caught_up
-    }
-}
-
-impl Store {
-    /// Runs the balance rule on each leader every `balance_interval_ticks` ticks,
-    /// staggered by range id so that not every range transfers on the same tick (`from`:
-    /// the tick before this advance).
-    pub(crate) fn balance_leaders(&mut self, from: u64) {
-        let every = self.cfg.balance_interval_ticks;
-        if every == 0 {
-            return;
-        }
-        let (now, fresh) = (self.now, 2 * self.cfg.heartbeat_ticks as u64);
-        // A quiesced leader stays awake until it leads from its preferred replica
-        // (`quiesce.rs`), so only awake replicas need looking at.
-        let Store { awake, peers, touched, draining_nodes, .. } = self;
-        crate::store::each_awake(peers, awake, |id, peer| {
-            if !crate::store::crossed(from, now, every, id) {
-                return;
-            }
-            if peer.maybe_transfer_to_preferred(now, fresh, 4 * every, draining_nodes) {
-                tracing::debug!(range = id, "transferring leadership to the preferred replica");
-                touched.insert(id);
-            }
-        });
     }
 }
 

@@ -10,11 +10,21 @@
 //! - when node liveness declares a node dead, each range led from there has its election
 //!   clock here moved to the time the node has been silent (what it would read had the
 //!   replica ticked all along, quiesced or not), capped at the election timeout, and the
-//!   replica [`RangeDescriptor::successor_without`] names campaigns at once, and again
-//!   every other tick for an election timeout while no leader is known. The others keep
-//!   their randomised timers as the fallback;
+//!   replica [`RangeDescriptor::successor_without`] names campaigns at once (or, past the
+//!   tick's budget, at a later tick); a failed campaign is retried by raft-rs's own timer.
+//!   The others keep their randomised timers, set to the far end of their range, as the
+//!   fallback;
 //! - when a store opens for the first time, the preferred voter of each range that never
-//!   had a leader campaigns the same way.
+//!   had a leader campaigns the same way, and the other replicas hold their timers for
+//!   five election timeouts (nodes of a new cluster start seconds apart).
+//!
+//! A store starts at most `max_campaigns_per_tick` campaigns per tick (of any kind, raft-rs's
+//! own timeouts included), fewer while it catches up missed ticks; a replica whose
+//! campaign is due beyond that waits a tick with its clocks stopped. Retries are spaced by
+//! the election timeout, never sooner: a campaign restarted before its vote answers came
+//! back would throw the answers away. Without the budget, 100,000 new ranges campaigned together, the vote
+//! traffic took longer to handle than an election timeout, every candidate timed out and
+//! campaigned again, and no range ever elected.
 //!
 //! Safety does not rest on any of this. A vote is still refused while the voter supports
 //! the old leader's node or has promised not to vote (`lease.rs`), so an early campaign is
@@ -27,13 +37,18 @@
 use raft::StateRole;
 
 use crate::peer::Peer;
+
+/// A new range's replicas other than its preferred voter hold their election timers this
+/// many election timeouts, so that the preferred voter campaigns alone (they are the
+/// fallback if it never comes up).
+const FALLBACK_HOLD: u64 = 5;
 use crate::store::Store;
 
 impl Store {
     /// Node `node` was declared dead: every range it led elects a successor now.
     pub(crate) fn elect_successors_of(&mut self, node: u64) {
         let silent = self.now.saturating_sub(self.node_heard.get(&node).copied().unwrap_or(0));
-        let (me, until) = (self.node_id, self.now + self.cfg.election_ticks as u64);
+        let me = self.node_id;
         let mut campaigned = 0u64;
         for (id, peer) in self.peers.iter_mut() {
             if peer.raw.raft.state == StateRole::Leader || peer.leader().is_none_or(|l| l.node_id != node) {
@@ -44,12 +59,23 @@ impl Store {
             let named = successor.is_some_and(|s| s.node_id == me && s.replica_id == peer.replica_id);
             // raft-rs's `campaign` does not check that it may: an uninitialized replica
             // (no configuration) would "win" alone.
-            if named && peer.may_campaign() {
-                let _ = peer.raw.campaign();
-                peer.campaign_until = Some(until);
-                self.touched.insert(*id);
-                campaigned += 1;
+            if !named || !peer.may_campaign() {
+                // The fallback: its own timer, at the far end of its range, so that it
+                // does not split the vote with the named successor.
+                let latest = 2 * peer.raw.raft.election_timeout() - 1;
+                peer.raw.raft.set_randomized_election_timeout(latest);
+                continue;
             }
+            // It campaigns now if this tick's budget allows, else at a later tick; if
+            // that campaign fails, raft-rs's timer tries again an election timeout later.
+            if self.campaigns_left > 0 {
+                self.campaigns_left -= 1;
+                let _ = peer.raw.campaign();
+            } else {
+                peer.campaign_asked = true;
+            }
+            self.touched.insert(*id);
+            campaigned += 1;
         }
         if campaigned > 0 {
             tracing::info!(node = self.node_id, lost = node, ranges = campaigned, "campaigning for the ranges a dead node led");
@@ -62,7 +88,7 @@ impl Store {
         if self.incarnation != 1 {
             return;
         }
-        let until = self.now + self.cfg.election_ticks as u64;
+        let held = self.now + FALLBACK_HOLD * self.cfg.election_ticks as u64;
         for peer in self.peers.values_mut() {
             let r = &peer.raw.raft;
             // A bootstrapped range starts with its log empty at the initial index; any
@@ -73,7 +99,9 @@ impl Store {
                 && peer.may_campaign();
             let preferred = peer.preferred_leader().is_some_and(|p| p.replica_id == peer.replica_id);
             if never_led && preferred {
-                peer.campaign_until = Some(until);
+                peer.campaign_asked = true;
+            } else if never_led {
+                peer.election_held_until = held;
             }
         }
     }
@@ -84,6 +112,29 @@ impl Peer {
     /// voter of the configuration raft-rs runs.
     pub(crate) fn may_campaign(&self) -> bool {
         self.raw.store().is_initialized() && self.raw.raft.promotable()
+    }
+
+    /// Starts the campaign asked for, if one was (the caller checked the budget).
+    pub(crate) fn campaign_if_asked(&mut self) {
+        if std::mem::take(&mut self.campaign_asked) && self.may_campaign() && self.raw.raft.state != StateRole::Leader {
+            let _ = self.raw.campaign();
+        }
+    }
+
+    /// True when this tick would start a campaign: one asked for (`campaign_asked`, or a
+    /// split's retries on even ticks while no leader is known) or raft-rs's election timer
+    /// running out.
+    pub(crate) fn campaign_due(&self, now: u64, hold: bool) -> bool {
+        let r = &self.raw.raft;
+        if r.state == StateRole::Leader {
+            return false;
+        }
+        let retry = self
+            .campaign_until
+            .is_some_and(|until| now <= until && r.leader_id == raft::INVALID_ID && now.is_multiple_of(2));
+        let asked = self.campaign_asked || retry;
+        let timer = !hold && r.promotable() && r.election_elapsed + 1 >= r.randomized_election_timeout();
+        (asked && self.may_campaign()) || timer
     }
 
     /// Moves raft-rs's election clock to `silent` ticks (capped at the election timeout)

@@ -63,7 +63,7 @@ use raft::{StateRole, CAMPAIGN_TRANSFER};
 use crate::cmd::{Callback, Request};
 use crate::metrics::StoreMetrics;
 use crate::peer::Peer;
-use crate::store::{crossed, Store};
+use crate::store::Store;
 use crate::transport::RaftEnvelope;
 
 /// Read-index request ids of lease renewals have this bit set (reads count from 1).
@@ -216,29 +216,6 @@ impl Store {
         StoreMetrics::add(&self.metrics.lease_reads, 1);
         None
     }
-
-    /// Sends a renewal round for every awake leader that is being read from, every
-    /// heartbeat interval (staggered by range id; `from`: the tick before this advance).
-    pub(crate) fn renew_leases(&mut self, from: u64) {
-        if !self.cfg.lease_reads {
-            return;
-        }
-        let (now, clock_now) = (self.now, self.clock.now());
-        let every = self.cfg.heartbeat_ticks.max(1) as u64;
-        let recent = self.cfg.election_ticks as u64;
-        let Store { awake, peers, touched, next_read_id, .. } = self;
-        crate::store::each_awake(peers, awake, |id, peer| {
-            if !peer.is_leader() || now.saturating_sub(peer.last_read) > recent || !crossed(from, now, every, id) {
-                return;
-            }
-            let probe = *next_read_id | PROBE_BIT;
-            *next_read_id += 1;
-            peer.raw.read_index(probe.to_be_bytes().to_vec());
-            peer.lease_probes.push((probe, now, clock_now));
-            peer.lease_probes.retain(|(_, at, _)| now.saturating_sub(*at) <= recent);
-            touched.insert(id);
-        });
-    }
 }
 
 /// The store's side of [`ElectionHold::holds`], taken at one instant.
@@ -270,6 +247,21 @@ impl ElectionHold {
 }
 
 impl Peer {
+    /// On a leader read from within the last `recent` ticks: sends a lease renewal round
+    /// (a ReadIndex probe with a fresh id from `next_read_id`). The store calls it every
+    /// heartbeat interval, staggered by range id. Returns whether it sent one.
+    pub(crate) fn renew_lease(&mut self, next_read_id: &mut u64, now: u64, clock_now: Duration, recent: u64) -> bool {
+        if !self.is_leader() || now.saturating_sub(self.last_read) > recent {
+            return false;
+        }
+        let probe = *next_read_id | PROBE_BIT;
+        *next_read_id += 1;
+        self.raw.read_index(probe.to_be_bytes().to_vec());
+        self.lease_probes.push((probe, now, clock_now));
+        self.lease_probes.retain(|(_, at, _)| now.saturating_sub(*at) <= recent);
+        true
+    }
+
     /// True when this replica leads, is not handing leadership over, and its engine holds
     /// every committed write: the conditions common to both proofs of the lease.
     pub(crate) fn may_read_locally(&self) -> bool {

@@ -70,15 +70,9 @@ impl Peer {
 }
 
 impl Store {
-    /// Lets every awake leader that may go quiet do so, telling its followers.
-    pub(crate) fn maybe_quiesce(&mut self) {
-        // Only idle leaders can go quiet: one walk finds them, the full check looks them up.
-        let mut ids = Vec::new();
-        crate::store::each_awake(&mut self.peers, &self.awake, |id, p| {
-            if p.is_leader() && p.proposals.is_empty() && p.reads.is_empty() {
-                ids.push(id);
-            }
-        });
+    /// Lets each of `idle_leaders` (awake leaders with nothing in flight) that may go
+    /// quiet do so, telling its followers.
+    pub(crate) fn maybe_quiesce(&mut self, ids: Vec<u64>) {
         for id in ids {
             let Some(peer) = self.peers.get(&id).filter(|p| self.may_quiesce(p)) else { continue };
             let (term, commit, me) = (peer.term(), peer.raw.raft.raft_log.committed, peer.replica_id);

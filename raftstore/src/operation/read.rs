@@ -16,7 +16,6 @@ use crate::cmd::{Callback, Command, Request, Response};
 use crate::error::{Error, Result};
 use crate::metrics::StoreMetrics;
 use crate::peer::{Peer, PendingRead};
-use crate::store::Store;
 
 impl Peer {
     /// Starts a read: registers it and asks raft-rs for a read index.
@@ -109,7 +108,7 @@ impl Peer {
 
     /// Re-asks for read indexes that did not come, fails reads that can no longer be
     /// served here, and expires old reads and proposals.
-    fn expire(&mut self, now: u64, timeout: u64, retry: u64) {
+    pub(crate) fn expire(&mut self, now: u64, timeout: u64, retry: u64) {
         let range_id = self.range_id;
         let is_leader = self.is_leader();
         let mut keep = std::collections::VecDeque::with_capacity(self.reads.len());
@@ -134,22 +133,6 @@ impl Peer {
             let p = self.proposals.pop_front().expect("front exists");
             let _ = p.callback.send(Err(Error::Timeout { range_id, ticks: timeout }));
         }
-    }
-}
-
-impl Store {
-    /// Runs [`Peer::expire`] on every awake replica with requests in flight.
-    pub(crate) fn expire_requests(&mut self) {
-        let (now, timeout) = (self.now, self.cfg.request_timeout_ticks);
-        let retry = self.cfg.read_index_retry_ticks;
-        // Quiesced replicas have nothing in flight: only awake ones are looked at.
-        let Store { awake, peers, touched, .. } = self;
-        crate::store::each_awake(peers, awake, |id, peer| {
-            if !peer.reads.is_empty() || !peer.proposals.is_empty() {
-                peer.expire(now, timeout, retry);
-                touched.insert(id);
-            }
-        });
     }
 }
 

@@ -286,7 +286,9 @@ pub(crate) async fn node_ranges(state: &Arc<State>, node: u64, with_sizes: bool)
     let mut req = Request::new(NodeRangesRequest { with_sizes });
     req.set_timeout(NODE_TIMEOUT);
     state.peers.stamp(&mut req);
-    Ok(InternalClient::new(channel).node_ranges(req).await?.into_inner())
+    // 100,000 replicas' rows pass tonic's default 4 MiB limit.
+    let mut client = InternalClient::new(channel).max_decoding_message_size(crate::transport::MAX_FRAME_BYTES);
+    Ok(client.node_ranges(req).await?.into_inner())
 }
 
 /// Sends `identity` to every other member; fails naming those that did not accept it.
