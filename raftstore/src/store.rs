@@ -118,6 +118,12 @@ pub struct Store {
     pub(crate) reserved_range_id: u64,
     /// Campaigns this store may still start in the current tick (`max_campaigns_per_tick`).
     pub(crate) campaigns_left: u64,
+    /// New ranges whose preferred voter here has yet to campaign, and the new ranges'
+    /// other replicas here, asleep until a vote request or the fallback tick
+    /// (`operation/campaign.rs`).
+    pub(crate) new_campaigns: std::collections::VecDeque<u64>,
+    pub(crate) new_followers: Vec<u64>,
+    pub(crate) new_followers_wake_at: u64,
 }
 
 impl Store {
@@ -291,6 +297,9 @@ impl Store {
             fatal: None,
             touched,
             campaigns_left: 0,
+            new_campaigns: Default::default(),
+            new_followers: Vec::new(),
+            new_followers_wake_at: 0,
         };
         let replicas: Vec<_> = store.peers.values().flat_map(|p| p.descriptor().replicas.clone()).collect();
         store.add_neighbours(&replicas);
@@ -504,6 +513,7 @@ impl Store {
         let from = self.now;
         self.now = from + n;
         let idle_leaders = self.walk_awake(from);
+        self.start_new_campaigns();
         self.check_liveness();
         if crossed(from, self.now, self.cfg.liveness_interval_ticks, 0) {
             self.send_liveness();

@@ -15,8 +15,10 @@
 //!   The others keep their randomised timers, set to the far end of their range, as the
 //!   fallback;
 //! - when a store opens for the first time, the preferred voter of each range that never
-//!   had a leader campaigns the same way, and the other replicas hold their timers for
-//!   five election timeouts (nodes of a new cluster start seconds apart).
+//!   had a leader campaigns the same way, from a queue drained within the budget; the
+//!   range's other replicas sleep until a vote request wakes them, with a fallback wake
+//!   and timer hold of five election timeouts past the queue's drain time (nodes of a new
+//!   cluster start seconds apart).
 //!
 //! A store starts at most `max_campaigns_per_tick` campaigns per tick (of any kind, raft-rs's
 //! own timeouts included), fewer while it catches up missed ticks; a replica whose
@@ -82,32 +84,77 @@ impl Store {
         }
     }
 
-    /// On a store opened for the first time: the preferred voter of every range that has
-    /// never had a leader campaigns from its first ticks.
+    /// On a store opened for the first time: every range that never had a leader starts
+    /// asleep. Its preferred voter here joins a queue of campaigns, which `advance` starts
+    /// within the campaign budget (waking the replica); its other replicas are woken by
+    /// the first vote request, or, as the fallback, once the queue here has had time to
+    /// drain and a few election timeouts more have passed. So a new cluster of 100,000
+    /// ranges is not 100,000 awake replicas per node, each walked every tick.
     pub(crate) fn campaign_new_ranges(&mut self) {
         if self.incarnation != 1 {
             return;
         }
-        let held = self.now + FALLBACK_HOLD * self.cfg.election_ticks as u64;
-        for peer in self.peers.values_mut() {
-            let r = &peer.raw.raft;
-            // A bootstrapped range starts with its log empty at the initial index; any
-            // leader appends to it at once, and any vote is recorded.
-            let never_led = r.raft_log.last_index() == crate::storage::SPLIT_INIT_INDEX
-                && r.vote == raft::INVALID_ID
-                && r.leader_id == raft::INVALID_ID
-                && peer.may_campaign();
-            let preferred = peer.preferred_leader().is_some_and(|p| p.replica_id == peer.replica_id);
-            if never_led && preferred {
-                peer.campaign_asked = true;
-            } else if never_led {
-                peer.election_held_until = held;
+        let Store { peers, awake, new_campaigns, new_followers, .. } = self;
+        for (id, peer) in peers.iter_mut() {
+            if !peer.never_led() || peer.raw.raft.vote != raft::INVALID_ID || !peer.may_campaign() {
+                continue;
+            }
+            awake.remove(id);
+            match peer.preferred_leader().is_some_and(|p| p.replica_id == peer.replica_id) {
+                true => new_campaigns.push_back(*id),
+                false => new_followers.push(*id),
+            }
+        }
+        let budget = self.cfg.max_campaigns_per_tick.max(1);
+        let drain = self.new_campaigns.len() as u64 / budget + 1;
+        self.new_followers_wake_at = self.now + drain + FALLBACK_HOLD * self.cfg.election_ticks as u64;
+        let held = self.new_followers_wake_at;
+        for id in &self.new_followers {
+            if let Some(p) = self.peers.get_mut(id) {
+                p.election_held_until = held;
+            }
+        }
+    }
+
+    /// Starts queued campaigns of new ranges while the tick's budget lasts, and at the
+    /// fallback time wakes the new ranges' other replicas that still know no leader.
+    pub(crate) fn start_new_campaigns(&mut self) {
+        while self.campaigns_left > 0 {
+            let Some(id) = self.new_campaigns.pop_front() else { break };
+            let unled = self.peers.get(&id).is_some_and(|p| p.raw.raft.leader_id == raft::INVALID_ID && !p.is_leader());
+            if !unled {
+                continue;
+            }
+            self.wake(id, false);
+            let Some(peer) = self.peers.get_mut(&id) else { continue };
+            if peer.may_campaign() {
+                self.campaigns_left -= 1;
+                let _ = peer.raw.campaign();
+                self.touched.insert(id);
+            }
+        }
+        let waiting = self.new_campaigns.len() as u64;
+        crate::metrics::StoreMetrics::add(&self.metrics.campaigns_deferred, waiting);
+        if self.new_followers.is_empty() || self.now < self.new_followers_wake_at {
+            return;
+        }
+        for id in std::mem::take(&mut self.new_followers) {
+            if self.peers.get(&id).is_some_and(|p| p.raw.raft.leader_id == raft::INVALID_ID) {
+                self.wake(id, false);
             }
         }
     }
 }
 
 impl Peer {
+    /// True while this replica knows no leader and its log is still the bootstrapped one:
+    /// any leader appends to it at once, so no range it is part of has had one that
+    /// reached it.
+    pub(crate) fn never_led(&self) -> bool {
+        let r = &self.raw.raft;
+        r.leader_id == raft::INVALID_ID && r.raft_log.last_index() == crate::storage::SPLIT_INIT_INDEX
+    }
+
     /// True when this replica may stand for election: it holds the range's data and is a
     /// voter of the configuration raft-rs runs.
     pub(crate) fn may_campaign(&self) -> bool {

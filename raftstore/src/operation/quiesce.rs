@@ -154,7 +154,8 @@ impl Store {
         let asleep: Vec<u64> = self
             .peers
             .iter()
-            .filter(|(id, p)| !self.awake.contains(id) && p.descriptor().replica_on(node).is_some())
+            // A replica that never had a leader has nothing to learn: a vote request wakes it.
+            .filter(|(id, p)| !self.awake.contains(id) && !p.never_led() && p.descriptor().replica_on(node).is_some())
             .map(|(id, _)| *id)
             .collect();
         for id in asleep {
