@@ -38,5 +38,5 @@ pub use operation::{find_split_key, SplitCheckTask, NODE_RANGE_ID};
 pub use metrics::StoreMetrics;
 pub use peer::Peer;
 pub use storage::{PeerStorage, SPLIT_INIT_INDEX, SPLIT_INIT_TERM};
-pub use store::{RangeStatus, Store, MAX_NODE_ID};
+pub use store::{RangeStatus, Store, StoreSummary, MAX_NODE_ID};
 pub use transport::{LocalTransport, RaftEnvelope, Transport};

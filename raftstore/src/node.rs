@@ -25,7 +25,7 @@ use crate::error::Error;
 use crate::metapb::{Epoch, MetaEntry};
 use crate::metrics::StoreMetrics;
 use crate::operation::{find_split_key, SplitCheckTask};
-use crate::store::{RangeStatus, Store};
+use crate::store::{RangeStatus, Store, StoreSummary};
 use crate::transport::{RaftEnvelope, Transport};
 
 /// What a store's mailbox carries.
@@ -36,6 +36,8 @@ pub enum StoreMsg {
     Request(Request, Callback),
     /// Report every replica's state.
     Status(tokio::sync::oneshot::Sender<Vec<RangeStatus>>),
+    /// Report the counts of replicas, leaders and leases (no row per replica).
+    Summary(tokio::sync::oneshot::Sender<StoreSummary>),
     /// Answer at once: the poller is alive and handling its mailbox (a readiness probe;
     /// unlike `Status` it costs nothing per range).
     Ping(tokio::sync::oneshot::Sender<()>),
@@ -83,6 +85,13 @@ impl StoreHandle {
     pub fn status(&self) -> tokio::sync::oneshot::Receiver<Vec<RangeStatus>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let _ = self.mailbox.send(StoreMsg::Status(tx));
+        rx
+    }
+
+    /// The counts of [`StoreMsg::Summary`]; the receiver fails if the store has stopped.
+    pub fn summary(&self) -> tokio::sync::oneshot::Receiver<StoreSummary> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = self.mailbox.send(StoreMsg::Summary(tx));
         rx
     }
 
@@ -275,7 +284,7 @@ fn poll_loop(mut store: Store, rx: Receiver<StoreMsg>, sinks: Sinks) -> Result<(
             }
         }
         store.catch_up();
-        match store.end_round() {
+        match store.end_round(|to, batch| sinks.transport.send(to, batch)) {
             Ok(out) => out.into_iter().for_each(|(to, batch)| sinks.transport.send(to, batch)),
             Err(e) => {
                 tracing::error!(node = store.node_id(), error = %e, "storage failure; stopping store");
@@ -310,6 +319,9 @@ fn handle(store: &mut Store, msg: StoreMsg) -> bool {
         StoreMsg::Request(req, cb) => store.on_request(req, cb),
         StoreMsg::Status(tx) => {
             let _ = tx.send(store.status());
+        }
+        StoreMsg::Summary(tx) => {
+            let _ = tx.send(store.summary());
         }
         StoreMsg::Ping(tx) => {
             let _ = tx.send(());

@@ -25,7 +25,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::server::State;
-use crate::service::internal::local_ranges;
+use crate::service::internal::{local_ranges, local_summary};
 
 /// The HTTP routes of a node.
 pub fn routes(state: Arc<State>) -> Router {
@@ -98,13 +98,11 @@ async fn metrics(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {
     if let Some(m) = state.store_metrics() {
         store_metrics(registry, &m);
     }
-    if let Ok(ranges) = local_ranges(&state, false).await {
-        let me = state.cfg.node_id;
-        gauge(registry, "replicas", "Replicas on this node", ranges.ranges.len() as i64);
-        gauge(registry, "leaders", "Ranges this node leads", ranges.leaders as i64);
-        let leases = ranges.ranges.iter().filter(|r| r.lease && r.leader_node == me).count();
-        gauge(registry, "leases", "Ranges whose lease this node holds", leases as i64);
-        let retries: u64 = ranges.ranges.iter().map(|r| r.snapshot_retries).sum();
+    if let Ok(counts) = local_summary(&state).await {
+        gauge(registry, "replicas", "Replicas on this node", counts.replicas as i64);
+        gauge(registry, "leaders", "Ranges this node leads", counts.leaders as i64);
+        gauge(registry, "leases", "Ranges whose lease this node holds", counts.leases as i64);
+        let retries = counts.snapshot_retries;
         set_gauge(registry, "snapshot_retries", "Snapshots rebuilt for followers that had one within a minute", retries);
     }
     let mut body = String::new();

@@ -226,6 +226,18 @@ async fn json_output_parses_for_every_command() {
     let right = ranges.iter().find(|r| r["range_id"] == split["right"]["range_id"]).expect("the right half");
     assert_eq!((right["start"].clone(), right["end"].clone()), (Value::from("m"), split["right"]["end"].clone()));
     assert_eq!(ranges.iter().filter(|r| r["end"].is_null()).count(), 1, "one range ends unbounded: {ranges:?}");
+    // `status` counts (no row per replica, `Store::summary`) agree with the rows of `ranges`:
+    // the one node holds and leads every range, with its lease.
+    let want = ranges.len() as u64;
+    let counts = poll_until("status counts every range", READY_TIMEOUT, || {
+        let status = json(&["status"]).ok("status").json();
+        let n = &status["nodes"][0];
+        let counts = [&n["replicas"], &n["leaders"], &n["leases"]].map(|v| v.as_u64().unwrap_or(0));
+        let answer = if counts == [want; 3] { Ok(counts) } else { Err(format!("{status}")) };
+        async move { answer }
+    })
+    .await;
+    assert_eq!(counts, [want; 3]);
     for r in ranges {
         // Each range names the node that should lead it, one of its voters.
         let nodes: Vec<&Value> = r["replicas"].as_array().expect("replicas").iter().map(|x| &x["node_id"]).collect();

@@ -327,7 +327,12 @@ impl Cluster {
                 continue;
             }
             let Some(store) = slot.as_mut() else { continue };
-            match store.end_round() {
+            // Leaders' messages leave before the round's write, so they are on their way
+            // even when that write fails.
+            let mut early = Vec::new();
+            let result = store.end_round(|_, batch| early.extend(batch));
+            sent.append(&mut early);
+            match result {
                 Ok(out) => sent.extend(out.into_iter().flat_map(|(_, batch)| batch)),
                 Err(e) => {
                     // A failed round stops the store, as the threaded driver does: the

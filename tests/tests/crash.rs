@@ -3,7 +3,7 @@
 //! was acknowledged survives, and replicas agree after restart.
 
 use flotilla_raftstore::local::even_ranges;
-use flotilla_raftstore::StoreConfig;
+use flotilla_raftstore::{Command, StoreConfig};
 use flotilla_tests::{harness_config, Cluster};
 
 const POINTS: [&str; 3] = [
@@ -71,5 +71,42 @@ fn a_crash_at_any_write_point_loses_no_acknowledged_write() {
     for (i, point) in POINTS.iter().enumerate() {
         crash_at(point, 50 + i as u64);
     }
+    scenario.teardown();
+}
+
+/// A leader sends its appends before its own log write (`ready.rs`), so a leader that
+/// crashes right before that write has already handed the entry to its followers: they
+/// persist it, elect one of themselves and commit it. The old leader, restarted without
+/// the entry in its log, catches up from them instead of diverging. (Were the appends sent
+/// after the write, the followers would never see the entry and the read would find
+/// "before".)
+#[test]
+fn a_leader_crashing_before_its_log_write_has_already_replicated_the_entry() {
+    let scenario = fail::FailScenario::setup();
+    let cfg = StoreConfig { sync_log: true, ..harness_config() };
+    let mut c = Cluster::with_config(3, even_ranges(1, 3), 61, cfg);
+    c.put(b"k", b"before").unwrap();
+    let range = c.range_of(b"k");
+    let leader = c.wait_leader(range, 100).expect("a leader");
+    let followers: Vec<u64> = c.node_ids().into_iter().filter(|n| *n != leader).collect();
+    // Only the leader ends a round: the followers are frozen until it has crashed.
+    for f in &followers {
+        c.stall(*f);
+    }
+    fail::cfg("raftstore::before_log_write", "1*return").unwrap();
+    let _lost = c.request(leader, range, Command::Put { key: b"k".to_vec(), value: b"after".to_vec() });
+    c.settle();
+    fail::remove("raftstore::before_log_write");
+    assert!(!c.is_running(leader), "the leader crashed at its log write");
+    for f in &followers {
+        c.resume(*f);
+    }
+    let successor = c.wait_leader_except(range, Some(leader), 100).expect("the followers elect a leader");
+    assert!(followers.contains(&successor));
+    assert_eq!(c.get(b"k").unwrap().as_deref(), Some(&b"after"[..]), "the entry reached the followers");
+    c.start(leader);
+    let d = c.digests(range, 200);
+    assert_eq!(d.len(), 3, "all three replicas answer: {d:?}");
+    assert!(d.values().all(|x| Some(x) == d.values().next()), "replicas agree: {d:?}");
     scenario.teardown();
 }

@@ -1,10 +1,18 @@
 //! The end of a round: handling the Ready of every replica that has one, in the order
 //! raft-rs requires, with one write batch and one fsync for all of them.
 //!
-//! Phase 1, for each replica with a Ready: queue `messages()` (a leader may send before it
-//! persists); stage the snapshot, the committed entries' effects, the new entries and the
-//! hard state into the shared batch; note confirmed read indexes. Then one write, synced
-//! when any Ready asked for it, and the answers for what was applied.
+//! Phase 1, for each replica with a Ready: set aside `messages()`; stage the snapshot, the
+//! committed entries' effects, the new entries and the hard state into the shared batch;
+//! note confirmed read indexes. Then hand the set-aside messages to the caller's `send_now`
+//! *before* the write, and write once, synced when any Ready asked for it, and answer what
+//! was applied.
+//!
+//! Sending before the write is what raft-rs's split of the Ready allows (Raft thesis
+//! §10.2.1): `messages()` are a leader's — appends and heartbeats — and a leader counts its
+//! own copy of an entry toward the commit quorum only once `advance` reports it persisted,
+//! so the followers' fsyncs run while the leader's does, and a leader that crashes before
+//! its write loses nothing a quorum acknowledged. Everything a follower or candidate says
+//! (votes, append answers) is in `persisted_messages()` and waits for the write.
 //!
 //! Phase 2, once that write is durable: queue `persisted_messages()`, `advance` each
 //! replica, and handle its `LightReady` (new commit index, more messages, more committed
@@ -25,18 +33,24 @@ use crate::transport::RaftEnvelope;
 
 impl Store {
     /// Ends the round: persists and applies everything the touched replicas produced and
-    /// returns the messages to send, one batch per destination node. An `Err` is a storage
-    /// failure; the store must stop.
-    pub fn end_round(&mut self) -> Result<Vec<(u64, Vec<RaftEnvelope>)>> {
+    /// returns the messages to send, one batch per destination node. Leaders' messages that
+    /// may leave before the round's write (see the module doc) go to `send_now`, one batch
+    /// per destination node, just before it. An `Err` is a storage failure; the store must
+    /// stop.
+    pub fn end_round(&mut self, send_now: impl FnMut(u64, Vec<RaftEnvelope>)) -> Result<Vec<(u64, Vec<RaftEnvelope>)>> {
         let _span = tracing::trace_span!("round", node = self.node_id).entered();
         if let Some(e) = self.fatal.take() {
             return Err(e);
         }
+        // Deaths are judged here, after the round's messages were handled, never while
+        // catching up ticks: a store that was busy (or frozen) for a second has the other
+        // nodes' beats waiting in its mailbox, and they are not dead.
+        self.check_liveness();
         let removed = std::mem::take(&mut self.removed_received);
         self.on_removed_notices(removed)?;
         let touched = std::mem::take(&mut self.touched);
         let mut ctx = ApplyContext::default();
-        let readied = self.persist_readies(&touched, &mut ctx)?;
+        let readied = self.persist_readies(&touched, &mut ctx, send_now)?;
         self.advance_readies(readied, &mut ctx)?;
         // Only now, with every Ready of the round advanced, may a split-created replica
         // replace an uninitialized one.
@@ -60,13 +74,15 @@ impl Store {
         Ok(self.take_outbox())
     }
 
-    /// Phase 1: stage every Ready into one batch and write it.
+    /// Phase 1: stage every Ready into one batch, send the leaders' messages, write.
     fn persist_readies(
         &mut self,
         touched: &std::collections::BTreeSet<u64>,
         ctx: &mut ApplyContext,
+        mut send_now: impl FnMut(u64, Vec<RaftEnvelope>),
     ) -> Result<Vec<(u64, raft::Ready)>> {
         let mut wb = self.engine.batch();
+        let mut early = std::collections::BTreeMap::new();
         let mut must_sync = false;
         let mut readied = Vec::new();
         for id in touched {
@@ -78,7 +94,7 @@ impl Store {
             if rd.ss().is_some_and(|ss| ss.raft_state == raft::StateRole::Leader) {
                 self.meta_updates.extend(peer.meta_entry());
             }
-            let out = Outbound { outbox: &mut self.outbox, beats: &mut self.beats, quiet: !self.awake.contains(id) };
+            let out = Outbound { outbox: &mut early, beats: &mut self.beats, quiet: !self.awake.contains(id) };
             queue_messages(out, self.node_id, peer, rd.take_messages());
             if let Some(hs) = rd.hs() {
                 // Staged first: an early flush for a snapshot must not persist the old term.
@@ -108,6 +124,9 @@ impl Store {
             must_sync |= rd.must_sync();
             readied.push((*id, rd));
             self.stage_splits(&mut wb, ctx);
+        }
+        for (to, batch) in early {
+            send_now(to, batch);
         }
         fail::fail_point!("raftstore::before_log_write", |_| Err(self.crashed_here()));
         if !wb.is_empty() {

@@ -177,7 +177,9 @@ impl Internal for InternalService {
 
     async fn node_ranges(&self, req: Request<NodeRangesRequest>) -> Result<Response<NodeRangesResponse>, Status> {
         self.admit(&req)?;
-        local_ranges(&self.0, req.get_ref().with_sizes).await.map(Response::new)
+        let NodeRangesRequest { with_sizes, summary_only } = *req.get_ref();
+        let answer = if summary_only { local_summary(&self.0).await } else { local_ranges(&self.0, with_sizes).await };
+        answer.map(Response::new)
     }
 }
 
@@ -194,7 +196,24 @@ pub async fn local_ranges(state: &Arc<State>, with_sizes: bool) -> Result<NodeRa
         infos()
     };
     let leaders = ranges.iter().filter(|r| r.leader_node == me).count() as u32;
-    Ok(NodeRangesResponse { node_id: me, ranges, leaders })
+    let leases = ranges.iter().filter(|r| r.lease && r.leader_node == me).count() as u32;
+    let snapshot_retries = ranges.iter().map(|r| r.snapshot_retries).sum();
+    let replicas = ranges.len() as u32;
+    Ok(NodeRangesResponse { node_id: me, ranges, leaders, replicas, leases, snapshot_retries })
+}
+
+/// This node's counts of replicas, leaders and leases, without a row per replica.
+pub async fn local_summary(state: &Arc<State>) -> Result<NodeRangesResponse, Status> {
+    let me = state.cfg.node_id;
+    let s = state.serving()?.store.summary().await.map_err(|_| stopping(me))?;
+    Ok(NodeRangesResponse {
+        node_id: me,
+        ranges: Vec::new(),
+        leaders: s.leaders as u32,
+        replicas: s.replicas as u32,
+        leases: s.leases as u32,
+        snapshot_retries: s.snapshot_repeats,
+    })
 }
 
 /// A replica's status as the admin service reports it. Only leaders measure their range
