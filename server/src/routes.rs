@@ -12,6 +12,9 @@
 //! forwards whatever it receives, so a stale span (the range split, its leader moved)
 //! costs one hop and brings a fresh hint, never a wrong answer. A leader that cannot be
 //! reached is forgotten ([`Routes::forget`]) and the client falls back to its endpoints.
+//!
+//! **Streams.** A `Kv.Commands` stream carries the same hint in each result rather than
+//! in metadata ([`Hint`] on the server; a client learns it with [`Routes::learn_span`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -25,6 +28,15 @@ pub const LEADER_HEADER: &str = "flotilla-leader";
 pub const START_HEADER: &str = "flotilla-range-start-bin";
 /// The span's end user key (binary; absent: the span is unbounded).
 pub const END_HEADER: &str = "flotilla-range-end-bin";
+
+/// One hint: keys in `[start, end)` (user keys; `end` `None`: unbounded) are led by the
+/// node at `leader` (its gRPC address, as the node that forwarded reaches it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hint {
+    pub leader: String,
+    pub start: Vec<u8>,
+    pub end: Option<Vec<u8>>,
+}
 
 /// Adds a hint to `md`: keys in `[start, end)` (`end` `None`: unbounded) are led at
 /// `leader`. A value that cannot be a header (an address with odd bytes) adds nothing.
@@ -52,16 +64,19 @@ pub struct Routes {
 }
 
 impl Routes {
+    /// The address of the leader of `key`, if a learned span holds it.
+    pub fn leader(&self, key: &[u8]) -> Option<String> {
+        let spans = self.spans.read();
+        let (_, span) = spans.range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Included(key))).next_back()?;
+        if span.end.as_deref().is_some_and(|e| key >= e) {
+            return None;
+        }
+        Some(span.leader.clone())
+    }
+
     /// The leader's address and a channel to it for `key`, if a learned span holds it.
     pub fn route(&self, key: &[u8]) -> Option<(String, Channel)> {
-        let leader = {
-            let spans = self.spans.read();
-            let (_, span) = spans.range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Included(key))).next_back()?;
-            if span.end.as_deref().is_some_and(|e| key >= e) {
-                return None;
-            }
-            span.leader.clone()
-        };
+        let leader = self.leader(key)?;
         if let Some(ch) = self.channels.read().get(&leader) {
             return Some((leader, ch.clone()));
         }
@@ -76,7 +91,15 @@ impl Routes {
         let Some(leader) = md.get(LEADER_HEADER).and_then(|v| v.to_str().ok()) else { return };
         let Some(start) = md.get_bin(START_HEADER).and_then(|v| v.to_bytes().ok()) else { return };
         let end = md.get_bin(END_HEADER).and_then(|v| v.to_bytes().ok()).map(|b| b.to_vec());
-        let start = start.to_vec();
+        self.learn_span(leader, start.to_vec(), end);
+    }
+
+    /// Learns that `[start, end)` (`end` `None`: unbounded) is led at `leader`: the span
+    /// replaces every learned span it overlaps. An empty leader teaches nothing.
+    pub fn learn_span(&self, leader: &str, start: Vec<u8>, end: Option<Vec<u8>>) {
+        if leader.is_empty() {
+            return;
+        }
         let mut spans = self.spans.write();
         // Drop what the new span overlaps: spans starting inside it, and the one before
         // it if it reaches in.
@@ -147,5 +170,18 @@ mod tests {
         // A response without a hint, or with a malformed one, teaches nothing.
         r.learn(&MetadataMap::new());
         assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn a_streamed_hint_teaches_the_same_as_the_metadata_one() {
+        let (by_metadata, by_stream) = (Routes::default(), Routes::default());
+        by_metadata.learn(&hint("127.0.0.1:1", b"c", Some(b"f")));
+        by_stream.learn_span("127.0.0.1:1", b"c".to_vec(), Some(b"f".to_vec()));
+        for key in [&b"b"[..], b"c", b"e", b"f"] {
+            assert_eq!(by_metadata.leader(key), by_stream.leader(key), "key {key:?}");
+        }
+        assert_eq!(by_stream.leader(b"d").as_deref(), Some("127.0.0.1:1"));
+        by_stream.learn_span("", b"a".to_vec(), None);
+        assert_eq!(by_stream.len(), 1, "a hint without a leader teaches nothing");
     }
 }

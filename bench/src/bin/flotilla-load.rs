@@ -7,9 +7,11 @@
 //!
 //! How: `--clients` tokio tasks, spread round-robin over `--endpoints`, each a closed
 //! loop (send one request, wait for the answer, send the next), so the offered load is
-//! the clients' concurrency, not a fixed rate. Each operation is a get with probability
-//! `--read-ratio`, else a put of `--value-size` bytes; its key comes from `--distribution`
-//! over `--keys` keys (see `load/keys.rs`). Operations that start during `--warmup-secs`
+//! the clients' concurrency, not a fixed rate. With `--rpc stream` (the default), the
+//! clients' requests to one node share one `Kv.Commands` stream and travel many per
+//! frame (`load/mux.rs`); `--rpc unary` sends one `Kv.Get`/`Kv.Put` call each. Each
+//! operation is a get with probability `--read-ratio`, else a put of `--value-size`
+//! bytes; its key comes from `--distribution` over `--keys` keys (see `load/keys.rs`). Operations that start during `--warmup-secs`
 //! load the cluster but are not recorded; the measured window then lasts
 //! `--duration-secs` (operations still in flight at its end are abandoned, not counted)
 //! or `--ops` operations (until the last one finishes). Each client records the

@@ -35,6 +35,25 @@ impl Backend {
     }
 }
 
+/// How a Flotilla client sends its gets and puts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Rpc {
+    /// Over `Kv.Commands` streams: one per node address, shared by every client, with
+    /// many commands per frame (see `load/mux.rs`).
+    Stream,
+    /// One `Kv.Get` / `Kv.Put` call per operation.
+    Unary,
+}
+
+impl Rpc {
+    pub fn name(self) -> &'static str {
+        match self {
+            Rpc::Stream => "stream",
+            Rpc::Unary => "unary",
+        }
+    }
+}
+
 impl Distribution {
     pub fn name(self) -> &'static str {
         match self {
@@ -58,6 +77,10 @@ pub struct Args {
     /// The system the endpoints belong to.
     #[arg(long, value_enum, default_value_t = Backend::Flotilla)]
     pub backend: Backend,
+    /// How Flotilla requests travel: many per frame over one `Kv.Commands` stream per
+    /// node (shared by the clients), or one unary call each. (etcd: always unary.)
+    #[arg(long, value_enum, default_value_t = Rpc::Stream)]
+    pub rpc: Rpc,
     /// Concurrent clients, each with one request in flight at a time.
     #[arg(long, default_value_t = 16)]
     pub clients: usize,
@@ -158,6 +181,14 @@ impl Args {
 
     pub fn error_pause(&self) -> Duration {
         Duration::from_millis(self.error_pause_ms)
+    }
+
+    /// The way requests travel in this run (etcd's are unary whatever --rpc says).
+    pub fn rpc_used(&self) -> Rpc {
+        match self.backend {
+            Backend::Flotilla => self.rpc,
+            Backend::Etcd => Rpc::Unary,
+        }
     }
 
     pub fn timeout(&self) -> Duration {

@@ -2,18 +2,23 @@
 //! (`--backend etcd`), behind one `put` and one `get`, so that both systems receive the
 //! same keys, values and concurrency from the same closed loop. An etcd get is a
 //! linearizable range read of one key (etcd's default, `serializable = false`), the
-//! counterpart of Flotilla's linearizable get.
+//! counterpart of Flotilla's linearizable get. Flotilla's gets and puts travel as unary
+//! calls (`--rpc unary`) or over the shared `Kv.Commands` streams of `mux.rs` (`--rpc
+//! stream`, the default); both follow the same routing hints.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_server::client::Client;
+use flotilla_server::proto::command::Op;
+use flotilla_server::proto::command_result::Outcome as Answer;
 use flotilla_server::proto::kv_client::KvClient;
-use flotilla_server::proto::{GetRequest, PutRequest};
+use flotilla_server::proto::{CommandResult, GetRequest, PutRequest};
 use flotilla_server::routes::Routes;
 use tonic::transport::Channel;
 
-use super::args::{Args, Backend};
+use super::args::{Args, Backend, Rpc};
+use super::mux::{Mux, Muxes};
 use super::stats::Outcome;
 
 /// Extra time the client waits past the deadline it sends, so that the server's verdict
@@ -22,10 +27,12 @@ const GRACE: Duration = Duration::from_millis(500);
 
 /// One client's way to the system under load. A Flotilla connection sends each key to
 /// its range's leader when a routing hint told it where that is (`routes`, shared by all
-/// clients; `None` with `--no-route`), and to its endpoint otherwise.
+/// clients; `None` with `--no-route`), and to its endpoint otherwise: as a unary call
+/// (`Flotilla`) or over the shared `Kv.Commands` stream of that address (`Stream`).
 #[derive(Clone)]
 pub enum Conn {
     Flotilla { kv: KvClient<Channel>, routes: Option<Arc<Routes>> },
+    Stream { home: Arc<Mux>, muxes: Arc<Muxes>, routes: Option<Arc<Routes>> },
     Etcd(etcd_client::KvClient),
 }
 
@@ -35,16 +42,32 @@ fn shared_routes(args: &Args) -> Option<Arc<Routes>> {
     (!args.no_route).then(|| ROUTES.get_or_init(Arc::default).clone())
 }
 
+/// The streams every Flotilla client of this run shares, one per address.
+fn shared_muxes() -> Arc<Muxes> {
+    static MUXES: std::sync::OnceLock<Arc<Muxes>> = std::sync::OnceLock::new();
+    MUXES.get_or_init(Arc::default).clone()
+}
+
 /// One connection per endpoint, in the order given (clients share them round-robin
 /// unless `--channel-per-client`).
 pub async fn connect_all(args: &Args) -> Result<Vec<Conn>, String> {
-    match args.backend {
-        Backend::Flotilla => {
+    match (args.backend, args.rpc) {
+        (Backend::Flotilla, Rpc::Unary) => {
             let client = Client::new(&args.endpoints)?;
             let routes = shared_routes(args);
             Ok((0..args.endpoints.len()).map(|i| Conn::Flotilla { kv: client.kv_at(i), routes: routes.clone() }).collect())
         }
-        Backend::Etcd => {
+        (Backend::Flotilla, Rpc::Stream) => {
+            let (muxes, routes) = (shared_muxes(), shared_routes(args));
+            args.endpoints
+                .iter()
+                .map(|e| {
+                    let home = muxes.get(e, routes.clone())?;
+                    Ok(Conn::Stream { home, muxes: muxes.clone(), routes: routes.clone() })
+                })
+                .collect()
+        }
+        (Backend::Etcd, _) => {
             let mut conns = Vec::with_capacity(args.endpoints.len());
             for e in &args.endpoints {
                 conns.push(connect(args, e).await?);
@@ -54,14 +77,21 @@ pub async fn connect_all(args: &Args) -> Result<Vec<Conn>, String> {
     }
 }
 
-/// A connection of its own to `endpoint`.
+/// A connection of its own to `endpoint` (in stream mode: a stream of its own to it;
+/// the streams to leaders are still shared).
 pub async fn connect(args: &Args, endpoint: &str) -> Result<Conn, String> {
-    match args.backend {
-        Backend::Flotilla => {
+    match (args.backend, args.rpc) {
+        (Backend::Flotilla, Rpc::Unary) => {
             let kv = Client::new(&[endpoint.to_string()])?.kv_at(0);
             Ok(Conn::Flotilla { kv, routes: shared_routes(args) })
         }
-        Backend::Etcd => {
+        (Backend::Flotilla, Rpc::Stream) => {
+            let channel = flotilla_server::peers::channel_to(endpoint).map_err(|e| format!("endpoint {endpoint}: {e}"))?;
+            let routes = shared_routes(args);
+            let home = Arc::new(Mux::new(endpoint.to_string(), channel, routes.clone()));
+            Ok(Conn::Stream { home, muxes: shared_muxes(), routes })
+        }
+        (Backend::Etcd, _) => {
             let options = etcd_client::ConnectOptions::new()
                 .with_timeout(args.timeout())
                 .with_connect_timeout(Duration::from_secs(5));
@@ -86,6 +116,11 @@ impl Conn {
                 learn(routes.as_deref(), leader.as_deref(), &answer);
                 grpc(answer, |_| Outcome::Ok)
             }
+            Conn::Stream { home, muxes, routes } => {
+                let mux = streamed(home, muxes, routes.as_ref(), &key);
+                let answer = tokio::time::timeout(within, mux.call(Op::Put(PutRequest { key, value }), timeout)).await;
+                streamed_outcome(&mux, home, routes.as_deref(), answer)
+            }
             Conn::Etcd(kv) => etcd(tokio::time::timeout(within, kv.put(key, value, None)).await, |_| Outcome::Ok),
         }
     }
@@ -102,6 +137,11 @@ impl Conn {
                 learn(routes.as_deref(), leader.as_deref(), &answer);
                 let found = |r: tonic::Response<flotilla_server::proto::GetResponse>| found(r.into_inner().found);
                 grpc(answer, found)
+            }
+            Conn::Stream { home, muxes, routes } => {
+                let mux = streamed(home, muxes, routes.as_ref(), &key);
+                let answer = tokio::time::timeout(within, mux.call(Op::Get(GetRequest { key }), timeout)).await;
+                streamed_outcome(&mux, home, routes.as_deref(), answer)
             }
             Conn::Etcd(kv) => {
                 let found = |r: etcd_client::GetResponse| found(!r.kvs().is_empty());
@@ -130,6 +170,53 @@ fn learn<T>(routes: Option<&Routes>, leader: Option<&str>, answer: &Timed<Result
             }
         }
         _ => {}
+    }
+}
+
+/// The stream to send `key` on: its leader's, if a hint named one, else the endpoint's.
+fn streamed(home: &Arc<Mux>, muxes: &Muxes, routes: Option<&Arc<Routes>>, key: &[u8]) -> Arc<Mux> {
+    let Some(leader) = routes.and_then(|r| r.leader(key)) else { return home.clone() };
+    if leader == home.address() {
+        return home.clone();
+    }
+    // An address that cannot be a URI is no route: forget it and use the endpoint.
+    match muxes.get(&leader, routes.cloned()) {
+        Ok(mux) => mux,
+        Err(_) => {
+            if let Some(r) = routes {
+                r.forget(&leader);
+            }
+            home.clone()
+        }
+    }
+}
+
+/// The outcome of a streamed command (its hint was learned by the mux's reader); forgets
+/// a leader that answered UNAVAILABLE (a broken stream, or no quorum behind it), as the
+/// unary path does.
+fn streamed_outcome(
+    mux: &Mux,
+    home: &Mux,
+    routes: Option<&Routes>,
+    answer: Timed<Result<CommandResult, tonic::Status>>,
+) -> Outcome {
+    let error = |code: tonic::Code, message: String| {
+        if code == tonic::Code::Unavailable && !std::ptr::eq(mux, home) {
+            if let Some(r) = routes {
+                r.forget(mux.address());
+            }
+        }
+        Outcome::Err(format!("{code:?}"), message)
+    };
+    match answer {
+        Err(_) => client_timeout(),
+        Ok(Err(status)) => error(status.code(), status.message().to_string()),
+        Ok(Ok(result)) => match result.outcome {
+            Some(Answer::Get(g)) => found(g.found),
+            Some(Answer::Put(_)) | Some(Answer::Delete(_)) => Outcome::Ok,
+            Some(Answer::Error(e)) => error(tonic::Code::from_i32(e.code), e.message),
+            None => Outcome::Err("Unknown".into(), format!("command {} was answered without an outcome", result.id)),
+        },
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod args;
 pub mod conn;
 pub mod keys;
+pub mod mux;
 pub mod report;
 pub mod stats;
 pub mod worker;

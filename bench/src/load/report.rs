@@ -72,6 +72,7 @@ impl Report<'_> {
             d => d.name().to_string(),
         };
         let channels = if a.channel_per_client { "a connection each" } else { "a connection per endpoint" };
+        let rpc = a.rpc_used().name();
         let limit = match (a.duration(), a.ops) {
             (Some(d), Some(n)) => format!("{} s or {n} ops", d.as_secs()),
             (Some(d), None) => format!("{} s", d.as_secs()),
@@ -79,7 +80,7 @@ impl Report<'_> {
         };
         let spelled = if a.ascii_keys { " (ASCII keys)" } else { "" };
         format!(
-            "{} clients ({channels}) on {} {}; {dist}{spelled} over {} keys; key {} B, value {} B; read ratio {}; \
+            "{} clients ({channels}, {rpc} RPCs) on {} {}; {dist}{spelled} over {} keys; key {} B, value {} B; read ratio {}; \
              seed {}; warm-up {} s; measuring {limit}",
             a.clients,
             a.backend.name(),
@@ -98,9 +99,10 @@ impl Report<'_> {
         let (a, s, secs) = (self.args, self.stats, self.secs);
         let endpoints: Vec<String> = a.endpoints.iter().map(|e| json_str(e)).collect();
         let mut out = format!(
-            "{{\"backend\":\"{}\",\"ascii_keys\":{},\"endpoints\":[{}],\"clients\":{},\"channel_per_client\":{},\"distribution\":\"{}\",\"zipf_theta\":{},\
+            "{{\"backend\":\"{}\",\"rpc\":\"{}\",\"ascii_keys\":{},\"endpoints\":[{}],\"clients\":{},\"channel_per_client\":{},\"distribution\":\"{}\",\"zipf_theta\":{},\
              \"keys\":{},\"key_size\":{},\"value_size\":{},\"read_ratio\":{},\"seed\":{},\"warmup_secs\":{},",
             a.backend.name(),
+            a.rpc_used().name(),
             a.ascii_keys,
             endpoints.join(","),
             a.clients,

@@ -1,20 +1,26 @@
 //! The client service. Any node accepts these calls and routes them with its own router
 //! (a gateway, as in CockroachDB): the caller need not know where ranges live.
+//!
+//! `Get`, `Put` and `Delete` are also reachable many at a time over one `Commands`
+//! stream (`commands.rs`); both paths run the same `run_*` functions below, so a command
+//! behaves, fails, is traced and is counted the same whichever way it came.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use flotilla_router::Db;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::errors::{invalid, router_status};
 use crate::gateway::Gateway;
 use crate::proto::kv_server::Kv;
 use crate::proto::*;
+use crate::routes::Hint;
 use crate::server::State;
 
 /// `Kv` over a server's shared state.
+#[derive(Clone)]
 pub struct KvService(pub Arc<State>);
 
 impl KvService {
@@ -22,75 +28,96 @@ impl KvService {
         self.0.serving().map(|r| r.db.clone())
     }
 
-    /// Attaches a routing hint to `resp` when the range holding user key `key` is led on
-    /// another node (this one forwarded the call): see `routes.rs`.
-    fn hint<T>(&self, db: &Db<Gateway>, key: &[u8], mut resp: Response<T>) -> Response<T> {
+    /// The routing hint for user key `key` when the range holding it is led on another
+    /// node (this one forwarded the command): see `routes.rs`. `None` when this node
+    /// leads it, or when the cache does not know enough to say.
+    fn hint(&self, db: &Db<Gateway>, key: &[u8]) -> Option<Hint> {
+        use flotilla_raftstore::keyspace::decode_user_key;
         let stored = flotilla_raftstore::keyspace::user_key(key);
         let router = db.router();
-        let leader = router.cached_leader(&stored).filter(|l| *l != self.0.peers.me());
-        let Some(leader) = leader else { return resp };
-        let (Some((desc, _)), Some(address)) = (router.cached(&stored), self.0.peers.address(leader)) else { return resp };
-        use flotilla_raftstore::keyspace::decode_user_key;
-        let Some(start) = decode_user_key(&desc.start) else { return resp };
+        let leader = router.cached_leader(&stored).filter(|l| *l != self.0.peers.me())?;
+        let (desc, _) = router.cached(&stored)?;
+        let address = self.0.peers.address(leader)?;
+        let start = decode_user_key(&desc.start)?.to_vec();
         let end = match desc.end.as_slice() {
             [] => None,
-            e => match decode_user_key(e) {
-                Some(user) => Some(user),
-                None => return resp,
-            },
+            e => Some(decode_user_key(e)?.to_vec()),
         };
-        crate::routes::attach(resp.metadata_mut(), &address, start, end);
-        resp
+        Some(Hint { leader: address, start, end })
     }
 
-    /// Counts the outcome and latency of one call of `method`.
-    fn record<T>(&self, method: &str, started: Instant, result: Result<T, Status>) -> Result<T, Status> {
+    /// Counts the outcome and latency of one call (or streamed command) of `method`.
+    pub(crate) fn record<T>(&self, method: &str, started: Instant, result: Result<T, Status>) -> Result<T, Status> {
         let code = result.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
         self.0.requests.observe(method, code, started);
         result
     }
+
+    // The operations `Get`, `Put` and `Delete` share with `Commands` (commands.rs): the
+    // answer and the routing hint to return with it. The callers count them (`record`).
+
+    pub(crate) async fn run_get(&self, req: GetRequest) -> Result<(GetResponse, Option<Hint>), Status> {
+        let db = self.db()?;
+        let key = req.key;
+        let span = tracing::debug_span!("kv.get", key_len = key.len());
+        let value = db.get(&key).instrument(span).await.map_err(router_status)?;
+        let resp = GetResponse { found: value.is_some(), value: value.unwrap_or_default() };
+        Ok((resp, self.hint(&db, &key)))
+    }
+
+    pub(crate) async fn run_put(&self, req: PutRequest) -> Result<(PutResponse, Option<Hint>), Status> {
+        let db = self.db()?;
+        let PutRequest { key, value } = req;
+        let span = tracing::debug_span!("kv.put", key_len = key.len(), value_len = value.len());
+        db.put(&key, &value).instrument(span).await.map_err(router_status)?;
+        Ok((PutResponse {}, self.hint(&db, &key)))
+    }
+
+    pub(crate) async fn run_delete(&self, req: DeleteRequest) -> Result<(DeleteResponse, Option<Hint>), Status> {
+        let db = self.db()?;
+        let key = req.key;
+        let span = tracing::debug_span!("kv.delete", key_len = key.len());
+        db.delete(&key).instrument(span).await.map_err(router_status)?;
+        Ok((DeleteResponse {}, self.hint(&db, &key)))
+    }
+}
+
+/// A unary answer, with its routing hint in the metadata (see `routes.rs`).
+fn unary<T>((body, hint): (T, Option<Hint>)) -> Response<T> {
+    let mut resp = Response::new(body);
+    if let Some(h) = hint {
+        crate::routes::attach(resp.metadata_mut(), &h.leader, &h.start, h.end.as_deref());
+    }
+    resp
 }
 
 #[tonic::async_trait]
 impl Kv for KvService {
+    type CommandsStream = super::commands::ResultFrames;
+
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let started = Instant::now();
-        let result = async {
-            let db = self.db()?;
-            let key = req.into_inner().key;
-            let span = tracing::debug_span!("kv.get", key_len = key.len());
-            let value = db.get(&key).instrument(span).await.map_err(router_status)?;
-            let resp = Response::new(GetResponse { found: value.is_some(), value: value.unwrap_or_default() });
-            Ok(self.hint(&db, &key, resp))
-        }
-        .await;
+        let result = self.run_get(req.into_inner()).await.map(unary);
         self.record("get", started, result)
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let started = Instant::now();
-        let result = async {
-            let db = self.db()?;
-            let PutRequest { key, value } = req.into_inner();
-            let span = tracing::debug_span!("kv.put", key_len = key.len(), value_len = value.len());
-            db.put(&key, &value).instrument(span).await.map_err(router_status)?;
-            Ok(self.hint(&db, &key, Response::new(PutResponse {})))
-        }
-        .await;
+        let result = self.run_put(req.into_inner()).await.map(unary);
         self.record("put", started, result)
     }
 
     async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
         let started = Instant::now();
-        let result = async {
-            let db = self.db()?;
-            let key = req.into_inner().key;
-            let span = tracing::debug_span!("kv.delete", key_len = key.len());
-            db.delete(&key).instrument(span).await.map_err(router_status)?;
-            Ok(self.hint(&db, &key, Response::new(DeleteResponse {})))
-        }
-        .await;
+        let result = self.run_delete(req.into_inner()).await.map(unary);
         self.record("delete", started, result)
+    }
+
+    async fn commands(
+        &self,
+        req: Request<Streaming<CommandsRequest>>,
+    ) -> Result<Response<Self::CommandsStream>, Status> {
+        Ok(Response::new(super::commands::serve(self.clone(), req.into_inner())))
     }
 
     async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
