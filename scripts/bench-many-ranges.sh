@@ -7,8 +7,8 @@
 #      over IDLE_SECS s (/proc/PID/stat), as % of one core;
 #   3. failover: node 3 is SIGKILLed; `flotilla status` is polled every 0.5 s through
 #      node 1 until the live nodes lead every range again (the figure of issue 13);
-#   4. restart: node 3 starts again on its data; the time until its `/ready` answers 200
-#      and until it leads ranges again.
+#   4. restart: node 3 starts again on its data; the time until its `/ready` answers 200,
+#      until it leads ranges again, and until every range is led with node 3 live.
 #
 #   scripts/bench-many-ranges.sh                 # RANGES=100000
 #   RANGES=10000 scripts/bench-many-ranges.sh
@@ -33,11 +33,18 @@ except Exception:
 live = [n for n in v["nodes"] if n["live"]]
 print(sum(n["leaders"] for n in live), max([n["replicas"] for n in live] or [0]))'
 }
+# Polls until the live nodes lead every range; gives up after LED_TIMEOUT s (default 600),
+# saying how far it got, and ends the script (a cluster that never elects is a result).
 wait_led() {
-  local l r
+  local l r start
+  start="$(now)"
   while :; do
     read -r l r <<<"$(led)"
     if [ "$r" -ge "$total" ] && [ "$l" -ge "$total" ]; then break; fi
+    if python3 -c "import sys; sys.exit(0 if $(now) - $start > ${LED_TIMEOUT:-600} else 1)"; then
+      echo "gave up after ${LED_TIMEOUT:-600} s: $l of $total ranges led, $r replicas on a live node" >&2
+      exit 1
+    fi
     sleep 0.5
   done
 }
@@ -76,4 +83,6 @@ until "$bin" status --endpoints 127.0.0.1:7900 -o json 2>/dev/null | python3 -c 
   sleep 0.5
 done
 echo "   and leads ranges again after $(since "$tr") s"
+wait_led
+echo "   every range led, node 3 live, $(since "$tr") s after the restart"
 "$bin" status --endpoints 127.0.0.1:7700 || true

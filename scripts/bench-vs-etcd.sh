@@ -10,14 +10,20 @@
 # measured window only: the warm-up is a run of its own before it), then the
 # Flotilla/etcd ratios.
 #
+# Flotilla's rows use `Kv.Commands` streams (flotilla-load's default `--rpc stream`);
+# UNARY=1 adds the same rows over one unary call per request ("flotilla-unary"), on the
+# same cluster. SETS limits the key sets (default "ascii8 random16").
+#
 #   scripts/bench-vs-etcd.sh                 # SECS=15 KEYS=20000 per row
 #   SECS=30 scripts/bench-vs-etcd.sh
+#   UNARY=1 SETS=random16 scripts/bench-vs-etcd.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${SECS:-15}"
 keys="${KEYS:-20000}"
 warmup="${WARMUP:-3}"
 ranges="${RANGES:-8}"
+sets="${SETS:-ascii8 random16}"
 
 if ! command -v etcd >/dev/null 2>&1; then
   echo "bench-vs-etcd: installing etcd-server" >&2
@@ -59,8 +65,10 @@ start_etcd() {
 row() { # system label clients read-ratio keyargs...
   local system="$1" label="$2" clients="$3" ratio="$4"
   shift 4
-  local args=(--backend "$system" --endpoints "$endpoints" --clients "$clients" --read-ratio "$ratio"
-    --keys "$keys" --value-size 256 --seed 7 "$@")
+  local backend="${system%%-*}" rpc=()
+  [ "$system" = flotilla-unary ] && rpc=(--rpc unary)
+  local args=(--backend "$backend" --endpoints "$endpoints" --clients "$clients" --read-ratio "$ratio"
+    --keys "$keys" --value-size 256 --seed 7 "${rpc[@]}" "$@")
   "$load" "${args[@]}" --duration-secs "$warmup" >/dev/null
   local c0 c1 out
   c0="$(cpu_all)"
@@ -81,11 +89,11 @@ PY
 
 rows() { # system
   local set
-  for set in ascii8 random16; do
+  for set in $sets; do
     local keyargs
     if [ "$set" = ascii8 ]; then keyargs=(--key-size 8 --ascii-keys); else keyargs=(--key-size 16); fi
     # Write every key once, so that gets find values.
-    "$load" --backend "$1" --endpoints "$endpoints" --clients 32 --keys "$keys" --value-size 256 --read-ratio 0 \
+    "$load" --backend "${1%%-*}" --endpoints "$endpoints" --clients 32 --keys "$keys" --value-size 256 --read-ratio 0 \
       --preload --ops 1 "${keyargs[@]}" >/dev/null
     row "$1" "$set puts, 1 client" 1 0 "${keyargs[@]}"
     row "$1" "$set gets, 1 client" 1 1 "${keyargs[@]}"
@@ -97,6 +105,7 @@ rows() { # system
 echo "== Flotilla: 3 nodes, $ranges initial ranges" >&2
 start_three "$ranges"
 rows flotilla
+if [ -n "${UNARY:-}" ]; then rows flotilla-unary; fi
 stop_all
 echo "== etcd $("$etcd_bin" --version | head -1 | awk '{print $3}'): 3 members" >&2
 start_etcd
@@ -109,16 +118,16 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 by = {(r["system"], r["row"]): r for r in rows}
 labels = list(dict.fromkeys(r["row"] for r in rows))
 print(f"3 nodes each, 127.0.0.1, fsync on; {sys.argv[2]} s per row after a warm-up; {sys.argv[3]} keys; 256-byte values")
-print(f"{'row':<26} {'system':<9} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p999 ms':>8} {'CPU s/1k ops':>13}  errors")
+print(f"{'row':<26} {'system':<14} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p999 ms':>8} {'CPU s/1k ops':>13}  errors")
 for label in labels:
-    for system in ("flotilla", "etcd"):
+    for system in ("flotilla", "flotilla-unary", "etcd"):
         r = by.get((system, label))
         if r:
-            print(f"{label:<26} {system:<9} {r['ops_per_sec']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['p999']:>8.2f} {r['cpu_per_1000']:>13.3f}  {r['errors']}")
+            print(f"{label:<26} {system:<14} {r['ops_per_sec']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['p999']:>8.2f} {r['cpu_per_1000']:>13.3f}  {r['errors']}")
     f, e = by.get(("flotilla", label)), by.get(("etcd", label))
     if f and e:
         tput = f["ops_per_sec"] / max(e["ops_per_sec"], 1e-9)
         cpu = f["cpu_per_1000"] / max(e["cpu_per_1000"], 1e-9)
         lat = f["p50"] / max(e["p50"], 1e-9)
-        print(f"{'':<26} {'ratio':<9} {tput:>8.2f}x {lat:>7.2f}x {'':>8} {'':>8} {cpu:>12.2f}x")
+        print(f"{'':<26} {'ratio':<14} {tput:>8.2f}x {lat:>7.2f}x {'':>8} {'':>8} {cpu:>12.2f}x")
 PY

@@ -79,6 +79,14 @@ pub struct StoreConfig {
     /// queue more vote traffic than the nodes handle in an election timeout, and then no
     /// election ever finishes (`operation/campaign.rs`).
     pub max_campaigns_per_tick: u64,
+    /// Queued work that wakes replicas — a new cluster's campaigns, the fallback wake of
+    /// its other replicas, the wake of ranges shared with a node live again — waits while
+    /// this many replicas here are awake (0: no limit). Elections then start as fast
+    /// as earlier ones finish and quiesce, not as fast as the budget allows: 100,000 new
+    /// ranges at 1,000 campaigns a tick kept 100,000 replicas awake per node, rounds took
+    /// 0.7 s, two of them outlasted an election timeout, and leaders stepped down by
+    /// check-quorum faster than new ones were elected.
+    pub awake_limit: usize,
     /// The most bytes per second a node sends of snapshot files (0: no limit). Keeps a
     /// replica being added from eating the disk and network the other ranges need.
     pub snapshot_rate: u64,
@@ -113,6 +121,7 @@ impl Default for StoreConfig {
             change_timeout_ticks: 1200,
             replica_gc_check_ticks: 100,
             max_campaigns_per_tick: 1000,
+            awake_limit: 8192,
             snapshot_rate: 100 << 20,
         }
     }

@@ -136,6 +136,9 @@ pub struct Store {
     pub(crate) new_campaigns: std::collections::VecDeque<u64>,
     pub(crate) new_followers: Vec<u64>,
     pub(crate) new_followers_wake_at: u64,
+    /// Quiesced replicas to wake because a node they share is live again, woken within
+    /// the campaign budget and awake limit (`quiesce.rs::wake_pending`).
+    pub(crate) pending_wakes: std::collections::VecDeque<u64>,
 }
 
 impl Store {
@@ -312,6 +315,7 @@ impl Store {
             new_campaigns: Default::default(),
             new_followers: Vec::new(),
             new_followers_wake_at: 0,
+            pending_wakes: Default::default(),
         };
         let replicas: Vec<_> = store.peers.values().flat_map(|p| p.descriptor().replicas.clone()).collect();
         store.add_neighbours(&replicas);
@@ -508,7 +512,7 @@ impl Store {
     }
 
     /// How many ticks the clock says have elapsed since the store opened.
-    fn ticks_due(&self) -> u64 {
+    pub(crate) fn ticks_due(&self) -> u64 {
         let elapsed = self.clock.now().saturating_sub(self.opened_at);
         (elapsed.as_nanos() / self.cfg.tick_interval.as_nanos().max(1)) as u64
     }
@@ -544,6 +548,7 @@ impl Store {
         self.now = from + n;
         let idle_leaders = self.walk_awake(from);
         self.start_new_campaigns();
+        self.wake_pending();
         if crossed(from, self.now, self.cfg.liveness_interval_ticks, 0) {
             self.send_liveness();
         }

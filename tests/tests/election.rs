@@ -105,3 +105,38 @@ fn isolated_leader_is_replaced_and_its_uncommitted_entries_are_discarded() {
         other => panic!("scan failed: {other:?}"),
     }
 }
+
+/// The most replicas awake on any store at once while a new cluster of 300 ranges (100
+/// preferred on each node) elects, and the ticks it took, with a store starting a new
+/// range's campaign only while fewer than `limit` of its replicas are awake (0: no limit).
+fn elect_new_ranges_awake_at_most(limit: usize) -> (usize, u64) {
+    let cfg = flotilla_raftstore::StoreConfig { awake_limit: limit, ..flotilla_tests::harness_config() };
+    let mut c = Cluster::with_config(3, flotilla_raftstore::local::even_ranges(300, 3), 11, cfg);
+    let (mut most, mut ticks) = (0, 0);
+    while !c.ranges().iter().all(|d| c.leader_of(d.range_id).is_some()) {
+        assert!(ticks < 600, "limit {limit}: ranges without a leader after {ticks} ticks");
+        c.tick();
+        ticks += 1;
+        for n in c.node_ids() {
+            let s = c.store(n);
+            most = most.max(s.range_ids().len() - s.quiesced_count());
+        }
+    }
+    for d in c.ranges().to_vec() {
+        let preferred = d.preferred_voter().unwrap().node_id;
+        let led: Vec<u64> = leaders(&c, d.range_id).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(led, [preferred], "limit {limit}: range {} has one leader, its preferred voter", d.range_id);
+    }
+    (most, ticks)
+}
+
+#[test]
+fn a_new_cluster_starts_campaigns_only_while_few_replicas_are_awake() {
+    // Each store counts its own campaigns and the followers others' campaigns woke: with
+    // a limit of 20, at most about 20 of its own plus what the two other stores started.
+    let (capped, capped_ticks) = elect_new_ranges_awake_at_most(20);
+    let (free, free_ticks) = elect_new_ranges_awake_at_most(0);
+    eprintln!("awake at most {capped} in {capped_ticks} ticks with the limit, {free} in {free_ticks} without");
+    assert!(capped <= 3 * 20 + 10, "with the limit, at most {capped} awake replicas on a store");
+    assert!(free >= 150, "without it, the budget alone let {free} wake at once: the test shows nothing");
+}

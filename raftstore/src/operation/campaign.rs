@@ -116,10 +116,12 @@ impl Store {
         }
     }
 
-    /// Starts queued campaigns of new ranges while the tick's budget lasts, and at the
-    /// fallback time wakes the new ranges' other replicas that still know no leader.
+    /// Starts queued campaigns of new ranges while the tick's budget lasts and fewer than
+    /// `awake_limit` replicas here are awake, and, once the queue has
+    /// drained and the fallback time passed, wakes the new ranges' other replicas that
+    /// still know no leader, within the same limits.
     pub(crate) fn start_new_campaigns(&mut self) {
-        while self.campaigns_left > 0 {
+        while self.campaigns_left > 0 && !self.too_awake() {
             let Some(id) = self.new_campaigns.pop_front() else { break };
             let unled = self.peers.get(&id).is_some_and(|p| p.raw.raft.leader_id == raft::INVALID_ID && !p.is_leader());
             if !unled {
@@ -135,14 +137,30 @@ impl Store {
         }
         let waiting = self.new_campaigns.len() as u64;
         crate::metrics::StoreMetrics::add(&self.metrics.campaigns_deferred, waiting);
-        if self.new_followers.is_empty() || self.now < self.new_followers_wake_at {
+        if self.new_followers.is_empty() {
             return;
         }
-        for id in std::mem::take(&mut self.new_followers) {
+        if waiting > 0 {
+            // Still campaigning here, slower than planned (the awake limit): the fallback
+            // waits until this node's queue has drained, and its hold more.
+            let hold = FALLBACK_HOLD * self.cfg.election_ticks as u64;
+            self.new_followers_wake_at = self.new_followers_wake_at.max(self.now + hold);
+            return;
+        }
+        while self.now >= self.new_followers_wake_at && self.campaigns_left > 0 && !self.too_awake() {
+            let Some(id) = self.new_followers.pop() else { break };
             if self.peers.get(&id).is_some_and(|p| p.raw.raft.leader_id == raft::INVALID_ID) {
+                // Woken, it may campaign once its timer runs out: count it in the budget.
+                self.campaigns_left -= 1;
                 self.wake(id, false);
             }
         }
+    }
+
+    /// True while so many replicas here are awake that a new range's election must wait.
+    pub(crate) fn too_awake(&self) -> bool {
+        let limit = self.cfg.awake_limit;
+        limit > 0 && self.awake.len() >= limit
     }
 }
 

@@ -125,8 +125,11 @@ impl Store {
     }
 
     /// Records that `node` was heard from; a node thought dead is alive again.
+    /// Stamped with the tick the clock is at, which may be ahead of the ticks run so far
+    /// (messages are handled before a round's missed ticks).
     pub(crate) fn heard_from(&mut self, node: u64) {
-        self.node_heard.insert(node, self.now);
+        let now = self.ticks_due().max(self.now);
+        self.node_heard.insert(node, now);
         if self.dead_nodes.remove(&node) {
             tracing::info!(node = self.node_id, peer_node = node, "node is live again");
             self.wake_ranges_shared_with(node);

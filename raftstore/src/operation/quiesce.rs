@@ -149,17 +149,36 @@ impl Store {
         }
     }
 
-    /// Wakes every quiesced replica with a replica on `node` (it is live again).
+    /// Queues for waking every quiesced replica with a replica on `node` (it is live
+    /// again); [`Store::wake_pending`] wakes them.
     pub(crate) fn wake_ranges_shared_with(&mut self, node: u64) {
-        let asleep: Vec<u64> = self
+        let asleep = self
             .peers
             .iter()
             // A replica that never had a leader has nothing to learn: a vote request wakes it.
             .filter(|(id, p)| !self.awake.contains(id) && !p.never_led() && p.descriptor().replica_on(node).is_some())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in asleep {
-            self.wake(id, true);
+            .map(|(id, _)| *id);
+        self.pending_wakes.extend(asleep);
+    }
+
+    /// Wakes queued replicas (`wake_ranges_shared_with`), at most `max_campaigns_per_tick`
+    /// a tick and only while fewer than `awake_limit` replicas here are
+    /// awake. A node back from a kill shares every range with the others: waking all of
+    /// them at once (100,000 replicas per node) made rounds last seconds, and leaders were
+    /// then deposed by check-quorum faster than they were elected. Waking here is only
+    /// for catching up sooner; nothing safe waits on it.
+    pub(crate) fn wake_pending(&mut self) {
+        let budget = match self.cfg.max_campaigns_per_tick {
+            0 => u64::MAX,
+            k => k,
+        };
+        let mut woken = 0;
+        while woken < budget && !self.too_awake() {
+            let Some(id) = self.pending_wakes.pop_front() else { break };
+            if !self.awake.contains(&id) {
+                self.wake(id, true);
+                woken += 1;
+            }
         }
     }
 
