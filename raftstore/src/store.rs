@@ -466,6 +466,11 @@ impl Store {
             return false;
         }
         self.pending_snapshots.extend(snapshot);
+        let vote = matches!(env.message.get_msg_type(), raft::prelude::MessageType::MsgRequestVote | raft::prelude::MessageType::MsgRequestPreVote);
+        if vote {
+            self.age_if_leader_silent(env.range_id);
+        }
+        let peer = &self.peers[&env.range_id];
         let from_leader = peer.raw.raft.leader_id == env.from.replica_id;
         self.wake(env.range_id, !from_leader);
         let peer = self.peers.get_mut(&env.range_id).expect("replica exists");
