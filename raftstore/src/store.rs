@@ -138,7 +138,8 @@ pub struct Store {
     pub(crate) new_followers_wake_at: u64,
     /// Quiesced replicas to wake because a node they share is live again, woken within
     /// the campaign budget and awake limit (`quiesce.rs::wake_pending`).
-    pub(crate) pending_wakes: std::collections::VecDeque<u64>,
+    /// A set, so a node flapping dead and live queues each range once.
+    pub(crate) pending_wakes: BTreeSet<u64>,
 }
 
 impl Store {
@@ -414,8 +415,10 @@ impl Store {
     /// Steps incoming Raft messages into their replicas.
     pub fn on_raft_messages(&mut self, batch: Vec<RaftEnvelope>) {
         StoreMetrics::add(&self.metrics.messages_received, batch.len() as u64);
+        // One clock reading per batch, not per message.
+        let at = self.clock_tick();
         for env in batch {
-            self.heard_from(env.from.node_id);
+            self.heard_from(env.from.node_id, at);
             if env.range_id == crate::operation::NODE_RANGE_ID {
                 self.on_heartbeat_batch(env);
             } else {
@@ -517,7 +520,12 @@ impl Store {
     }
 
     /// How many ticks the clock says have elapsed since the store opened.
-    pub(crate) fn ticks_due(&self) -> u64 {
+    /// The tick the clock is at: never behind the ticks run, possibly ahead of them.
+    pub(crate) fn clock_tick(&self) -> u64 {
+        self.ticks_due().max(self.now)
+    }
+
+    fn ticks_due(&self) -> u64 {
         let elapsed = self.clock.now().saturating_sub(self.opened_at);
         (elapsed.as_nanos() / self.cfg.tick_interval.as_nanos().max(1)) as u64
     }

@@ -93,7 +93,7 @@ impl Store {
     /// and the range waited out a whole election timeout (failover at 10,001 ranges went
     /// from 1.3 s to 2.4 s). The store's own support check has already weighed the vote.
     pub(crate) fn age_if_leader_silent(&mut self, range_id: u64) {
-        let now = self.ticks_due().max(self.now);
+        let now = self.clock_tick();
         let timeout = self.cfg.liveness_timeout_ticks;
         let me = self.node_id;
         let Some(peer) = self.peers.get_mut(&range_id) else { return };

@@ -124,12 +124,11 @@ impl Store {
         }
     }
 
-    /// Records that `node` was heard from; a node thought dead is alive again.
-    /// Stamped with the tick the clock is at, which may be ahead of the ticks run so far
-    /// (messages are handled before a round's missed ticks).
-    pub(crate) fn heard_from(&mut self, node: u64) {
-        let now = self.ticks_due().max(self.now);
-        self.node_heard.insert(node, now);
+    /// Records that `node` was heard from at tick `at`; a node thought dead is alive
+    /// again. `at` is the tick the clock is at (`Store::clock_tick`), which may be ahead of
+    /// the ticks run so far: messages are handled before a round's missed ticks.
+    pub(crate) fn heard_from(&mut self, node: u64, at: u64) {
+        self.node_heard.insert(node, at);
         if self.dead_nodes.remove(&node) {
             tracing::info!(node = self.node_id, peer_node = node, "node is live again");
             self.wake_ranges_shared_with(node);

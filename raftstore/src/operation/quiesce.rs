@@ -174,7 +174,7 @@ impl Store {
         };
         let mut woken = 0;
         while woken < budget && !self.too_awake() {
-            let Some(id) = self.pending_wakes.pop_front() else { break };
+            let Some(id) = self.pending_wakes.pop_first() else { break };
             if !self.awake.contains(&id) {
                 self.wake(id, true);
                 woken += 1;
