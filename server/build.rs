@@ -11,7 +11,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".flotilla.v1.Epoch", format!("{metapb}::Epoch"))
         .extern_path(".flotilla.v1.Replica", format!("{metapb}::Replica"))
         .extern_path(".flotilla.v1.ReplicaRole", format!("{metapb}::ReplicaRole"))
-        .extern_path(".flotilla.v1.RangeDescriptor", format!("{metapb}::RangeDescriptor"))
+        .extern_path(
+            ".flotilla.v1.RangeDescriptor",
+            format!("{metapb}::RangeDescriptor"),
+        )
         .extern_path(".flotilla.v1.WriteOp", format!("{metapb}::WriteOp"))
         .extern_path(".flotilla.v1.MetaEntry", format!("{metapb}::MetaEntry"))
         .compile_fds(fds)?;

@@ -29,27 +29,41 @@ fn cpu_seconds() -> f64 {
 fn traffic(cluster: &LocalCluster) -> (u64, u64) {
     cluster.nodes().fold((0, 0), |(m, b), n| {
         let per = n.metrics().per_node();
-        (m + per.values().map(|c| c.messages).sum::<u64>(), b + per.values().map(|c| c.bytes).sum::<u64>())
+        (
+            m + per.values().map(|c| c.messages).sum::<u64>(),
+            b + per.values().map(|c| c.bytes).sum::<u64>(),
+        )
     })
 }
 
 fn quiesced(cluster: &LocalCluster) -> u64 {
-    cluster.nodes().map(|n| StoreMetrics::get(&n.metrics().quiesced_ranges)).sum()
+    cluster
+        .nodes()
+        .map(|n| StoreMetrics::get(&n.metrics().quiesced_ranges))
+        .sum()
 }
 
 async fn leaders(cluster: &LocalCluster) -> usize {
     let mut n = 0;
     for node in cluster.nodes() {
-        n += node.status().await.map(|s| s.iter().filter(|r| r.is_leader).count()).unwrap_or(0);
+        n += node
+            .status()
+            .await
+            .map(|s| s.iter().filter(|r| r.is_leader).count())
+            .unwrap_or(0);
     }
     n
 }
 
 fn measure(rt: &tokio::runtime::Runtime, user_ranges: u64, quiesce: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = StoreConfig { quiesce, ..StoreConfig::default() };
+    let cfg = StoreConfig {
+        quiesce,
+        ..StoreConfig::default()
+    };
     let started = Instant::now();
-    let cluster = Arc::new(LocalCluster::start(dir.path(), 3, initial_ranges(user_ranges, 3), cfg).unwrap());
+    let cluster =
+        Arc::new(LocalCluster::start(dir.path(), 3, initial_ranges(user_ranges, 3), cfg).unwrap());
     let total = user_ranges + 1;
     // Settle: every range has a leader and, with quiescence, every replica is quiet.
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -62,7 +76,10 @@ fn measure(rt: &tokio::runtime::Runtime, user_ranges: u64, quiesce: bool) {
         std::thread::sleep(Duration::from_millis(200));
     }
     let settle = started.elapsed();
-    let (m0, b0, c0) = { let (m, b) = traffic(&cluster); (m, b, cpu_seconds()) };
+    let (m0, b0, c0) = {
+        let (m, b) = traffic(&cluster);
+        (m, b, cpu_seconds())
+    };
     std::thread::sleep(WINDOW);
     let (m1, b1) = traffic(&cluster);
     let cpu = cpu_seconds() - c0;
@@ -83,7 +100,11 @@ fn measure(rt: &tokio::runtime::Runtime, user_ranges: u64, quiesce: bool) {
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is accepted.
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     for ranges in [10u64, 1_000, 10_000] {
         for quiesce in [true, false] {
             measure(&rt, ranges, quiesce);

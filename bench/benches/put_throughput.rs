@@ -22,7 +22,10 @@ const PROPOSERS: u64 = 64;
 
 fn raw_rocksdb(c: &mut Criterion) {
     let mut group = c.benchmark_group("rocksdb_synced_put");
-    group.throughput(Throughput::Elements(1)).sample_size(10).measurement_time(Duration::from_secs(8));
+    group
+        .throughput(Throughput::Elements(1))
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8));
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), &EngineOptions::default()).unwrap();
     let value = vec![b'v'; VALUE_SIZE];
@@ -59,12 +62,20 @@ fn raw_rocksdb(c: &mut Criterion) {
 
 fn cluster_puts(c: &mut Criterion) {
     let mut group = c.benchmark_group("cluster_put_3_nodes");
-    group.throughput(Throughput::Elements(1)).sample_size(10).measurement_time(Duration::from_secs(10));
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    group
+        .throughput(Throughput::Elements(1))
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     for ranges in [1u64, 64, 1024] {
         let dir = tempfile::tempdir().unwrap();
         let cfg = StoreConfig::default();
-        let cluster = Arc::new(LocalCluster::start(dir.path(), 3, initial_ranges(ranges, 3), cfg).unwrap());
+        let cluster =
+            Arc::new(LocalCluster::start(dir.path(), 3, initial_ranges(ranges, 3), cfg).unwrap());
         let db = local_db(&rt, &cluster);
         // Wait for every range to elect and serve once.
         rt.block_on(async {
@@ -76,7 +87,9 @@ fn cluster_puts(c: &mut Criterion) {
         });
         let (s0, w0) = syncs_and_writes(&cluster);
         group.bench_function(format!("{ranges}_ranges"), |b| {
-            b.iter_custom(|iters| puts_with_keys(&rt, &db, Keys::Uniform, iters, PROPOSERS, VALUE_SIZE))
+            b.iter_custom(|iters| {
+                puts_with_keys(&rt, &db, Keys::Uniform, iters, PROPOSERS, VALUE_SIZE)
+            })
         });
         let (s1, w1) = syncs_and_writes(&cluster);
         println!(

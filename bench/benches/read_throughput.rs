@@ -19,19 +19,32 @@ const KEYS: u64 = 10_000;
 
 fn key(i: u64) -> Vec<u8> {
     // Spread over the ranges, which split the user space on its first two bytes.
-    let mut k = ((i.wrapping_mul(0x9e37_79b9) >> 8) as u16).to_be_bytes().to_vec();
+    let mut k = ((i.wrapping_mul(0x9e37_79b9) >> 8) as u16)
+        .to_be_bytes()
+        .to_vec();
     k.extend_from_slice(&i.to_be_bytes());
     k
 }
 
 fn reads(c: &mut Criterion) {
     let mut group = c.benchmark_group("get_3_nodes_8_ranges");
-    group.throughput(Throughput::Elements(1)).sample_size(10).measurement_time(Duration::from_secs(10));
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    group
+        .throughput(Throughput::Elements(1))
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     for (name, lease_reads) in [("lease", true), ("read_index_baseline", false)] {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = StoreConfig { lease_reads, ..StoreConfig::default() };
-        let cluster = Arc::new(LocalCluster::start(dir.path(), 3, initial_ranges(8, 3), cfg).unwrap());
+        let cfg = StoreConfig {
+            lease_reads,
+            ..StoreConfig::default()
+        };
+        let cluster =
+            Arc::new(LocalCluster::start(dir.path(), 3, initial_ranges(8, 3), cfg).unwrap());
         let db = local_db(&rt, &cluster);
         rt.block_on(async {
             for i in 0..KEYS {
@@ -49,7 +62,8 @@ fn reads(c: &mut Criterion) {
                             tokio::spawn(async move {
                                 let mut rng = rand::rngs::SmallRng::seed_from_u64(t);
                                 for _ in 0..per {
-                                    let v = db.get(&key(rng.gen_range(0..KEYS))).await.expect("get");
+                                    let v =
+                                        db.get(&key(rng.gen_range(0..KEYS))).await.expect("get");
                                     assert!(v.is_some());
                                 }
                             })
@@ -62,8 +76,14 @@ fn reads(c: &mut Criterion) {
                 started.elapsed()
             })
         });
-        let lease: u64 = cluster.nodes().map(|n| flotilla_raftstore::StoreMetrics::get(&n.metrics().lease_reads)).sum();
-        let index: u64 = cluster.nodes().map(|n| flotilla_raftstore::StoreMetrics::get(&n.metrics().read_index_reads)).sum();
+        let lease: u64 = cluster
+            .nodes()
+            .map(|n| flotilla_raftstore::StoreMetrics::get(&n.metrics().lease_reads))
+            .sum();
+        let index: u64 = cluster
+            .nodes()
+            .map(|n| flotilla_raftstore::StoreMetrics::get(&n.metrics().read_index_reads))
+            .sum();
         println!("{name}: {lease} lease reads, {index} ReadIndex reads");
         drop(db);
         if let Ok(c) = Arc::try_unwrap(cluster) {

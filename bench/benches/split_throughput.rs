@@ -26,9 +26,18 @@ const SPLIT_SIZE: u64 = 512 << 10;
 const PUTS: u64 = 30_000;
 
 /// Times `puts` puts on a fresh cluster; returns the time and the ranges it ended with.
-fn sample(rt: &tokio::runtime::Runtime, keys: Keys, split_size: u64, puts: u64) -> (Duration, usize) {
+fn sample(
+    rt: &tokio::runtime::Runtime,
+    keys: Keys,
+    split_size: u64,
+    puts: u64,
+) -> (Duration, usize) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = StoreConfig { split_size, split_check_ticks: 2, ..StoreConfig::default() };
+    let cfg = StoreConfig {
+        split_size,
+        split_check_ticks: 2,
+        ..StoreConfig::default()
+    };
     let cluster = Arc::new(LocalCluster::start(dir.path(), 3, initial_ranges(1, 3), cfg).unwrap());
     let db = local_db(rt, &cluster);
     rt.block_on(async { db.put(b"warm", b"up").await.unwrap() });
@@ -48,7 +57,11 @@ fn split_under_load(c: &mut Criterion) {
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(10));
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let loads: [(&str, fn() -> Keys, u64); 3] = [
         ("sequential_keys", Keys::sequential, SPLIT_SIZE),
         ("uniform_keys", || Keys::Uniform, SPLIT_SIZE),

@@ -42,7 +42,10 @@ impl Keys {
     fn next(&self, rng: &mut impl Rng) -> Vec<u8> {
         match self {
             Keys::Uniform => random_key(rng),
-            Keys::Sequential(n) => n.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_be_bytes().to_vec(),
+            Keys::Sequential(n) => n
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .to_be_bytes()
+                .to_vec(),
         }
     }
 }
@@ -68,7 +71,9 @@ pub fn puts_with_keys(
                     let mut rng = rand::rngs::SmallRng::seed_from_u64(t);
                     let value = vec![b'v'; value_size];
                     for _ in 0..per_task {
-                        db.put(&keys.next(&mut rng), &value).await.expect("put succeeds");
+                        db.put(&keys.next(&mut rng), &value)
+                            .await
+                            .expect("put succeeds");
                     }
                 })
             })
@@ -84,6 +89,9 @@ pub fn puts_with_keys(
 pub fn syncs_and_writes(cluster: &LocalCluster) -> (u64, u64) {
     cluster.nodes().fold((0, 0), |(s, w), n| {
         let m = n.metrics();
-        (s + StoreMetrics::get(&m.raft_log_syncs), w + StoreMetrics::get(&m.writes_answered))
+        (
+            s + StoreMetrics::get(&m.raft_log_syncs),
+            w + StoreMetrics::get(&m.writes_answered),
+        )
     })
 }

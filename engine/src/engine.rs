@@ -46,7 +46,10 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { block_cache_bytes: 64 << 20, background_jobs: 2 }
+        EngineOptions {
+            block_cache_bytes: 64 << 20,
+            background_jobs: 2,
+        }
     }
 }
 
@@ -74,7 +77,9 @@ impl std::fmt::Debug for Engine {
 fn cf_base_options(cf: Cf) -> Result<Options> {
     match cf {
         Cf::Raft => Options::default()
-            .get_options_from_string("memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.8")
+            .get_options_from_string(
+                "memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.8",
+            )
             .map_err(|e| Error::from_rocks("set the Raft log's options", e)),
         Cf::Data | Cf::Meta => Ok(Options::default()),
     }
@@ -105,7 +110,10 @@ impl Engine {
         let cfs = cfs.collect::<Result<Vec<_>>>()?;
         let db = DB::open_cf_descriptors(&db_opts, &path, cfs)
             .map_err(|e| Error::from_rocks("open the data directory", e))?;
-        Ok(Engine { db: Arc::new(db), path })
+        Ok(Engine {
+            db: Arc::new(db),
+            path,
+        })
     }
 
     /// The directory this engine lives in.
@@ -131,7 +139,9 @@ impl Engine {
 
     /// Reads one key.
     pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.db.get_cf(self.cf(cf), key).map_err(|e| Error::from_rocks("read a key", e))
+        self.db
+            .get_cf(self.cf(cf), key)
+            .map_err(|e| Error::from_rocks("read a key", e))
     }
 
     /// Calls `f` for each key in `[start, end)` in order until it returns `false`. An empty
@@ -148,12 +158,18 @@ impl Engine {
 
     /// Takes a consistent point-in-time view of every column family.
     pub fn snapshot(&self) -> EngineSnapshot<'_> {
-        EngineSnapshot { engine: self, snap: self.db.snapshot() }
+        EngineSnapshot {
+            engine: self,
+            snap: self.db.snapshot(),
+        }
     }
 
     /// Starts an empty write batch for this engine.
     pub fn batch(&self) -> WriteBatch {
-        WriteBatch { db: self.db.clone(), inner: rocksdb::WriteBatch::default() }
+        WriteBatch {
+            db: self.db.clone(),
+            inner: rocksdb::WriteBatch::default(),
+        }
     }
 
     /// Writes a batch atomically. With `sync` the write is on stable storage (the WAL is
@@ -161,13 +177,16 @@ impl Engine {
     pub fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
         let mut opts = rocksdb::WriteOptions::default();
         opts.set_sync(sync);
-        self.db.write_opt(batch.inner, &opts).map_err(|e| Error::from_rocks("write a batch", e))
+        self.db
+            .write_opt(batch.inner, &opts)
+            .map_err(|e| Error::from_rocks("write a batch", e))
     }
 }
 
 pub(crate) fn handle(db: &DB, cf: Cf) -> &ColumnFamily {
     // Every column family is created in `Engine::open`, so the handle always exists.
-    db.cf_handle(cf.name()).expect("column family created at open")
+    db.cf_handle(cf.name())
+        .expect("column family created at open")
 }
 
 fn scan_with(

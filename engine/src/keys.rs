@@ -105,7 +105,10 @@ mod tests {
             raft_log_key(1, u64::MAX),
         ];
         keys.sort();
-        let decoded: Vec<_> = keys.iter().map(|k| decode_raft_log_key(k).unwrap()).collect();
+        let decoded: Vec<_> = keys
+            .iter()
+            .map(|k| decode_raft_log_key(k).unwrap())
+            .collect();
         assert_eq!(decoded, vec![(1, 2), (1, 256), (1, u64::MAX), (2, 1)]);
     }
 

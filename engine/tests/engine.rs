@@ -25,8 +25,14 @@ fn column_families_are_separate_key_spaces() {
     wb.put(Cf::Data, b"k", b"data");
     wb.put(Cf::Meta, b"k", b"meta");
     engine.write(wb, true).unwrap();
-    assert_eq!(engine.get(Cf::Data, b"k").unwrap().as_deref(), Some(&b"data"[..]));
-    assert_eq!(engine.get(Cf::Meta, b"k").unwrap().as_deref(), Some(&b"meta"[..]));
+    assert_eq!(
+        engine.get(Cf::Data, b"k").unwrap().as_deref(),
+        Some(&b"data"[..])
+    );
+    assert_eq!(
+        engine.get(Cf::Meta, b"k").unwrap().as_deref(),
+        Some(&b"meta"[..])
+    );
     assert_eq!(engine.get(Cf::Raft, b"k").unwrap(), None);
 }
 
@@ -39,14 +45,22 @@ fn scans_respect_both_bounds_and_early_stop() {
         wb.put(Cf::Data, k, b"v");
     }
     engine.write(wb, false).unwrap();
-    assert_eq!(collect(&engine, Cf::Data, b"b", b"d"), vec![b"b".to_vec(), b"c".to_vec()]);
-    assert_eq!(collect(&engine, Cf::Data, b"d", b"").len(), 2, "empty end is unbounded");
+    assert_eq!(
+        collect(&engine, Cf::Data, b"b", b"d"),
+        vec![b"b".to_vec(), b"c".to_vec()]
+    );
+    assert_eq!(
+        collect(&engine, Cf::Data, b"d", b"").len(),
+        2,
+        "empty end is unbounded"
+    );
     let mut n = 0;
-    engine.scan(Cf::Data, b"", b"", |_, _| {
-        n += 1;
-        n < 3
-    })
-    .unwrap();
+    engine
+        .scan(Cf::Data, b"", b"", |_, _| {
+            n += 1;
+            n < 3
+        })
+        .unwrap();
     assert_eq!(n, 3, "callback returning false stops the scan");
 }
 
@@ -62,7 +76,10 @@ fn snapshot_does_not_see_later_writes() {
     wb.put(Cf::Data, b"x", b"2");
     wb.put(Cf::Data, b"y", b"2");
     engine.write(wb, false).unwrap();
-    assert_eq!(snap.get(Cf::Data, b"x").unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(
+        snap.get(Cf::Data, b"x").unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
     let mut seen = Vec::new();
     snap.scan(Cf::Data, b"", b"", |k, v| {
         seen.push((k.to_vec(), v.to_vec()));
@@ -116,11 +133,16 @@ fn the_raft_log_inserts_with_the_range_id_as_hint_prefix() {
         .last()
         .expect("an OPTIONS file");
     let section = |cf: &str| -> String {
-        let start = options.find(&format!("[CFOptions \"{cf}\"]")).unwrap_or_else(|| panic!("no {cf} section"));
+        let start = options
+            .find(&format!("[CFOptions \"{cf}\"]"))
+            .unwrap_or_else(|| panic!("no {cf} section"));
         let rest = &options[start + 1..];
         rest[..rest.find("\n[CFOptions").unwrap_or(rest.len())].to_string()
     };
     let hint = "memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.8";
     assert!(section("raft").contains(hint), "{}", section("raft"));
-    assert!(!section("default").contains(hint), "the data column family has no hint prefix");
+    assert!(
+        !section("default").contains(hint),
+        "the data column family has no hint prefix"
+    );
 }

@@ -31,7 +31,9 @@ pub struct MonotonicClock {
 
 impl MonotonicClock {
     pub fn new() -> MonotonicClock {
-        MonotonicClock { origin: Instant::now() }
+        MonotonicClock {
+            origin: Instant::now(),
+        }
     }
 }
 
@@ -81,7 +83,10 @@ pub struct SkewedClock {
 
 impl SkewedClock {
     pub fn new(rate: f64) -> SkewedClock {
-        SkewedClock { origin: Instant::now(), rate: rate.max(0.0) }
+        SkewedClock {
+            origin: Instant::now(),
+            rate: rate.max(0.0),
+        }
     }
 }
 
@@ -109,6 +114,9 @@ mod tests {
         let fast = SkewedClock::new(1000.0);
         let real = Instant::now();
         while real.elapsed() < Duration::from_millis(2) {}
-        assert!(fast.now() >= Duration::from_millis(1000), "a thousand times 2 ms is at least 1 s");
+        assert!(
+            fast.now() >= Duration::from_millis(1000),
+            "a thousand times 2 ms is at least 1 s"
+        );
     }
 }

@@ -25,7 +25,12 @@ pub enum Command {
     /// pair that brings its keys and values to `max_bytes` (0, or more than the store's
     /// `max_scan_bytes`: that maximum), so it holds at least one pair if any is left; a
     /// caller that got `limit` pairs or `max_bytes` bytes continues after the last key.
-    Scan { start: Vec<u8>, end: Vec<u8>, limit: usize, max_bytes: usize },
+    Scan {
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: usize,
+        max_bytes: usize,
+    },
     /// Set `key` to `value`.
     Put { key: Vec<u8>, value: Vec<u8> },
     /// Remove `key`.
@@ -34,7 +39,11 @@ pub enum Command {
     Batch { ops: Vec<WriteOp> },
     /// Set `key` to `new` (delete it when `None`) only if it currently holds `expected`
     /// (is absent when `None`).
-    CompareAndSwap { key: Vec<u8>, expected: Option<Vec<u8>>, new: Option<Vec<u8>> },
+    CompareAndSwap {
+        key: Vec<u8>,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    },
     /// Admin: split the range at `split_key` (strictly inside the range). The new right
     /// range's id is allocated by the leader's store.
     Split { split_key: Vec<u8> },
@@ -90,7 +99,9 @@ impl Command {
             Command::Scan { start, .. } => Some(start),
             Command::Split { split_key } => Some(split_key),
             Command::Batch { ops } => ops.first().map(|op| op.key.as_slice()),
-            Command::UpdateMeta { .. } | Command::ChangeReplicas { .. } | Command::PreferLeader { .. } => None,
+            Command::UpdateMeta { .. }
+            | Command::ChangeReplicas { .. }
+            | Command::PreferLeader { .. } => None,
         }
     }
 }
@@ -102,13 +113,22 @@ pub enum Response {
     Value(Option<Vec<u8>>),
     /// The pairs of a `Scan`, in key order; `more` when the answer stopped at the scan's
     /// `limit` or byte budget rather than at its end (the rest may follow the last key).
-    Pairs { pairs: Vec<(Vec<u8>, Vec<u8>)>, more: bool },
+    Pairs {
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+        more: bool,
+    },
     /// A write was applied.
     Done,
     /// The outcome of a compare-and-swap and the value the key held before it.
-    Swapped { succeeded: bool, previous: Option<Vec<u8>> },
+    Swapped {
+        succeeded: bool,
+        previous: Option<Vec<u8>>,
+    },
     /// A split was applied: the range now is `left`, and `right` is new.
-    Split { left: RangeDescriptor, right: RangeDescriptor },
+    Split {
+        left: RangeDescriptor,
+        right: RangeDescriptor,
+    },
     /// A membership change (or a leader preference) was applied: the range's descriptor
     /// after it.
     Replicas(RangeDescriptor),

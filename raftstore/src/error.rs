@@ -12,7 +12,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub enum Error {
     /// This replica is not the leader; `leader` is the one it knows of, if any.
     #[error("range {range_id}: this replica is not the leader (leader: {})", leader.as_ref().map_or("unknown".to_string(), |l| format!("node {}", l.node_id)))]
-    NotLeader { range_id: u64, leader: Option<Replica> },
+    NotLeader {
+        range_id: u64,
+        leader: Option<Replica>,
+    },
     /// This node hosts no replica of the range.
     #[error("range {range_id} is not hosted on node {node_id}")]
     RangeNotFound { range_id: u64, node_id: u64 },
@@ -35,7 +38,12 @@ pub enum Error {
         crate::keyspace::show_key(start),
         crate::keyspace::show_end(end)
     )]
-    KeyNotInRange { key: Vec<u8>, range_id: u64, start: Vec<u8>, end: Vec<u8> },
+    KeyNotInRange {
+        key: Vec<u8>,
+        range_id: u64,
+        start: Vec<u8>,
+        end: Vec<u8>,
+    },
     /// The proposal was overwritten by a newer leader's log and never applied; retry.
     #[error("range {range_id}: the command lost its term and was not applied; retry")]
     StaleCommand { range_id: u64 },
@@ -131,12 +139,19 @@ impl Error {
     pub fn not_a_voter(desc: &RangeDescriptor, node_id: u64) -> Error {
         let nodes: Vec<u64> = desc.replicas.iter().map(|r| r.node_id).collect();
         let reason = format!("node {node_id} holds no voter of it (replicas on nodes {nodes:?}); prefer one of its voters");
-        Error::InvalidMembership { range_id: desc.range_id, reason }
+        Error::InvalidMembership {
+            range_id: desc.range_id,
+            reason,
+        }
     }
 
     /// `EpochNotMatch` for a request routed with `requested`, carrying `desc` as current.
     pub fn epoch_not_match(desc: &RangeDescriptor, requested: crate::metapb::Epoch) -> Error {
-        Error::EpochNotMatch { range_id: desc.range_id, requested, current: vec![desc.clone()] }
+        Error::EpochNotMatch {
+            range_id: desc.range_id,
+            requested,
+            current: vec![desc.clone()],
+        }
     }
 }
 
@@ -147,5 +162,8 @@ impl From<raft::Error> for Error {
 }
 
 pub(crate) fn corrupt(what: &'static str, e: impl std::fmt::Display) -> Error {
-    Error::Corrupt { what, detail: e.to_string() }
+    Error::Corrupt {
+        what,
+        detail: e.to_string(),
+    }
 }

@@ -105,7 +105,9 @@ pub fn is_meta_key(key: &[u8]) -> bool {
 /// nodes `1..=nodes` (replica id = `range_id * 100 + node_id`).
 pub fn initial_ranges(user_ranges: u64, nodes: u64) -> Vec<RangeDescriptor> {
     let replicas = |range_id: u64| -> Vec<Replica> {
-        (1..=nodes).map(|n| Replica::voter(n, range_id * 100 + n)).collect()
+        (1..=nodes)
+            .map(|n| Replica::voter(n, range_id * 100 + n))
+            .collect()
     };
     initial_ranges_with(user_ranges, replicas)
 }
@@ -113,9 +115,8 @@ pub fn initial_ranges(user_ranges: u64, nodes: u64) -> Vec<RangeDescriptor> {
 /// Like [`initial_ranges`], replicated on the nodes `node_ids` (any ids; a replica's id is
 /// its node's id, unique within each range). The server bootstraps clusters with this.
 pub fn initial_ranges_on(user_ranges: u64, node_ids: &[u64]) -> Vec<RangeDescriptor> {
-    let replicas = |_: u64| -> Vec<Replica> {
-        node_ids.iter().map(|&n| Replica::voter(n, n)).collect()
-    };
+    let replicas =
+        |_: u64| -> Vec<Replica> { node_ids.iter().map(|&n| Replica::voter(n, n)).collect() };
     initial_ranges_with(user_ranges, replicas)
 }
 
@@ -123,7 +124,11 @@ pub fn initial_ranges_on(user_ranges: u64, node_ids: &[u64]) -> Vec<RangeDescrip
 /// there are no more): range `i` of the list (the meta range is 0) on the nodes at
 /// positions `i, i+1, …` of the sorted ids, so replicas and preferred leaders spread
 /// evenly from the start and placement has nothing to move.
-pub fn initial_ranges_placed(user_ranges: u64, node_ids: &[u64], factor: usize) -> Vec<RangeDescriptor> {
+pub fn initial_ranges_placed(
+    user_ranges: u64,
+    node_ids: &[u64],
+    factor: usize,
+) -> Vec<RangeDescriptor> {
     let mut ids = node_ids.to_vec();
     ids.sort_unstable();
     ids.dedup();
@@ -166,10 +171,16 @@ pub fn even_split_point(j: u64, count: u64) -> Vec<u8> {
     }
 }
 
-fn initial_ranges_with(user_ranges: u64, replicas: impl Fn(u64) -> Vec<Replica>) -> Vec<RangeDescriptor> {
+fn initial_ranges_with(
+    user_ranges: u64,
+    replicas: impl Fn(u64) -> Vec<Replica>,
+) -> Vec<RangeDescriptor> {
     // (Callers check the count first; the clamp only keeps this total.)
     let count = user_ranges.clamp(1, MAX_INITIAL_RANGES);
-    let epoch = Some(Epoch { version: 1, conf_ver: 1 });
+    let epoch = Some(Epoch {
+        version: 1,
+        conf_ver: 1,
+    });
     let mut out = vec![RangeDescriptor {
         range_id: META_RANGE_ID,
         start: Vec::new(),
@@ -188,7 +199,14 @@ fn initial_ranges_with(user_ranges: u64, replicas: impl Fn(u64) -> Vec<Replica>)
     for i in 0..count {
         let range_id = META_RANGE_ID + 1 + i;
         let (start, end) = (bound(i), bound(i + 1));
-        out.push(RangeDescriptor { range_id, start, end, epoch, replicas: replicas(range_id), ..Default::default() });
+        out.push(RangeDescriptor {
+            range_id,
+            start,
+            end,
+            epoch,
+            replicas: replicas(range_id),
+            ..Default::default()
+        });
     }
     out
 }
@@ -202,7 +220,11 @@ mod tests {
         let ranges = initial_ranges_placed(5, &[4, 1, 2, 3, 5], 3);
         assert_eq!(ranges.len(), 6);
         let nodes = |d: &RangeDescriptor| d.replicas.iter().map(|r| r.node_id).collect::<Vec<_>>();
-        assert_eq!(nodes(&ranges[0]), vec![1, 2, 3], "the meta range starts on the lowest ids");
+        assert_eq!(
+            nodes(&ranges[0]),
+            vec![1, 2, 3],
+            "the meta range starts on the lowest ids"
+        );
         assert_eq!(nodes(&ranges[3]), vec![1, 4, 5]);
         let mut per_node = std::collections::BTreeMap::new();
         for d in &ranges {
@@ -212,9 +234,15 @@ mod tests {
         }
         assert!(per_node.values().all(|&c| c == 3 || c == 4), "{per_node:?}");
         let few = initial_ranges_placed(2, &[7], 3);
-        assert!(few.iter().all(|d| nodes(d) == vec![7]), "fewer nodes than the factor: all of them");
+        assert!(
+            few.iter().all(|d| nodes(d) == vec![7]),
+            "fewer nodes than the factor: all of them"
+        );
         let none = initial_ranges_placed(2, &[], 3);
-        assert!(none.len() == 3 && none.iter().all(|d| d.replicas.is_empty()), "no nodes: no replicas, no panic");
+        assert!(
+            none.len() == 3 && none.iter().all(|d| d.replicas.is_empty()),
+            "no nodes: no replicas, no panic"
+        );
     }
 
     #[test]
@@ -224,7 +252,12 @@ mod tests {
         assert_eq!(show_key(b""), "-inf");
         assert_eq!(show_key(b"m\xff"), "meta:m\\xff");
         assert_eq!(show_end(b""), "+inf");
-        let e = crate::Error::KeyNotInRange { key: b"ub".to_vec(), range_id: 3, start: b"u".to_vec(), end: b"ua".to_vec() };
+        let e = crate::Error::KeyNotInRange {
+            key: b"ub".to_vec(),
+            range_id: 3,
+            start: b"u".to_vec(),
+            end: b"ua".to_vec(),
+        };
         assert_eq!(e.to_string(), "key b is not in range 3 [\"\", a)");
     }
 
@@ -233,9 +266,17 @@ mod tests {
         let ends: Vec<Vec<u8>> = vec![user_key(b"g"), user_key(b"p"), Vec::new()];
         let mut records: Vec<Vec<u8>> = ends.iter().map(|e| meta_key(e)).collect();
         records.sort();
-        let find = |key: &[u8]| records.iter().position(|r| r.as_slice() > meta_key(key).as_slice());
+        let find = |key: &[u8]| {
+            records
+                .iter()
+                .position(|r| r.as_slice() > meta_key(key).as_slice())
+        };
         assert_eq!(find(&user_key(b"a")), Some(0));
-        assert_eq!(find(&user_key(b"g")), Some(1), "a range's end key belongs to the next range");
+        assert_eq!(
+            find(&user_key(b"g")),
+            Some(1),
+            "a range's end key belongs to the next range"
+        );
         assert_eq!(find(&user_key(b"zzz")), Some(2));
         assert_eq!(find(&user_key(&[0xff; 300])), Some(2));
     }
@@ -257,10 +298,18 @@ mod tests {
     fn a_hundred_thousand_ranges_tile_the_key_space_and_too_many_are_refused() {
         for count in [65_536, 65_537, 100_000, MAX_INITIAL_RANGES] {
             let ranges = initial_ranges_placed(count, &[1, 2, 3], 3);
-            assert_eq!(ranges.len() as u64, count + 1, "the meta range and {count} user ranges");
+            assert_eq!(
+                ranges.len() as u64,
+                count + 1,
+                "the meta range and {count} user ranges"
+            );
             for w in ranges.windows(2) {
                 assert_eq!(w[0].end, w[1].start);
-                assert!(w[1].end.is_empty() || w[1].start < w[1].end, "empty range {:?}", w[1]);
+                assert!(
+                    w[1].end.is_empty() || w[1].start < w[1].end,
+                    "empty range {:?}",
+                    w[1]
+                );
             }
             assert!(ranges.last().unwrap().end.is_empty());
         }
@@ -269,7 +318,10 @@ mod tests {
         assert_eq!(even_split_point(1, 100_000).len(), 4);
         assert!(check_initial_ranges(100_000).is_ok());
         let err = check_initial_ranges(MAX_INITIAL_RANGES + 1).unwrap_err();
-        assert!(err.contains("--initial-ranges 1048577 is out of range") && err.contains("1..=1048576"), "{err}");
+        assert!(
+            err.contains("--initial-ranges 1048577 is out of range") && err.contains("1..=1048576"),
+            "{err}"
+        );
         assert!(check_initial_ranges(0).is_err());
     }
 }

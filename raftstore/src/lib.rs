@@ -12,30 +12,30 @@
 // callers match on them; boxing them all would cost more clarity than the copies cost.
 #![allow(clippy::result_large_err)]
 
-pub mod cmd;
 pub mod clock;
+pub mod cmd;
 pub mod config;
 pub mod error;
 pub mod keyspace;
+pub mod local;
 pub mod metapb;
 pub mod metrics;
-pub mod local;
 pub mod node;
-pub mod quorum;
-pub mod snap;
 mod operation;
 mod peer;
+pub mod quorum;
+pub mod snap;
 mod storage;
 mod store;
 pub mod transport;
 
-pub use cmd::{callback, Callback, Command, Request, Response, ResponseReceiver};
 pub use clock::{Clock, ManualClock, MonotonicClock, SkewedClock};
+pub use cmd::{callback, Callback, Command, Request, Response, ResponseReceiver};
 pub use config::StoreConfig;
 pub use error::{Error, Result};
 pub use metapb::{Epoch, MetaEntry, RangeDescriptor, Replica, WriteOp};
-pub use operation::{find_split_key, SplitCheckTask, NODE_RANGE_ID};
 pub use metrics::StoreMetrics;
+pub use operation::{find_split_key, SplitCheckTask, NODE_RANGE_ID};
 pub use peer::Peer;
 pub use storage::{PeerStorage, SPLIT_INIT_INDEX, SPLIT_INIT_TERM};
 pub use store::{RangeStatus, Store, StoreSummary, MAX_NODE_ID};

@@ -40,7 +40,10 @@ pub fn even_ranges(count: u64, nodes: u64) -> Vec<RangeDescriptor> {
                 range_id,
                 start: bound(i),
                 end: bound(i + 1),
-                epoch: Some(Epoch { version: 1, conf_ver: 1 }),
+                epoch: Some(Epoch {
+                    version: 1,
+                    conf_ver: 1,
+                }),
                 replicas: (1..=nodes)
                     .map(|n| Replica::voter(n, range_id * 100 + n))
                     .collect(),
@@ -93,7 +96,8 @@ impl LocalCluster {
             Store::bootstrap(&engine, node_id, &self.ranges)?;
         }
         let store = Store::open(node_id, engine, self.cfg.clone())?;
-        self.transport.register_snapshots(node_id, store.snapshots().root().to_path_buf());
+        self.transport
+            .register_snapshots(node_id, store.snapshots().root().to_path_buf());
         let meta_tx = self.meta_tx.clone();
         let sink: MetaSink = Arc::new(move |entries| {
             let _ = meta_tx.send(entries);
@@ -123,7 +127,9 @@ impl LocalCluster {
     }
 
     /// The meta records every node produces (once; later calls get `None`).
-    pub fn take_meta_updates(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Vec<MetaEntry>>> {
+    pub fn take_meta_updates(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<Vec<MetaEntry>>> {
         self.meta_rx.lock().ok()?.take()
     }
 

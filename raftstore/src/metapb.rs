@@ -51,12 +51,19 @@ pub enum ReplicaRole {
 impl Replica {
     /// A voting replica.
     pub fn voter(node_id: u64, replica_id: u64) -> Replica {
-        Replica { node_id, replica_id, role: ReplicaRole::Voter as i32 }
+        Replica {
+            node_id,
+            replica_id,
+            role: ReplicaRole::Voter as i32,
+        }
     }
 
     /// This replica with another role.
     pub fn with_role(self, role: ReplicaRole) -> Replica {
-        Replica { role: role as i32, ..self }
+        Replica {
+            role: role as i32,
+            ..self
+        }
     }
 }
 
@@ -124,12 +131,19 @@ impl RangeDescriptor {
             .replicas
             .iter()
             .copied()
-            .filter(|r| voters.contains(r.replica_id) && (except_node == 0 || r.node_id != except_node))
+            .filter(|r| {
+                voters.contains(r.replica_id) && (except_node == 0 || r.node_id != except_node)
+            })
             .collect();
-        if let Some(chosen) = eligible.iter().find(|r| self.preferred_node != 0 && r.node_id == self.preferred_node) {
+        if let Some(chosen) = eligible
+            .iter()
+            .find(|r| self.preferred_node != 0 && r.node_id == self.preferred_node)
+        {
             return Some(*chosen);
         }
-        eligible.get((self.range_id % eligible.len().max(1) as u64) as usize).copied()
+        eligible
+            .get((self.range_id % eligible.len().max(1) as u64) as usize)
+            .copied()
     }
 
     /// True when `key` lies in `[start, end)`.
@@ -159,17 +173,26 @@ impl RangeDescriptor {
 
     /// The voter this range has on `node_id`, if any (a replica that counts in a quorum).
     pub fn voter_on(&self, node_id: u64) -> Option<Replica> {
-        self.replica_on(node_id).filter(|r| crate::quorum::Voters::of(self).contains(r.replica_id))
+        self.replica_on(node_id)
+            .filter(|r| crate::quorum::Voters::of(self).contains(r.replica_id))
     }
 
     /// The replica with Raft id `replica_id`, if any.
     pub fn replica_by_id(&self, replica_id: u64) -> Option<Replica> {
-        self.replicas.iter().copied().find(|r| r.replica_id == replica_id)
+        self.replicas
+            .iter()
+            .copied()
+            .find(|r| r.replica_id == replica_id)
     }
 
     /// The Raft id the next added replica gets: never one this range has used.
     pub fn next_replica_id(&self) -> u64 {
-        let above = self.replicas.iter().map(|r| r.replica_id + 1).max().unwrap_or(1);
+        let above = self
+            .replicas
+            .iter()
+            .map(|r| r.replica_id + 1)
+            .max()
+            .unwrap_or(1);
         self.next_replica_id.max(above)
     }
 }
@@ -212,12 +235,20 @@ pub struct WriteOp {
 impl WriteOp {
     /// A put of `key` = `value`.
     pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> WriteOp {
-        WriteOp { delete: false, key: key.into(), value: value.into() }
+        WriteOp {
+            delete: false,
+            key: key.into(),
+            value: value.into(),
+        }
     }
 
     /// A delete of `key`.
     pub fn delete(key: impl Into<Vec<u8>>) -> WriteOp {
-        WriteOp { delete: true, key: key.into(), value: Vec::new() }
+        WriteOp {
+            delete: true,
+            key: key.into(),
+            value: Vec::new(),
+        }
     }
 }
 
@@ -339,7 +370,11 @@ impl MetaEntry {
     /// The order in which meta records replace each other: a newer shape (split,
     /// membership change), then a newer leader preference, then a later term.
     pub fn freshness(&self) -> (u64, u64, u64, u64) {
-        let e = self.descriptor.as_ref().map(|d| d.epoch()).unwrap_or_default();
+        let e = self
+            .descriptor
+            .as_ref()
+            .map(|d| d.epoch())
+            .unwrap_or_default();
         let preference = self.descriptor.as_ref().map_or(0, |d| d.preference_ver);
         (e.version, e.conf_ver, preference, self.term)
     }

@@ -49,7 +49,11 @@ pub enum StoreMsg {
     /// Report one replica's state (`None`: no initialized replica of that range here).
     RangeStatus(u64, tokio::sync::oneshot::Sender<Option<RangeStatus>>),
     /// A size check found that `range_id` (at `epoch`) should split at `split_key`.
-    SplitKey { range_id: u64, epoch: Epoch, split_key: Vec<u8> },
+    SplitKey {
+        range_id: u64,
+        epoch: Epoch,
+        split_key: Vec<u8>,
+    },
     /// Stop the poller after this round.
     Stop,
 }
@@ -74,8 +78,12 @@ impl StoreHandle {
     /// applied); if it stops after, the receiver closes without an answer (outcome unknown).
     pub fn request(&self, req: Request) -> ResponseReceiver {
         let (cb, rx) = callback();
-        if let Err(channel::SendError(StoreMsg::Request(_, cb))) = self.mailbox.send(StoreMsg::Request(req, cb)) {
-            let _ = cb.send(Err(Error::StoreStopped { node_id: self.node_id }));
+        if let Err(channel::SendError(StoreMsg::Request(_, cb))) =
+            self.mailbox.send(StoreMsg::Request(req, cb))
+        {
+            let _ = cb.send(Err(Error::StoreStopped {
+                node_id: self.node_id,
+            }));
         }
         rx
     }
@@ -97,7 +105,10 @@ impl StoreHandle {
 
     /// One replica's state (see [`StoreMsg::RangeStatus`]); the receiver fails if the
     /// store has stopped.
-    pub fn range_status(&self, range_id: u64) -> tokio::sync::oneshot::Receiver<Option<RangeStatus>> {
+    pub fn range_status(
+        &self,
+        range_id: u64,
+    ) -> tokio::sync::oneshot::Receiver<Option<RangeStatus>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let _ = self.mailbox.send(StoreMsg::RangeStatus(range_id, tx));
         rx
@@ -154,7 +165,11 @@ impl Node {
         // Snapshots are built on threads of their own, never on the poller.
         store.snapshots().set_background(true);
         let (checker, checker_thread) = start_split_checker(&store, tx.clone());
-        let sinks = Sinks { transport, meta: meta_sink, checker };
+        let sinks = Sinks {
+            transport,
+            meta: meta_sink,
+            checker,
+        };
         let (failed, failure) = tokio::sync::watch::channel(None);
         let thread = std::thread::Builder::new()
             .name(format!("poller-{node_id}"))
@@ -162,14 +177,23 @@ impl Node {
                 let run = std::panic::AssertUnwindSafe(|| poll_loop(store, rx, sinks));
                 let cause = match std::panic::catch_unwind(run) {
                     Ok(outcome) => outcome.err(),
-                    Err(panic) => Some(format!("the store's poller panicked: {}", panic_text(&panic))),
+                    Err(panic) => Some(format!(
+                        "the store's poller panicked: {}",
+                        panic_text(&panic)
+                    )),
                 };
                 if let Some(cause) = cause {
                     let _ = failed.send(Some(cause));
                 }
             })
             .expect("spawn poller thread");
-        Node { node_id, mailbox: tx, metrics, threads: vec![thread, checker_thread], failure }
+        Node {
+            node_id,
+            mailbox: tx,
+            metrics,
+            threads: vec![thread, checker_thread],
+            failure,
+        }
     }
 
     /// Resolves to `Some(cause)` once the store has stopped on its own (see [`Failure`]).
@@ -194,7 +218,10 @@ impl Node {
 
     /// A cloneable handle that sends requests to this store (see [`StoreHandle`]).
     pub fn handle(&self) -> StoreHandle {
-        StoreHandle { node_id: self.node_id, mailbox: self.mailbox.clone() }
+        StoreHandle {
+            node_id: self.node_id,
+            mailbox: self.mailbox.clone(),
+        }
     }
 
     /// Sends a request; see [`StoreHandle::request`].
@@ -235,7 +262,10 @@ struct Sinks {
 
 /// Starts the thread that runs size checks for `store` and posts split keys back into
 /// `mailbox`. It ends when the poller (the only sender of tasks) is gone.
-fn start_split_checker(store: &Store, mailbox: Sender<StoreMsg>) -> (Sender<SplitCheckTask>, JoinHandle<()>) {
+fn start_split_checker(
+    store: &Store,
+    mailbox: Sender<StoreMsg>,
+) -> (Sender<SplitCheckTask>, JoinHandle<()>) {
     let (tx, rx) = channel::unbounded::<SplitCheckTask>();
     let engine = store.engine().clone();
     let split_size = store.config().split_size;
@@ -245,13 +275,19 @@ fn start_split_checker(store: &Store, mailbox: Sender<StoreMsg>) -> (Sender<Spli
             for task in rx {
                 match find_split_key(&engine, &task, split_size) {
                     Ok(Some(split_key)) => {
-                        let msg = StoreMsg::SplitKey { range_id: task.range_id, epoch: task.epoch, split_key };
+                        let msg = StoreMsg::SplitKey {
+                            range_id: task.range_id,
+                            epoch: task.epoch,
+                            split_key,
+                        };
                         if mailbox.send(msg).is_err() {
                             return;
                         }
                     }
                     Ok(None) => {}
-                    Err(e) => tracing::warn!(range = task.range_id, error = %e, "size check failed"),
+                    Err(e) => {
+                        tracing::warn!(range = task.range_id, error = %e, "size check failed")
+                    }
                 }
             }
         })
@@ -273,7 +309,11 @@ fn poll_loop(mut store: Store, rx: Receiver<StoreMsg>, sinks: Sinks) -> Result<(
         // message handled against timers not yet moved is only judged more cautiously.
         // The harness's `resume` hands a frozen store its requests and messages before
         // its missed ticks, the worst way round, to keep that true.
-        let wait = if store.has_pending_work() { Duration::ZERO } else { store.until_next_tick() };
+        let wait = if store.has_pending_work() {
+            Duration::ZERO
+        } else {
+            store.until_next_tick()
+        };
         match rx.recv_timeout(wait) {
             Ok(msg) => running &= handle(&mut store, msg),
             Err(RecvTimeoutError::Timeout) => {}
@@ -291,7 +331,9 @@ fn poll_loop(mut store: Store, rx: Receiver<StoreMsg>, sinks: Sinks) -> Result<(
         }
         store.catch_up();
         match store.end_round(|to, batch| sinks.transport.send(to, batch)) {
-            Ok(out) => out.into_iter().for_each(|(to, batch)| sinks.transport.send(to, batch)),
+            Ok(out) => out
+                .into_iter()
+                .for_each(|(to, batch)| sinks.transport.send(to, batch)),
             Err(e) => {
                 tracing::error!(node = store.node_id(), error = %e, "storage failure; stopping store");
                 return Err(format!("a write to the store's engine failed: {e}"));
@@ -331,7 +373,11 @@ fn handle(store: &mut Store, msg: StoreMsg) -> bool {
         StoreMsg::Ping(tx) => {
             let _ = tx.send(());
         }
-        StoreMsg::SplitKey { range_id, epoch, split_key } => store.on_split_key(range_id, epoch, split_key),
+        StoreMsg::SplitKey {
+            range_id,
+            epoch,
+            split_key,
+        } => store.on_split_key(range_id, epoch, split_key),
         StoreMsg::Drain(tx) => {
             let _ = tx.send(store.drain());
         }

@@ -152,7 +152,10 @@ impl Peer {
         if let Some(until) = self.campaign_until {
             if now > until || self.raw.raft.leader_id != raft::INVALID_ID {
                 self.campaign_until = None;
-            } else if self.raw.raft.state != StateRole::Leader && now.is_multiple_of(2) && self.may_campaign() {
+            } else if self.raw.raft.state != StateRole::Leader
+                && now.is_multiple_of(2)
+                && self.may_campaign()
+            {
                 // Every other tick, so a round already under way can finish.
                 let _ = self.raw.campaign();
             }
@@ -229,7 +232,10 @@ impl Peer {
 
     /// The `NotLeader` error for this range, with this replica's leader hint.
     pub(crate) fn not_leader(&self) -> Error {
-        Error::NotLeader { range_id: self.range_id, leader: self.leader() }
+        Error::NotLeader {
+            range_id: self.range_id,
+            leader: self.leader(),
+        }
     }
 }
 

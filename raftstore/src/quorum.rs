@@ -27,10 +27,12 @@ pub struct Voters {
 impl Voters {
     /// The voters of `desc`'s current configuration.
     pub fn of(desc: &RangeDescriptor) -> Voters {
-        let joint = desc
-            .replicas
-            .iter()
-            .any(|r| matches!(r.role(), ReplicaRole::IncomingVoter | ReplicaRole::DemotingVoter));
+        let joint = desc.replicas.iter().any(|r| {
+            matches!(
+                r.role(),
+                ReplicaRole::IncomingVoter | ReplicaRole::DemotingVoter
+            )
+        });
         let mut v = Voters::default();
         for r in &desc.replicas {
             match r.role() {
@@ -71,8 +73,11 @@ impl Voters {
     /// incoming voters and, while joint, of the outgoing ones as well. A configuration
     /// without voters has no quorum.
     pub fn is_quorum(&self, yes: impl Fn(u64) -> bool) -> bool {
-        let majority = |set: &BTreeSet<u64>| set.iter().filter(|id| yes(**id)).count() * 2 > set.len();
-        !self.incoming.is_empty() && majority(&self.incoming) && (!self.is_joint() || majority(&self.outgoing))
+        let majority =
+            |set: &BTreeSet<u64>| set.iter().filter(|id| yes(**id)).count() * 2 > set.len();
+        !self.incoming.is_empty()
+            && majority(&self.incoming)
+            && (!self.is_joint() || majority(&self.outgoing))
     }
 }
 
@@ -141,8 +146,19 @@ mod tests {
     use crate::metapb::Replica;
 
     fn desc(replicas: &[(u64, ReplicaRole)]) -> RangeDescriptor {
-        let replicas = replicas.iter().map(|&(id, role)| Replica { node_id: id, replica_id: id, role: role as i32 }).collect();
-        RangeDescriptor { range_id: 2, replicas, ..Default::default() }
+        let replicas = replicas
+            .iter()
+            .map(|&(id, role)| Replica {
+                node_id: id,
+                replica_id: id,
+                role: role as i32,
+            })
+            .collect();
+        RangeDescriptor {
+            range_id: 2,
+            replicas,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -151,22 +167,49 @@ mod tests {
         let v = Voters::of(&desc(&[(1, Voter), (2, Voter), (3, Voter), (4, Learner)]));
         assert!(!v.is_joint() && !v.contains(4));
         assert!(v.is_quorum(|id| id == 1 || id == 2));
-        assert!(!v.is_quorum(|id| id == 1 || id == 4), "a learner does not make a majority");
-        assert!(!Voters::of(&desc(&[(4, Learner)])).is_quorum(|_| true), "no voters, no quorum");
+        assert!(
+            !v.is_quorum(|id| id == 1 || id == 4),
+            "a learner does not make a majority"
+        );
+        assert!(
+            !Voters::of(&desc(&[(4, Learner)])).is_quorum(|_| true),
+            "no voters, no quorum"
+        );
     }
 
     #[test]
     fn a_joint_configuration_needs_a_majority_of_both_halves() {
         use ReplicaRole::*;
         // Replacing 3 with 4: old {1,2,3}, new {1,2,4}.
-        let v = Voters::of(&desc(&[(1, Voter), (2, Voter), (3, DemotingVoter), (4, IncomingVoter)]));
+        let v = Voters::of(&desc(&[
+            (1, Voter),
+            (2, Voter),
+            (3, DemotingVoter),
+            (4, IncomingVoter),
+        ]));
         assert!(v.is_joint());
         assert_eq!(v.ids().len(), 4);
-        assert!(v.is_quorum(|id| id == 1 || id == 2), "1,2 are a majority of both");
-        assert!(!v.is_quorum(|id| id == 1 || id == 4), "1,4: a majority of the new half only");
-        assert!(!v.is_quorum(|id| id == 1 || id == 3), "1,3: a majority of the old half only");
+        assert!(
+            v.is_quorum(|id| id == 1 || id == 2),
+            "1,2 are a majority of both"
+        );
+        assert!(
+            !v.is_quorum(|id| id == 1 || id == 4),
+            "1,4: a majority of the new half only"
+        );
+        assert!(
+            !v.is_quorum(|id| id == 1 || id == 3),
+            "1,3: a majority of the old half only"
+        );
         // Moving a range off three nodes at once: old {1,2,3}, new {4,5,6}.
-        let far = desc(&[(1, DemotingVoter), (2, DemotingVoter), (3, DemotingVoter), (4, IncomingVoter), (5, IncomingVoter), (6, IncomingVoter)]);
+        let far = desc(&[
+            (1, DemotingVoter),
+            (2, DemotingVoter),
+            (3, DemotingVoter),
+            (4, IncomingVoter),
+            (5, IncomingVoter),
+            (6, IncomingVoter),
+        ]);
         let v = Voters::of(&far);
         assert!(!v.is_quorum(|id| id >= 4) && !v.is_quorum(|id| id <= 3));
         assert!(v.is_quorum(|id| [1, 2, 4, 5].contains(&id)));
@@ -177,8 +220,19 @@ mod tests {
         use ReplicaRole::*;
         let configs = [
             desc(&[(1, Voter), (2, Voter), (3, Voter), (4, Learner)]),
-            desc(&[(1, Voter), (2, Voter), (3, DemotingVoter), (4, IncomingVoter)]),
-            desc(&[(1, DemotingVoter), (2, DemotingVoter), (3, IncomingVoter), (4, IncomingVoter), (5, Voter)]),
+            desc(&[
+                (1, Voter),
+                (2, Voter),
+                (3, DemotingVoter),
+                (4, IncomingVoter),
+            ]),
+            desc(&[
+                (1, DemotingVoter),
+                (2, DemotingVoter),
+                (3, IncomingVoter),
+                (4, IncomingVoter),
+                (5, Voter),
+            ]),
             desc(&[(1, Learner)]),
         ];
         for d in &configs {

@@ -16,7 +16,9 @@ use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
 use crate::error::{corrupt, Result};
-use crate::metapb::{ApplyState, KvPair, RaftLocalState, RangeDescriptor, SnapshotData, SnapshotFile};
+use crate::metapb::{
+    ApplyState, KvPair, RaftLocalState, RangeDescriptor, SnapshotData, SnapshotFile,
+};
 use crate::snap::{files_of, SnapKey, SnapManager, SnapSource};
 
 /// The log position a range created by a split starts at (TiKV's convention). A replica
@@ -72,7 +74,11 @@ impl SnapshotPace {
             Some(since) if since < Self::CALM && since < self.wait => return false,
             Some(since) if since < Self::CALM => {
                 self.repeats += 1;
-                self.wait = if self.repeats == 1 { std::time::Duration::ZERO } else { Self::FIRST_WAIT.max(self.wait * 2) };
+                self.wait = if self.repeats == 1 {
+                    std::time::Duration::ZERO
+                } else {
+                    Self::FIRST_WAIT.max(self.wait * 2)
+                };
                 self.wait = self.wait.min(Self::MAX_WAIT);
             }
             _ => self.wait = std::time::Duration::ZERO,
@@ -89,7 +95,11 @@ impl PeerStorage {
     /// created from a message (a new learner) a snapshot: its first append cannot match
     /// that replica's empty log (`life.rs` refuses appends at index 0 to it).
     pub fn bootstrap(desc: &RangeDescriptor, wb: &mut WriteBatch) {
-        let hard_state = HardState { term: SPLIT_INIT_TERM, commit: SPLIT_INIT_INDEX, ..Default::default() };
+        let hard_state = HardState {
+            term: SPLIT_INIT_TERM,
+            commit: SPLIT_INIT_INDEX,
+            ..Default::default()
+        };
         let local = RaftLocalState {
             hard_state: hard_state.write_to_bytes().expect("encode hard state"),
             last_index: SPLIT_INIT_INDEX,
@@ -110,13 +120,21 @@ impl PeerStorage {
     /// storage: log empty at [`SPLIT_INIT_INDEX`], everything before it applied. No data
     /// moves: the keys already lie in the engine.
     pub fn split_init(engine: Engine, desc: RangeDescriptor, wb: &mut WriteBatch) -> PeerStorage {
-        let hard_state = HardState { term: SPLIT_INIT_TERM, commit: SPLIT_INIT_INDEX, ..Default::default() };
+        let hard_state = HardState {
+            term: SPLIT_INIT_TERM,
+            commit: SPLIT_INIT_INDEX,
+            ..Default::default()
+        };
         let apply_state = ApplyState {
             applied_index: SPLIT_INIT_INDEX,
             truncated_index: SPLIT_INIT_INDEX,
             truncated_term: SPLIT_INIT_TERM,
         };
-        wb.put(Cf::Meta, &keys::descriptor_key(desc.range_id), &desc.encode_to_vec());
+        wb.put(
+            Cf::Meta,
+            &keys::descriptor_key(desc.range_id),
+            &desc.encode_to_vec(),
+        );
         let mut storage = PeerStorage {
             engine,
             desc,
@@ -138,8 +156,16 @@ impl PeerStorage {
     /// not know yet: no span, no voters, empty log. It stays in memory only, never votes
     /// (the store drops vote requests to it) and becomes a real replica when a snapshot
     /// arrives or the split that creates the range applies here.
-    pub fn uninitialized(engine: Engine, range_id: u64, replicas: Vec<crate::metapb::Replica>) -> PeerStorage {
-        let desc = RangeDescriptor { range_id, replicas, ..Default::default() };
+    pub fn uninitialized(
+        engine: Engine,
+        range_id: u64,
+        replicas: Vec<crate::metapb::Replica>,
+    ) -> PeerStorage {
+        let desc = RangeDescriptor {
+            range_id,
+            replicas,
+            ..Default::default()
+        };
         PeerStorage {
             engine,
             desc,
@@ -159,7 +185,9 @@ impl PeerStorage {
     pub fn load(engine: Engine, desc: RangeDescriptor) -> Result<PeerStorage> {
         let id = desc.range_id;
         let local = match engine.get(Cf::Meta, &keys::hard_state_key(id))? {
-            Some(b) => RaftLocalState::decode(b.as_slice()).map_err(|e| corrupt("raft state", e))?,
+            Some(b) => {
+                RaftLocalState::decode(b.as_slice()).map_err(|e| corrupt("raft state", e))?
+            }
             None => return Err(corrupt("raft state", format!("missing for range {id}"))),
         };
         let hard_state = if local.hard_state.is_empty() {
@@ -187,7 +215,11 @@ impl PeerStorage {
     }
 
     /// Paces snapshots on `clock` (the store's) and builds them with `snaps`.
-    pub fn with_store(mut self, clock: std::sync::Arc<dyn crate::clock::Clock>, snaps: std::sync::Arc<SnapManager>) -> PeerStorage {
+    pub fn with_store(
+        mut self,
+        clock: std::sync::Arc<dyn crate::clock::Clock>,
+        snaps: std::sync::Arc<SnapManager>,
+    ) -> PeerStorage {
         self.clock = clock;
         self.snaps = Some(snaps);
         self
@@ -205,7 +237,11 @@ impl PeerStorage {
 
     /// Records a new descriptor (after a split) in memory and in `wb`.
     pub fn set_descriptor(&mut self, desc: RangeDescriptor, wb: &mut WriteBatch) {
-        wb.put(Cf::Meta, &keys::descriptor_key(desc.range_id), &desc.encode_to_vec());
+        wb.put(
+            Cf::Meta,
+            &keys::descriptor_key(desc.range_id),
+            &desc.encode_to_vec(),
+        );
         self.desc = desc;
     }
 
@@ -261,7 +297,11 @@ impl PeerStorage {
             last_index: self.last_index,
             last_term: self.last_term,
         };
-        wb.put(Cf::Meta, &keys::hard_state_key(self.desc.range_id), &local.encode_to_vec());
+        wb.put(
+            Cf::Meta,
+            &keys::hard_state_key(self.desc.range_id),
+            &local.encode_to_vec(),
+        );
     }
 
     fn stage_apply_state(&self, wb: &mut WriteBatch) {
@@ -271,7 +311,9 @@ impl PeerStorage {
 
     /// Stages new log entries, replacing any conflicting suffix.
     pub fn append(&mut self, entries: &[Entry], wb: &mut WriteBatch) {
-        let (Some(first), Some(last)) = (entries.first(), entries.last()) else { return };
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return;
+        };
         let id = self.desc.range_id;
         for e in entries {
             let bytes = e.write_to_bytes().expect("encode entry");
@@ -314,7 +356,11 @@ impl PeerStorage {
     /// store refuses snapshots that overlap another replica.) The snapshot's keys are in
     /// files (`snap.rs`): returned with the marker staged for them, to be ingested once
     /// this batch is durable.
-    pub fn apply_snapshot(&mut self, snap: &Snapshot, wb: &mut WriteBatch) -> Result<Option<(SnapKey, Vec<SnapshotFile>)>> {
+    pub fn apply_snapshot(
+        &mut self,
+        snap: &Snapshot,
+        wb: &mut WriteBatch,
+    ) -> Result<Option<(SnapKey, Vec<SnapshotFile>)>> {
         let id = self.desc.range_id;
         let (desc, files) = files_of(id, snap).map_err(|e| corrupt("snapshot", e))?;
         let data = SnapshotData::decode(snap.get_data()).map_err(|e| corrupt("snapshot", e))?;
@@ -328,7 +374,11 @@ impl PeerStorage {
             let (marker, value) = crate::snap::pending_marker(key);
             wb.put(Cf::Meta, &marker, &value);
         }
-        wb.delete_range(Cf::Raft, &keys::raft_log_key(id, 0), &keys::raft_log_key(id, u64::MAX));
+        wb.delete_range(
+            Cf::Raft,
+            &keys::raft_log_key(id, 0),
+            &keys::raft_log_key(id, u64::MAX),
+        );
         wb.put(Cf::Meta, &keys::descriptor_key(id), &desc.encode_to_vec());
         self.desc = desc;
         self.apply_state = ApplyState {
@@ -352,7 +402,11 @@ impl PeerStorage {
         }
         let term = raft::Storage::term(self, index)?;
         let id = self.desc.range_id;
-        wb.delete_range(Cf::Raft, &keys::raft_log_key(id, 0), &keys::raft_log_key(id, index + 1));
+        wb.delete_range(
+            Cf::Raft,
+            &keys::raft_log_key(id, 0),
+            &keys::raft_log_key(id, index + 1),
+        );
         self.apply_state.truncated_index = index;
         self.apply_state.truncated_term = term;
         self.apply_state_dirty = true;
@@ -401,29 +455,33 @@ impl raft::Storage for PeerStorage {
         let mut out: Vec<Entry> = Vec::with_capacity((high - low) as usize);
         let mut size = 0u64;
         let mut failure = None;
-        let scanned = self.engine.scan(Cf::Raft, &from, &to, |_, v| {
-            match Entry::parse_from_bytes(v) {
-                Ok(e) => {
-                    size += v.len() as u64;
-                    if !out.is_empty() && size > max_size {
-                        return false;
+        let scanned =
+            self.engine.scan(Cf::Raft, &from, &to, |_, v| {
+                match Entry::parse_from_bytes(v) {
+                    Ok(e) => {
+                        size += v.len() as u64;
+                        if !out.is_empty() && size > max_size {
+                            return false;
+                        }
+                        out.push(e);
+                        true
                     }
-                    out.push(e);
-                    true
+                    Err(e) => {
+                        failure = Some(e);
+                        false
+                    }
                 }
-                Err(e) => {
-                    failure = Some(e);
-                    false
-                }
-            }
-        });
+            });
         if let Some(e) = failure {
             return Err(raft::Error::CodecError(e));
         }
         if let Err(e) = scanned {
             return Err(raft::Error::Store(StorageError::Other(Box::new(e))));
         }
-        let contiguous = out.iter().enumerate().all(|(i, e)| e.index == low + i as u64);
+        let contiguous = out
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.index == low + i as u64);
         let complete = out.len() as u64 == high - low || size > max_size;
         if !contiguous || !complete {
             return Err(raft::Error::Store(StorageError::Unavailable));
@@ -458,10 +516,14 @@ impl raft::Storage for PeerStorage {
 
     fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         if self.apply_state.applied_index < request_index {
-            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
         }
         let Some(snaps) = &self.snaps else {
-            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
         };
         let index = self.apply_state.applied_index;
         let src = SnapSource {
@@ -474,8 +536,16 @@ impl raft::Storage for PeerStorage {
         // A snapshot older than the log's start would need another one at once.
         let snap = snaps.snapshot(src, request_index.max(self.apply_state.truncated_index))?;
         // raft-rs asks again on the follower's next heartbeat response.
-        if !self.pace.lock().entry(to).or_default().allow(self.clock.now()) {
-            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        if !self
+            .pace
+            .lock()
+            .entry(to)
+            .or_default()
+            .allow(self.clock.now())
+        {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
         }
         Ok(snap)
     }
@@ -490,10 +560,16 @@ mod tests {
     fn repeated_snapshots_to_one_follower_back_off() {
         let (mut pace, t0) = (SnapshotPace::default(), Duration::from_secs(100));
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        assert!(pace.allow(at(0)) && pace.allow(at(10)) && pace.allow(at(20)), "three at once");
+        assert!(
+            pace.allow(at(0)) && pace.allow(at(10)) && pace.allow(at(20)),
+            "three at once"
+        );
         assert!(!pace.allow(at(500)), "the fourth waits a second");
         assert!(pace.allow(at(1_100)));
-        assert!(!pace.allow(at(2_500)) && pace.allow(at(3_200)), "then two seconds");
+        assert!(
+            !pace.allow(at(2_500)) && pace.allow(at(3_200)),
+            "then two seconds"
+        );
         assert_eq!(pace.repeats, 4);
         // A minute without one: afresh.
         assert!(pace.allow(at(70_000)) && pace.allow(at(70_001)));

@@ -165,8 +165,13 @@ impl Store {
         meta_pairs: &[(Vec<u8>, Vec<u8>)],
     ) -> Result<()> {
         let mut wb = bootstrap_batch(engine, node_id, descs)?;
-        let meta = descs.iter().find(|d| d.range_id == crate::keyspace::META_RANGE_ID);
-        for (k, v) in meta_pairs.iter().filter(|(k, _)| meta.is_some_and(|m| m.contains(k))) {
+        let meta = descs
+            .iter()
+            .find(|d| d.range_id == crate::keyspace::META_RANGE_ID);
+        for (k, v) in meta_pairs
+            .iter()
+            .filter(|(k, _)| meta.is_some_and(|m| m.contains(k)))
+        {
             wb.put(Cf::Data, k, v);
         }
         wb.put(Cf::Meta, CLUSTER_IDENTITY_KEY, identity);
@@ -182,7 +187,10 @@ impl Store {
     /// The node id the data directory belongs to, if one was recorded (by a bootstrap or
     /// by [`Store::claim_owner`]).
     pub fn owner(engine: &Engine) -> Result<Option<u64>> {
-        Ok(engine.get(Cf::Meta, keys::STORE_IDENT_KEY)?.and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok()).map(u64::from_be_bytes))
+        Ok(engine
+            .get(Cf::Meta, keys::STORE_IDENT_KEY)?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map(u64::from_be_bytes))
     }
 
     /// Records, durably, that the data directory belongs to node `node_id` (an id the
@@ -267,7 +275,8 @@ impl Store {
                 finish_destroy(&engine, &desc, &mut tombstones)?;
                 continue;
             }
-            let storage = PeerStorage::load(engine.clone(), desc)?.with_store(clock.clone(), snaps.clone());
+            let storage =
+                PeerStorage::load(engine.clone(), desc)?.with_store(clock.clone(), snaps.clone());
             let peer = Peer::new(node_id, storage, &cfg, seed, &logger)?;
             peers.insert(peer.range_id, peer);
         }
@@ -318,7 +327,11 @@ impl Store {
             new_followers_wake_at: 0,
             pending_wakes: Default::default(),
         };
-        let replicas: Vec<_> = store.peers.values().flat_map(|p| p.descriptor().replicas.clone()).collect();
+        let replicas: Vec<_> = store
+            .peers
+            .values()
+            .flat_map(|p| p.descriptor().replicas.clone())
+            .collect();
         store.add_neighbours(&replicas);
         store.campaign_new_ranges();
         Ok(store)
@@ -366,12 +379,19 @@ impl Store {
 
     /// A snapshot of every replica's state, for status views.
     pub fn status(&self) -> Vec<RangeStatus> {
-        self.peers.values().filter(|p| p.raw.store().is_initialized()).map(|p| self.status_of(p)).collect()
+        self.peers
+            .values()
+            .filter(|p| p.raw.store().is_initialized())
+            .map(|p| self.status_of(p))
+            .collect()
     }
 
     /// The state of this node's replica of `range_id`, if it is initialized.
     pub fn range_status(&self, range_id: u64) -> Option<RangeStatus> {
-        self.peers.get(&range_id).filter(|p| p.raw.store().is_initialized()).map(|p| self.status_of(p))
+        self.peers
+            .get(&range_id)
+            .filter(|p| p.raw.store().is_initialized())
+            .map(|p| self.status_of(p))
     }
 
     /// Counts of this node's replicas, without a row per replica: what `flotilla status`
@@ -381,7 +401,11 @@ impl Store {
     pub fn summary(&self) -> StoreSummary {
         let mut s = StoreSummary::default();
         let now = self.clock.now();
-        for p in self.peers.values().filter(|p| p.raw.store().is_initialized()) {
+        for p in self
+            .peers
+            .values()
+            .filter(|p| p.raw.store().is_initialized())
+        {
             s.replicas += 1;
             s.snapshot_repeats += p.raw.store().snapshot_repeats();
             if p.is_leader() {
@@ -431,7 +455,12 @@ impl Store {
     /// may), waking it if quiesced. Returns whether it was stepped.
     pub(crate) fn step_envelope(&mut self, env: RaftEnvelope) -> bool {
         if let Err(reason) = check_message(&env.message) {
-            tracing::warn!(range = env.range_id, from = env.from.node_id, reason, "dropped malformed raft message");
+            tracing::warn!(
+                range = env.range_id,
+                from = env.from.node_id,
+                reason,
+                "dropped malformed raft message"
+            );
             StoreMetrics::add(&self.metrics.messages_dropped, 1);
             return false;
         }
@@ -451,7 +480,11 @@ impl Store {
         }
         let peer = &self.peers[&env.range_id];
         let misaddressed = env.to.node_id != self.node_id || env.to.replica_id != peer.replica_id;
-        let admitted = if misaddressed { Err("misaddressed") } else { self.admit(peer, &env) };
+        let admitted = if misaddressed {
+            Err("misaddressed")
+        } else {
+            self.admit(peer, &env)
+        };
         let snapshot = match admitted {
             Ok(snapshot) => snapshot,
             Err(reason) => {
@@ -464,12 +497,20 @@ impl Store {
             // raft-rs takes this for a lost log and panics; a real leader never sends it
             // to a replica with a durable log. Dropped: the leader's probe repairs a
             // replica that really is behind.
-            tracing::warn!(range = env.range_id, from = env.from.node_id, "dropped heartbeat committing past the log");
+            tracing::warn!(
+                range = env.range_id,
+                from = env.from.node_id,
+                "dropped heartbeat committing past the log"
+            );
             StoreMetrics::add(&self.metrics.messages_dropped, 1);
             return false;
         }
         self.pending_snapshots.extend(snapshot);
-        let vote = matches!(env.message.get_msg_type(), raft::prelude::MessageType::MsgRequestVote | raft::prelude::MessageType::MsgRequestPreVote);
+        let vote = matches!(
+            env.message.get_msg_type(),
+            raft::prelude::MessageType::MsgRequestVote
+                | raft::prelude::MessageType::MsgRequestPreVote
+        );
         if vote {
             self.age_if_leader_silent(env.range_id);
         }
@@ -478,7 +519,11 @@ impl Store {
         self.wake(env.range_id, !from_leader);
         let peer = self.peers.get_mut(&env.range_id).expect("replica exists");
         peer.raw.mut_store().learn_replica(env.from);
-        if peer.descriptor().replica_by_id(env.from.replica_id).is_none() {
+        if peer
+            .descriptor()
+            .replica_by_id(env.from.replica_id)
+            .is_none()
+        {
             peer.peer_cache.insert(env.from.replica_id, env.from);
         }
         peer.last_heard.insert(env.from.replica_id, self.now);
@@ -504,10 +549,18 @@ impl Store {
         if behind == 0 {
             return 0;
         }
-        let longest = self.cfg.liveness_timeout_ticks.max(self.cfg.election_ticks as u64);
+        let longest = self
+            .cfg
+            .liveness_timeout_ticks
+            .max(self.cfg.election_ticks as u64);
         if behind > 2 {
             let stalled = self.cfg.tick_interval * behind.min(u32::MAX as u64) as u32;
-            tracing::warn!(node = self.node_id, ?stalled, ticks = behind, "store was stalled; catching up missed ticks");
+            tracing::warn!(
+                node = self.node_id,
+                ?stalled,
+                ticks = behind,
+                "store was stalled; catching up missed ticks"
+            );
             StoreMetrics::add(&self.metrics.ticks_caught_up, behind);
         }
         let cap = 2 * longest + 2;
@@ -532,7 +585,10 @@ impl Store {
 
     /// How long until the next tick is due (zero when one is due already).
     pub fn until_next_tick(&self) -> Duration {
-        let next_at = self.cfg.tick_interval.saturating_mul((self.now + 1).min(u32::MAX as u64) as u32);
+        let next_at = self
+            .cfg
+            .tick_interval
+            .saturating_mul((self.now + 1).min(u32::MAX as u64) as u32);
         (self.opened_at + next_at).saturating_sub(self.clock.now())
     }
 
@@ -543,7 +599,9 @@ impl Store {
 
     /// `n` tick intervals as a duration of the clock.
     pub(crate) fn ticks_as_time(&self, n: u64) -> Duration {
-        self.cfg.tick_interval.saturating_mul(n.min(u32::MAX as u64) as u32)
+        self.cfg
+            .tick_interval
+            .saturating_mul(n.min(u32::MAX as u64) as u32)
     }
 
     /// Advances logical time by one tick for every awake replica; checks node liveness,
@@ -597,10 +655,20 @@ impl Store {
         let cfg = &self.cfg;
         let (timeout, retry) = (cfg.request_timeout_ticks, cfg.read_index_retry_ticks);
         let (balance_every, fresh) = (cfg.balance_interval_ticks, 2 * cfg.heartbeat_ticks as u64);
-        let renew = cfg.lease_reads.then_some((cfg.heartbeat_ticks.max(1) as u64, cfg.election_ticks as u64));
+        let renew = cfg
+            .lease_reads
+            .then_some((cfg.heartbeat_ticks.max(1) as u64, cfg.election_ticks as u64));
         let clock_now = self.clock.now();
         let (mut deferred, mut idle_leaders) = (0u64, Vec::new());
-        let Store { peers, awake, touched, campaigns_left: budget, draining_nodes, next_read_id, .. } = self;
+        let Store {
+            peers,
+            awake,
+            touched,
+            campaigns_left: budget,
+            draining_nodes,
+            next_read_id,
+            ..
+        } = self;
         each_awake(peers, awake, |id, peer| {
             let holds = hold.holds(peer) || from < peer.election_held_until;
             for t in from + 1..=now {
@@ -618,8 +686,13 @@ impl Store {
                 peer.expire(now, timeout, retry);
                 touched.insert(id);
             }
-            if crossed(from, now, balance_every, id) && peer.maybe_transfer_to_preferred(now, fresh, 4 * balance_every, draining_nodes) {
-                tracing::debug!(range = id, "transferring leadership to the preferred replica");
+            if crossed(from, now, balance_every, id)
+                && peer.maybe_transfer_to_preferred(now, fresh, 4 * balance_every, draining_nodes)
+            {
+                tracing::debug!(
+                    range = id,
+                    "transferring leadership to the preferred replica"
+                );
             }
             if let Some((_, recent)) = renew.filter(|(every, _)| crossed(from, now, *every, id)) {
                 if peer.renew_lease(next_read_id, now, clock_now, recent) {
@@ -686,7 +759,11 @@ fn check_message(m: &raft::prelude::Message) -> std::result::Result<(), &'static
         MessageType::MsgSnapshot => {
             let data = m.get_snapshot().get_data();
             match crate::metapb::SnapshotData::decode(data) {
-                Ok(crate::metapb::SnapshotData { descriptor: Some(d), pairs, .. }) => {
+                Ok(crate::metapb::SnapshotData {
+                    descriptor: Some(d),
+                    pairs,
+                    ..
+                }) => {
                     if !pairs.iter().all(|p| d.contains(&p.key)) {
                         return Err("snapshot holds keys outside its range");
                     }
@@ -704,7 +781,8 @@ fn check_message(m: &raft::prelude::Message) -> std::result::Result<(), &'static
 
 /// True for a heartbeat whose commit index lies past `peer`'s last log entry.
 fn commits_past_log(peer: &Peer, m: &raft::prelude::Message) -> bool {
-    m.get_msg_type() == raft::prelude::MessageType::MsgHeartbeat && m.commit > peer.raw.raft.raft_log.last_index()
+    m.get_msg_type() == raft::prelude::MessageType::MsgHeartbeat
+        && m.commit > peer.raw.raft.raft_log.last_index()
 }
 
 /// True when some tick in `(from, to]` is due work that runs every `every` ticks,
@@ -721,7 +799,11 @@ pub(crate) fn crossed(from: u64, to: u64, every: u64, offset: u64) -> bool {
 /// up; with many (a new cluster electing, the ranges a dead node led) it walks both
 /// ordered sets side by side, so a pass over the awake replicas costs a step per replica
 /// rather than a tree search.
-pub(crate) fn each_awake(peers: &mut BTreeMap<u64, Peer>, awake: &BTreeSet<u64>, mut f: impl FnMut(u64, &mut Peer)) {
+pub(crate) fn each_awake(
+    peers: &mut BTreeMap<u64, Peer>,
+    awake: &BTreeSet<u64>,
+    mut f: impl FnMut(u64, &mut Peer),
+) {
     if awake.len().saturating_mul(8) < peers.len() {
         for id in awake {
             if let Some(peer) = peers.get_mut(id) {
@@ -744,7 +826,9 @@ pub const MAX_NODE_ID: u64 = (1 << 24) - 1;
 
 fn check_identity(engine: &Engine, node_id: u64) -> Result<()> {
     if node_id == 0 || node_id > MAX_NODE_ID {
-        return Err(Error::InvalidRequest(format!("node id {node_id} is out of range 1..={MAX_NODE_ID}")));
+        return Err(Error::InvalidRequest(format!(
+            "node id {node_id} is out of range 1..={MAX_NODE_ID}"
+        )));
     }
     match engine.get(Cf::Meta, keys::STORE_IDENT_KEY)? {
         None => Ok(()),
@@ -770,7 +854,10 @@ fn bootstrap_batch(engine: &Engine, node_id: u64, descs: &[RangeDescriptor]) -> 
     let mut wb = engine.batch();
     wb.put(Cf::Meta, keys::STORE_IDENT_KEY, &node_id.to_be_bytes());
     for desc in descs {
-        if engine.get(Cf::Meta, &keys::descriptor_key(desc.range_id))?.is_some() {
+        if engine
+            .get(Cf::Meta, &keys::descriptor_key(desc.range_id))?
+            .is_some()
+        {
             return Err(Error::InvalidRequest(format!(
                 "range {} already exists on node {node_id}",
                 desc.range_id
@@ -778,12 +865,22 @@ fn bootstrap_batch(engine: &Engine, node_id: u64, descs: &[RangeDescriptor]) -> 
         }
         PeerStorage::bootstrap(desc, &mut wb);
     }
-    let meta = descs.iter().find(|d| d.range_id == crate::keyspace::META_RANGE_ID);
+    let meta = descs
+        .iter()
+        .find(|d| d.range_id == crate::keyspace::META_RANGE_ID);
     if let Some(meta) = meta.filter(|m| m.contains(&crate::keyspace::meta_key(b""))) {
         // The meta range starts out listing every other range (no leaders yet).
         for desc in descs.iter().filter(|d| d.range_id != meta.range_id) {
-            let entry = crate::metapb::MetaEntry { descriptor: Some(desc.clone()), leader: None, term: 0 };
-            wb.put(Cf::Data, &crate::keyspace::meta_key(&desc.end), &entry.encode_to_vec());
+            let entry = crate::metapb::MetaEntry {
+                descriptor: Some(desc.clone()),
+                leader: None,
+                term: 0,
+            };
+            wb.put(
+                Cf::Data,
+                &crate::keyspace::meta_key(&desc.end),
+                &entry.encode_to_vec(),
+            );
         }
     }
     Ok(wb)
@@ -801,7 +898,10 @@ fn seen_key(node_id: u64) -> Vec<u8> {
 /// Counts this opening of the store (a synced write), returning the new count.
 fn next_incarnation(engine: &Engine) -> Result<u64> {
     const KEY: &[u8] = b"\x01incarnation";
-    let last = engine.get(Cf::Meta, KEY)?.and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok()).map(u64::from_be_bytes);
+    let last = engine
+        .get(Cf::Meta, KEY)?
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map(u64::from_be_bytes);
     let next = last.unwrap_or(0) + 1;
     let mut wb = engine.batch();
     wb.put(Cf::Meta, KEY, &next.to_be_bytes());
@@ -810,13 +910,27 @@ fn next_incarnation(engine: &Engine) -> Result<u64> {
 }
 
 /// Completes the destruction of a replica whose descriptor no longer lists this node.
-fn finish_destroy(engine: &Engine, desc: &RangeDescriptor, tombstones: &mut BTreeMap<u64, u64>) -> Result<()> {
+fn finish_destroy(
+    engine: &Engine,
+    desc: &RangeDescriptor,
+    tombstones: &mut BTreeMap<u64, u64>,
+) -> Result<()> {
     let replica_id = desc.next_replica_id() - 1;
-    tracing::info!(range = desc.range_id, "finishing the destruction of a removed replica");
+    tracing::info!(
+        range = desc.range_id,
+        "finishing the destruction of a removed replica"
+    );
     let mut wb = engine.batch();
     crate::operation::stage_destroy(desc, true, &mut wb);
-    let tombstone = crate::metapb::Tombstone { range_id: desc.range_id, replica_id };
-    wb.put(Cf::Meta, &keys::tombstone_key(desc.range_id), &tombstone.encode_to_vec());
+    let tombstone = crate::metapb::Tombstone {
+        range_id: desc.range_id,
+        replica_id,
+    };
+    wb.put(
+        Cf::Meta,
+        &keys::tombstone_key(desc.range_id),
+        &tombstone.encode_to_vec(),
+    );
     engine.write(wb, true)?;
     tombstones.insert(desc.range_id, replica_id);
     Ok(())

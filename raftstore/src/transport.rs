@@ -52,7 +52,11 @@ impl LocalTransport {
     }
 
     /// Routes batches for `node_id` to `deliver`, replacing an earlier route.
-    pub fn register(&self, node_id: u64, deliver: impl Fn(Vec<RaftEnvelope>) + Send + Sync + 'static) {
+    pub fn register(
+        &self,
+        node_id: u64,
+        deliver: impl Fn(Vec<RaftEnvelope>) + Send + Sync + 'static,
+    ) {
         self.routes.write().insert(node_id, Arc::new(deliver));
     }
 
@@ -65,15 +69,27 @@ impl LocalTransport {
     /// sender's poller), then delivers it.
     fn send_snapshot(&self, to: u64, env: RaftEnvelope, deliver: Route) {
         let roots = self.snap_roots.read();
-        let (Some(from_root), Some(to_root)) = (roots.get(&env.from.node_id).cloned(), roots.get(&to).cloned()) else {
+        let (Some(from_root), Some(to_root)) = (
+            roots.get(&env.from.node_id).cloned(),
+            roots.get(&to).cloned(),
+        ) else {
             return;
         };
-        let spawned = std::thread::Builder::new().name("snap-send".into()).spawn(move || {
-            match crate::snap::copy(&from_root, &to_root, env.range_id, env.message.get_snapshot()) {
-                Ok(()) => deliver(vec![env]),
-                Err(e) => tracing::warn!(to, error = %e, "snapshot not delivered; Raft will retry"),
-            }
-        });
+        let spawned = std::thread::Builder::new()
+            .name("snap-send".into())
+            .spawn(move || {
+                match crate::snap::copy(
+                    &from_root,
+                    &to_root,
+                    env.range_id,
+                    env.message.get_snapshot(),
+                ) {
+                    Ok(()) => deliver(vec![env]),
+                    Err(e) => {
+                        tracing::warn!(to, error = %e, "snapshot not delivered; Raft will retry")
+                    }
+                }
+            });
         if let Err(e) = spawned {
             tracing::warn!(to, error = %e, "could not start a snapshot transfer");
         }
@@ -87,9 +103,12 @@ impl LocalTransport {
 
 impl Transport for LocalTransport {
     fn send(&self, to: u64, batch: Vec<RaftEnvelope>) {
-        let Some(deliver) = self.routes.read().get(&to).cloned() else { return };
-        let (snapshots, batch): (Vec<_>, Vec<_>) =
-            batch.into_iter().partition(|e| e.message.get_msg_type() == raft::prelude::MessageType::MsgSnapshot);
+        let Some(deliver) = self.routes.read().get(&to).cloned() else {
+            return;
+        };
+        let (snapshots, batch): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|e| e.message.get_msg_type() == raft::prelude::MessageType::MsgSnapshot);
         for env in snapshots {
             self.send_snapshot(to, env, deliver.clone());
         }

@@ -16,15 +16,30 @@ use flotilla_router::local::open_local;
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let cfg = StoreConfig { split_size: 64 << 10, tick_interval: Duration::from_millis(20), ..StoreConfig::default() };
+    let cfg = StoreConfig {
+        split_size: 64 << 10,
+        tick_interval: Duration::from_millis(20),
+        ..StoreConfig::default()
+    };
     // Three nodes, each with its own data directory: the meta range and one user range.
-    let cluster = std::sync::Arc::new(LocalCluster::start(dir.path(), 3, initial_ranges(1, 3), cfg)?);
+    let cluster = std::sync::Arc::new(LocalCluster::start(
+        dir.path(),
+        3,
+        initial_ranges(1, 3),
+        cfg,
+    )?);
     let db = open_local(&cluster);
 
-    for (k, v) in [("apple", "red"), ("banana", "yellow"), ("zucchini", "green")] {
+    for (k, v) in [
+        ("apple", "red"),
+        ("banana", "yellow"),
+        ("zucchini", "green"),
+    ] {
         db.put(k.as_bytes(), v.as_bytes()).await?;
     }
-    let swapped = db.compare_and_swap(b"apple", Some(b"red"), Some(b"green")).await?;
+    let swapped = db
+        .compare_and_swap(b"apple", Some(b"red"), Some(b"green"))
+        .await?;
     println!("apple: red -> green swapped: {}", swapped.0);
 
     // About 2 MiB of data: far past the 64 KiB threshold, so the range splits repeatedly.
@@ -34,7 +49,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let db = db.clone();
             tokio::spawn(async move {
                 for i in (w..n).step_by(16) {
-                    db.put(format!("item/{i:06}").as_bytes(), &[b'x'; 512]).await?;
+                    db.put(format!("item/{i:06}").as_bytes(), &[b'x'; 512])
+                        .await?;
                 }
                 Ok::<_, flotilla_router::Error>(())
             })
@@ -59,10 +75,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         assert_eq!(v.map(|v| v.len()), Some(512), "item {i}");
     }
     let items = db.scan(b"item/", b"item0", 10_000).await?;
-    println!("read back all {n} items; a scan across the ranges returned {} of them in order", items.len());
+    println!(
+        "read back all {n} items; a scan across the ranges returned {} of them in order",
+        items.len()
+    );
     assert_eq!(items.len(), n as usize);
     for (k, v) in db.scan(b"", b"item/", 100).await? {
-        println!("{} = {}", String::from_utf8_lossy(&k), String::from_utf8_lossy(&v));
+        println!(
+            "{} = {}",
+            String::from_utf8_lossy(&k),
+            String::from_utf8_lossy(&v)
+        );
     }
     Ok(())
 }

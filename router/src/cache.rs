@@ -46,13 +46,25 @@ impl RangeCache {
 
     /// The cached range holding `key` and its leader hint (a node id).
     pub fn lookup(&self, key: &[u8]) -> Option<(RangeDescriptor, Option<u64>)> {
-        let (_, e) = self.by_end.range((std::ops::Bound::Excluded(EndKey::Key(key.to_vec())), std::ops::Bound::Unbounded)).next()?;
+        let (_, e) = self
+            .by_end
+            .range((
+                std::ops::Bound::Excluded(EndKey::Key(key.to_vec())),
+                std::ops::Bound::Unbounded,
+            ))
+            .next()?;
         e.desc.contains(key).then(|| (e.desc.clone(), e.leader))
     }
 
     /// The leader hint of the cached range holding `key` (no copy of the descriptor).
     pub fn leader_of(&self, key: &[u8]) -> Option<u64> {
-        let (_, e) = self.by_end.range((std::ops::Bound::Excluded(EndKey::Key(key.to_vec())), std::ops::Bound::Unbounded)).next()?;
+        let (_, e) = self
+            .by_end
+            .range((
+                std::ops::Bound::Excluded(EndKey::Key(key.to_vec())),
+                std::ops::Bound::Unbounded,
+            ))
+            .next()?;
         e.desc.contains(key).then_some(e.leader).flatten()
     }
 
@@ -69,7 +81,9 @@ impl RangeCache {
         let newer = |old: &RangeDescriptor| {
             let (o, n) = (old.epoch(), desc.epoch());
             o.version > n.version
-                || (old.range_id == desc.range_id && o.version == n.version && o.conf_ver > n.conf_ver)
+                || (old.range_id == desc.range_id
+                    && o.version == n.version
+                    && o.conf_ver > n.conf_ver)
         };
         if overlapping.iter().any(|k| newer(&self.by_end[k].desc)) {
             return false;
@@ -88,7 +102,11 @@ impl RangeCache {
 
     /// Records `node_id` as the leader of `range_id`, if that range is cached.
     pub fn set_leader(&mut self, range_id: u64, node_id: Option<u64>) {
-        if let Some(e) = self.by_end.values_mut().find(|e| e.desc.range_id == range_id) {
+        if let Some(e) = self
+            .by_end
+            .values_mut()
+            .find(|e| e.desc.range_id == range_id)
+        {
             e.leader = node_id;
         }
     }
@@ -126,7 +144,10 @@ mod tests {
             range_id: id,
             start: start.into(),
             end: end.into(),
-            epoch: Some(Epoch { version, conf_ver: 1 }),
+            epoch: Some(Epoch {
+                version,
+                conf_ver: 1,
+            }),
             replicas: Vec::new(),
             ..Default::default()
         }
@@ -163,7 +184,11 @@ mod tests {
         assert!(c.insert(desc(7, "m", "", 2)));
         assert_eq!(c.len(), 2);
         assert_eq!(c.lookup(b"z").unwrap().0.range_id, 7);
-        assert_eq!(c.lookup(b"a").unwrap(), (desc(1, "", "m", 2), None), "leader hint of the old shape dropped");
+        assert_eq!(
+            c.lookup(b"a").unwrap(),
+            (desc(1, "", "m", 2), None),
+            "leader hint of the old shape dropped"
+        );
         // A stale descriptor from before the split does not evict them.
         assert!(!c.insert(desc(1, "", "", 1)));
         assert_eq!(c.lookup(b"z").unwrap().0.range_id, 7);
@@ -173,10 +198,16 @@ mod tests {
     fn a_newer_conf_ver_of_the_same_range_wins() {
         let mut c = RangeCache::new();
         let mut newer = desc(1, "", "", 3);
-        newer.epoch = Some(Epoch { version: 3, conf_ver: 5 });
+        newer.epoch = Some(Epoch {
+            version: 3,
+            conf_ver: 5,
+        });
         assert!(c.insert(newer.clone()));
         let mut older = desc(1, "", "", 3);
-        older.epoch = Some(Epoch { version: 3, conf_ver: 4 });
+        older.epoch = Some(Epoch {
+            version: 3,
+            conf_ver: 4,
+        });
         assert!(!c.insert(older));
         assert_eq!(c.lookup(b"k").unwrap().0, newer);
     }

@@ -37,7 +37,9 @@ pub struct Db<C> {
 }
 
 fn unexpected(resp: Response) -> Error {
-    Error::InvalidRequest(StoreError::InvalidRequest(format!("unexpected answer {resp:?}")))
+    Error::InvalidRequest(StoreError::InvalidRequest(format!(
+        "unexpected answer {resp:?}"
+    )))
 }
 
 /// The stored form of a user key; empty keys are refused here, where the caller can still
@@ -53,7 +55,10 @@ fn stored(key: &[u8]) -> Result<Vec<u8>> {
 fn user_error(e: Error) -> Error {
     match e {
         Error::InvalidRequest(StoreError::KeyTooLarge { size, limit }) => {
-            Error::InvalidRequest(StoreError::KeyTooLarge { size: size.saturating_sub(1), limit: limit.saturating_sub(1) })
+            Error::InvalidRequest(StoreError::KeyTooLarge {
+                size: size.saturating_sub(1),
+                limit: limit.saturating_sub(1),
+            })
         }
         other => other,
     }
@@ -78,12 +83,24 @@ impl<C: NodeClient> Db<C> {
     /// ends up holding a voter, no node of `remove` holds any replica. Returns the
     /// range's descriptor after the change. Safe to call again after an error of unknown
     /// outcome: the repeat continues whatever the first call left half-done.
-    pub async fn change_replicas(&self, key: &[u8], add: Vec<u64>, remove: Vec<u64>) -> Result<RangeDescriptor> {
-        self.router.change_replicas(&stored(key)?, add, remove).await
+    pub async fn change_replicas(
+        &self,
+        key: &[u8],
+        add: Vec<u64>,
+        remove: Vec<u64>,
+    ) -> Result<RangeDescriptor> {
+        self.router
+            .change_replicas(&stored(key)?, add, remove)
+            .await
     }
 
     /// [`Db::change_replicas`] for the range `desc` names (any range, the meta range too).
-    pub async fn change_range_replicas(&self, desc: &RangeDescriptor, add: Vec<u64>, remove: Vec<u64>) -> Result<RangeDescriptor> {
+    pub async fn change_range_replicas(
+        &self,
+        desc: &RangeDescriptor,
+        add: Vec<u64>,
+        remove: Vec<u64>,
+    ) -> Result<RangeDescriptor> {
         self.router.learn_range(desc.clone());
         self.router.change_replicas(&desc.start, add, remove).await
     }
@@ -100,14 +117,19 @@ impl<C: NodeClient> Db<C> {
     /// Sets `key` to `value`.
     pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         let key = stored(key)?;
-        let cmd = Command::Put { key: key.clone(), value: value.to_vec() };
+        let cmd = Command::Put {
+            key: key.clone(),
+            value: value.to_vec(),
+        };
         self.run(&key, cmd).await.map(|_| ())
     }
 
     /// Removes `key`.
     pub async fn delete(&self, key: &[u8]) -> Result<()> {
         let key = stored(key)?;
-        self.run(&key, Command::Delete { key: key.clone() }).await.map(|_| ())
+        self.run(&key, Command::Delete { key: key.clone() })
+            .await
+            .map(|_| ())
     }
 
     /// Splits the range holding `key` so that a range starts at `key` (an admin
@@ -116,7 +138,15 @@ impl<C: NodeClient> Db<C> {
     /// starts succeeds without change.
     pub async fn split(&self, key: &[u8]) -> Result<(RangeDescriptor, RangeDescriptor)> {
         let key = stored(key)?;
-        match self.run(&key, Command::Split { split_key: key.clone() }).await? {
+        match self
+            .run(
+                &key,
+                Command::Split {
+                    split_key: key.clone(),
+                },
+            )
+            .await?
+        {
             (_, Response::Split { left, right }) => {
                 self.router.learn_range(left.clone());
                 self.router.learn_range(right.clone());
@@ -141,7 +171,13 @@ impl<C: NodeClient> Db<C> {
             new: new.map(<[u8]>::to_vec),
         };
         match self.run(&key, cmd).await? {
-            (_, Response::Swapped { succeeded, previous }) => Ok((succeeded, previous)),
+            (
+                _,
+                Response::Swapped {
+                    succeeded,
+                    previous,
+                },
+            ) => Ok((succeeded, previous)),
             (_, other) => Err(unexpected(other)),
         }
     }
@@ -149,12 +185,19 @@ impl<C: NodeClient> Db<C> {
     /// Applies `ops` atomically. All keys must lie in one range.
     pub async fn batch(&self, ops: Vec<WriteOp>) -> Result<()> {
         let Some(first) = ops.first().map(|op| op.key.clone()) else {
-            return Err(Error::InvalidRequest(StoreError::InvalidRequest("a batch needs at least one write".into())));
+            return Err(Error::InvalidRequest(StoreError::InvalidRequest(
+                "a batch needs at least one write".into(),
+            )));
         };
         let first = stored(&first)?;
         let ops = ops
             .into_iter()
-            .map(|op| Ok(WriteOp { key: stored(&op.key)?, ..op }))
+            .map(|op| {
+                Ok(WriteOp {
+                    key: stored(&op.key)?,
+                    ..op
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
         self.run(&first, Command::Batch { ops }).await.map(|_| ())
     }
@@ -162,7 +205,12 @@ impl<C: NodeClient> Db<C> {
     /// Up to `limit` pairs with keys in `[start, end)` (empty `end`: no bound), in key
     /// order, across ranges (pages of [`DEFAULT_SCAN_BYTES`] each, so memory is bounded by
     /// what the caller asked for).
-    pub async fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    pub async fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = Vec::new();
         let mut from = start.to_vec();
         while out.len() < limit {
@@ -180,9 +228,19 @@ impl<C: NodeClient> Db<C> {
     /// `limit` pairs (0: no count limit) or about `max_bytes` of keys and values (0:
     /// [`DEFAULT_SCAN_BYTES`]; a page holds at least one pair when any is left), and the
     /// key to continue from. Reading a span to its end takes pages of bounded size.
-    pub async fn scan_page(&self, start: &[u8], end: &[u8], limit: usize, max_bytes: usize) -> Result<ScanPage> {
+    pub async fn scan_page(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<ScanPage> {
         let limit = if limit == 0 { usize::MAX } else { limit };
-        let budget = if max_bytes == 0 { DEFAULT_SCAN_BYTES } else { max_bytes };
+        let budget = if max_bytes == 0 {
+            DEFAULT_SCAN_BYTES
+        } else {
+            max_bytes
+        };
         let (mut page, mut bytes) = (ScanPage::default(), 0usize);
         let mut cursor = user_key(start);
         let end = user_end(end);
@@ -192,9 +250,16 @@ impl<C: NodeClient> Db<C> {
                 return Ok(page);
             }
             let want = (limit - page.pairs.len()).min(SCAN_CHUNK);
-            let cmd = Command::Scan { start: cursor.clone(), end: end.clone(), limit: want, max_bytes: budget - bytes };
+            let cmd = Command::Scan {
+                start: cursor.clone(),
+                end: end.clone(),
+                limit: want,
+                max_bytes: budget - bytes,
+            };
             let (desc, resp) = self.run(&cursor, cmd).await?;
-            let Response::Pairs { pairs, more } = resp else { return Err(unexpected(resp)) };
+            let Response::Pairs { pairs, more } = resp else {
+                return Err(unexpected(resp));
+            };
             let last_key = pairs.last().map(|(k, _)| k.clone());
             for (k, v) in pairs {
                 bytes += k.len() + v.len();

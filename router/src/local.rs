@@ -40,8 +40,17 @@ impl NodeClient for Weak<LocalCluster> {
 
 /// A router for `cluster` (reached through `client`), finding ranges through its meta
 /// range.
-pub fn local_router<C: NodeClient>(cluster: &LocalCluster, client: C, policy: RetryPolicy) -> Router<C> {
-    let meta = cluster.ranges().iter().find(|r| r.range_id == META_RANGE_ID).cloned().unwrap_or_default();
+pub fn local_router<C: NodeClient>(
+    cluster: &LocalCluster,
+    client: C,
+    policy: RetryPolicy,
+) -> Router<C> {
+    let meta = cluster
+        .ranges()
+        .iter()
+        .find(|r| r.range_id == META_RANGE_ID)
+        .cloned()
+        .unwrap_or_default();
     Router::new(client, meta, policy)
 }
 
@@ -52,5 +61,9 @@ pub fn open_local(cluster: &Arc<LocalCluster>) -> Arc<Db<Arc<LocalCluster>>> {
         let publisher = local_router(cluster, Arc::downgrade(cluster), RetryPolicy::default());
         tokio::spawn(async move { crate::meta::publish_meta(&publisher, updates).await });
     }
-    Arc::new(Db::new(local_router(cluster, cluster.clone(), RetryPolicy::default())))
+    Arc::new(Db::new(local_router(
+        cluster,
+        cluster.clone(),
+        RetryPolicy::default(),
+    )))
 }

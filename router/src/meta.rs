@@ -22,7 +22,10 @@ use crate::router::{NodeClient, Router};
 const CHUNK: usize = 4096;
 
 /// Publishes every batch of records arriving on `updates` until the channel closes.
-pub async fn publish_meta<C: NodeClient>(router: &Router<C>, mut updates: UnboundedReceiver<Vec<MetaEntry>>) {
+pub async fn publish_meta<C: NodeClient>(
+    router: &Router<C>,
+    mut updates: UnboundedReceiver<Vec<MetaEntry>>,
+) {
     let mut pending: BTreeMap<u64, MetaEntry> = BTreeMap::new();
     loop {
         if pending.is_empty() {
@@ -35,13 +38,29 @@ pub async fn publish_meta<C: NodeClient>(router: &Router<C>, mut updates: Unboun
             merge(&mut pending, batch);
         }
         let chunk: Vec<MetaEntry> = pending.values().take(CHUNK).cloned().collect();
-        let Some(first) = chunk.first().and_then(|e| e.descriptor.as_ref()).map(|d| meta_key(&d.end)) else {
+        let Some(first) = chunk
+            .first()
+            .and_then(|e| e.descriptor.as_ref())
+            .map(|d| meta_key(&d.end))
+        else {
             continue;
         };
-        match router.execute(&first, Command::UpdateMeta { entries: chunk.clone() }).await {
+        match router
+            .execute(
+                &first,
+                Command::UpdateMeta {
+                    entries: chunk.clone(),
+                },
+            )
+            .await
+        {
             Ok(_) => {
                 for e in &chunk {
-                    let id = e.descriptor.as_ref().map(|d| d.range_id).unwrap_or_default();
+                    let id = e
+                        .descriptor
+                        .as_ref()
+                        .map(|d| d.range_id)
+                        .unwrap_or_default();
                     if pending.get(&id) == Some(e) {
                         pending.remove(&id);
                     }
@@ -61,10 +80,14 @@ pub async fn publish_meta<C: NodeClient>(router: &Router<C>, mut updates: Unboun
 /// Adds `batch` to `pending`, keeping the freshest record per range.
 fn merge(pending: &mut BTreeMap<u64, MetaEntry>, batch: Vec<MetaEntry>) {
     for e in batch {
-        let Some(id) = e.descriptor.as_ref().map(|d| d.range_id) else { continue };
-        if pending.get(&id).is_none_or(|old| old.freshness() < e.freshness()) {
+        let Some(id) = e.descriptor.as_ref().map(|d| d.range_id) else {
+            continue;
+        };
+        if pending
+            .get(&id)
+            .is_none_or(|old| old.freshness() < e.freshness())
+        {
             pending.insert(id, e);
         }
     }
 }
-

@@ -75,7 +75,10 @@ impl NodeState {
 
     /// Its replicas count toward a quorum that can act.
     fn up(&self) -> bool {
-        matches!(self.liveness, Liveness::Live | Liveness::Decommissioning | Liveness::Suspect)
+        matches!(
+            self.liveness,
+            Liveness::Live | Liveness::Decommissioning | Liveness::Suspect
+        )
     }
 }
 
@@ -102,7 +105,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_changes: 4, snapshots_per_node: 2, balance_slack: 2 }
+        Limits {
+            max_changes: 4,
+            snapshots_per_node: 2,
+            balance_slack: 2,
+        }
     }
 }
 
@@ -146,7 +153,11 @@ pub fn plan(state: &ClusterState, limits: Limits) -> Plan {
     for desc in &state.ranges {
         let voters = Voters::of(desc);
         let node_of = |replica_id: u64| desc.replica_by_id(replica_id).map(|r| r.node_id);
-        let up = |replica_id: u64| node_of(replica_id).and_then(|n| nodes.get(&n)).is_some_and(|n| n.up());
+        let up = |replica_id: u64| {
+            node_of(replica_id)
+                .and_then(|n| nodes.get(&n))
+                .is_some_and(|n| n.up())
+        };
         if !voters.is_quorum(up) {
             out.unavailable += 1;
             continue;
@@ -162,7 +173,10 @@ pub fn plan(state: &ClusterState, limits: Limits) -> Plan {
             }
             continue;
         }
-        let Some((reason, remove, wants_add)) = repair(desc, &nodes, state.replication_factor) else { continue };
+        let Some((reason, remove, wants_add)) = repair(desc, &nodes, state.replication_factor)
+        else {
+            continue;
+        };
         out.under_replicated += usize::from(reason != Reason::OverReplicated);
         if out.changes.len() >= limits.max_changes {
             continue;
@@ -176,10 +190,16 @@ pub fn plan(state: &ClusterState, limits: Limits) -> Plan {
             None
         };
         note_change(&mut load, &mut slots, add, remove);
-        out.changes.push(Change { range_id: desc.range_id, add, remove, reason });
+        out.changes.push(Change {
+            range_id: desc.range_id,
+            add,
+            remove,
+            reason,
+        });
     }
     if out.under_replicated == 0 && out.unavailable == 0 {
-        out.changes.extend(rebalance(state, &nodes, &load, &slots, limits));
+        out.changes
+            .extend(rebalance(state, &nodes, &load, &slots, limits));
     }
     out
 }
@@ -190,27 +210,56 @@ fn changing(desc: &RangeDescriptor) -> bool {
 }
 
 /// Promotes or removes a learner of a range that is not joint (see rule 3).
-fn finish_learner(desc: &RangeDescriptor, nodes: &BTreeMap<u64, &NodeState>, factor: usize) -> Option<Change> {
-    let learner = desc.replicas.iter().find(|r| r.role() == ReplicaRole::Learner)?;
-    let voters = desc.replicas.iter().filter(|r| r.role() == ReplicaRole::Voter).count();
+fn finish_learner(
+    desc: &RangeDescriptor,
+    nodes: &BTreeMap<u64, &NodeState>,
+    factor: usize,
+) -> Option<Change> {
+    let learner = desc
+        .replicas
+        .iter()
+        .find(|r| r.role() == ReplicaRole::Learner)?;
+    let voters = desc
+        .replicas
+        .iter()
+        .filter(|r| r.role() == ReplicaRole::Voter)
+        .count();
     let takes = nodes.get(&learner.node_id).is_some_and(|n| n.accepts());
     let range_id = desc.range_id;
     Some(match voters < factor && takes {
-        true => Change { range_id, add: Some(learner.node_id), remove: None, reason: Reason::StrayLearner },
-        false => Change { range_id, add: None, remove: Some(learner.node_id), reason: Reason::StrayLearner },
+        true => Change {
+            range_id,
+            add: Some(learner.node_id),
+            remove: None,
+            reason: Reason::StrayLearner,
+        },
+        false => Change {
+            range_id,
+            add: None,
+            remove: Some(learner.node_id),
+            reason: Reason::StrayLearner,
+        },
     })
 }
 
 /// What a range needs, if anything: the reason, the node to remove, and whether a
 /// replica must be added.
-fn repair(desc: &RangeDescriptor, nodes: &BTreeMap<u64, &NodeState>, factor: usize) -> Option<(Reason, Option<u64>, bool)> {
+fn repair(
+    desc: &RangeDescriptor,
+    nodes: &BTreeMap<u64, &NodeState>,
+    factor: usize,
+) -> Option<(Reason, Option<u64>, bool)> {
     let liveness = |n: u64| nodes.get(&n).map_or(Liveness::Dead, |s| s.liveness);
     let on: Vec<u64> = desc.replicas.iter().map(|r| r.node_id).collect();
     let find = |l: Liveness| on.iter().copied().find(|n| liveness(*n) == l);
     let gone = find(Liveness::Dead).or_else(|| find(Liveness::Decommissioned));
     if on.len() > factor {
         let remove = gone.or_else(|| find(Liveness::Decommissioning));
-        return Some((Reason::OverReplicated, remove.or_else(|| on.last().copied()), false));
+        return Some((
+            Reason::OverReplicated,
+            remove.or_else(|| on.last().copied()),
+            false,
+        ));
     }
     if let Some(dead) = gone {
         return Some((Reason::DeadNode, Some(dead), true));
@@ -240,7 +289,11 @@ fn target(
         .filter(|n| slots.get(&n.node_id).copied().unwrap_or(0) < limits.snapshots_per_node)
         .min_by_key(|n| {
             let repeats_zone = n.zone.as_deref().is_some_and(|z| zones.contains(z));
-            (repeats_zone, load.get(&n.node_id).copied().unwrap_or(0), n.node_id)
+            (
+                repeats_zone,
+                load.get(&n.node_id).copied().unwrap_or(0),
+                n.node_id,
+            )
         })
         .map(|n| n.node_id)
 }
@@ -254,14 +307,31 @@ fn rebalance(
     slots: &BTreeMap<u64, usize>,
     limits: Limits,
 ) -> Option<Change> {
-    let live: Vec<u64> = nodes.values().filter(|n| n.accepts()).map(|n| n.node_id).collect();
+    let live: Vec<u64> = nodes
+        .values()
+        .filter(|n| n.accepts())
+        .map(|n| n.node_id)
+        .collect();
     let count = |n: &u64| load.get(n).copied().unwrap_or(0);
-    let fullest = *live.iter().max_by_key(|n| (count(n), std::cmp::Reverse(**n)))?;
-    for desc in state.ranges.iter().filter(|d| !changing(d) && d.replica_on(fullest).is_some()) {
-        let Some(to) = target(desc, nodes, load, slots, limits) else { continue };
+    let fullest = *live
+        .iter()
+        .max_by_key(|n| (count(n), std::cmp::Reverse(**n)))?;
+    for desc in state
+        .ranges
+        .iter()
+        .filter(|d| !changing(d) && d.replica_on(fullest).is_some())
+    {
+        let Some(to) = target(desc, nodes, load, slots, limits) else {
+            continue;
+        };
         // Moving must narrow the gap, not just swap which node is fullest.
         if count(&fullest) > count(&to) + limits.balance_slack {
-            return Some(Change { range_id: desc.range_id, add: Some(to), remove: Some(fullest), reason: Reason::Rebalance });
+            return Some(Change {
+                range_id: desc.range_id,
+                add: Some(to),
+                remove: Some(fullest),
+                reason: Reason::Rebalance,
+            });
         }
     }
     None
@@ -276,7 +346,12 @@ fn replica_counts(state: &ClusterState) -> BTreeMap<u64, usize> {
 }
 
 /// Counts a planned change, so that later choices in the same plan see it.
-fn note_change(load: &mut BTreeMap<u64, usize>, slots: &mut BTreeMap<u64, usize>, add: Option<u64>, remove: Option<u64>) {
+fn note_change(
+    load: &mut BTreeMap<u64, usize>,
+    slots: &mut BTreeMap<u64, usize>,
+    add: Option<u64>,
+    remove: Option<u64>,
+) {
     if let Some(n) = add {
         *load.entry(n).or_insert(0) += 1;
         *slots.entry(n).or_insert(0) += 1;
@@ -293,7 +368,11 @@ mod tests {
     use flotilla_raftstore::metapb::{Epoch, Replica};
 
     fn node(id: u64, liveness: Liveness) -> NodeState {
-        NodeState { node_id: id, liveness, zone: None }
+        NodeState {
+            node_id: id,
+            liveness,
+            zone: None,
+        }
     }
 
     fn live(ids: &[u64]) -> Vec<NodeState> {
@@ -305,31 +384,60 @@ mod tests {
             range_id: id,
             start: vec![id as u8],
             end: vec![id as u8 + 1],
-            epoch: Some(Epoch { version: 1, conf_ver: 1 }),
-            replicas: on.iter().map(|n| Replica::voter(*n, id * 100 + n)).collect(),
+            epoch: Some(Epoch {
+                version: 1,
+                conf_ver: 1,
+            }),
+            replicas: on
+                .iter()
+                .map(|n| Replica::voter(*n, id * 100 + n))
+                .collect(),
             ..Default::default()
         }
     }
 
     fn state(nodes: Vec<NodeState>, ranges: Vec<RangeDescriptor>) -> ClusterState {
-        ClusterState { nodes, ranges, replication_factor: 3, snapshots_in_flight: BTreeMap::new() }
+        ClusterState {
+            nodes,
+            ranges,
+            replication_factor: 3,
+            snapshots_in_flight: BTreeMap::new(),
+        }
     }
 
     fn change(range_id: u64, add: Option<u64>, remove: Option<u64>, reason: Reason) -> Change {
-        Change { range_id, add, remove, reason }
+        Change {
+            range_id,
+            add,
+            remove,
+            reason,
+        }
     }
 
     #[test]
     fn a_balanced_cluster_at_its_factor_needs_nothing() {
-        let s = state(live(&[1, 2, 3, 4]), vec![range(1, &[1, 2, 3]), range(2, &[2, 3, 4]), range(3, &[1, 3, 4])]);
+        let s = state(
+            live(&[1, 2, 3, 4]),
+            vec![
+                range(1, &[1, 2, 3]),
+                range(2, &[2, 3, 4]),
+                range(3, &[1, 3, 4]),
+            ],
+        );
         assert_eq!(plan(&s, Limits::default()), Plan::default());
     }
 
     #[test]
     fn a_range_below_its_factor_gains_a_replica_on_the_emptiest_node() {
-        let s = state(live(&[1, 2, 3, 4]), vec![range(1, &[1]), range(2, &[1, 2, 3])]);
+        let s = state(
+            live(&[1, 2, 3, 4]),
+            vec![range(1, &[1]), range(2, &[1, 2, 3])],
+        );
         let p = plan(&s, Limits::default());
-        assert_eq!(p.changes, vec![change(1, Some(4), None, Reason::UnderReplicated)]);
+        assert_eq!(
+            p.changes,
+            vec![change(1, Some(4), None, Reason::UnderReplicated)]
+        );
         assert_eq!(p.under_replicated, 1);
     }
 
@@ -342,7 +450,10 @@ mod tests {
         let p = plan(&s, Limits::default());
         assert_eq!(
             p.changes,
-            vec![change(1, Some(5), Some(3), Reason::DeadNode), change(2, Some(5), Some(1), Reason::Decommissioning)]
+            vec![
+                change(1, Some(5), Some(3), Reason::DeadNode),
+                change(2, Some(5), Some(1), Reason::Decommissioning)
+            ]
         );
     }
 
@@ -367,15 +478,20 @@ mod tests {
     #[test]
     fn a_joint_range_is_left_to_its_change() {
         let mut d = range(1, &[1, 2]);
-        d.replicas.push(Replica::voter(3, 103).with_role(ReplicaRole::IncomingVoter));
-        d.replicas.push(Replica::voter(4, 104).with_role(ReplicaRole::DemotingVoter));
+        d.replicas
+            .push(Replica::voter(3, 103).with_role(ReplicaRole::IncomingVoter));
+        d.replicas
+            .push(Replica::voter(4, 104).with_role(ReplicaRole::DemotingVoter));
         let s = state(live(&[1, 2, 3, 4]), vec![d]);
         assert!(plan(&s, Limits::default()).changes.is_empty());
     }
 
     #[test]
     fn a_learner_left_behind_is_promoted_when_wanted_and_removed_otherwise() {
-        let learner = |d: &mut RangeDescriptor, n: u64| d.replicas.push(Replica::voter(n, 900 + n).with_role(ReplicaRole::Learner));
+        let learner = |d: &mut RangeDescriptor, n: u64| {
+            d.replicas
+                .push(Replica::voter(n, 900 + n).with_role(ReplicaRole::Learner))
+        };
         // Two voters and a learner on a live node: promote it.
         let mut short = range(1, &[1, 2]);
         learner(&mut short, 3);
@@ -403,24 +519,54 @@ mod tests {
         let mut nodes = live(&[1, 2, 3, 4]);
         nodes[1].liveness = Liveness::Decommissioning;
         let s = state(nodes, vec![range(1, &[1, 2, 3, 4])]);
-        assert_eq!(plan(&s, Limits::default()).changes, vec![change(1, None, Some(2), Reason::OverReplicated)]);
+        assert_eq!(
+            plan(&s, Limits::default()).changes,
+            vec![change(1, None, Some(2), Reason::OverReplicated)]
+        );
     }
 
     #[test]
     fn new_replicas_go_to_zones_the_range_is_not_in() {
         let zones = [(1, "a"), (2, "a"), (3, "b"), (4, "a"), (5, "c")];
-        let nodes = zones.iter().map(|(i, z)| NodeState { node_id: *i, liveness: Liveness::Live, zone: Some(z.to_string()) }).collect();
+        let nodes = zones
+            .iter()
+            .map(|(i, z)| NodeState {
+                node_id: *i,
+                liveness: Liveness::Live,
+                zone: Some(z.to_string()),
+            })
+            .collect();
         // Node 4 holds the fewest replicas, but zone c is new to the range.
-        let s = state(nodes, vec![range(1, &[1, 3]), range(2, &[5, 1, 3]), range(3, &[5, 2, 3])]);
-        assert_eq!(plan(&s, Limits::default()).changes, vec![change(1, Some(5), None, Reason::UnderReplicated)]);
+        let s = state(
+            nodes,
+            vec![
+                range(1, &[1, 3]),
+                range(2, &[5, 1, 3]),
+                range(3, &[5, 2, 3]),
+            ],
+        );
+        assert_eq!(
+            plan(&s, Limits::default()).changes,
+            vec![change(1, Some(5), None, Reason::UnderReplicated)]
+        );
     }
 
     #[test]
     fn a_node_without_a_free_snapshot_slot_gets_no_new_replica() {
-        let mut s = state(live(&[1, 2, 3, 4]), vec![range(1, &[1, 2]), range(2, &[1, 2]), range(3, &[1, 2])]);
+        let mut s = state(
+            live(&[1, 2, 3, 4]),
+            vec![range(1, &[1, 2]), range(2, &[1, 2]), range(3, &[1, 2])],
+        );
         s.snapshots_in_flight.insert(3, 1);
-        let limits = Limits { snapshots_per_node: 2, ..Limits::default() };
-        let adds: Vec<_> = plan(&s, limits).changes.iter().map(|c| c.add.unwrap()).collect();
+        let limits = Limits {
+            snapshots_per_node: 2,
+            ..Limits::default()
+        };
+        let adds: Vec<_> = plan(&s, limits)
+            .changes
+            .iter()
+            .map(|c| c.add.unwrap())
+            .collect();
         assert_eq!(adds, vec![3, 4, 4], "node 3 had one slot left, node 4 two");
     }
 
@@ -428,15 +574,34 @@ mod tests {
     fn one_plan_makes_at_most_max_changes() {
         let ranges = (1..=10).map(|i| range(i, &[1])).collect();
         let s = state(live(&[1, 2, 3]), ranges);
-        let p = plan(&s, Limits { max_changes: 3, snapshots_per_node: 100, balance_slack: 2 });
+        let p = plan(
+            &s,
+            Limits {
+                max_changes: 3,
+                snapshots_per_node: 100,
+                balance_slack: 2,
+            },
+        );
         assert_eq!((p.changes.len(), p.under_replicated), (3, 10));
     }
 
     #[test]
     fn rebalancing_waits_until_nothing_is_under_replicated() {
-        let s = state(live(&[1, 2, 3, 4]), vec![range(1, &[1, 2, 3]), range(2, &[1, 2, 3]), range(3, &[1, 2, 3]), range(4, &[1, 2])]);
+        let s = state(
+            live(&[1, 2, 3, 4]),
+            vec![
+                range(1, &[1, 2, 3]),
+                range(2, &[1, 2, 3]),
+                range(3, &[1, 2, 3]),
+                range(4, &[1, 2]),
+            ],
+        );
         let p = plan(&s, Limits::default());
-        assert_eq!(p.changes, vec![change(4, Some(4), None, Reason::UnderReplicated)], "repair only");
+        assert_eq!(
+            p.changes,
+            vec![change(4, Some(4), None, Reason::UnderReplicated)],
+            "repair only"
+        );
     }
 
     #[test]
@@ -446,7 +611,11 @@ mod tests {
         let mut moves = 0;
         while let Some(c) = plan(&s, Limits::default()).changes.first().cloned() {
             assert_eq!(c.reason, Reason::Rebalance);
-            let d = s.ranges.iter_mut().find(|d| d.range_id == c.range_id).unwrap();
+            let d = s
+                .ranges
+                .iter_mut()
+                .find(|d| d.range_id == c.range_id)
+                .unwrap();
             d.replicas.retain(|r| Some(r.node_id) != c.remove);
             d.replicas.push(Replica::voter(c.add.unwrap(), 900 + moves));
             moves += 1;

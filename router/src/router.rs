@@ -18,7 +18,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 use flotilla_raftstore::keyspace::{is_meta_key, meta_key, meta_scan_end, META_RANGE_ID};
-use flotilla_raftstore::{Command, Error as StoreError, MetaEntry, RangeDescriptor, Request, Response, ResponseReceiver};
+use flotilla_raftstore::{
+    Command, Error as StoreError, MetaEntry, RangeDescriptor, Request, Response, ResponseReceiver,
+};
 use parking_lot::Mutex;
 use prost::Message as _;
 
@@ -81,7 +83,12 @@ enum Next {
 fn pick_replica(desc: &RangeDescriptor, turn: usize) -> Option<u64> {
     // Only a voter can lead; a learner would only answer `NotLeader`.
     let voters = flotilla_raftstore::quorum::Voters::of(desc);
-    let candidates: Vec<u64> = desc.replicas.iter().filter(|r| voters.contains(r.replica_id)).map(|r| r.node_id).collect();
+    let candidates: Vec<u64> = desc
+        .replicas
+        .iter()
+        .filter(|r| voters.contains(r.replica_id))
+        .map(|r| r.node_id)
+        .collect();
     (!candidates.is_empty()).then(|| candidates[turn % candidates.len()])
 }
 
@@ -90,7 +97,13 @@ impl<C: NodeClient> Router<C> {
     pub fn new(client: C, meta: RangeDescriptor, policy: RetryPolicy) -> Self {
         let mut cache = RangeCache::new();
         cache.insert(meta.clone());
-        Router { client, meta: Mutex::new(meta), cache: Mutex::new(cache), policy, turn: Default::default() }
+        Router {
+            client,
+            meta: Mutex::new(meta),
+            cache: Mutex::new(cache),
+            policy,
+            turn: Default::default(),
+        }
     }
 
     /// Remembers `desc` (for instance from a split this client made), unless the cache
@@ -130,7 +143,11 @@ impl<C: NodeClient> Router<C> {
 
     /// Runs `command` on the range holding `key`; returns the range it ran on and the
     /// answer.
-    pub async fn execute(&self, key: &[u8], command: Command) -> Result<(RangeDescriptor, Response)> {
+    pub async fn execute(
+        &self,
+        key: &[u8],
+        command: Command,
+    ) -> Result<(RangeDescriptor, Response)> {
         let mut maybe_applied = None;
         let result = self.attempts(key, &command, &mut maybe_applied).await;
         // A write one of whose attempts may have applied must not be reported as failed,
@@ -171,10 +188,17 @@ impl<C: NodeClient> Router<C> {
                 self.cache.lock().invalidate(desc.range_id);
                 return Err(Error::NoRange(key.to_vec()));
             };
-            let req = Request { range_id: desc.range_id, epoch: desc.epoch(), command: command.clone() };
+            let req = Request {
+                range_id: desc.range_id,
+                epoch: desc.epoch(),
+                command: command.clone(),
+            };
             let answer = self.client.send(node, req).await.unwrap_or_else(|_| {
                 let reason = format!("node {node} stopped before answering");
-                Err(StoreError::Ambiguous { range_id: desc.range_id, reason })
+                Err(StoreError::Ambiguous {
+                    range_id: desc.range_id,
+                    reason,
+                })
             });
             let err = match answer {
                 Ok(resp) => {
@@ -204,7 +228,10 @@ impl<C: NodeClient> Router<C> {
             attempt += 1;
         }
         let last = last.unwrap_or(StoreError::InvalidRequest("no attempt was made".into()));
-        Err(Error::Unavailable { attempts: self.policy.max_attempts, last })
+        Err(Error::Unavailable {
+            attempts: self.policy.max_attempts,
+            last,
+        })
     }
 
     /// Runs a `ChangeReplicas` on the range holding stored key `at` until the range's
@@ -212,24 +239,41 @@ impl<C: NodeClient> Router<C> {
     /// change), but a repeat of a change that did finish is refused as having nothing to
     /// do; so after an attempt of unknown outcome the leader is asked where the range
     /// stands (an empty change answers its descriptor), and that decides.
-    pub async fn change_replicas(&self, at: &[u8], add: Vec<u64>, remove: Vec<u64>) -> Result<RangeDescriptor> {
-        let change = Command::ChangeReplicas { add: add.clone(), remove: remove.clone() };
+    pub async fn change_replicas(
+        &self,
+        at: &[u8],
+        add: Vec<u64>,
+        remove: Vec<u64>,
+    ) -> Result<RangeDescriptor> {
+        let change = Command::ChangeReplicas {
+            add: add.clone(),
+            remove: remove.clone(),
+        };
         let mut last = None;
         for _ in 0..3 {
             match self.execute(at, change.clone()).await {
                 Ok((_, Response::Replicas(desc))) => return self.changed(desc),
-                Ok((_, other)) => return Err(Error::InvalidRequest(StoreError::InvalidRequest(format!("unexpected answer {other:?}")))),
+                Ok((_, other)) => {
+                    return Err(Error::InvalidRequest(StoreError::InvalidRequest(format!(
+                        "unexpected answer {other:?}"
+                    ))))
+                }
                 Err(Error::Ambiguous(e)) => last = Some(e),
                 Err(e) => return Err(e),
             }
-            let query = Command::ChangeReplicas { add: Vec::new(), remove: Vec::new() };
+            let query = Command::ChangeReplicas {
+                add: Vec::new(),
+                remove: Vec::new(),
+            };
             if let (_, Response::Replicas(desc)) = self.execute(at, query).await? {
                 if reached(&desc, &add, &remove) {
                     return self.changed(desc);
                 }
             }
         }
-        Err(Error::Ambiguous(last.unwrap_or(StoreError::InvalidRequest("no attempt was made".into()))))
+        Err(Error::Ambiguous(last.unwrap_or(
+            StoreError::InvalidRequest("no attempt was made".into()),
+        )))
     }
 
     fn changed(&self, desc: RangeDescriptor) -> Result<RangeDescriptor> {
@@ -246,7 +290,9 @@ impl<C: NodeClient> Router<C> {
             return Ok((self.meta(), None));
         }
         let entry = self.lookup_meta(key).await?;
-        let mut desc = entry.descriptor.ok_or_else(|| Error::NoRange(key.to_vec()))?;
+        let mut desc = entry
+            .descriptor
+            .ok_or_else(|| Error::NoRange(key.to_vec()))?;
         let leader = entry.leader.map(|r| r.node_id);
         if !desc.contains(key) {
             // The record of the range holding the key is not published yet (a split's
@@ -266,7 +312,10 @@ impl<C: NodeClient> Router<C> {
     /// Reads the meta record of the range holding `key`: the first record above
     /// `"m" ‖ key` (boxed: it routes through `execute` itself, to the meta range, whose
     /// route never needs a lookup).
-    fn lookup_meta<'a>(&'a self, key: &'a [u8]) -> Pin<Box<dyn Future<Output = Result<MetaEntry>> + Send + 'a>>
+    fn lookup_meta<'a>(
+        &'a self,
+        key: &'a [u8],
+    ) -> Pin<Box<dyn Future<Output = Result<MetaEntry>> + Send + 'a>>
     where
         C: 'a,
     {
@@ -275,12 +324,25 @@ impl<C: NodeClient> Router<C> {
             // the scan limit for the longest keys; a record exactly there is the range
             // that ends at `key`, and is skipped.
             let at = meta_key(key);
-            let scan = Command::Scan { start: at.clone(), end: meta_scan_end(), limit: 2, max_bytes: 0 };
+            let scan = Command::Scan {
+                start: at.clone(),
+                end: meta_scan_end(),
+                limit: 2,
+                max_bytes: 0,
+            };
             let (_, resp) = self.execute(&at, scan).await?;
-            let Response::Pairs { pairs, .. } = resp else { return Err(Error::NoRange(key.to_vec())) };
-            let (_, value) = pairs.into_iter().find(|(k, _)| *k != at).ok_or_else(|| Error::NoRange(key.to_vec()))?;
+            let Response::Pairs { pairs, .. } = resp else {
+                return Err(Error::NoRange(key.to_vec()));
+            };
+            let (_, value) = pairs
+                .into_iter()
+                .find(|(k, _)| *k != at)
+                .ok_or_else(|| Error::NoRange(key.to_vec()))?;
             MetaEntry::decode(value.as_slice()).map_err(|e| {
-                Error::Storage(StoreError::Corrupt { what: "meta record", detail: e.to_string() })
+                Error::Storage(StoreError::Corrupt {
+                    what: "meta record",
+                    detail: e.to_string(),
+                })
             })
         })
     }
@@ -289,7 +351,9 @@ impl<C: NodeClient> Router<C> {
     fn learn(&self, desc: &RangeDescriptor, node: u64, err: &StoreError, repeatable: bool) -> Next {
         let mut cache = self.cache.lock();
         match err {
-            StoreError::NotLeader { leader: Some(l), .. } if l.node_id != node => {
+            StoreError::NotLeader {
+                leader: Some(l), ..
+            } if l.node_id != node => {
                 cache.set_leader(desc.range_id, Some(l.node_id));
                 Next::RetryNow
             }
@@ -297,7 +361,10 @@ impl<C: NodeClient> Router<C> {
                 // A lagging replica may report an older shape than the cache holds: the
                 // cache refuses it, nothing was learned, and the next attempt waits.
                 current.iter().for_each(|d| self.note_meta(d));
-                let learned = current.iter().filter(|d| cache.insert((*d).clone())).count();
+                let learned = current
+                    .iter()
+                    .filter(|d| cache.insert((*d).clone()))
+                    .count();
                 if learned > 0 {
                     Next::RetryNow
                 } else {
@@ -316,7 +383,10 @@ impl<C: NodeClient> Router<C> {
             // A leadership transfer pauses proposals for a round trip or two.
             StoreError::ProposalDropped { .. } => Next::Pause,
             e if e.is_retryable()
-                || matches!(e, StoreError::StoreStopped { .. } | StoreError::NodeUnreachable { .. }) =>
+                || matches!(
+                    e,
+                    StoreError::StoreStopped { .. } | StoreError::NodeUnreachable { .. }
+                ) =>
             {
                 cache.set_leader(desc.range_id, None);
                 Next::Backoff
@@ -341,6 +411,9 @@ impl<C: NodeClient> Router<C> {
 /// True when `desc` has a voter on every node of `add` and no replica on any of `remove`.
 fn reached(desc: &RangeDescriptor, add: &[u64], remove: &[u64]) -> bool {
     use flotilla_raftstore::metapb::ReplicaRole;
-    let voter = |n: &u64| desc.replica_on(*n).is_some_and(|r| r.role() == ReplicaRole::Voter);
+    let voter = |n: &u64| {
+        desc.replica_on(*n)
+            .is_some_and(|r| r.role() == ReplicaRole::Voter)
+    };
     add.iter().all(voter) && remove.iter().all(|n| desc.replica_on(*n).is_none())
 }

@@ -10,7 +10,10 @@ use flotilla_router::local::{local_router, open_local};
 use flotilla_router::{Db, Error, RetryPolicy};
 
 fn cluster(dir: &tempfile::TempDir) -> Arc<LocalCluster> {
-    let cfg = StoreConfig { tick_interval: Duration::from_millis(20), ..StoreConfig::default() };
+    let cfg = StoreConfig {
+        tick_interval: Duration::from_millis(20),
+        ..StoreConfig::default()
+    };
     Arc::new(LocalCluster::start(dir.path(), 3, initial_ranges(8, 3), cfg).unwrap())
 }
 
@@ -20,7 +23,9 @@ fn db(c: &Arc<LocalCluster>) -> Arc<Db<Arc<LocalCluster>>> {
 
 fn key(i: u32) -> Vec<u8> {
     // Two leading bytes spread keys over all 8 ranges; the rest keeps them unique.
-    let mut k = ((i.wrapping_mul(2_654_435_761) >> 16) as u16).to_be_bytes().to_vec();
+    let mut k = ((i.wrapping_mul(2_654_435_761) >> 16) as u16)
+        .to_be_bytes()
+        .to_vec();
     k.extend_from_slice(&i.to_be_bytes());
     k
 }
@@ -34,13 +39,27 @@ async fn single_key_operations_batches_and_cas() {
     assert_eq!(db.get(b"apple").await.unwrap().as_deref(), Some(&b"1"[..]));
     db.delete(b"apple").await.unwrap();
     assert_eq!(db.get(b"apple").await.unwrap(), None);
-    assert_eq!(db.compare_and_swap(b"n", None, Some(b"1")).await.unwrap(), (true, None));
-    assert_eq!(db.compare_and_swap(b"n", None, Some(b"2")).await.unwrap(), (false, Some(b"1".to_vec())));
-    db.batch(vec![WriteOp::put("b1", "x"), WriteOp::put("b2", "y")]).await.unwrap();
+    assert_eq!(
+        db.compare_and_swap(b"n", None, Some(b"1")).await.unwrap(),
+        (true, None)
+    );
+    assert_eq!(
+        db.compare_and_swap(b"n", None, Some(b"2")).await.unwrap(),
+        (false, Some(b"1".to_vec()))
+    );
+    db.batch(vec![WriteOp::put("b1", "x"), WriteOp::put("b2", "y")])
+        .await
+        .unwrap();
     assert_eq!(db.get(b"b2").await.unwrap().as_deref(), Some(&b"y"[..]));
 
     // Keys in different ranges cannot be written atomically: refused, nothing written.
-    let err = db.batch(vec![WriteOp::put(vec![0x01, 1], "x"), WriteOp::put(vec![0xf0, 1], "y")]).await.unwrap_err();
+    let err = db
+        .batch(vec![
+            WriteOp::put(vec![0x01, 1], "x"),
+            WriteOp::put(vec![0xf0, 1], "y"),
+        ])
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::InvalidRequest(_)), "{err}");
     assert_eq!(db.get(&[0x01, 1]).await.unwrap(), None);
     // Bad input is final at once, not retried into `Unavailable`, and says what is wrong
@@ -61,14 +80,21 @@ async fn single_key_operations_batches_and_cas() {
     // A client with an empty cache finds the longest keys through the meta range, and a
     // scan resumes after them.
     let fresh = self::db(&c);
-    assert_eq!(fresh.get(&longest).await.unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        fresh.get(&longest).await.unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
     let next = [vec![b'k'; limit - 2], b"z".to_vec()].concat();
     db.put(&next, b"w").await.unwrap();
     // Where a scan resumes after the longest key: one byte longer than any key.
     let after = [longest.clone(), vec![0]].concat();
     let fresh = self::db(&c);
     let found = fresh.scan(&after, b"l", 10).await.unwrap();
-    assert!(found.len() == 1 && found[0].0 == next, "{} pairs", found.len());
+    assert!(
+        found.len() == 1 && found[0].0 == next,
+        "{} pairs",
+        found.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +139,10 @@ async fn scans_page_by_bytes_and_resume_where_they_stopped() {
     loop {
         let page = db.scan_page(&from, b"", 0, 64 << 10).await.unwrap();
         let bytes: usize = page.pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
-        assert!(!page.pairs.is_empty() && bytes < (64 << 10) + value.len() + 16, "page of {bytes} bytes");
+        assert!(
+            !page.pairs.is_empty() && bytes < (64 << 10) + value.len() + 16,
+            "page of {bytes} bytes"
+        );
         got.extend(page.pairs.into_iter().map(|(k, _)| k));
         pages += 1;
         match page.resume_key {
@@ -126,7 +155,10 @@ async fn scans_page_by_bytes_and_resume_where_they_stopped() {
     // A page whose budget is smaller than one pair still makes progress.
     let page = db.scan_page(b"", b"", 0, 1).await.unwrap();
     assert_eq!(page.pairs.len(), 1);
-    assert_eq!(page.resume_key.as_deref(), Some([keys[0].as_slice(), &[0]].concat().as_slice()));
+    assert_eq!(
+        page.resume_key.as_deref(),
+        Some([keys[0].as_slice(), &[0]].concat().as_slice())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,7 +169,10 @@ async fn a_router_with_stale_descriptors_converges_from_the_errors_hints() {
     // A cache filled before some change of shape: every user range at epoch 0.
     for r in &c.ranges()[1..] {
         let mut stale = r.clone();
-        stale.epoch = Some(Epoch { version: 0, conf_ver: 0 });
+        stale.epoch = Some(Epoch {
+            version: 0,
+            conf_ver: 0,
+        });
         router.learn_range(stale);
     }
     let db = Db::new(router);
@@ -187,7 +222,9 @@ async fn a_scan_whose_chunk_ends_exactly_at_the_scan_end_stops_cleanly() {
     let db = db(&c);
     // 1,001 keys in one range, so the first chunk (1,000) ends one key before `end`:
     // the next cursor is exactly `end` and the scan must stop there, not fail.
-    let keys: Vec<Vec<u8>> = (0..1_001u32).map(|i| [&[0x00, 0x01][..], &i.to_be_bytes()].concat()).collect();
+    let keys: Vec<Vec<u8>> = (0..1_001u32)
+        .map(|i| [&[0x00, 0x01][..], &i.to_be_bytes()].concat())
+        .collect();
     for k in &keys {
         db.put(k, b"v").await.unwrap();
     }

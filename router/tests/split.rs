@@ -18,7 +18,12 @@ use prost::Message as _;
 type LocalDb = Arc<Db<Arc<LocalCluster>>>;
 
 fn config(split_size: u64) -> StoreConfig {
-    StoreConfig { tick_interval: Duration::from_millis(20), split_size, split_check_ticks: 5, ..StoreConfig::default() }
+    StoreConfig {
+        tick_interval: Duration::from_millis(20),
+        split_size,
+        split_check_ticks: 5,
+        ..StoreConfig::default()
+    }
 }
 
 fn start(dir: &tempfile::TempDir, split_size: u64) -> Arc<LocalCluster> {
@@ -39,7 +44,12 @@ async fn statuses(c: &LocalCluster) -> BTreeMap<u64, Vec<RangeStatus>> {
 }
 
 /// Polls until `cond` holds on the cluster's status, or panics after `secs`.
-async fn wait_for(c: &LocalCluster, secs: u64, what: &str, cond: impl Fn(&BTreeMap<u64, Vec<RangeStatus>>) -> bool) {
+async fn wait_for(
+    c: &LocalCluster,
+    secs: u64,
+    what: &str,
+    cond: impl Fn(&BTreeMap<u64, Vec<RangeStatus>>) -> bool,
+) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let s = statuses(c).await;
@@ -58,7 +68,9 @@ async fn write(db: &LocalDb, from: u32, to: u32, writers: u32, value: &'static [
             let db = db.clone();
             tokio::spawn(async move {
                 for i in (from + w..to).step_by(writers as usize) {
-                    db.put(&key(i), value).await.unwrap_or_else(|e| panic!("put {i}: {e}"));
+                    db.put(&key(i), value)
+                        .await
+                        .unwrap_or_else(|e| panic!("put {i}: {e}"));
                 }
             })
         })
@@ -84,7 +96,10 @@ async fn many_keys_with_a_tiny_threshold_make_many_ranges_and_all_read_back() {
     // Every key, in order, exactly once, through scans that cross every boundary.
     let all = db.scan(b"", b"", 200_000).await.unwrap();
     assert_eq!(all.len(), n as usize);
-    assert!(all.iter().enumerate().all(|(i, (k, v))| *k == key(i as u32) && v == b"0123456789abcdef"));
+    assert!(all
+        .iter()
+        .enumerate()
+        .all(|(i, (k, v))| *k == key(i as u32) && v == b"0123456789abcdef"));
     let bounded = db.scan(&key(12_345), &key(87_654), 200_000).await.unwrap();
     assert_eq!(bounded.len(), 87_654 - 12_345);
     assert_eq!(bounded.first().unwrap().0, key(12_345));
@@ -97,7 +112,11 @@ async fn many_keys_with_a_tiny_threshold_make_many_ranges_and_all_read_back() {
             let db = db.clone();
             tokio::spawn(async move {
                 for i in (r..n).step_by(32) {
-                    assert_eq!(db.get(&key(i)).await.unwrap().as_deref(), Some(&b"0123456789abcdef"[..]), "key {i}");
+                    assert_eq!(
+                        db.get(&key(i)).await.unwrap().as_deref(),
+                        Some(&b"0123456789abcdef"[..]),
+                        "key {i}"
+                    );
                 }
             })
         })
@@ -107,8 +126,14 @@ async fn many_keys_with_a_tiny_threshold_make_many_ranges_and_all_read_back() {
     }
     // All replicas hold every range, with the same descriptor.
     let s = statuses(&c).await;
-    let shapes: Vec<Vec<RangeDescriptor>> = s.values().map(|v| v.iter().map(|r| r.descriptor.clone()).collect()).collect();
-    assert!(shapes.windows(2).all(|w| w[0] == w[1]), "nodes disagree on the ranges");
+    let shapes: Vec<Vec<RangeDescriptor>> = s
+        .values()
+        .map(|v| v.iter().map(|r| r.descriptor.clone()).collect())
+        .collect();
+    assert!(
+        shapes.windows(2).all(|w| w[0] == w[1]),
+        "nodes disagree on the ranges"
+    );
     eprintln!("{} user ranges after {n} keys", user_ranges(&s));
 }
 
@@ -124,7 +149,11 @@ async fn a_client_whose_cache_predates_many_splits_converges() {
         admin.split(&key(i * 50)).await.unwrap();
     }
     for i in 0..2_000u32 {
-        assert_eq!(old.get(&key(i)).await.unwrap().as_deref(), Some(&b"v1"[..]), "key {i}");
+        assert_eq!(
+            old.get(&key(i)).await.unwrap().as_deref(),
+            Some(&b"v1"[..]),
+            "key {i}"
+        );
     }
     write(&old, 0, 2_000, 16, b"v2").await;
     let all = old.scan(b"", b"", 10_000).await.unwrap();
@@ -156,15 +185,31 @@ async fn writers_racing_splits_lose_nothing_and_meta_tracks_the_ranges() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let s = statuses(&c).await;
-        let mut live: Vec<RangeDescriptor> =
-            s[&1].iter().map(|r| r.descriptor.clone()).filter(|d| d.range_id != META_RANGE_ID).collect();
-        live.sort_by(|a, b| a.end.is_empty().cmp(&b.end.is_empty()).then(a.end.cmp(&b.end)));
+        let mut live: Vec<RangeDescriptor> = s[&1]
+            .iter()
+            .map(|r| r.descriptor.clone())
+            .filter(|d| d.range_id != META_RANGE_ID)
+            .collect();
+        live.sort_by(|a, b| {
+            a.end
+                .is_empty()
+                .cmp(&b.end.is_empty())
+                .then(a.end.cmp(&b.end))
+        });
         let records = meta_records(&c).await;
-        let listed: Vec<RangeDescriptor> = records.iter().filter_map(|e| e.descriptor.clone()).collect();
+        let listed: Vec<RangeDescriptor> = records
+            .iter()
+            .filter_map(|e| e.descriptor.clone())
+            .collect();
         if listed == live && records.iter().all(|e| e.leader.is_some()) {
             break;
         }
-        assert!(Instant::now() < deadline, "meta lists {} records, nodes have {} ranges", listed.len(), live.len());
+        assert!(
+            Instant::now() < deadline,
+            "meta lists {} records, nodes have {} ranges",
+            listed.len(),
+            live.len()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -175,9 +220,24 @@ async fn meta_records(c: &LocalCluster) -> Vec<MetaEntry> {
     let epoch = c.ranges()[0].epoch();
     for _ in 0..100 {
         for n in c.nodes() {
-            let command = Command::Scan { start: meta_key(b"u"), end: meta_scan_end(), limit: 10_000, max_bytes: 0 };
-            if let Ok(Ok(Response::Pairs { pairs: p, .. })) = n.request(Request { range_id: META_RANGE_ID, epoch, command }).await {
-                return p.into_iter().map(|(_, v)| MetaEntry::decode(v.as_slice()).unwrap()).collect();
+            let command = Command::Scan {
+                start: meta_key(b"u"),
+                end: meta_scan_end(),
+                limit: 10_000,
+                max_bytes: 0,
+            };
+            if let Ok(Ok(Response::Pairs { pairs: p, .. })) = n
+                .request(Request {
+                    range_id: META_RANGE_ID,
+                    epoch,
+                    command,
+                })
+                .await
+            {
+                return p
+                    .into_iter()
+                    .map(|(_, v)| MetaEntry::decode(v.as_slice()).unwrap())
+                    .collect();
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -196,8 +256,14 @@ async fn a_restart_after_splits_brings_back_the_same_ranges() {
         for i in 1..10u32 {
             db.split(&key(i * 100)).await.unwrap();
         }
-        wait_for(&c, 10, "every node to apply every split", |s| s.values().all(|r| r.len() == 11)).await;
-        before = statuses(&c).await[&1].iter().map(|r| r.descriptor.clone()).collect::<Vec<_>>();
+        wait_for(&c, 10, "every node to apply every split", |s| {
+            s.values().all(|r| r.len() == 11)
+        })
+        .await;
+        before = statuses(&c).await[&1]
+            .iter()
+            .map(|r| r.descriptor.clone())
+            .collect::<Vec<_>>();
         drop(db);
         Arc::try_unwrap(c).ok().expect("no other handle").shutdown();
     }
@@ -221,7 +287,10 @@ async fn leadership_stays_spread_after_many_splits() {
     }
     // 46 ranges (meta included) on 3 nodes: a fair share is about 15; allow half again.
     wait_for(&c, 30, "leaders to spread", |s| {
-        let leads: Vec<usize> = s.values().map(|r| r.iter().filter(|r| r.is_leader).count()).collect();
+        let leads: Vec<usize> = s
+            .values()
+            .map(|r| r.iter().filter(|r| r.is_leader).count())
+            .collect();
         let total: usize = leads.iter().sum();
         total == 46 && leads.iter().all(|l| *l as f64 <= 1.5 * 46.0 / 3.0)
     })
@@ -243,10 +312,25 @@ async fn a_meta_record_missing_for_a_new_range_is_worked_around() {
     // Only the right half's record is published: a lookup of "apple" finds a range that
     // does not hold it.
     let publisher = local_router(&c, c.clone(), RetryPolicy::default());
-    let entry = MetaEntry { descriptor: Some(right.clone()), leader: Some(Replica::voter(1, 0)), term: 100 };
-    publisher.execute(&meta_key(&right.end), Command::UpdateMeta { entries: vec![entry] }).await.unwrap();
+    let entry = MetaEntry {
+        descriptor: Some(right.clone()),
+        leader: Some(Replica::voter(1, 0)),
+        term: 100,
+    };
+    publisher
+        .execute(
+            &meta_key(&right.end),
+            Command::UpdateMeta {
+                entries: vec![entry],
+            },
+        )
+        .await
+        .unwrap();
     let fresh = Db::new(local_router(&c, c.clone(), RetryPolicy::default()));
-    assert_eq!(fresh.get(b"apple").await.unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(
+        fresh.get(b"apple").await.unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
     fresh.put(b"avocado", b"2").await.unwrap();
     assert!(left.contains(&flotilla_raftstore::keyspace::user_key(b"avocado")));
 }

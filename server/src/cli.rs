@@ -214,8 +214,10 @@ pub enum KvCmd {
     },
     /// Compare-and-swap: set KEY to NEW (or delete it) only if it holds OLD (--expected
     /// OLD) or is absent (--absent). Exit code 1 if the swap was not applied.
-    #[command(override_usage = "flotilla kv cas [OPTIONS] <KEY> <NEW | --value-file PATH | --delete> \
-                                <--expected OLD | --absent>")]
+    #[command(
+        override_usage = "flotilla kv cas [OPTIONS] <KEY> <NEW | --value-file PATH | --delete> \
+                                <--expected OLD | --absent>"
+    )]
     #[command(group(ArgGroup::new("condition").required(true).args(["expected", "absent"])))]
     #[command(group(ArgGroup::new("outcome").required(true).args(["new", "value_file", "delete"])))]
     Cas {
@@ -296,19 +298,46 @@ pub async fn run(cmd: ClientCmd) -> i32 {
 
 async fn dispatch(cmd: ClientCmd, out: &mut Out) -> Outcome {
     match cmd {
-        ClientCmd::Init { opts, initial_ranges, replication_factor, wait } => {
+        ClientCmd::Init {
+            opts,
+            initial_ranges,
+            replication_factor,
+            wait,
+        } => {
             let wait = std::time::Duration::from_secs(wait);
-            init(&Remote::new(&opts)?, out, initial_ranges, replication_factor, wait).await
+            init(
+                &Remote::new(&opts)?,
+                out,
+                initial_ranges,
+                replication_factor,
+                wait,
+            )
+            .await
         }
-        ClientCmd::Nodes { opts, no_sizes } => nodes::nodes(&Remote::new(&opts)?, out, !no_sizes).await,
+        ClientCmd::Nodes { opts, no_sizes } => {
+            nodes::nodes(&Remote::new(&opts)?, out, !no_sizes).await
+        }
         ClientCmd::Node { cmd, opts } => nodes::node(&Remote::new(&opts)?, out, cmd).await,
-        ClientCmd::ReplicationFactor { factor, opts } => nodes::replication_factor(&Remote::new(&opts)?, out, factor).await,
-        ClientCmd::Kv(args) => kv(&Remote::new(&args.opts)?, out, Encoding::hex_if(args.hex), args.cmd).await,
+        ClientCmd::ReplicationFactor { factor, opts } => {
+            nodes::replication_factor(&Remote::new(&opts)?, out, factor).await
+        }
+        ClientCmd::Kv(args) => {
+            kv(
+                &Remote::new(&args.opts)?,
+                out,
+                Encoding::hex_if(args.hex),
+                args.cmd,
+            )
+            .await
+        }
         ClientCmd::Status { opts } => status(&Remote::new(&opts)?, out).await,
         ClientCmd::Ranges { opts } => ranges(&Remote::new(&opts)?, out).await,
-        ClientCmd::ChangeReplicas { range, add, remove, opts } => {
-            change_replicas(&Remote::new(&opts)?, out, range, &add, &remove).await
-        }
+        ClientCmd::ChangeReplicas {
+            range,
+            add,
+            remove,
+            opts,
+        } => change_replicas(&Remote::new(&opts)?, out, range, &add, &remove).await,
         ClientCmd::Split { key, hex, opts } => {
             let key = Encoding::hex_if(hex).parse("KEY", &key)?;
             split(&Remote::new(&opts)?, out, &key).await
@@ -325,7 +354,10 @@ pub struct Out {
 
 impl Out {
     fn stdout(output: Output) -> Out {
-        Out { w: BufWriter::new(io::stdout().lock()), json: output == Output::Json }
+        Out {
+            w: BufWriter::new(io::stdout().lock()),
+            json: output == Output::Json,
+        }
     }
 
     fn bytes(&mut self, b: &[u8]) -> io::Result<()> {
@@ -338,7 +370,11 @@ impl Out {
     }
 
     /// Prints `text()` or `json()`, whichever the format asks for.
-    fn show(&mut self, text: impl FnOnce() -> String, json: impl FnOnce() -> Value) -> io::Result<()> {
+    fn show(
+        &mut self,
+        text: impl FnOnce() -> String,
+        json: impl FnOnce() -> Value,
+    ) -> io::Result<()> {
         if self.json {
             self.json(&json())
         } else {
@@ -363,7 +399,9 @@ struct Remote {
 
 impl Remote {
     fn new(opts: &ClientOpts) -> Result<Remote, Failure> {
-        Ok(Remote { client: Client::new(&opts.endpoints)? })
+        Ok(Remote {
+            client: Client::new(&opts.endpoints)?,
+        })
     }
 
     /// `r` with a failed call turned into the message the user sees.
@@ -395,23 +433,34 @@ fn cannot_reach(endpoints: &[String], s: &Status) -> String {
     };
     match endpoints {
         [one] => format!("cannot reach {one}: {cause} — is a node running there? (--endpoints)"),
-        all => format!("cannot reach any of {}: {cause} — are nodes running there? (--endpoints)", all.join(", ")),
+        all => format!(
+            "cannot reach any of {}: {cause} — are nodes running there? (--endpoints)",
+            all.join(", ")
+        ),
     }
 }
 
 /// Checks one `--endpoints` entry: HOST:PORT, no scheme.
 fn parse_endpoint(e: &str) -> Result<String, String> {
-    let bad = |why: &str| Err(format!("{e:?} is not HOST:PORT ({why}), e.g. --endpoints 127.0.0.1:6180,10.0.0.2:6180"));
+    let bad = |why: &str| {
+        Err(format!(
+            "{e:?} is not HOST:PORT ({why}), e.g. --endpoints 127.0.0.1:6180,10.0.0.2:6180"
+        ))
+    };
     if e.contains("://") {
         return bad("leave out the scheme");
     }
-    let Some((host, port)) = e.rsplit_once(':') else { return bad("no port") };
+    let Some((host, port)) = e.rsplit_once(':') else {
+        return bad("no port");
+    };
     if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
         return bad("no host name or address before the port");
     }
     match port.parse::<u16>() {
         Ok(p) if p > 0 => Ok(e.to_string()),
-        _ => bad(&format!("the port {port:?} is not a number from 1 to 65535")),
+        _ => bad(&format!(
+            "the port {port:?} is not a number from 1 to 65535"
+        )),
     }
 }
 
@@ -419,7 +468,13 @@ fn parse_endpoint(e: &str) -> Result<String, String> {
 /// `flotilla init`: retried while the nodes are not all up yet (a node that does not
 /// listen yet, or a `--join` node that does not answer), until `wait` has passed. Init is
 /// safe to repeat: only the member with the lowest id bootstraps.
-async fn init(r: &Remote, out: &mut Out, initial_ranges: u32, factor: u32, wait: std::time::Duration) -> Outcome {
+async fn init(
+    r: &Remote,
+    out: &mut Out,
+    initial_ranges: u32,
+    factor: u32,
+    wait: std::time::Duration,
+) -> Outcome {
     let deadline = std::time::Instant::now() + wait;
     let started = std::time::Instant::now();
     let resp = loop {
@@ -429,7 +484,10 @@ async fn init(r: &Remote, out: &mut Out, initial_ranges: u32, factor: u32, wait:
                     Err(Failure::Error(e)) => e,
                     _ => String::new(),
                 };
-                eprintln!("init: waiting for the nodes ({:.0?} so far): {why}", started.elapsed());
+                eprintln!(
+                    "init: waiting for the nodes ({:.0?} so far): {why}",
+                    started.elapsed()
+                );
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
             other => break r.check(other)?,
@@ -445,19 +503,35 @@ fn not_up_yet(s: &Status) -> bool {
 }
 
 fn init_text(r: &InitResponse) -> String {
-    let nodes: Vec<String> = r.nodes.iter().map(|n| format!("{}@{}", n.node_id, n.address)).collect();
-    format!("initialized cluster {} with nodes {}\n", r.cluster_id, nodes.join(", "))
+    let nodes: Vec<String> = r
+        .nodes
+        .iter()
+        .map(|n| format!("{}@{}", n.node_id, n.address))
+        .collect();
+    format!(
+        "initialized cluster {} with nodes {}\n",
+        r.cluster_id,
+        nodes.join(", ")
+    )
 }
 
 fn init_json(r: &InitResponse) -> Value {
-    let nodes: Vec<Value> = r.nodes.iter().map(|n| json!({"node_id": n.node_id, "address": n.address})).collect();
+    let nodes: Vec<Value> = r
+        .nodes
+        .iter()
+        .map(|n| json!({"node_id": n.node_id, "address": n.address}))
+        .collect();
     json!({"cluster_id": r.cluster_id, "nodes": nodes})
 }
 
 /// `flotilla kv ...`.
 async fn kv(r: &Remote, out: &mut Out, enc: Encoding, cmd: KvCmd) -> Outcome {
     match cmd {
-        KvCmd::Put { key, value, value_file } => {
+        KvCmd::Put {
+            key,
+            value,
+            value_file,
+        } => {
             let key = enc.parse("KEY", &key)?;
             let value = read_value(enc, value, value_file)?;
             r.check(r.client.put(&key, &value).await)?;
@@ -470,15 +544,33 @@ async fn kv(r: &Remote, out: &mut Out, enc: Encoding, cmd: KvCmd) -> Outcome {
             out.show(String::new, || json!({"ok": true, "key": enc.show(&key)}))?;
             Ok(EXIT_OK)
         }
-        KvCmd::Get { key, no_newline } => get(r, out, enc, &enc.parse("KEY", &key)?, no_newline).await,
-        KvCmd::Scan { start, end, limit, page_bytes } => {
+        KvCmd::Get { key, no_newline } => {
+            get(r, out, enc, &enc.parse("KEY", &key)?, no_newline).await
+        }
+        KvCmd::Scan {
+            start,
+            end,
+            limit,
+            page_bytes,
+        } => {
             let (start, end) = (enc.parse("START", &start)?, enc.parse("END", &end)?);
             scan(r, out, enc, (&start, &end), limit, page_bytes).await
         }
-        KvCmd::Cas { key, new, expected, absent: _, value_file, delete } => {
+        KvCmd::Cas {
+            key,
+            new,
+            expected,
+            absent: _,
+            value_file,
+            delete,
+        } => {
             let key = enc.parse("KEY", &key)?;
             let expected = expected.map(|e| enc.parse("--expected", &e)).transpose()?;
-            let new = if delete { None } else { Some(read_value(enc, new, value_file)?) };
+            let new = if delete {
+                None
+            } else {
+                Some(read_value(enc, new, value_file)?)
+            };
             cas(r, out, enc, &key, expected.as_deref(), new.as_deref()).await
         }
         KvCmd::Batch { ops, file } => {
@@ -503,14 +595,19 @@ async fn batch(r: &Remote, out: &mut Out, ops: Vec<WriteOp>) -> Outcome {
 }
 
 /// A value given as an argument (escaped or hex; `-`: stdin's raw bytes) or a file.
-fn read_value(enc: Encoding, value: Option<String>, file: Option<PathBuf>) -> Result<Vec<u8>, String> {
+fn read_value(
+    enc: Encoding,
+    value: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Vec<u8>, String> {
     match (value.as_deref(), file) {
-        (_, Some(path)) => {
-            std::fs::read(&path).map_err(|e| format!("cannot read --value-file {}: {e}", path.display()))
-        }
+        (_, Some(path)) => std::fs::read(&path)
+            .map_err(|e| format!("cannot read --value-file {}: {e}", path.display())),
         (Some("-"), None) => read_source("-"),
         (Some(v), None) => enc.parse("VALUE", v),
-        (None, None) => Err("no value given: pass VALUE, `-` (stdin) or --value-file PATH".to_string()),
+        (None, None) => {
+            Err("no value given: pass VALUE, `-` (stdin) or --value-file PATH".to_string())
+        }
     }
 }
 
@@ -518,7 +615,10 @@ fn read_value(enc: Encoding, value: Option<String>, file: Option<PathBuf>) -> Re
 fn read_source(source: &str) -> Result<Vec<u8>, String> {
     let mut buf = Vec::new();
     if source == "-" {
-        io::stdin().lock().read_to_end(&mut buf).map_err(|e| format!("cannot read stdin: {e}"))?;
+        io::stdin()
+            .lock()
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("cannot read stdin: {e}"))?;
         Ok(buf)
     } else {
         std::fs::read(source).map_err(|e| format!("cannot read {source}: {e}"))
@@ -559,16 +659,22 @@ async fn scan(
     let mut printed = 0u32;
     loop {
         let want = if limit == 0 { 0 } else { limit - printed };
-        let (mut pairs, resume) = r.check(r.client.scan_page(&from, end, want, page_bytes).await)?;
+        let (mut pairs, resume) =
+            r.check(r.client.scan_page(&from, end, want, page_bytes).await)?;
         if limit != 0 {
             pairs.truncate(want as usize);
         }
         if pairs.is_empty() && resume.as_deref() == Some(from.as_slice()) {
             let at = enc.show(&from);
-            return Err(Failure::Error(format!("the server returned an empty page at \"{at}\" that resumes there")));
+            return Err(Failure::Error(format!(
+                "the server returned an empty page at \"{at}\" that resumes there"
+            )));
         }
         for (k, v) in &pairs {
-            out.show(|| scan_line(enc, k, v), || json!({"key": enc.show(k), "value": enc.show(v)}))?;
+            out.show(
+                || scan_line(enc, k, v),
+                || json!({"key": enc.show(k), "value": enc.show(v)}),
+            )?;
         }
         out.flush()?;
         printed += pairs.len() as u32;
@@ -602,7 +708,10 @@ async fn cas(
             Some(p) => format!("holds \"{}\"", enc.show(p)),
             None => "is absent".to_string(),
         };
-        note(&format!("compare-and-swap not applied: key \"{}\" {now}", enc.show(key)));
+        note(&format!(
+            "compare-and-swap not applied: key \"{}\" {now}",
+            enc.show(key)
+        ));
     }
     Ok(if succeeded { EXIT_OK } else { EXIT_NO })
 }
@@ -618,7 +727,11 @@ pub fn parse_batch_args(enc: Encoding, args: &[String]) -> Result<Vec<WriteOp>, 
             None => Err(format!(
                 "kv batch: `{}` (argument {n}) needs {}",
                 args[i],
-                if args[i] == "put" { "KEY and VALUE" } else { "KEY" }
+                if args[i] == "put" {
+                    "KEY and VALUE"
+                } else {
+                    "KEY"
+                }
             )),
         };
         match args[i].as_str() {
@@ -630,9 +743,9 @@ pub fn parse_batch_args(enc: Encoding, args: &[String]) -> Result<Vec<WriteOp>, 
                 ops.push(WriteOp::delete(arg(1, "KEY")?));
                 i += 2;
             }
-            other => {
-                return Err(format!("kv batch: argument {n} is {other:?}; expected an op: put KEY VALUE or delete KEY"))
-            }
+            other => return Err(format!(
+                "kv batch: argument {n} is {other:?}; expected an op: put KEY VALUE or delete KEY"
+            )),
         }
     }
     Ok(ops)
@@ -641,7 +754,11 @@ pub fn parse_batch_args(enc: Encoding, args: &[String]) -> Result<Vec<WriteOp>, 
 /// The writes of a batch file: one `put<TAB>KEY<TAB>VALUE` or `delete<TAB>KEY` a line
 /// (empty lines skipped, a trailing `\r` dropped). `source` names the file in errors.
 pub fn parse_batch_file(enc: Encoding, source: &str, text: &[u8]) -> Result<Vec<WriteOp>, String> {
-    let name = if source == "-" { "stdin".to_string() } else { source.to_string() };
+    let name = if source == "-" {
+        "stdin".to_string()
+    } else {
+        source.to_string()
+    };
     let mut ops = Vec::new();
     for (i, line) in text.split(|&b| b == b'\n').enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -680,13 +797,22 @@ pub fn parse_batch_line(enc: Encoding, line: &str) -> Result<Option<WriteOp>, St
 async fn status(r: &Remote, out: &mut Out) -> Outcome {
     let s = r.check(r.client.status().await)?;
     out.show(|| status_text(&s), || status_json(&s))?;
-    Ok(if s.nodes.iter().all(|n| n.live) { EXIT_OK } else { EXIT_NOT_LIVE })
+    Ok(if s.nodes.iter().all(|n| n.live) {
+        EXIT_OK
+    } else {
+        EXIT_NOT_LIVE
+    })
 }
 
 fn status_text(s: &StatusResponse) -> String {
-    let mut t = format!("cluster {} (as seen by node {})\n", s.cluster_id, s.answered_by);
-    t +=
-        &format!("{:>6}  {:<22} {:<5} {:>8} {:>8} {:>7}\n", "node", "address", "live", "replicas", "leaders", "leases");
+    let mut t = format!(
+        "cluster {} (as seen by node {})\n",
+        s.cluster_id, s.answered_by
+    );
+    t += &format!(
+        "{:>6}  {:<22} {:<5} {:>8} {:>8} {:>7}\n",
+        "node", "address", "live", "replicas", "leaders", "leases"
+    );
     for n in &s.nodes {
         let live = if n.live { "yes" } else { "NO" };
         t += &format!(
@@ -741,12 +867,22 @@ fn ranges_text(ranges: &[RangeInfo]) -> String {
         let [range, start, end, leader, prefer, lease, size, replicas] = cols;
         format!("{range:>16}  {start:<20} {end:<20} {leader:>6} {prefer:>6} {lease:>5} {size:>10}  {replicas}\n")
     };
-    let mut t = row(["range", "start", "end", "leader", "prefer", "lease", "size", "replicas"]);
+    let mut t = row([
+        "range", "start", "end", "leader", "prefer", "lease", "size", "replicas",
+    ]);
     for info in ranges {
         let Some(d) = &info.descriptor else { continue };
         let known = info.leader_node != 0;
-        let leader = if known { info.leader_node.to_string() } else { "-".to_string() };
-        let size = if known { human_bytes(info.approximate_size) } else { "?".to_string() };
+        let leader = if known {
+            info.leader_node.to_string()
+        } else {
+            "-".to_string()
+        };
+        let size = if known {
+            human_bytes(info.approximate_size)
+        } else {
+            "?".to_string()
+        };
         let replicas = display::replicas(d);
         let (start, end) = if d.range_id == META_RANGE_ID {
             ("(meta range)".to_string(), String::new())
@@ -755,7 +891,9 @@ fn ranges_text(ranges: &[RangeInfo]) -> String {
         };
         let id = d.range_id.to_string();
         let lease = if info.lease { "yes" } else { "-" };
-        let prefer = d.preferred_voter().map_or("-".to_string(), |r| r.node_id.to_string());
+        let prefer = d
+            .preferred_voter()
+            .map_or("-".to_string(), |r| r.node_id.to_string());
         t += &row([&id, &start, &end, &leader, &prefer, lease, &size, &replicas]);
     }
     t
@@ -770,8 +908,11 @@ pub fn range_json(d: &RangeDescriptor) -> Value {
         None => Value::String(format!("meta:{}", display::bytes(stored))),
     };
     let epoch = d.epoch.unwrap_or_default();
-    let replicas: Vec<Value> =
-        d.replicas.iter().map(|r| json!({"node_id": r.node_id, "replica_id": r.replica_id, "role": r.role().name()})).collect();
+    let replicas: Vec<Value> = d
+        .replicas
+        .iter()
+        .map(|r| json!({"node_id": r.node_id, "replica_id": r.replica_id, "role": r.role().name()}))
+        .collect();
     json!({
         "range_id": d.range_id,
         "meta": d.range_id == META_RANGE_ID,
@@ -787,10 +928,18 @@ pub fn range_json(d: &RangeDescriptor) -> Value {
 fn range_info_json(info: &RangeInfo) -> Option<Value> {
     let mut v = range_json(info.descriptor.as_ref()?);
     let known = info.leader_node != 0;
-    v["leader_node"] = if known { info.leader_node.into() } else { Value::Null };
+    v["leader_node"] = if known {
+        info.leader_node.into()
+    } else {
+        Value::Null
+    };
     v["term"] = info.term.into();
     v["lease"] = info.lease.into();
-    v["approximate_size"] = if known { info.approximate_size.into() } else { Value::Null };
+    v["approximate_size"] = if known {
+        info.approximate_size.into()
+    } else {
+        Value::Null
+    };
     v["applied_index"] = info.applied_index.into();
     Some(v)
 }
@@ -806,11 +955,24 @@ async fn split(r: &Remote, out: &mut Out, key: &[u8]) -> Outcome {
 }
 
 /// `flotilla change-replicas RANGE --add N --remove M`.
-async fn change_replicas(r: &Remote, out: &mut Out, range: u64, add: &[u64], remove: &[u64]) -> Outcome {
+async fn change_replicas(
+    r: &Remote,
+    out: &mut Out,
+    range: u64,
+    add: &[u64],
+    remove: &[u64],
+) -> Outcome {
     let resp = r.check(r.client.change_replicas(range, add, remove).await)?;
     let desc = resp.descriptor.unwrap_or_default();
     out.show(
-        || format!("range {}: replicas {} (conf_ver {})\n", desc.range_id, display::replicas(&desc), desc.epoch().conf_ver),
+        || {
+            format!(
+                "range {}: replicas {} (conf_ver {})\n",
+                desc.range_id,
+                display::replicas(&desc),
+                desc.epoch().conf_ver
+            )
+        },
         || range_json(&desc),
     )?;
     Ok(EXIT_OK)
@@ -818,7 +980,12 @@ async fn change_replicas(r: &Remote, out: &mut Out, range: u64, add: &[u64], rem
 
 fn split_text(r: &SplitResponse) -> String {
     let show = |d: &Option<RangeDescriptor>| match d {
-        Some(d) => format!("range {} [{}, {})", d.range_id, display::key(&d.start), display::end_key(&d.end)),
+        Some(d) => format!(
+            "range {} [{}, {})",
+            d.range_id,
+            display::key(&d.start),
+            display::end_key(&d.end)
+        ),
         None => "?".into(),
     };
     format!("split: {} and {}\n", show(&r.left), show(&r.right))
@@ -858,23 +1025,52 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
-        let Ok(ClientCmd::Kv(kv)) = parse("kv get k -o json --hex --endpoints a:1,b:2") else { panic!("kv get") };
-        assert!(kv.hex && kv.opts.output == Output::Json && kv.opts.endpoints == ["a:1", "b:2"], "{kv:?}");
-        assert!(parse("kv put k").unwrap_err().contains("VALUE"), "put needs a value");
+        let Ok(ClientCmd::Kv(kv)) = parse("kv get k -o json --hex --endpoints a:1,b:2") else {
+            panic!("kv get")
+        };
+        assert!(
+            kv.hex && kv.opts.output == Output::Json && kv.opts.endpoints == ["a:1", "b:2"],
+            "{kv:?}"
+        );
+        assert!(
+            parse("kv put k").unwrap_err().contains("VALUE"),
+            "put needs a value"
+        );
         assert!(parse("kv put k --value-file f").is_ok());
-        assert!(parse("kv put k v --value-file f").is_err(), "a value and a file conflict");
-        assert!(parse("kv cas k new").unwrap_err().contains("--expected"), "cas needs a condition");
-        assert!(parse("kv cas k --absent").is_err(), "cas needs a new value or --delete");
-        assert!(parse("kv cas k new --absent --expected old").is_err(), "one condition");
-        assert!(parse("kv cas k new --delete --absent").is_err(), "a value or --delete");
+        assert!(
+            parse("kv put k v --value-file f").is_err(),
+            "a value and a file conflict"
+        );
+        assert!(
+            parse("kv cas k new").unwrap_err().contains("--expected"),
+            "cas needs a condition"
+        );
+        assert!(
+            parse("kv cas k --absent").is_err(),
+            "cas needs a new value or --delete"
+        );
+        assert!(
+            parse("kv cas k new --absent --expected old").is_err(),
+            "one condition"
+        );
+        assert!(
+            parse("kv cas k new --delete --absent").is_err(),
+            "a value or --delete"
+        );
         assert!(parse("kv cas k --delete --expected old").is_ok());
-        assert!(parse("kv batch put a 1 --file f").is_err(), "ops and a file conflict");
+        assert!(
+            parse("kv batch put a 1 --file f").is_err(),
+            "ops and a file conflict"
+        );
         assert!(parse("status -o yaml").is_err());
     }
 
     #[test]
     fn endpoints_are_host_port() {
-        assert_eq!(parse_endpoint("127.0.0.1:6180"), Ok("127.0.0.1:6180".to_string()));
+        assert_eq!(
+            parse_endpoint("127.0.0.1:6180"),
+            Ok("127.0.0.1:6180".to_string())
+        );
         assert!(parse_endpoint("[::1]:6180").is_ok());
         assert!(parse_endpoint("node-2.internal:80").is_ok());
         for (bad, why) in [
@@ -887,24 +1083,47 @@ mod tests {
             ("", "no port"),
         ] {
             let err = parse_endpoint(bad).expect_err(bad);
-            assert!(err.starts_with(&format!("{bad:?} is not HOST:PORT")) && err.contains(why), "{bad}: {err}");
+            assert!(
+                err.starts_with(&format!("{bad:?} is not HOST:PORT")) && err.contains(why),
+                "{bad}: {err}"
+            );
         }
         let err = parse("status --endpoints 127.0.0.1:1,localhost").unwrap_err();
-        assert!(err.contains("\"localhost\" is not HOST:PORT"), "clap names the bad value: {err}");
+        assert!(
+            err.contains("\"localhost\" is not HOST:PORT"),
+            "clap names the bad value: {err}"
+        );
     }
 
     #[test]
     fn batch_arguments_parse_in_order() {
-        let ops = parse_batch_args(Encoding::Escaped, &strings(&["put", "a", "1\\x0a", "delete", "b\\x00"])).unwrap();
-        assert_eq!(ops, vec![WriteOp::put(b"a".to_vec(), b"1\n".to_vec()), WriteOp::delete(b"b\x00".to_vec())]);
+        let ops = parse_batch_args(
+            Encoding::Escaped,
+            &strings(&["put", "a", "1\\x0a", "delete", "b\\x00"]),
+        )
+        .unwrap();
+        assert_eq!(
+            ops,
+            vec![
+                WriteOp::put(b"a".to_vec(), b"1\n".to_vec()),
+                WriteOp::delete(b"b\x00".to_vec())
+            ]
+        );
         let ops = parse_batch_args(Encoding::Hex, &strings(&["put", "61", "ff"])).unwrap();
         assert_eq!(ops, vec![WriteOp::put(b"a".to_vec(), vec![0xff])]);
         let err = parse_batch_args(Encoding::Escaped, &strings(&["put", "a"])).unwrap_err();
         assert_eq!(err, "kv batch: `put` (argument 1) needs KEY and VALUE");
-        let err = parse_batch_args(Encoding::Escaped, &strings(&["put", "a", "1", "remove", "b"])).unwrap_err();
+        let err = parse_batch_args(
+            Encoding::Escaped,
+            &strings(&["put", "a", "1", "remove", "b"]),
+        )
+        .unwrap_err();
         assert!(err.contains("argument 4 is \"remove\""), "{err}");
         let err = parse_batch_args(Encoding::Escaped, &strings(&["delete", "a\\"])).unwrap_err();
-        assert!(err.starts_with(r#"bad KEY (argument 2) "a\": "\" at byte 1"#), "{err}");
+        assert!(
+            err.starts_with(r#"bad KEY (argument 2) "a\": "\" at byte 1"#),
+            "{err}"
+        );
         let err = parse_batch_args(Encoding::Hex, &strings(&["delete", "6"])).unwrap_err();
         assert!(err.contains("--hex KEY (argument 2)"), "{err}");
     }
@@ -920,45 +1139,86 @@ mod tests {
         ];
         assert_eq!(ops, want, "CRLF, empty lines and empty values");
         let cases: [(&[u8], &str); 6] = [
-            (b"put\ta\t1\nput a 1\n", "kv batch: f line 2: \"put a 1\" is not an op"),
-            (b"put\ta\n", "kv batch: f line 1: put takes put<TAB>KEY<TAB>VALUE, found 2"),
+            (
+                b"put\ta\t1\nput a 1\n",
+                "kv batch: f line 2: \"put a 1\" is not an op",
+            ),
+            (
+                b"put\ta\n",
+                "kv batch: f line 1: put takes put<TAB>KEY<TAB>VALUE, found 2",
+            ),
             (b"put\ta\tb\tc\n", "found 4 tab-separated fields"),
-            (b"delete\ta\tb\n", "kv batch: f line 1: delete takes delete<TAB>KEY, found 3"),
+            (
+                b"delete\ta\tb\n",
+                "kv batch: f line 1: delete takes delete<TAB>KEY, found 3",
+            ),
             (b"\ndelete\ta\\q\n", r#"kv batch: f line 2: bad key "a\q""#),
             (b"put\t\xff\tv\n", "kv batch: f line 1: not UTF-8"),
         ];
         for (text, want) in cases {
             let err = parse_batch_file(Encoding::Escaped, "f", text).unwrap_err();
-            assert!(err.starts_with(want) || err.contains(want), "{:?}: {err}", String::from_utf8_lossy(text));
+            assert!(
+                err.starts_with(want) || err.contains(want),
+                "{:?}: {err}",
+                String::from_utf8_lossy(text)
+            );
         }
         let err = parse_batch_file(Encoding::Hex, "-", b"put\t61\tzz\n").unwrap_err();
-        assert!(err.starts_with("kv batch: stdin line 1: bad --hex value \"zz\""), "{err}");
+        assert!(
+            err.starts_with("kv batch: stdin line 1: bad --hex value \"zz\""),
+            "{err}"
+        );
     }
 
     #[test]
     fn scan_lines_keep_one_pair_per_line() {
-        assert_eq!(scan_line(Encoding::Escaped, b"k\t1", b"a\nb\\"), "k\\x091\ta\\x0ab\\x5c\n");
+        assert_eq!(
+            scan_line(Encoding::Escaped, b"k\t1", b"a\nb\\"),
+            "k\\x091\ta\\x0ab\\x5c\n"
+        );
         assert_eq!(scan_line(Encoding::Hex, b"k", b"\n"), "6b\t0a\n");
     }
 
     #[test]
     fn range_bounds_read_as_user_keys() {
         use flotilla_raftstore::keyspace::user_key;
-        let meta = RangeDescriptor { range_id: META_RANGE_ID, start: vec![], end: vec![b'u'], ..Default::default() };
+        let meta = RangeDescriptor {
+            range_id: META_RANGE_ID,
+            start: vec![],
+            end: vec![b'u'],
+            ..Default::default()
+        };
         let v = range_json(&meta);
-        assert_eq!((v["meta"].clone(), v["start"].clone(), v["end"].clone()), (json!(true), Value::Null, json!("")));
-        let user = RangeDescriptor { range_id: 7, start: user_key(b"a\\"), end: vec![], ..Default::default() };
+        assert_eq!(
+            (v["meta"].clone(), v["start"].clone(), v["end"].clone()),
+            (json!(true), Value::Null, json!(""))
+        );
+        let user = RangeDescriptor {
+            range_id: 7,
+            start: user_key(b"a\\"),
+            end: vec![],
+            ..Default::default()
+        };
         let v = range_json(&user);
-        assert_eq!((v["start"].clone(), v["end"].clone()), (json!("a\\x5c"), Value::Null));
+        assert_eq!(
+            (v["start"].clone(), v["end"].clone()),
+            (json!("a\\x5c"), Value::Null)
+        );
     }
 
     #[test]
     fn connect_errors_name_the_address() {
         let s = Status::unavailable("tcp connect error");
         let one = cannot_reach(&["127.0.0.1:1".to_string()], &s);
-        assert_eq!(one, "cannot reach 127.0.0.1:1: tcp connect error — is a node running there? (--endpoints)");
+        assert_eq!(
+            one,
+            "cannot reach 127.0.0.1:1: tcp connect error — is a node running there? (--endpoints)"
+        );
         let two = cannot_reach(&["a:1".to_string(), "b:2".to_string()], &s);
         assert!(two.starts_with("cannot reach any of a:1, b:2: "), "{two}");
-        assert_eq!(Failure::from(io::Error::from(io::ErrorKind::BrokenPipe)), Failure::Closed);
+        assert_eq!(
+            Failure::from(io::Error::from(io::ErrorKind::BrokenPipe)),
+            Failure::Closed
+        );
     }
 }

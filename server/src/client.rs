@@ -39,7 +39,11 @@ impl Client {
             .iter()
             .map(|e| channel_to(e).map_err(|err| format!("endpoint {e}: {err}")))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Client { endpoints: endpoints.to_vec(), channels, next: AtomicUsize::new(0) })
+        Ok(Client {
+            endpoints: endpoints.to_vec(),
+            channels,
+            next: AtomicUsize::new(0),
+        })
     }
 
     /// The endpoints, in the order given.
@@ -73,16 +77,23 @@ impl Client {
     }
 
     fn kv(ch: Channel) -> KvClient<Channel> {
-        KvClient::new(ch).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE)
+        KvClient::new(ch)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
     }
 
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Status> {
-        let r = self.call(|ch| async move { Self::kv(ch).get(GetRequest { key: key.to_vec() }).await }).await?;
+        let r = self
+            .call(|ch| async move { Self::kv(ch).get(GetRequest { key: key.to_vec() }).await })
+            .await?;
         Ok(r.found.then_some(r.value))
     }
 
     pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), Status> {
-        let req = PutRequest { key: key.to_vec(), value: value.to_vec() };
+        let req = PutRequest {
+            key: key.to_vec(),
+            value: value.to_vec(),
+        };
         self.call(|ch| {
             let req = req.clone();
             async move { Self::kv(ch).put(req).await }
@@ -92,16 +103,31 @@ impl Client {
     }
 
     pub async fn delete(&self, key: &[u8]) -> Result<(), Status> {
-        self.call(|ch| async move { Self::kv(ch).delete(DeleteRequest { key: key.to_vec() }).await }).await.map(|_| ())
+        self.call(|ch| async move {
+            Self::kv(ch)
+                .delete(DeleteRequest { key: key.to_vec() })
+                .await
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Up to `limit` pairs of `[start, end)` (0: no count limit; then the whole span),
     /// following the server's pages.
-    pub async fn scan(&self, start: &[u8], end: &[u8], limit: u32) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Status> {
+    pub async fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Status> {
         let mut out = Vec::new();
         let mut from = start.to_vec();
         loop {
-            let want = if limit == 0 { 0 } else { limit - out.len() as u32 };
+            let want = if limit == 0 {
+                0
+            } else {
+                limit - out.len() as u32
+            };
             let (pairs, resume) = self.scan_page(&from, end, want, 0).await?;
             out.extend(pairs);
             match resume {
@@ -121,13 +147,21 @@ impl Client {
         limit: u32,
         max_bytes: u64,
     ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Option<Vec<u8>>), Status> {
-        let req = ScanRequest { start: start.to_vec(), end: end.to_vec(), limit, max_bytes };
+        let req = ScanRequest {
+            start: start.to_vec(),
+            end: end.to_vec(),
+            limit,
+            max_bytes,
+        };
         let r = self.call(|ch| {
             let req = req.clone();
             async move { Self::kv(ch).scan(req).await }
         });
         let r = r.await?;
-        Ok((r.pairs.into_iter().map(|p| (p.key, p.value)).collect(), r.resume_key))
+        Ok((
+            r.pairs.into_iter().map(|p| (p.key, p.value)).collect(),
+            r.resume_key,
+        ))
     }
 
     pub async fn compare_and_swap(
@@ -160,20 +194,30 @@ impl Client {
         .map(|_| ())
     }
 
-    pub async fn init(&self, initial_ranges: u32, replication_factor: u32) -> Result<InitResponse, Status> {
-        let req = InitRequest { initial_ranges, replication_factor };
-        self.call(|ch| async move { admin(ch).init(req).await }).await
+    pub async fn init(
+        &self,
+        initial_ranges: u32,
+        replication_factor: u32,
+    ) -> Result<InitResponse, Status> {
+        let req = InitRequest {
+            initial_ranges,
+            replication_factor,
+        };
+        self.call(|ch| async move { admin(ch).init(req).await })
+            .await
     }
 
     pub async fn status(&self) -> Result<StatusResponse, Status> {
-        self.call(|ch| async move { admin(ch).status(StatusRequest {}).await }).await
+        self.call(|ch| async move { admin(ch).status(StatusRequest {}).await })
+            .await
     }
 
     /// The members' view (`sizes`: measure the bytes each node holds, which reads every
     /// range the nodes lead).
     pub async fn nodes(&self, sizes: bool) -> Result<NodesResponse, Status> {
         let req = NodesRequest { skip_sizes: !sizes };
-        self.call(|ch| async move { admin(ch).nodes(req).await }).await
+        self.call(|ch| async move { admin(ch).nodes(req).await })
+            .await
     }
 
     /// Starts (`leave`) or undoes a decommission of `node_id`.
@@ -188,22 +232,37 @@ impl Client {
         .await
     }
 
-    pub async fn set_replication_factor(&self, replication_factor: u32) -> Result<NodesResponse, Status> {
+    pub async fn set_replication_factor(
+        &self,
+        replication_factor: u32,
+    ) -> Result<NodesResponse, Status> {
         let req = SetReplicationFactorRequest { replication_factor };
-        self.call(|ch| async move { admin(ch).set_replication_factor(req).await }).await
+        self.call(|ch| async move { admin(ch).set_replication_factor(req).await })
+            .await
     }
 
     pub async fn ranges(&self) -> Result<RangesResponse, Status> {
-        self.call(|ch| async move { admin(ch).ranges(RangesRequest {}).await }).await
+        self.call(|ch| async move { admin(ch).ranges(RangesRequest {}).await })
+            .await
     }
 
     pub async fn split(&self, key: &[u8]) -> Result<SplitResponse, Status> {
-        self.call(|ch| async move { admin(ch).split(SplitRequest { key: key.to_vec() }).await }).await
+        self.call(|ch| async move { admin(ch).split(SplitRequest { key: key.to_vec() }).await })
+            .await
     }
 
     /// Changes range `range_id`'s replicas (see the `ChangeReplicas` RPC).
-    pub async fn change_replicas(&self, range_id: u64, add: &[u64], remove: &[u64]) -> Result<ChangeReplicasResponse, Status> {
-        let req = ChangeReplicasRequest { range_id, add: add.to_vec(), remove: remove.to_vec() };
+    pub async fn change_replicas(
+        &self,
+        range_id: u64,
+        add: &[u64],
+        remove: &[u64],
+    ) -> Result<ChangeReplicasResponse, Status> {
+        let req = ChangeReplicasRequest {
+            range_id,
+            add: add.to_vec(),
+            remove: remove.to_vec(),
+        };
         self.call(|ch| {
             let req = req.clone();
             async move { admin(ch).change_replicas(req).await }

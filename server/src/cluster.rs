@@ -35,7 +35,9 @@ use prost::Message as _;
 use tonic::{Code, Status};
 
 use crate::errors::{invalid, router_status, status, ServerError};
-use crate::proto::{BootstrapRequest, ClusterSettings, JoinRequest, NodeAddress, NodeMembership, NodeRecord};
+use crate::proto::{
+    BootstrapRequest, ClusterSettings, JoinRequest, NodeAddress, NodeMembership, NodeRecord,
+};
 use crate::server::{Running, State};
 
 /// The first byte of a node record's key.
@@ -63,7 +65,11 @@ pub fn initial_records(identity: &BootstrapRequest) -> Vec<(Vec<u8>, Vec<u8>)> {
         .nodes
         .iter()
         .map(|n| {
-            let r = NodeRecord { node_id: n.node_id, address: n.address.clone(), ..Default::default() };
+            let r = NodeRecord {
+                node_id: n.node_id,
+                address: n.address.clone(),
+                ..Default::default()
+            };
             (node_key(n.node_id), r.encode_to_vec())
         })
         .collect()
@@ -86,13 +92,24 @@ impl ClusterView {
 }
 
 /// Every pair of stored keys in `[start, end)` of the meta range, paged.
-pub async fn scan_meta(running: &Running, start: Vec<u8>, end: Vec<u8>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, flotilla_router::Error> {
+pub async fn scan_meta(
+    running: &Running,
+    start: Vec<u8>,
+    end: Vec<u8>,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, flotilla_router::Error> {
     let mut out = Vec::new();
     let mut from = start;
     loop {
-        let scan = Command::Scan { start: from.clone(), end: end.clone(), limit: 1000, max_bytes: 0 };
+        let scan = Command::Scan {
+            start: from.clone(),
+            end: end.clone(),
+            limit: 1000,
+            max_bytes: 0,
+        };
         let (_, resp) = running.db.router().execute(&from, scan).await?;
-        let Response::Pairs { pairs, more } = resp else { return Ok(out) };
+        let Response::Pairs { pairs, more } = resp else {
+            return Ok(out);
+        };
         let last = pairs.last().map(|(k, _)| k.clone());
         out.extend(pairs);
         match (more, last) {
@@ -119,14 +136,25 @@ pub async fn read_nodes(running: &Running) -> Result<Vec<NodeRecord>, flotilla_r
 }
 
 /// The replication factor in force: the settings record's, else the identity's.
-pub async fn read_replication_factor(running: &Running, identity_factor: u32) -> Result<u32, flotilla_router::Error> {
-    let get = Command::Get { key: SETTINGS_KEY.to_vec() };
+pub async fn read_replication_factor(
+    running: &Running,
+    identity_factor: u32,
+) -> Result<u32, flotilla_router::Error> {
+    let get = Command::Get {
+        key: SETTINGS_KEY.to_vec(),
+    };
     let (_, resp) = running.db.router().execute(SETTINGS_KEY, get).await?;
     let stored = match resp {
-        Response::Value(Some(v)) => ClusterSettings::decode(v.as_slice()).map(|s| s.replication_factor).unwrap_or(0),
+        Response::Value(Some(v)) => ClusterSettings::decode(v.as_slice())
+            .map(|s| s.replication_factor)
+            .unwrap_or(0),
         _ => 0,
     };
-    Ok(if stored > 0 { stored } else { identity_factor_or_default(identity_factor) })
+    Ok(if stored > 0 {
+        stored
+    } else {
+        identity_factor_or_default(identity_factor)
+    })
 }
 
 /// The identity's factor (0 in identities written before factors existed: 3).
@@ -140,19 +168,39 @@ pub fn identity_factor_or_default(factor: u32) -> u32 {
 
 /// Writes `new` where the record read was `old` (`None`: absent). False when another
 /// writer changed it first.
-pub async fn swap_record(running: &Running, old: Option<&NodeRecord>, new: &NodeRecord) -> Result<bool, flotilla_router::Error> {
+pub async fn swap_record(
+    running: &Running,
+    old: Option<&NodeRecord>,
+    new: &NodeRecord,
+) -> Result<bool, flotilla_router::Error> {
     let cas = Command::CompareAndSwap {
         key: node_key(new.node_id),
         expected: old.map(|o| o.encode_to_vec()),
         new: Some(new.encode_to_vec()),
     };
-    let (_, resp) = running.db.router().execute(&node_key(new.node_id), cas).await?;
-    Ok(matches!(resp, Response::Swapped { succeeded: true, .. }))
+    let (_, resp) = running
+        .db
+        .router()
+        .execute(&node_key(new.node_id), cas)
+        .await?;
+    Ok(matches!(
+        resp,
+        Response::Swapped {
+            succeeded: true,
+            ..
+        }
+    ))
 }
 
 /// Writes the settings record.
-pub async fn write_settings(running: &Running, settings: &ClusterSettings) -> Result<(), flotilla_router::Error> {
-    let put = Command::Put { key: SETTINGS_KEY.to_vec(), value: settings.encode_to_vec() };
+pub async fn write_settings(
+    running: &Running,
+    settings: &ClusterSettings,
+) -> Result<(), flotilla_router::Error> {
+    let put = Command::Put {
+        key: SETTINGS_KEY.to_vec(),
+        value: settings.encode_to_vec(),
+    };
     running.db.router().execute(SETTINGS_KEY, put).await?;
     Ok(())
 }
@@ -172,12 +220,18 @@ impl State {
         let silent = if record.node_id == self.cfg.node_id {
             Duration::ZERO
         } else {
-            let since = self.peers.last_contact(record.node_id).unwrap_or(self.started).max(self.started);
+            let since = self
+                .peers
+                .last_contact(record.node_id)
+                .unwrap_or(self.started)
+                .max(self.started);
             now.saturating_duration_since(since)
         };
         match silent {
             s if s >= self.cfg.dead_node_timeout => Liveness::Dead,
-            _ if record.membership() == NodeMembership::Decommissioning => Liveness::Decommissioning,
+            _ if record.membership() == NodeMembership::Decommissioning => {
+                Liveness::Decommissioning
+            }
             s if s >= SUSPECT_AFTER => Liveness::Suspect,
             _ => Liveness::Live,
         }
@@ -195,7 +249,11 @@ impl State {
 
 /// One refresh: reads the records and settings, admits new members, keeps this node's
 /// own record current, and drains or undrains this node by its membership.
-pub async fn refresh(state: &State, running: &Running, identity_factor: u32) -> Result<(), flotilla_router::Error> {
+pub async fn refresh(
+    state: &State,
+    running: &Running,
+    identity_factor: u32,
+) -> Result<(), flotilla_router::Error> {
     let nodes = read_nodes(running).await?;
     let replication_factor = read_replication_factor(running, identity_factor).await?;
     for n in &nodes {
@@ -209,11 +267,24 @@ pub async fn refresh(state: &State, running: &Running, identity_factor: u32) -> 
         tracing::debug!("own node record changed meanwhile; rewritten next round");
     }
     let leaving = mine.is_some_and(|r| r.membership() != NodeMembership::Active);
-    if state.draining_for_decommission.swap(leaving, std::sync::atomic::Ordering::SeqCst) != leaving {
-        tracing::info!(node = me, leaving, "decommission state changed: {}", if leaving { "draining" } else { "leading again" });
+    if state
+        .draining_for_decommission
+        .swap(leaving, std::sync::atomic::Ordering::SeqCst)
+        != leaving
+    {
+        tracing::info!(
+            node = me,
+            leaving,
+            "decommission state changed: {}",
+            if leaving { "draining" } else { "leading again" }
+        );
         running.store.set_draining(leaving);
     }
-    *state.cluster.write() = ClusterView { nodes, replication_factor, loaded: true };
+    *state.cluster.write() = ClusterView {
+        nodes,
+        replication_factor,
+        loaded: true,
+    };
     Ok(())
 }
 
@@ -224,7 +295,10 @@ pub async fn admit(state: &State, req: JoinRequest) -> Result<BootstrapRequest, 
         .stored_identity()
         .map_err(|e| status(Code::Internal, "storage", e.to_string()))?
         .ok_or_else(|| crate::errors::not_initialized(state.cfg.node_id))?;
-    if req.node_id == 0 || req.node_id > flotilla_raftstore::MAX_NODE_ID || req.address.trim().is_empty() {
+    if req.node_id == 0
+        || req.node_id > flotilla_raftstore::MAX_NODE_ID
+        || req.address.trim().is_empty()
+    {
         return Err(invalid(format!(
             "a joining node needs an id in 1..={} and an address (got id {}, address {:?}); start it with --node-id and --advertise",
             flotilla_raftstore::MAX_NODE_ID,
@@ -251,7 +325,9 @@ pub async fn admit(state: &State, req: JoinRequest) -> Result<BootstrapRequest, 
     let nodes = read_nodes(&running).await.map_err(router_status)?;
     let existing = nodes.iter().find(|n| n.node_id == req.node_id);
     if let Some(old) = existing {
-        let listed = crate::replicate::ranges_listing(&running, req.node_id).await.map_err(router_status)?;
+        let listed = crate::replicate::ranges_listing(&running, req.node_id)
+            .await
+            .map_err(router_status)?;
         if old.address != req.address || listed > 0 || old.membership() != NodeMembership::Active {
             return Err(status(
                 Code::AlreadyExists,
@@ -270,19 +346,42 @@ pub async fn admit(state: &State, req: JoinRequest) -> Result<BootstrapRequest, 
         zone: req.zone.clone(),
         membership: NodeMembership::Active as i32,
     };
-    if existing != Some(&record) && !swap_record(&running, existing, &record).await.map_err(router_status)? {
-        return Err(status(Code::Aborted, "retry", format!("node {}'s record changed meanwhile; join again", req.node_id)));
+    if existing != Some(&record)
+        && !swap_record(&running, existing, &record)
+            .await
+            .map_err(router_status)?
+    {
+        return Err(status(
+            Code::Aborted,
+            "retry",
+            format!(
+                "node {}'s record changed meanwhile; join again",
+                req.node_id
+            ),
+        ));
     }
     state.peers.admit(req.node_id);
     state.peers.learn(req.node_id, &req.address);
     tracing::info!(node = req.node_id, address = %req.address, "admitted a node into the cluster");
-    let mut members: Vec<NodeAddress> =
-        nodes.iter().map(|n| NodeAddress { node_id: n.node_id, address: n.address.clone() }).collect();
+    let mut members: Vec<NodeAddress> = nodes
+        .iter()
+        .map(|n| NodeAddress {
+            node_id: n.node_id,
+            address: n.address.clone(),
+        })
+        .collect();
     if !members.iter().any(|n| n.node_id == req.node_id) {
-        members.push(NodeAddress { node_id: req.node_id, address: req.address });
+        members.push(NodeAddress {
+            node_id: req.node_id,
+            address: req.address,
+        });
     }
     members.sort_by_key(|n| n.node_id);
-    Ok(BootstrapRequest { nodes: members, joined: true, ..identity })
+    Ok(BootstrapRequest {
+        nodes: members,
+        joined: true,
+        ..identity
+    })
 }
 
 /// On a node with no identity: asks the member at `address` to admit it, then records
@@ -302,12 +401,24 @@ pub async fn join_via(state: &std::sync::Arc<State>, address: &str) -> Result<bo
     let mut call = tonic::Request::new(req);
     call.set_timeout(Duration::from_secs(10));
     state.peers.stamp(&mut call);
-    let identity = match crate::proto::internal_client::InternalClient::new(channel).join(call).await {
+    let identity = match crate::proto::internal_client::InternalClient::new(channel)
+        .join(call)
+        .await
+    {
         Ok(resp) => resp.into_inner(),
         // An `init`'s bootstrap may have made this node a member meanwhile.
         Err(_) if state.peers.cluster_id().is_some() => return Ok(true),
-        Err(s) if matches!(s.code(), Code::AlreadyExists | Code::InvalidArgument | Code::FailedPrecondition) => {
-            return Err(ServerError::NotAMember(format!("the node at {address} refused to admit node {}: {}", state.cfg.node_id, s.message())));
+        Err(s)
+            if matches!(
+                s.code(),
+                Code::AlreadyExists | Code::InvalidArgument | Code::FailedPrecondition
+            ) =>
+        {
+            return Err(ServerError::NotAMember(format!(
+                "the node at {address} refused to admit node {}: {}",
+                state.cfg.node_id,
+                s.message()
+            )));
         }
         Err(s) => {
             tracing::warn!(address, error = %s.message(), "join failed; trying again");
@@ -327,12 +438,23 @@ pub async fn join_via(state: &std::sync::Arc<State>, address: &str) -> Result<bo
 /// recommission of a node already emptied.
 pub async fn set_membership(state: &State, node: u64, to: NodeMembership) -> Result<(), Status> {
     let running = state.serving()?;
-    let identity_factor = state.stored_identity().ok().flatten().map(|i| i.replication_factor).unwrap_or(0);
+    let identity_factor = state
+        .stored_identity()
+        .ok()
+        .flatten()
+        .map(|i| i.replication_factor)
+        .unwrap_or(0);
     let nodes = read_nodes(&running).await.map_err(router_status)?;
-    let factor = read_replication_factor(&running, identity_factor).await.map_err(router_status)?;
+    let factor = read_replication_factor(&running, identity_factor)
+        .await
+        .map_err(router_status)?;
     let Some(old) = nodes.iter().find(|n| n.node_id == node) else {
         let ids: Vec<u64> = nodes.iter().map(|n| n.node_id).collect();
-        return Err(status(Code::NotFound, "unknown_node", format!("node {node} is not a member of this cluster (members: {ids:?})")));
+        return Err(status(
+            Code::NotFound,
+            "unknown_node",
+            format!("node {node} is not a member of this cluster (members: {ids:?})"),
+        ));
     };
     let from = old.membership();
     if from == to {
@@ -340,7 +462,10 @@ pub async fn set_membership(state: &State, node: u64, to: NodeMembership) -> Res
     }
     match to {
         NodeMembership::Decommissioning => {
-            let active = nodes.iter().filter(|n| n.membership() == NodeMembership::Active && n.node_id != node).count();
+            let active = nodes
+                .iter()
+                .filter(|n| n.membership() == NodeMembership::Active && n.node_id != node)
+                .count();
             if from == NodeMembership::Decommissioned {
                 return Ok(());
             }
@@ -364,9 +489,19 @@ pub async fn set_membership(state: &State, node: u64, to: NodeMembership) -> Res
         }
         _ => {}
     }
-    let new = NodeRecord { membership: to as i32, ..old.clone() };
-    if !swap_record(&running, Some(old), &new).await.map_err(router_status)? {
-        return Err(status(Code::Aborted, "retry", format!("node {node}'s record changed meanwhile; try again")));
+    let new = NodeRecord {
+        membership: to as i32,
+        ..old.clone()
+    };
+    if !swap_record(&running, Some(old), &new)
+        .await
+        .map_err(router_status)?
+    {
+        return Err(status(
+            Code::Aborted,
+            "retry",
+            format!("node {node}'s record changed meanwhile; try again"),
+        ));
     }
     tracing::info!(node, from = ?from, to = ?to, "node membership changed");
     Ok(())
@@ -377,7 +512,14 @@ pub async fn set_membership(state: &State, node: u64, to: NodeMembership) -> Res
 pub async fn set_replication_factor(state: &State, factor: u32) -> Result<(), Status> {
     let running = state.serving()?;
     crate::config::check_replication_factor(factor).map_err(invalid)?;
-    write_settings(&running, &ClusterSettings { replication_factor: factor }).await.map_err(router_status)?;
+    write_settings(
+        &running,
+        &ClusterSettings {
+            replication_factor: factor,
+        },
+    )
+    .await
+    .map_err(router_status)?;
     tracing::info!(factor, "replication factor changed");
     Ok(())
 }

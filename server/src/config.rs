@@ -180,19 +180,32 @@ impl StartArgs {
     pub fn resolve(self) -> Result<ServerConfig, ServerError> {
         let file = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ServerError::ConfigFile { path: path.clone(), source })?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ServerError::ConfigFile {
+                        path: path.clone(),
+                        source,
+                    })?;
                 toml::from_str::<FileConfig>(&text)
                     .map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?
             }
             None => FileConfig::default(),
         };
-        let listen_s = self.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen_s = self
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.into());
         let listen = parse_addr("listen", &listen_s)?;
-        let http_s = self.http_listen.or(file.http_listen).unwrap_or_else(|| DEFAULT_HTTP_LISTEN.into());
+        let http_s = self
+            .http_listen
+            .or(file.http_listen)
+            .unwrap_or_else(|| DEFAULT_HTTP_LISTEN.into());
         let http_listen = parse_addr("http-listen", &http_s)?;
         let advertise = self.advertise.or(file.advertise).unwrap_or(listen_s);
-        let join = if self.join.is_empty() { file.join.unwrap_or_default() } else { self.join };
+        let join = if self.join.is_empty() {
+            file.join.unwrap_or_default()
+        } else {
+            self.join
+        };
         let mut pinned = HashMap::new();
         for (id, addr) in file.peers.unwrap_or_default() {
             pinned.insert(parse_node_id(&id)?, addr);
@@ -226,7 +239,9 @@ impl StartArgs {
             store.snapshot_rate = n;
         }
         if let Some(rate) = self.clock_rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
-            return Err(ServerError::Config(format!("--clock-rate {rate}: expected a positive number")));
+            return Err(ServerError::Config(format!(
+                "--clock-rate {rate}: expected a positive number"
+            )));
         }
         let configured_id = self.node_id.or(file.node_id);
         let node_id = configured_id.unwrap_or(1);
@@ -246,13 +261,23 @@ impl StartArgs {
             None => DEFAULT_DEAD_NODE_TIMEOUT,
             Some(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s),
             Some(s) => {
-                return Err(ServerError::Config(format!("--dead-node-timeout {s}: expected a positive number of seconds")))
+                return Err(ServerError::Config(format!(
+                    "--dead-node-timeout {s}: expected a positive number of seconds"
+                )))
             }
         };
-        let replication_factor = self.replication_factor.or(file.replication_factor).unwrap_or(DEFAULT_REPLICATION_FACTOR);
+        let replication_factor = self
+            .replication_factor
+            .or(file.replication_factor)
+            .unwrap_or(DEFAULT_REPLICATION_FACTOR);
         check_replication_factor(replication_factor).map_err(ServerError::Config)?;
-        let initial_ranges = self.initial_ranges.or(file.initial_ranges).unwrap_or(1).max(1);
-        flotilla_raftstore::keyspace::check_initial_ranges(u64::from(initial_ranges)).map_err(ServerError::Config)?;
+        let initial_ranges = self
+            .initial_ranges
+            .or(file.initial_ranges)
+            .unwrap_or(1)
+            .max(1);
+        flotilla_raftstore::keyspace::check_initial_ranges(u64::from(initial_ranges))
+            .map_err(ServerError::Config)?;
         Ok(ServerConfig {
             zone,
             dead_node_timeout,
@@ -264,7 +289,10 @@ impl StartArgs {
             advertise,
             http_listen,
             join,
-            data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             pinned,
             initial_ranges,
             store,
@@ -277,14 +305,20 @@ impl StartArgs {
 /// The `zone` of a `--locality` list (`zone=a,rack=3`); other keys are accepted and
 /// ignored for now.
 fn parse_locality(s: Option<&str>) -> Result<Option<String>, ServerError> {
-    let Some(s) = s.filter(|s| !s.trim().is_empty()) else { return Ok(None) };
+    let Some(s) = s.filter(|s| !s.trim().is_empty()) else {
+        return Ok(None);
+    };
     let mut zone = None;
     for pair in s.split(',') {
         let (k, v) = pair.split_once('=').ok_or_else(|| {
-            ServerError::Config(format!("--locality {s}: {pair:?} is not KEY=VALUE (for example zone=a)"))
+            ServerError::Config(format!(
+                "--locality {s}: {pair:?} is not KEY=VALUE (for example zone=a)"
+            ))
         })?;
         if k.trim().is_empty() || v.trim().is_empty() {
-            return Err(ServerError::Config(format!("--locality {s}: empty key or value in {pair:?}")));
+            return Err(ServerError::Config(format!(
+                "--locality {s}: empty key or value in {pair:?}"
+            )));
         }
         if k.trim() == "zone" {
             zone = Some(v.trim().to_string());
@@ -307,11 +341,14 @@ pub fn check_replication_factor(factor: u32) -> Result<(), String> {
 pub const MAX_REPLICATION_FACTOR: u32 = 7;
 
 fn parse_addr(what: &str, s: &str) -> Result<SocketAddr, ServerError> {
-    s.parse().map_err(|e| ServerError::Config(format!("--{what} {s}: {e} (expected IP:PORT)")))
+    s.parse()
+        .map_err(|e| ServerError::Config(format!("--{what} {s}: {e} (expected IP:PORT)")))
 }
 
 fn parse_node_id(s: &str) -> Result<u64, ServerError> {
-    s.trim().parse().map_err(|_| ServerError::Config(format!("node id {s:?} is not a number")))
+    s.trim()
+        .parse()
+        .map_err(|_| ServerError::Config(format!("node id {s:?} is not a number")))
 }
 
 #[cfg(test)]
@@ -327,17 +364,34 @@ mod tests {
             "node-id = 2\nlisten = \"127.0.0.1:7000\"\njoin = [\"a:1\", \"b:2\"]\nsplit-size = 1024\nlog-gc-max-lag = 500\n[peers]\n3 = \"c:3\"\n",
         )
         .unwrap();
-        let args = StartArgs { config: Some(path), node_id: Some(5), log_gc_threshold: Some(64), ..Default::default() };
+        let args = StartArgs {
+            config: Some(path),
+            node_id: Some(5),
+            log_gc_threshold: Some(64),
+            ..Default::default()
+        };
         let cfg = args.resolve().unwrap();
         assert_eq!((cfg.node_id, cfg.node_id_configured), (5, true));
-        let unnamed = StartArgs { join: vec!["a:1".into()], ..Default::default() }.resolve().unwrap();
-        assert_eq!((unnamed.node_id, unnamed.node_id_configured), (1, false), "no id given: resolved at start");
+        let unnamed = StartArgs {
+            join: vec!["a:1".into()],
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            (unnamed.node_id, unnamed.node_id_configured),
+            (1, false),
+            "no id given: resolved at start"
+        );
         assert_eq!(cfg.listen.to_string(), "127.0.0.1:7000");
         assert_eq!(cfg.advertise, "127.0.0.1:7000");
         assert_eq!(cfg.join, vec!["a:1".to_string(), "b:2".to_string()]);
         assert_eq!(cfg.pinned.get(&3).map(String::as_str), Some("c:3"));
         assert_eq!(cfg.store.split_size, 1024);
-        assert_eq!((cfg.store.log_gc_threshold, cfg.store.log_gc_max_lag), (64, 500));
+        assert_eq!(
+            (cfg.store.log_gc_threshold, cfg.store.log_gc_max_lag),
+            (64, 500)
+        );
         assert_eq!(cfg.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
     }
 
@@ -346,25 +400,64 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.toml");
         std::fs::write(&path, "nodeid = 2\n").unwrap();
-        let err = StartArgs { config: Some(path), ..Default::default() }.resolve().unwrap_err();
+        let err = StartArgs {
+            config: Some(path),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
         assert!(err.to_string().contains("nodeid"), "{err}");
     }
 
     #[test]
     fn locality_factor_and_dead_timeout_are_checked() {
-        assert_eq!(parse_locality(Some("zone=a,rack=3")).unwrap(), Some("a".to_string()));
+        assert_eq!(
+            parse_locality(Some("zone=a,rack=3")).unwrap(),
+            Some("a".to_string())
+        );
         assert_eq!(parse_locality(Some("rack=3")).unwrap(), None);
         assert_eq!(parse_locality(None).unwrap(), None);
         let e = parse_locality(Some("zone")).unwrap_err().to_string();
         assert!(e.contains("\"zone\" is not KEY=VALUE"), "{e}");
-        assert!(parse_locality(Some("zone=")).unwrap_err().to_string().contains("empty key or value"));
-        assert!(check_replication_factor(0).unwrap_err().contains("replication factor 0 is out of range"));
+        assert!(parse_locality(Some("zone="))
+            .unwrap_err()
+            .to_string()
+            .contains("empty key or value"));
+        assert!(check_replication_factor(0)
+            .unwrap_err()
+            .contains("replication factor 0 is out of range"));
         assert!(check_replication_factor(3).is_ok() && check_replication_factor(8).is_err());
-        let args = StartArgs { dead_node_timeout: Some(-1.0), ..Default::default() };
-        assert!(args.resolve().unwrap_err().to_string().contains("--dead-node-timeout -1"));
-        let args = StartArgs { replication_factor: Some(9), ..Default::default() };
-        assert!(args.resolve().unwrap_err().to_string().contains("replication factor 9"));
-        let cfg = StartArgs { locality: Some("zone=b".into()), ..Default::default() }.resolve().unwrap();
-        assert_eq!((cfg.zone.as_deref(), cfg.dead_node_timeout, cfg.replication_factor), (Some("b"), DEFAULT_DEAD_NODE_TIMEOUT, 3));
+        let args = StartArgs {
+            dead_node_timeout: Some(-1.0),
+            ..Default::default()
+        };
+        assert!(args
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("--dead-node-timeout -1"));
+        let args = StartArgs {
+            replication_factor: Some(9),
+            ..Default::default()
+        };
+        assert!(args
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("replication factor 9"));
+        let cfg = StartArgs {
+            locality: Some("zone=b".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            (
+                cfg.zone.as_deref(),
+                cfg.dead_node_timeout,
+                cfg.replication_factor
+            ),
+            (Some("b"), DEFAULT_DEAD_NODE_TIMEOUT, 3)
+        );
     }
 }

@@ -16,7 +16,8 @@ use crate::server::{State, DISCOVERY_INTERVAL};
 
 /// Says hello to the node at `address` on behalf of `state`'s node.
 pub async fn hello(state: &State, address: &str) -> Result<HelloResponse, Status> {
-    let channel = channel_to(address).map_err(|e| Status::invalid_argument(format!("address {address}: {e}")))?;
+    let channel = channel_to(address)
+        .map_err(|e| Status::invalid_argument(format!("address {address}: {e}")))?;
     let mut req = tonic::Request::new(HelloRequest {
         node_id: state.cfg.node_id,
         address: state.cfg.advertise.clone(),
@@ -35,7 +36,9 @@ pub async fn run(state: Arc<State>) -> Result<(), ServerError> {
     loop {
         discover_once(&state).await?;
         if let (Some(running), Ok(Some(identity))) = (state.running(), state.stored_identity()) {
-            if let Err(e) = crate::cluster::refresh(&state, &running, identity.replication_factor).await {
+            if let Err(e) =
+                crate::cluster::refresh(&state, &running, identity.replication_factor).await
+            {
                 tracing::debug!(error = %e, "could not read the node records; next round");
             }
         }
@@ -46,8 +49,14 @@ pub async fn run(state: Arc<State>) -> Result<(), ServerError> {
 /// One round: hello to every `--join` address and every known node. A node with no
 /// identity whose `--join` node belongs to a running cluster joins it.
 pub async fn discover_once(state: &Arc<State>) -> Result<(), ServerError> {
-    let mut targets: Vec<(Option<u64>, String)> = state.cfg.join.iter().map(|a| (None, a.clone())).collect();
-    for n in state.peers.known().into_iter().filter(|n| n.node_id != state.cfg.node_id) {
+    let mut targets: Vec<(Option<u64>, String)> =
+        state.cfg.join.iter().map(|a| (None, a.clone())).collect();
+    for n in state
+        .peers
+        .known()
+        .into_iter()
+        .filter(|n| n.node_id != state.cfg.node_id)
+    {
         if let Some(addr) = state.peers.address(n.node_id) {
             targets.push((Some(n.node_id), addr));
         }
@@ -64,14 +73,20 @@ pub async fn discover_once(state: &Arc<State>) -> Result<(), ServerError> {
             }
         };
         crate::identity::check_blank_node(state, &address, &resp)?;
-        if state.peers.cluster_id().is_none() && !resp.cluster_id.is_empty() && resp.node_id != state.cfg.node_id {
+        if state.peers.cluster_id().is_none()
+            && !resp.cluster_id.is_empty()
+            && resp.node_id != state.cfg.node_id
+        {
             if crate::cluster::join_via(state, &address).await? {
                 return Ok(());
             }
             continue;
         }
         if resp.node_id == state.cfg.node_id || expected.is_some_and(|e| e != resp.node_id) {
-            if expected.is_none() && resp.node_id == state.cfg.node_id && address != state.cfg.advertise {
+            if expected.is_none()
+                && resp.node_id == state.cfg.node_id
+                && address != state.cfg.advertise
+            {
                 tracing::warn!(address, "a --join address answers with this node's own id");
             }
             continue;

@@ -20,7 +20,9 @@ pub const BALLAST_FILE: &str = "ballast";
 
 /// The default ballast: 1% of the data directory's filesystem, at most 1 GiB.
 pub fn default_ballast_size(dir: &Path) -> u64 {
-    space(dir).map(|s| (s.total / 100).min(1 << 30)).unwrap_or(0)
+    space(dir)
+        .map(|s| (s.total / 100).min(1 << 30))
+        .unwrap_or(0)
 }
 
 /// A filesystem's size and free space, in bytes.
@@ -41,7 +43,10 @@ pub fn space(dir: &Path) -> Option<Space> {
         return None;
     }
     let block = st.f_frsize as u64;
-    Some(Space { total: st.f_blocks as u64 * block, available: st.f_bavail as u64 * block })
+    Some(Space {
+        total: st.f_blocks as u64 * block,
+        available: st.f_bavail as u64 * block,
+    })
 }
 
 /// What [`ensure_ballast`] found or did.
@@ -58,7 +63,9 @@ pub enum Ballast {
 pub fn ensure_ballast(dir: &Path, size: u64) -> Result<Ballast, ServerError> {
     let path = dir.join(BALLAST_FILE);
     if size == 0 {
-        return Ok(Ballast::Absent { reason: "disabled (--ballast-size 0)".into() });
+        return Ok(Ballast::Absent {
+            reason: "disabled (--ballast-size 0)".into(),
+        });
     }
     if let Ok(meta) = std::fs::metadata(&path) {
         return Ok(Ballast::Present(meta.len()));
@@ -68,7 +75,10 @@ pub fn ensure_ballast(dir: &Path, size: u64) -> Result<Ballast, ServerError> {
         let reason = format!("only {available} bytes free, less than twice the ballast's {size}");
         return Ok(Ballast::Absent { reason });
     }
-    allocate(&path, size).map_err(|source| ServerError::DataDir { path: path.clone(), source })?;
+    allocate(&path, size).map_err(|source| ServerError::DataDir {
+        path: path.clone(),
+        source,
+    })?;
     Ok(Ballast::Present(size))
 }
 
@@ -79,7 +89,8 @@ fn allocate(path: &Path, size: u64) -> std::io::Result<()> {
     use std::os::unix::io::AsRawFd;
     let tmp: PathBuf = path.with_extension("tmp");
     let file = File::create(&tmp)?;
-    let len = libc::off_t::try_from(size).map_err(|_| std::io::Error::other("ballast size too large"))?;
+    let len =
+        libc::off_t::try_from(size).map_err(|_| std::io::Error::other("ballast size too large"))?;
     // SAFETY: a valid open file descriptor and a non-negative range.
     let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
     if rc != 0 {
@@ -98,14 +109,27 @@ mod tests {
     #[test]
     fn a_ballast_is_created_once_and_reported() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(ensure_ballast(dir.path(), 3 << 20).unwrap(), Ballast::Present(3 << 20));
+        assert_eq!(
+            ensure_ballast(dir.path(), 3 << 20).unwrap(),
+            Ballast::Present(3 << 20)
+        );
         let on_disk = std::fs::metadata(dir.path().join(BALLAST_FILE)).unwrap();
         assert_eq!(on_disk.len(), 3 << 20);
         // Really allocated: a sparse file would occupy (almost) no blocks.
         use std::os::unix::fs::MetadataExt;
-        assert!(on_disk.blocks() * 512 >= 3 << 20, "{} blocks", on_disk.blocks());
-        assert_eq!(ensure_ballast(dir.path(), 5 << 20).unwrap(), Ballast::Present(3 << 20));
-        assert!(matches!(ensure_ballast(dir.path(), 0).unwrap(), Ballast::Absent { .. }));
+        assert!(
+            on_disk.blocks() * 512 >= 3 << 20,
+            "{} blocks",
+            on_disk.blocks()
+        );
+        assert_eq!(
+            ensure_ballast(dir.path(), 5 << 20).unwrap(),
+            Ballast::Present(3 << 20)
+        );
+        assert!(matches!(
+            ensure_ballast(dir.path(), 0).unwrap(),
+            Ballast::Absent { .. }
+        ));
     }
 
     #[test]

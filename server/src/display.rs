@@ -8,7 +8,6 @@
 //! Range bounds are shown in user terms: stored keys without the user prefix, the open
 //! ends as `-inf` / `+inf`, and the meta span as such.
 
-
 /// How byte strings are written on the command line and in the output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encoding {
@@ -92,12 +91,21 @@ pub fn parse_hex(what: &str, text: &str) -> Result<Vec<u8>, String> {
     let b = text.as_bytes();
     if let Some(i) = b.iter().position(|&c| hex_digit(c).is_none()) {
         let c = text[i..].chars().next().unwrap_or_default();
-        return Err(format!("bad --hex {what} {}: {c:?} at byte {i} is not a hex digit", quote(text)));
+        return Err(format!(
+            "bad --hex {what} {}: {c:?} at byte {i} is not a hex digit",
+            quote(text)
+        ));
     }
     if b.len() % 2 == 1 {
-        return Err(format!("bad --hex {what} {}: an odd number of hex digits ({})", quote(text), b.len()));
+        return Err(format!(
+            "bad --hex {what} {}: an odd number of hex digits ({})",
+            quote(text),
+            b.len()
+        ));
     }
-    Ok(b.chunks(2).map(|d| (hex_digit(d[0]).unwrap_or(0) << 4) | hex_digit(d[1]).unwrap_or(0)).collect())
+    Ok(b.chunks(2)
+        .map(|d| (hex_digit(d[0]).unwrap_or(0) << 4) | hex_digit(d[1]).unwrap_or(0))
+        .collect())
 }
 
 /// `text` in double quotes for an error message, as typed: only control characters are
@@ -158,29 +166,65 @@ mod tests {
         for enc in [Encoding::Escaped, Encoding::Hex] {
             for b in 0..=255u8 {
                 let shown = enc.show(&[b]);
-                assert_eq!(enc.parse("KEY", &shown), Ok(vec![b]), "{enc:?} byte {b:#04x} shown as {shown}");
+                assert_eq!(
+                    enc.parse("KEY", &shown),
+                    Ok(vec![b]),
+                    "{enc:?} byte {b:#04x} shown as {shown}"
+                );
             }
-            assert_eq!(enc.parse("KEY", &enc.show(&all)), Ok(all.clone()), "{enc:?} all bytes at once");
+            assert_eq!(
+                enc.parse("KEY", &enc.show(&all)),
+                Ok(all.clone()),
+                "{enc:?} all bytes at once"
+            );
         }
         let escaped = bytes(&all);
-        assert!(escaped.bytes().all(|c| (0x20..0x7f).contains(&c)), "escaped text is printable: {escaped}");
+        assert!(
+            escaped.bytes().all(|c| (0x20..0x7f).contains(&c)),
+            "escaped text is printable: {escaped}"
+        );
         assert!(!escaped.contains('\t') && !escaped.contains('\n'));
-        assert_eq!(bytes(&parse_escaped("KEY", &escaped).unwrap()), escaped, "the printed form is canonical");
+        assert_eq!(
+            bytes(&parse_escaped("KEY", &escaped).unwrap()),
+            escaped,
+            "the printed form is canonical"
+        );
     }
 
     #[test]
     fn escaped_text_reads_leniently_and_rejects_bad_escapes() {
-        assert_eq!(parse_escaped("KEY", "a\\x0A\\xffb"), Ok(b"a\n\xffb".to_vec()), "either case");
-        assert_eq!(parse_escaped("KEY", "é\t"), Ok("é\t".as_bytes().to_vec()), "other characters as UTF-8");
+        assert_eq!(
+            parse_escaped("KEY", "a\\x0A\\xffb"),
+            Ok(b"a\n\xffb".to_vec()),
+            "either case"
+        );
+        assert_eq!(
+            parse_escaped("KEY", "é\t"),
+            Ok("é\t".as_bytes().to_vec()),
+            "other characters as UTF-8"
+        );
         assert_eq!(parse_escaped("KEY", ""), Ok(Vec::new()));
         for bad in ["a\\", "a\\\\", "\\x4", "\\xg0", "\\n", "x\\X41"] {
             let err = parse_escaped("KEY", bad).expect_err(bad);
-            assert!(err.starts_with(&format!("bad KEY \"{bad}\":")), "names the argument and the input: {err}");
-            assert!(err.contains("\\x5c"), "says how to write a backslash: {err}");
+            assert!(
+                err.starts_with(&format!("bad KEY \"{bad}\":")),
+                "names the argument and the input: {err}"
+            );
+            assert!(
+                err.contains("\\x5c"),
+                "says how to write a backslash: {err}"
+            );
         }
         let err = parse_escaped("VALUE", "ab\\q").unwrap_err();
-        assert!(err.starts_with(r#"bad VALUE "ab\q": "\q" at byte 2 is not an escape"#), "{err}");
-        assert_eq!(quote("a\\\t\"é"), "\"a\\\\t\"é\"", "control characters escaped, the rest as typed");
+        assert!(
+            err.starts_with(r#"bad VALUE "ab\q": "\q" at byte 2 is not an escape"#),
+            "{err}"
+        );
+        assert_eq!(
+            quote("a\\\t\"é"),
+            "\"a\\\\t\"é\"",
+            "control characters escaped, the rest as typed"
+        );
     }
 
     #[test]
@@ -189,9 +233,15 @@ mod tests {
         assert_eq!(parse_hex("KEY", ""), Ok(Vec::new()));
         assert_eq!(hex(b"\x00\xab"), "00ab");
         let err = parse_hex("KEY", "abc").unwrap_err();
-        assert_eq!(err, "bad --hex KEY \"abc\": an odd number of hex digits (3)");
+        assert_eq!(
+            err,
+            "bad --hex KEY \"abc\": an odd number of hex digits (3)"
+        );
         let err = parse_hex("VALUE", "0x12").unwrap_err();
-        assert_eq!(err, "bad --hex VALUE \"0x12\": 'x' at byte 1 is not a hex digit");
+        assert_eq!(
+            err,
+            "bad --hex VALUE \"0x12\": 'x' at byte 1 is not a hex digit"
+        );
         let err = parse_hex("KEY", "aé").unwrap_err();
         assert!(err.contains("'é' at byte 1"), "{err}");
     }

@@ -26,11 +26,20 @@ pub enum ServerError {
     #[error("configuration: {0}")]
     Config(String),
     #[error("cannot read config file {path}: {source}")]
-    ConfigFile { path: PathBuf, source: std::io::Error },
+    ConfigFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {source} (is another process using it?)")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("data directory {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Engine(#[from] flotilla_engine::Error),
     #[error(transparent)]
@@ -81,14 +90,19 @@ impl ServerError {
 /// A status with `code`, `message`, and the machine-readable `flotilla-error` name.
 pub fn status(code: Code, name: &'static str, message: impl Into<String>) -> Status {
     let mut s = Status::new(code, message);
-    s.metadata_mut().insert("flotilla-error", tonic::metadata::MetadataValue::from_static(name));
+    s.metadata_mut().insert(
+        "flotilla-error",
+        tonic::metadata::MetadataValue::from_static(name),
+    );
     s
 }
 
 /// The status a router error becomes.
 pub fn router_status(e: RouterError) -> Status {
     match &e {
-        RouterError::InvalidRequest(_) => status(Code::InvalidArgument, "invalid_request", e.to_string()),
+        RouterError::InvalidRequest(_) => {
+            status(Code::InvalidArgument, "invalid_request", e.to_string())
+        }
         RouterError::Ambiguous(_) => status(
             Code::Unknown,
             "ambiguous",
@@ -121,12 +135,18 @@ pub fn not_run(s: &Status) -> bool {
 
 /// The `flotilla-error` name of a status, if it has one.
 pub fn error_name(s: &Status) -> Option<&str> {
-    s.metadata().get("flotilla-error").and_then(|v| v.to_str().ok())
+    s.metadata()
+        .get("flotilla-error")
+        .and_then(|v| v.to_str().ok())
 }
 
 /// The status of a call to a node that is shutting down.
 pub fn stopping(node_id: u64) -> Status {
-    status(Code::Unavailable, "stopping", format!("node {node_id} is shutting down; use another node"))
+    status(
+        Code::Unavailable,
+        "stopping",
+        format!("node {node_id} is shutting down; use another node"),
+    )
 }
 
 /// The status of a call to a node that is not part of a cluster yet.

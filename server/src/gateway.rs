@@ -55,14 +55,21 @@ impl NodeClient for Gateway {
     }
 }
 
-async fn execute_remote(peers: &Peers, node_id: u64, req: Request) -> flotilla_raftstore::Result<flotilla_raftstore::Response> {
+async fn execute_remote(
+    peers: &Peers,
+    node_id: u64,
+    req: Request,
+) -> flotilla_raftstore::Result<flotilla_raftstore::Response> {
     let range_id = req.range_id;
     if peers.suspected(node_id) {
         let reason = "silent for too long: suspected down".to_string();
         return Err(StoreError::NodeUnreachable { node_id, reason });
     }
     let Some(channel) = peers.channel(node_id) else {
-        return Err(StoreError::NodeUnreachable { node_id, reason: "its address is not known".into() });
+        return Err(StoreError::NodeUnreachable {
+            node_id,
+            reason: "its address is not known".into(),
+        });
     };
     let mut call = tonic::Request::new(request_to_proto(req));
     call.set_timeout(EXECUTE_TIMEOUT);
@@ -74,9 +81,10 @@ async fn execute_remote(peers: &Peers, node_id: u64, req: Request) -> flotilla_r
         Ok(resp) => response_from_proto(resp.into_inner(), node_id),
         // Not connected, or refused before the store saw it (stopping, not initialized,
         // another cluster): certainly not applied.
-        Err(status) if crate::client::unreachable(&status) => {
-            Err(StoreError::NodeUnreachable { node_id, reason: with_causes(&status) })
-        }
+        Err(status) if crate::client::unreachable(&status) => Err(StoreError::NodeUnreachable {
+            node_id,
+            reason: with_causes(&status),
+        }),
         Err(status) if crate::errors::not_run(&status) => Err(StoreError::StoreStopped { node_id }),
         Err(status) => Err(StoreError::Ambiguous {
             range_id,

@@ -65,7 +65,10 @@ async fn readiness(state: &State) -> Result<(), String> {
         return Err("shutting down".into());
     }
     let Some(running) = state.running() else {
-        return Err(format!("not initialized: waiting for `flotilla init` (join {:?})", state.cfg.join));
+        return Err(format!(
+            "not initialized: waiting for `flotilla init` (join {:?})",
+            state.cfg.join
+        ));
     };
     match tokio::time::timeout(READY_TIMEOUT, running.store.ping()).await {
         Ok(Ok(_)) => Ok(()),
@@ -84,32 +87,103 @@ async fn metrics(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {
         registry.register(name, help, g);
     };
     disk_metrics(registry, &state);
-    gauge(registry, "node_id", "This node's id", state.cfg.node_id as i64);
-    gauge(registry, "uptime_seconds", "Seconds since the process started", state.started.elapsed().as_secs() as i64);
-    gauge(registry, "initialized", "1 once the node belongs to a cluster", state.running().is_some() as i64);
+    gauge(
+        registry,
+        "node_id",
+        "This node's id",
+        state.cfg.node_id as i64,
+    );
+    gauge(
+        registry,
+        "uptime_seconds",
+        "Seconds since the process started",
+        state.started.elapsed().as_secs() as i64,
+    );
+    gauge(
+        registry,
+        "initialized",
+        "1 once the node belongs to a cluster",
+        state.running().is_some() as i64,
+    );
     let t = &state.transport_metrics;
-    counter(registry, "transport_batches_dropped", "Raft batches dropped (queue full or peer unreachable)", &t.batches_dropped);
-    counter(registry, "transport_streams_opened", "Raft streams opened to other nodes", &t.streams_opened);
-    counter(registry, "transport_snapshots_sent", "Snapshots sent", &t.snapshots_sent);
-    counter(registry, "transport_snapshots_failed", "Snapshots that failed to send", &t.snapshots_failed);
-    counter(registry, "transport_snapshot_bytes_sent", "Bytes of snapshot files sent", &t.snapshot_bytes_sent);
+    counter(
+        registry,
+        "transport_batches_dropped",
+        "Raft batches dropped (queue full or peer unreachable)",
+        &t.batches_dropped,
+    );
+    counter(
+        registry,
+        "transport_streams_opened",
+        "Raft streams opened to other nodes",
+        &t.streams_opened,
+    );
+    counter(
+        registry,
+        "transport_snapshots_sent",
+        "Snapshots sent",
+        &t.snapshots_sent,
+    );
+    counter(
+        registry,
+        "transport_snapshots_failed",
+        "Snapshots that failed to send",
+        &t.snapshots_failed,
+    );
+    counter(
+        registry,
+        "transport_snapshot_bytes_sent",
+        "Bytes of snapshot files sent",
+        &t.snapshot_bytes_sent,
+    );
     state.requests.register(registry);
     placement_metrics(registry, &state);
     if let Some(m) = state.store_metrics() {
         store_metrics(registry, &m);
     }
     if let Ok(counts) = local_summary(&state).await {
-        gauge(registry, "replicas", "Replicas on this node", counts.replicas as i64);
-        gauge(registry, "leaders", "Ranges this node leads", counts.leaders as i64);
-        gauge(registry, "leases", "Ranges whose lease this node holds", counts.leases as i64);
+        gauge(
+            registry,
+            "replicas",
+            "Replicas on this node",
+            counts.replicas as i64,
+        );
+        gauge(
+            registry,
+            "leaders",
+            "Ranges this node leads",
+            counts.leaders as i64,
+        );
+        gauge(
+            registry,
+            "leases",
+            "Ranges whose lease this node holds",
+            counts.leases as i64,
+        );
         let retries = counts.snapshot_retries;
-        set_gauge(registry, "snapshot_retries", "Snapshots rebuilt for followers that had one within a minute", retries);
+        set_gauge(
+            registry,
+            "snapshot_retries",
+            "Snapshots rebuilt for followers that had one within a minute",
+            retries,
+        );
     }
     let mut body = String::new();
     if encode(&mut body, &root).is_err() {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed".to_string()).into_response();
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics encoding failed".to_string(),
+        )
+            .into_response();
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// The placement loop's figures (counts only on the node that runs it; see
@@ -118,16 +192,63 @@ fn placement_metrics(registry: &mut Registry, state: &State) {
     use std::sync::atomic::Ordering::Relaxed;
     let p = &state.placement;
     let active = p.active.load(Relaxed);
-    set_gauge(registry, "placement_active", "1 on the node running the placement loop", active as u64);
-    let counts = if active { (p.under_replicated.load(Relaxed), p.unavailable.load(Relaxed)) } else { (0, 0) };
-    set_gauge(registry, "ranges_under_replicated", "Ranges short of live voters (placement node only)", counts.0);
-    set_gauge(registry, "ranges_unavailable", "Ranges without a quorum of live voters (placement node only)", counts.1);
-    set_gauge(registry, "replica_moves_in_flight", "Membership changes placement has under way", p.moves_in_flight.load(Relaxed));
-    set_gauge(registry, "replica_moves_done", "Membership changes placement finished", p.moves_done.load(Relaxed));
-    set_gauge(registry, "replica_moves_failed", "Membership changes placement started that failed", p.moves_failed.load(Relaxed));
-    set_gauge(registry, "leader_moves_done", "Preferred leaders placement recorded", p.leader_moves_done.load(Relaxed));
+    set_gauge(
+        registry,
+        "placement_active",
+        "1 on the node running the placement loop",
+        active as u64,
+    );
+    let counts = if active {
+        (
+            p.under_replicated.load(Relaxed),
+            p.unavailable.load(Relaxed),
+        )
+    } else {
+        (0, 0)
+    };
+    set_gauge(
+        registry,
+        "ranges_under_replicated",
+        "Ranges short of live voters (placement node only)",
+        counts.0,
+    );
+    set_gauge(
+        registry,
+        "ranges_unavailable",
+        "Ranges without a quorum of live voters (placement node only)",
+        counts.1,
+    );
+    set_gauge(
+        registry,
+        "replica_moves_in_flight",
+        "Membership changes placement has under way",
+        p.moves_in_flight.load(Relaxed),
+    );
+    set_gauge(
+        registry,
+        "replica_moves_done",
+        "Membership changes placement finished",
+        p.moves_done.load(Relaxed),
+    );
+    set_gauge(
+        registry,
+        "replica_moves_failed",
+        "Membership changes placement started that failed",
+        p.moves_failed.load(Relaxed),
+    );
+    set_gauge(
+        registry,
+        "leader_moves_done",
+        "Preferred leaders placement recorded",
+        p.leader_moves_done.load(Relaxed),
+    );
     let receiving = 2u64.saturating_sub(state.snapshot_slots.available_permits() as u64);
-    set_gauge(registry, "snapshots_receiving", "Snapshots this node is receiving now", receiving);
+    set_gauge(
+        registry,
+        "snapshots_receiving",
+        "Snapshots this node is receiving now",
+        receiving,
+    );
 }
 
 fn set_gauge(registry: &mut Registry, name: &str, help: &str, v: u64) {
@@ -138,22 +259,41 @@ fn set_gauge(registry: &mut Registry, name: &str, help: &str, v: u64) {
 
 /// The process's own figures, under the names Prometheus' client libraries use.
 fn process_metrics(root: &mut Registry) {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return };
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
     // Fields after the command name (which may hold spaces) ends with ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
     let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     if let (Some(utime), Some(stime)) = (field(11), field(12)) {
         let c: Counter<f64, std::sync::atomic::AtomicU64> = Counter::default();
         c.inc_by((utime + stime) as f64 / ticks as f64);
-        root.register("process_cpu_seconds", "User and system CPU time of this process", c);
+        root.register(
+            "process_cpu_seconds",
+            "User and system CPU time of this process",
+            c,
+        );
     }
     if let Some(rss_pages) = field(21) {
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
-        set_gauge(root, "process_resident_memory_bytes", "Resident memory of this process", rss_pages * page);
+        set_gauge(
+            root,
+            "process_resident_memory_bytes",
+            "Resident memory of this process",
+            rss_pages * page,
+        );
     }
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-        set_gauge(root, "process_open_fds", "Open file descriptors of this process", fds.count() as u64);
+        set_gauge(
+            root,
+            "process_open_fds",
+            "Open file descriptors of this process",
+            fds.count() as u64,
+        );
     }
 }
 
@@ -161,17 +301,52 @@ fn process_metrics(root: &mut Registry) {
 fn disk_metrics(registry: &mut Registry, state: &State) {
     let dir = &state.cfg.data_dir;
     if let Some(space) = crate::disk::space(dir) {
-        set_gauge(registry, "disk_total_bytes", "Size of the data directory's filesystem", space.total);
-        set_gauge(registry, "disk_available_bytes", "Free space on the data directory's filesystem", space.available);
+        set_gauge(
+            registry,
+            "disk_total_bytes",
+            "Size of the data directory's filesystem",
+            space.total,
+        );
+        set_gauge(
+            registry,
+            "disk_available_bytes",
+            "Free space on the data directory's filesystem",
+            space.available,
+        );
     }
     let ballast = std::fs::metadata(dir.join(crate::disk::BALLAST_FILE)).map_or(0, |m| m.len());
-    set_gauge(registry, "ballast_bytes", "Space held in reserve by the ballast file (0: none)", ballast);
+    set_gauge(
+        registry,
+        "ballast_bytes",
+        "Space held in reserve by the ballast file (0: none)",
+        ballast,
+    );
     let props = [
-        ("rocksdb_sst_files_bytes", "rocksdb.total-sst-files-size", "Bytes of RocksDB SST files"),
-        ("rocksdb_live_data_bytes", "rocksdb.estimate-live-data-size", "Estimated live data in RocksDB"),
-        ("rocksdb_memtable_bytes", "rocksdb.cur-size-all-mem-tables", "Bytes in RocksDB memtables"),
-        ("rocksdb_pending_compaction_bytes", "rocksdb.estimate-pending-compaction-bytes", "Bytes RocksDB estimates compaction must rewrite"),
-        ("rocksdb_background_errors", "rocksdb.background-errors", "Background errors RocksDB has seen (any: the disk is failing or full)"),
+        (
+            "rocksdb_sst_files_bytes",
+            "rocksdb.total-sst-files-size",
+            "Bytes of RocksDB SST files",
+        ),
+        (
+            "rocksdb_live_data_bytes",
+            "rocksdb.estimate-live-data-size",
+            "Estimated live data in RocksDB",
+        ),
+        (
+            "rocksdb_memtable_bytes",
+            "rocksdb.cur-size-all-mem-tables",
+            "Bytes in RocksDB memtables",
+        ),
+        (
+            "rocksdb_pending_compaction_bytes",
+            "rocksdb.estimate-pending-compaction-bytes",
+            "Bytes RocksDB estimates compaction must rewrite",
+        ),
+        (
+            "rocksdb_background_errors",
+            "rocksdb.background-errors",
+            "Background errors RocksDB has seen (any: the disk is failing or full)",
+        ),
     ];
     for (name, prop, help) in props {
         if let Some(v) = state.engine.int_property(prop) {
@@ -188,24 +363,114 @@ fn counter(registry: &mut Registry, name: &str, help: &str, value: &AtomicU64) {
 
 fn store_metrics(registry: &mut Registry, m: &StoreMetrics) {
     counter(registry, "rounds", "Poll rounds that did work", &m.rounds);
-    counter(registry, "raft_log_writes", "Write batches carrying Raft log entries or hard states", &m.raft_log_writes);
-    counter(registry, "raft_log_syncs", "Raft log writes made durable with fsync", &m.raft_log_syncs);
-    counter(registry, "commands_applied", "Write commands applied", &m.commands_applied);
-    counter(registry, "writes_answered", "Writes proposed here and answered", &m.writes_answered);
-    counter(registry, "read_index_reads", "Reads served after a ReadIndex round", &m.read_index_reads);
-    counter(registry, "lease_reads", "Reads served locally under the lease", &m.lease_reads);
-    counter(registry, "ticks_caught_up", "Ticks run late after the store was stalled", &m.ticks_caught_up);
-    counter(registry, "campaigns_deferred", "Campaigns that waited for the per-tick campaign budget", &m.campaigns_deferred);
-    counter(registry, "messages_sent", "Raft messages sent", &m.messages_sent);
-    counter(registry, "batches_sent", "Message batches sent (one per destination per round)", &m.batches_sent);
-    counter(registry, "messages_received", "Raft messages received", &m.messages_received);
-    counter(registry, "messages_dropped", "Messages for replicas not on this node", &m.messages_dropped);
-    counter(registry, "snapshots_applied", "Snapshots installed", &m.snapshots_applied);
-    counter(registry, "conf_changes_applied", "Membership changes applied", &m.conf_changes_applied);
-    counter(registry, "replicas_destroyed", "Replicas destroyed (removed from their range)", &m.replicas_destroyed);
-    counter(registry, "tombstoned_messages", "Messages refused for destroyed replicas", &m.tombstoned_messages);
-    counter(registry, "log_compactions", "Raft log truncations", &m.log_compactions);
-    counter(registry, "heartbeats_coalesced", "Heartbeats sent inside coalesced batches", &m.heartbeats_coalesced);
+    counter(
+        registry,
+        "raft_log_writes",
+        "Write batches carrying Raft log entries or hard states",
+        &m.raft_log_writes,
+    );
+    counter(
+        registry,
+        "raft_log_syncs",
+        "Raft log writes made durable with fsync",
+        &m.raft_log_syncs,
+    );
+    counter(
+        registry,
+        "commands_applied",
+        "Write commands applied",
+        &m.commands_applied,
+    );
+    counter(
+        registry,
+        "writes_answered",
+        "Writes proposed here and answered",
+        &m.writes_answered,
+    );
+    counter(
+        registry,
+        "read_index_reads",
+        "Reads served after a ReadIndex round",
+        &m.read_index_reads,
+    );
+    counter(
+        registry,
+        "lease_reads",
+        "Reads served locally under the lease",
+        &m.lease_reads,
+    );
+    counter(
+        registry,
+        "ticks_caught_up",
+        "Ticks run late after the store was stalled",
+        &m.ticks_caught_up,
+    );
+    counter(
+        registry,
+        "campaigns_deferred",
+        "Campaigns that waited for the per-tick campaign budget",
+        &m.campaigns_deferred,
+    );
+    counter(
+        registry,
+        "messages_sent",
+        "Raft messages sent",
+        &m.messages_sent,
+    );
+    counter(
+        registry,
+        "batches_sent",
+        "Message batches sent (one per destination per round)",
+        &m.batches_sent,
+    );
+    counter(
+        registry,
+        "messages_received",
+        "Raft messages received",
+        &m.messages_received,
+    );
+    counter(
+        registry,
+        "messages_dropped",
+        "Messages for replicas not on this node",
+        &m.messages_dropped,
+    );
+    counter(
+        registry,
+        "snapshots_applied",
+        "Snapshots installed",
+        &m.snapshots_applied,
+    );
+    counter(
+        registry,
+        "conf_changes_applied",
+        "Membership changes applied",
+        &m.conf_changes_applied,
+    );
+    counter(
+        registry,
+        "replicas_destroyed",
+        "Replicas destroyed (removed from their range)",
+        &m.replicas_destroyed,
+    );
+    counter(
+        registry,
+        "tombstoned_messages",
+        "Messages refused for destroyed replicas",
+        &m.tombstoned_messages,
+    );
+    counter(
+        registry,
+        "log_compactions",
+        "Raft log truncations",
+        &m.log_compactions,
+    );
+    counter(
+        registry,
+        "heartbeats_coalesced",
+        "Heartbeats sent inside coalesced batches",
+        &m.heartbeats_coalesced,
+    );
     let q: Gauge = Gauge::default();
     q.set(StoreMetrics::get(&m.quiesced_ranges) as i64);
     registry.register("quiesced_ranges", "Replicas quiesced now", q);
@@ -216,8 +481,16 @@ fn store_metrics(registry: &mut Registry, m: &StoreMetrics) {
         messages.get_or_create(&labels).inc_by(c.messages);
         bytes.get_or_create(&labels).inc_by(c.bytes);
     }
-    registry.register("peer_messages_sent", "Raft messages sent to each node", messages);
-    registry.register("peer_bytes_sent", "Raft message bytes sent to each node", bytes);
+    registry.register(
+        "peer_messages_sent",
+        "Raft messages sent to each node",
+        messages,
+    );
+    registry.register(
+        "peer_bytes_sent",
+        "Raft message bytes sent to each node",
+        bytes,
+    );
 }
 
 /// The placement lines of `/status`: membership and liveness as this node sees them,
@@ -229,7 +502,13 @@ fn status_placement(page: &mut String, state: &State) {
     let members: Vec<String> = view
         .nodes
         .iter()
-        .map(|r| format!("{}:{}", r.node_id, crate::service::nodes::liveness_name(state.liveness(r))))
+        .map(|r| {
+            format!(
+                "{}:{}",
+                r.node_id,
+                crate::service::nodes::liveness_name(state.liveness(r))
+            )
+        })
         .collect();
     let _ = writeln!(page, "members {}", members.join(" "));
     let p = &state.placement;
@@ -250,14 +529,28 @@ fn status_placement(page: &mut String, state: &State) {
 async fn status(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {
     let mut page = String::new();
     let me = state.cfg.node_id;
-    let _ = writeln!(page, "flotilla node {me}  advertise {}  data {}", state.cfg.advertise, state.cfg.data_dir.display());
+    let _ = writeln!(
+        page,
+        "flotilla node {me}  advertise {}  data {}",
+        state.cfg.advertise,
+        state.cfg.data_dir.display()
+    );
     let _ = writeln!(page, "uptime {:?}", state.started.elapsed());
     let Some(running) = state.running() else {
-        let _ = writeln!(page, "not initialized: waiting for `flotilla init` (join {:?})", state.cfg.join);
+        let _ = writeln!(
+            page,
+            "not initialized: waiting for `flotilla init` (join {:?})",
+            state.cfg.join
+        );
         return page;
     };
     let _ = writeln!(page, "cluster {}", running.cluster_id);
-    let known: Vec<String> = state.peers.known().iter().map(|n| format!("{}={}", n.node_id, n.address)).collect();
+    let known: Vec<String> = state
+        .peers
+        .known()
+        .iter()
+        .map(|n| format!("{}={}", n.node_id, n.address))
+        .collect();
     let _ = writeln!(page, "nodes {}", known.join(" "));
     status_placement(&mut page, &state);
     let ranges = match local_ranges(&state, false).await {
@@ -271,7 +564,13 @@ async fn status(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {
         .ranges
         .iter()
         .filter(|r| r.snapshot_retries > 0)
-        .map(|r| format!("{} ({})", r.descriptor.as_ref().map_or(0, |d| d.range_id), r.snapshot_retries))
+        .map(|r| {
+            format!(
+                "{} ({})",
+                r.descriptor.as_ref().map_or(0, |d| d.range_id),
+                r.snapshot_retries
+            )
+        })
         .collect();
     if !retrying.is_empty() {
         let _ = writeln!(page, "WARNING snapshots rebuilt for a follower that cannot install them, by range (retries): {}", retrying.join(" "));

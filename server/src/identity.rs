@@ -47,7 +47,9 @@ impl State {
 /// the id is known here at another address, and a process with another nonce answers
 /// there.
 pub async fn check_claim(state: &State, hello: &HelloRequest) -> Result<(), Status> {
-    let Some(known) = state.peers.address(hello.node_id) else { return Ok(()) };
+    let Some(known) = state.peers.address(hello.node_id) else {
+        return Ok(());
+    };
     if hello.node_id == state.cfg.node_id || known == hello.address || hello.process_nonce == 0 {
         return Ok(());
     }
@@ -78,13 +80,26 @@ pub async fn check_claim(state: &State, hello: &HelloRequest) -> Result<(), Stat
 pub async fn ensure_unique(state: &State, identity: &BootstrapRequest) -> Result<(), ServerError> {
     let me = state.cfg.node_id;
     // Say which cluster this node belongs to, or its hellos are not checked as a member's.
-    state.peers.set_cluster(&identity.cluster_id, identity.nodes.iter().map(|n| n.node_id).collect());
+    state.peers.set_cluster(
+        &identity.cluster_id,
+        identity.nodes.iter().map(|n| n.node_id).collect(),
+    );
     let mut targets: Vec<String> = state.cfg.join.clone();
-    targets.extend(identity.nodes.iter().filter(|n| n.node_id != me).map(|n| n.address.clone()));
+    targets.extend(
+        identity
+            .nodes
+            .iter()
+            .filter(|n| n.node_id != me)
+            .map(|n| n.address.clone()),
+    );
     targets.sort();
     targets.dedup();
     for address in targets.into_iter().filter(|a| *a != state.cfg.advertise) {
-        let answer = tokio::time::timeout(Duration::from_secs(3), crate::discovery::hello(state, &address)).await;
+        let answer = tokio::time::timeout(
+            Duration::from_secs(3),
+            crate::discovery::hello(state, &address),
+        )
+        .await;
         if let Ok(Err(s)) = answer {
             refusal(&s)?;
         }
@@ -104,7 +119,11 @@ pub fn refusal(s: &Status) -> Result<(), ServerError> {
 /// answered: if it says this node served before, its disk was wiped or replaced, and it
 /// stops, saying why (it must not rejoin under the id whose data it lost). Otherwise the
 /// caller asks to join (`cluster::join_via`).
-pub fn check_blank_node(state: &State, address: &str, resp: &HelloResponse) -> Result<(), ServerError> {
+pub fn check_blank_node(
+    state: &State,
+    address: &str,
+    resp: &HelloResponse,
+) -> Result<(), ServerError> {
     let me = state.cfg.node_id;
     if state.peers.cluster_id().is_some() || resp.cluster_id.is_empty() {
         return Ok(());

@@ -7,16 +7,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use flotilla_server::cli::{self, ClientCmd};
-use flotilla_server::config::StartArgs;
 use flotilla_raftstore::keyspace::initial_ranges;
 use flotilla_raftstore::local::LocalCluster;
 use flotilla_raftstore::{StoreConfig, StoreMetrics};
 use flotilla_router::local::open_local;
 use flotilla_router::Db;
+use flotilla_server::cli::{self, ClientCmd};
+use flotilla_server::config::StartArgs;
 
 #[derive(Parser)]
-#[command(name = "flotilla", version, about = "Flotilla: a multi-Raft replicated key-value store")]
+#[command(
+    name = "flotilla",
+    version,
+    about = "Flotilla: a multi-Raft replicated key-value store"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -47,16 +51,25 @@ fn main() {
     let cli = Cli::parse();
     // raft-rs logs every election at info through slog; a node's default log keeps
     // Flotilla's own info lines and raft-rs' warnings.
-    let default_filter = if matches!(cli.command, Cmd::Start(_)) { "info,raft=warn" } else { "warn" };
+    let default_filter = if matches!(cli.command, Cmd::Start(_)) {
+        "info,raft=warn"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let code = match cli.command {
-        Cmd::Demo { data_dir, ranges, keys } => match demo(data_dir, ranges, keys) {
+        Cmd::Demo {
+            data_dir,
+            ranges,
+            keys,
+        } => match demo(data_dir, ranges, keys) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -75,7 +88,11 @@ fn start(args: StartArgs) -> i32 {
             .enable_all()
             .thread_name("flotilla-rt")
             .build()
-            .map_err(|e| flotilla_server::errors::ServerError::Config(format!("cannot start the runtime: {e}")))?;
+            .map_err(|e| {
+                flotilla_server::errors::ServerError::Config(format!(
+                    "cannot start the runtime: {e}"
+                ))
+            })?;
         runtime.block_on(flotilla_server::start::serve(cfg))
     });
     match result {
@@ -88,7 +105,10 @@ fn start(args: StartArgs) -> i32 {
 }
 
 fn client_command(cmd: ClientCmd) -> i32 {
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime.block_on(cli::run(cmd)),
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -97,13 +117,31 @@ fn client_command(cmd: ClientCmd) -> i32 {
     }
 }
 
-fn demo(data_dir: Option<PathBuf>, ranges: u64, keys: u32) -> Result<(), Box<dyn std::error::Error>> {
+fn demo(
+    data_dir: Option<PathBuf>,
+    ranges: u64,
+    keys: u32,
+) -> Result<(), Box<dyn std::error::Error>> {
     let temp = tempfile::tempdir()?;
     let root = data_dir.unwrap_or_else(|| temp.path().to_path_buf());
-    let cfg = StoreConfig { tick_interval: Duration::from_millis(50), ..StoreConfig::default() };
-    println!("starting 3 nodes with {ranges} user ranges and the meta range in {}", root.display());
-    let cluster = Arc::new(LocalCluster::start(&root, 3, initial_ranges(ranges, 3), cfg)?);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let cfg = StoreConfig {
+        tick_interval: Duration::from_millis(50),
+        ..StoreConfig::default()
+    };
+    println!(
+        "starting 3 nodes with {ranges} user ranges and the meta range in {}",
+        root.display()
+    );
+    let cluster = Arc::new(LocalCluster::start(
+        &root,
+        3,
+        initial_ranges(ranges, 3),
+        cfg,
+    )?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let db = {
         let _guard = runtime.enter();
         open_local(&cluster)
@@ -139,16 +177,30 @@ type LocalDb = Db<Arc<LocalCluster>>;
 fn print_ranges(runtime: &tokio::runtime::Runtime, cluster: &LocalCluster) {
     let mut rows = std::collections::BTreeMap::new();
     for node in cluster.nodes() {
-        let Ok(status) = runtime.block_on(node.status()) else { continue };
+        let Ok(status) = runtime.block_on(node.status()) else {
+            continue;
+        };
         for r in status.into_iter().filter(|r| r.is_leader) {
             rows.insert(r.descriptor.range_id, (node.node_id(), r));
         }
     }
-    println!("{:>5}  {:<10} {:<10} {:>6} {:>5} {:>8}", "range", "start", "end", "leader", "term", "applied");
+    println!(
+        "{:>5}  {:<10} {:<10} {:>6} {:>5} {:>8}",
+        "range", "start", "end", "leader", "term", "applied"
+    );
     for (id, (node, r)) in rows {
-        let hex = |k: &[u8]| if k.is_empty() { "-".to_string() } else { k.iter().map(|b| format!("{b:02x}")).collect() };
+        let hex = |k: &[u8]| {
+            if k.is_empty() {
+                "-".to_string()
+            } else {
+                k.iter().map(|b| format!("{b:02x}")).collect()
+            }
+        };
         let (start, end) = (hex(&r.descriptor.start), hex(&r.descriptor.end));
-        println!("{id:>5}  {start:<10} {end:<10} {node:>6} {:>5} {:>8}", r.term, r.applied_index);
+        println!(
+            "{id:>5}  {start:<10} {end:<10} {node:>6} {:>5} {:>8}",
+            r.term, r.applied_index
+        );
     }
 }
 
@@ -156,7 +208,8 @@ fn print_ranges(runtime: &tokio::runtime::Runtime, cluster: &LocalCluster) {
 async fn demo_ops(db: &LocalDb, keys: u32) -> Result<usize, Box<dyn std::error::Error>> {
     let started = Instant::now();
     for i in 0..keys {
-        db.put(&demo_key(i), format!("value-{i}").as_bytes()).await?;
+        db.put(&demo_key(i), format!("value-{i}").as_bytes())
+            .await?;
     }
     let took = started.elapsed();
     let rate = keys as f64 / took.as_secs_f64();
@@ -169,8 +222,13 @@ async fn demo_ops(db: &LocalDb, keys: u32) -> Result<usize, Box<dyn std::error::
     }
     println!("read back {found}/{keys} keys with linearizable (ReadIndex) reads");
     let scanned = db.scan(b"", b"", keys as usize + 10).await?;
-    println!("a scan across all ranges returned {} pairs in key order", scanned.len());
-    let (succeeded, previous) = db.compare_and_swap(&demo_key(0), Some(b"value-0"), Some(b"swapped")).await?;
+    println!(
+        "a scan across all ranges returned {} pairs in key order",
+        scanned.len()
+    );
+    let (succeeded, previous) = db
+        .compare_and_swap(&demo_key(0), Some(b"value-0"), Some(b"swapped"))
+        .await?;
     let previous = previous.map(|p| String::from_utf8_lossy(&p).into_owned());
     println!("compare-and-swap value-0 -> swapped: succeeded: {succeeded}, previous: {previous:?}");
     Ok(found)

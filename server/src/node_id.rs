@@ -37,7 +37,11 @@ const WAIT_LOG_EVERY: u32 = 10;
 
 /// Settles `cfg.node_id` before the node opens its store (see the module docs). Blocks
 /// until a member allocates an id when one is needed.
-pub fn resolve(cfg: &mut ServerConfig, engine: &Engine, runtime: &Handle) -> Result<(), ServerError> {
+pub fn resolve(
+    cfg: &mut ServerConfig,
+    engine: &Engine,
+    runtime: &Handle,
+) -> Result<(), ServerError> {
     if cfg.node_id_configured {
         // A directory of another node is refused by `Store::check_owner` next.
         return Ok(());
@@ -62,22 +66,35 @@ pub fn resolve(cfg: &mut ServerConfig, engine: &Engine, runtime: &Handle) -> Res
 async fn allocate_via(cfg: &ServerConfig) -> Result<u64, ServerError> {
     let mut targets = Vec::with_capacity(cfg.join.len());
     for address in &cfg.join {
-        let channel = crate::peers::channel_to(address).map_err(|e| ServerError::Config(format!("--join {address}: {e}")))?;
-        targets.push((address, crate::proto::internal_client::InternalClient::new(channel)));
+        let channel = crate::peers::channel_to(address)
+            .map_err(|e| ServerError::Config(format!("--join {address}: {e}")))?;
+        targets.push((
+            address,
+            crate::proto::internal_client::InternalClient::new(channel),
+        ));
     }
     let mut attempt = 0u32;
     loop {
         let mut last = String::new();
         for (address, client) in &mut targets {
-            let mut call = tonic::Request::new(AllocateNodeIdRequest { address: cfg.advertise.clone() });
+            let mut call = tonic::Request::new(AllocateNodeIdRequest {
+                address: cfg.advertise.clone(),
+            });
             call.set_timeout(Duration::from_secs(5));
-            match client.allocate_node_id(call).await.map(tonic::Response::into_inner) {
+            match client
+                .allocate_node_id(call)
+                .await
+                .map(tonic::Response::into_inner)
+            {
                 Ok(resp) => {
                     tracing::info!(node = resp.node_id, cluster = %resp.cluster_id, via = %address, "the cluster allocated this node's id");
                     return Ok(resp.node_id);
                 }
                 Err(s) if s.code() == Code::ResourceExhausted => {
-                    return Err(ServerError::NotAMember(format!("the node at {address} cannot allocate a node id: {}", s.message())));
+                    return Err(ServerError::NotAMember(format!(
+                        "the node at {address} cannot allocate a node id: {}",
+                        s.message()
+                    )));
                 }
                 Err(s) => last = format!("{address}: {}", s.message()),
             }
@@ -95,20 +112,40 @@ async fn allocate_via(cfg: &ServerConfig) -> Result<u64, ServerError> {
 }
 
 /// `Internal.AllocateNodeId` on a member: the next unused id (see the module docs).
-pub async fn allocate(state: &State, req: AllocateNodeIdRequest) -> Result<AllocateNodeIdResponse, Status> {
+pub async fn allocate(
+    state: &State,
+    req: AllocateNodeIdRequest,
+) -> Result<AllocateNodeIdResponse, Status> {
     // (Serving means the node has a cluster: otherwise `not_initialized`, and the new
     // node asks again.)
     let running = state.serving()?;
     let router = running.db.router();
     for _ in 0..16 {
-        let (_, resp) = router.execute(LAST_NODE_ID_KEY, Command::Get { key: LAST_NODE_ID_KEY.to_vec() }).await.map_err(router_status)?;
+        let (_, resp) = router
+            .execute(
+                LAST_NODE_ID_KEY,
+                Command::Get {
+                    key: LAST_NODE_ID_KEY.to_vec(),
+                },
+            )
+            .await
+            .map_err(router_status)?;
         let stored = match resp {
             Response::Value(v) => v,
             _ => None,
         };
-        let last = stored.as_deref().and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, u64::from_be_bytes);
+        let last = stored
+            .as_deref()
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, u64::from_be_bytes);
         let records = read_nodes(&running).await.map_err(router_status)?;
-        let floor = records.iter().map(|n| n.node_id).chain(state.members_seen()).chain([state.cfg.node_id]).max().unwrap_or(0);
+        let floor = records
+            .iter()
+            .map(|n| n.node_id)
+            .chain(state.members_seen())
+            .chain([state.cfg.node_id])
+            .max()
+            .unwrap_or(0);
         let id = last.max(floor) + 1;
         if id > MAX_NODE_ID {
             return Err(status(
@@ -117,12 +154,32 @@ pub async fn allocate(state: &State, req: AllocateNodeIdRequest) -> Result<Alloc
                 format!("every node id up to {MAX_NODE_ID} has been used; start the node with an unused --node-id"),
             ));
         }
-        let cas = Command::CompareAndSwap { key: LAST_NODE_ID_KEY.to_vec(), expected: stored, new: Some(id.to_be_bytes().to_vec()) };
-        let (_, resp) = router.execute(LAST_NODE_ID_KEY, cas).await.map_err(router_status)?;
-        if matches!(resp, Response::Swapped { succeeded: true, .. }) {
+        let cas = Command::CompareAndSwap {
+            key: LAST_NODE_ID_KEY.to_vec(),
+            expected: stored,
+            new: Some(id.to_be_bytes().to_vec()),
+        };
+        let (_, resp) = router
+            .execute(LAST_NODE_ID_KEY, cas)
+            .await
+            .map_err(router_status)?;
+        if matches!(
+            resp,
+            Response::Swapped {
+                succeeded: true,
+                ..
+            }
+        ) {
             tracing::info!(node = id, address = %req.address, "allocated a node id");
-            return Ok(AllocateNodeIdResponse { node_id: id, cluster_id: running.cluster_id.clone() });
+            return Ok(AllocateNodeIdResponse {
+                node_id: id,
+                cluster_id: running.cluster_id.clone(),
+            });
         }
     }
-    Err(status(Code::Aborted, "retry", "node id allocation raced other allocations too often; try again".to_string()))
+    Err(status(
+        Code::Aborted,
+        "retry",
+        "node id allocation raced other allocations too often; try again".to_string(),
+    ))
 }

@@ -45,7 +45,12 @@ impl Peers {
     /// The book of node `me`, reachable at `my_address`, with operator pins. A node silent
     /// for `suspect_after` (at least [`SUSPECT_AFTER`]) is suspected down: calls to it
     /// fail at once (as not sent) instead of waiting on a dead or partitioned link.
-    pub fn new(me: u64, my_address: String, pinned: HashMap<u64, String>, suspect_after: Duration) -> Peers {
+    pub fn new(
+        me: u64,
+        my_address: String,
+        pinned: HashMap<u64, String>,
+        suspect_after: Duration,
+    ) -> Peers {
         Peers {
             me,
             my_address,
@@ -117,7 +122,10 @@ impl Peers {
         if node == self.me {
             return Some(self.my_address.clone());
         }
-        self.pinned.get(&node).cloned().or_else(|| self.learned.read().get(&node).cloned())
+        self.pinned
+            .get(&node)
+            .cloned()
+            .or_else(|| self.learned.read().get(&node).cloned())
     }
 
     /// Learns that `node` is reachable at `address` (pins win).
@@ -125,7 +133,12 @@ impl Peers {
         if node == 0 || node == self.me || address.is_empty() || self.pinned.contains_key(&node) {
             return;
         }
-        if self.members.read().as_ref().is_some_and(|m| !m.contains(&node)) {
+        if self
+            .members
+            .read()
+            .as_ref()
+            .is_some_and(|m| !m.contains(&node))
+        {
             return;
         }
         let mut learned = self.learned.write();
@@ -144,7 +157,12 @@ impl Peers {
     /// True when `node` was heard from once but not recently. A node never heard from is
     /// not suspected: the first call must be allowed to reach it.
     pub fn suspected(&self, node: u64) -> bool {
-        node != self.me && self.heard.lock().get(&node).is_some_and(|t| t.elapsed() > self.suspect_after)
+        node != self.me
+            && self
+                .heard
+                .lock()
+                .get(&node)
+                .is_some_and(|t| t.elapsed() > self.suspect_after)
     }
 
     /// Every node known, this one included, by id.
@@ -152,7 +170,9 @@ impl Peers {
         let mut all: BTreeMap<u64, String> = self.learned.read().clone().into_iter().collect();
         all.extend(self.pinned.clone());
         all.insert(self.me, self.my_address.clone());
-        all.into_iter().map(|(node_id, address)| NodeAddress { node_id, address }).collect()
+        all.into_iter()
+            .map(|(node_id, address)| NodeAddress { node_id, address })
+            .collect()
     }
 
     /// A channel to `node`, or `None` when its address is unknown.
@@ -172,7 +192,10 @@ impl Peers {
     /// Adds this node's identity to an outgoing node-to-node call.
     pub fn stamp<T>(&self, req: &mut tonic::Request<T>) {
         let md = req.metadata_mut();
-        if let Some(id) = self.cluster_id().and_then(|c| MetadataValue::try_from(c).ok()) {
+        if let Some(id) = self
+            .cluster_id()
+            .and_then(|c| MetadataValue::try_from(c).ok())
+        {
             md.insert(CLUSTER_HEADER, id);
         }
         md.insert(FROM_NODE_HEADER, MetadataValue::from(self.me));
@@ -194,7 +217,13 @@ pub fn channel_to(address: &str) -> Result<Channel, tonic::transport::Error> {
 /// The caller's node id and cluster id from a node-to-node call's metadata.
 pub fn caller<T>(req: &tonic::Request<T>) -> (Option<u64>, Option<String>) {
     let md = req.metadata();
-    let node = md.get(FROM_NODE_HEADER).and_then(|v| v.to_str().ok()).and_then(|s| s.parse().ok());
-    let cluster = md.get(CLUSTER_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let node = md
+        .get(FROM_NODE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse().ok());
+    let cluster = md
+        .get(CLUSTER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     (node, cluster)
 }

@@ -31,7 +31,9 @@ use std::time::Duration;
 
 use flotilla_raftstore::keyspace::{META_PREFIX, META_RANGE_ID};
 use flotilla_raftstore::{Command, MetaEntry, RangeDescriptor, Response};
-use flotilla_router::placement::{plan, plan_leaders, Change, ClusterState, LeaderMove, Limits, NodeState};
+use flotilla_router::placement::{
+    plan, plan_leaders, Change, ClusterState, LeaderMove, Limits, NodeState,
+};
 use parking_lot::Mutex;
 use prost::Message as _;
 
@@ -78,7 +80,9 @@ pub async fn run(state: Arc<State>) {
     let in_flight = Arc::new(InFlight::default());
     loop {
         tokio::time::sleep(ROUND).await;
-        let Some(running) = state.running() else { continue };
+        let Some(running) = state.running() else {
+            continue;
+        };
         let leads = leads_meta(&running).await;
         state.placement.active.store(leads, Ordering::Relaxed);
         if !leads {
@@ -96,37 +100,65 @@ async fn leads_meta(running: &Running) -> bool {
 }
 
 /// Every range record in the meta range.
-pub async fn read_ranges(running: &Running) -> Result<Vec<RangeDescriptor>, flotilla_router::Error> {
-    let pairs = crate::cluster::scan_meta(running, vec![META_PREFIX], vec![META_PREFIX + 1]).await?;
-    Ok(pairs.into_iter().filter_map(|(_, v)| MetaEntry::decode(v.as_slice()).ok()?.descriptor).collect())
+pub async fn read_ranges(
+    running: &Running,
+) -> Result<Vec<RangeDescriptor>, flotilla_router::Error> {
+    let pairs =
+        crate::cluster::scan_meta(running, vec![META_PREFIX], vec![META_PREFIX + 1]).await?;
+    Ok(pairs
+        .into_iter()
+        .filter_map(|(_, v)| MetaEntry::decode(v.as_slice()).ok()?.descriptor)
+        .collect())
 }
 
 /// How many ranges' records list a replica on `node` (the meta range included).
 pub async fn ranges_listing(running: &Running, node: u64) -> Result<usize, flotilla_router::Error> {
     let mut ranges = read_ranges(running).await?;
     ranges.push(running.db.router().meta());
-    Ok(ranges.iter().filter(|d| d.replica_on(node).is_some()).count())
+    Ok(ranges
+        .iter()
+        .filter(|d| d.replica_on(node).is_some())
+        .count())
 }
 
 /// The nodes as placement sees them: every record, and any node a descriptor lists
 /// without a record (judged by what this node observes of it, like any other: a record
 /// is membership, not evidence of life).
-pub fn node_states(state: &State, records: &[NodeRecord], ranges: &[RangeDescriptor]) -> Vec<NodeState> {
-    let mut records: BTreeMap<u64, NodeRecord> = records.iter().map(|r| (r.node_id, r.clone())).collect();
-    for n in ranges.iter().flat_map(|d| d.replicas.iter().map(|r| r.node_id)) {
-        records.entry(n).or_insert(NodeRecord { node_id: n, ..Default::default() });
+pub fn node_states(
+    state: &State,
+    records: &[NodeRecord],
+    ranges: &[RangeDescriptor],
+) -> Vec<NodeState> {
+    let mut records: BTreeMap<u64, NodeRecord> =
+        records.iter().map(|r| (r.node_id, r.clone())).collect();
+    for n in ranges
+        .iter()
+        .flat_map(|d| d.replicas.iter().map(|r| r.node_id))
+    {
+        records.entry(n).or_insert(NodeRecord {
+            node_id: n,
+            ..Default::default()
+        });
     }
     records
         .into_values()
         .map(|r| {
             let zone = (!r.zone.is_empty()).then(|| r.zone.clone());
-            NodeState { node_id: r.node_id, liveness: state.liveness(&r), zone }
+            NodeState {
+                node_id: r.node_id,
+                liveness: state.liveness(&r),
+                zone,
+            }
         })
         .collect()
 }
 
 /// One look at the cluster (see the module docs).
-async fn round(state: &Arc<State>, running: &Arc<Running>, in_flight: &Arc<InFlight>) -> Result<(), String> {
+async fn round(
+    state: &Arc<State>,
+    running: &Arc<Running>,
+    in_flight: &Arc<InFlight>,
+) -> Result<(), String> {
     let view = state.cluster_view();
     if !view.loaded {
         return Ok(());
@@ -147,24 +179,44 @@ async fn round(state: &Arc<State>, running: &Arc<Running>, in_flight: &Arc<InFli
     }
     let cluster = ClusterState {
         nodes,
-        ranges: ranges.iter().filter(|d| !busy.contains_key(&d.range_id)).cloned().collect(),
+        ranges: ranges
+            .iter()
+            .filter(|d| !busy.contains_key(&d.range_id))
+            .cloned()
+            .collect(),
         replication_factor: view.replication_factor as usize,
         snapshots_in_flight,
     };
-    let limits = Limits { max_changes: MAX_IN_FLIGHT.saturating_sub(busy.len()), ..Limits::default() };
+    let limits = Limits {
+        max_changes: MAX_IN_FLIGHT.saturating_sub(busy.len()),
+        ..Limits::default()
+    };
     let decided = plan(&cluster, limits);
     let leader_moves = plan_leaders(&cluster, MAX_LEADER_MOVES);
     let m = &state.placement;
-    m.under_replicated.store(decided.under_replicated as u64, Ordering::Relaxed);
-    m.unavailable.store(decided.unavailable as u64, Ordering::Relaxed);
+    m.under_replicated
+        .store(decided.under_replicated as u64, Ordering::Relaxed);
+    m.unavailable
+        .store(decided.unavailable as u64, Ordering::Relaxed);
     m.rounds.fetch_add(1, Ordering::Relaxed);
     for change in decided.changes {
-        let Some(desc) = ranges.iter().find(|d| d.range_id == change.range_id).cloned() else { continue };
-        in_flight.0.lock().insert(change.range_id, change.add.unwrap_or(0));
-        m.moves_in_flight.store(in_flight.0.lock().len() as u64, Ordering::Relaxed);
+        let Some(desc) = ranges
+            .iter()
+            .find(|d| d.range_id == change.range_id)
+            .cloned()
+        else {
+            continue;
+        };
+        in_flight
+            .0
+            .lock()
+            .insert(change.range_id, change.add.unwrap_or(0));
+        m.moves_in_flight
+            .store(in_flight.0.lock().len() as u64, Ordering::Relaxed);
         let (state, running, in_flight) = (state.clone(), running.clone(), in_flight.clone());
         tokio::spawn(async move {
-            let outcome = tokio::time::timeout(CHANGE_TIMEOUT, apply(&running, &desc, &change)).await;
+            let outcome =
+                tokio::time::timeout(CHANGE_TIMEOUT, apply(&running, &desc, &change)).await;
             let m = &state.placement;
             match outcome {
                 Ok(Ok(true)) => {
@@ -177,11 +229,16 @@ async fn round(state: &Arc<State>, running: &Arc<Running>, in_flight: &Arc<InFli
                 }
                 Err(_) => {
                     m.moves_failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(range = change.range_id, ?change, "placement change timed out");
+                    tracing::warn!(
+                        range = change.range_id,
+                        ?change,
+                        "placement change timed out"
+                    );
                 }
             }
             in_flight.0.lock().remove(&change.range_id);
-            m.moves_in_flight.store(in_flight.0.lock().len() as u64, Ordering::Relaxed);
+            m.moves_in_flight
+                .store(in_flight.0.lock().len() as u64, Ordering::Relaxed);
         });
     }
     prefer_leaders(state, running, &ranges, leader_moves).await;
@@ -190,14 +247,27 @@ async fn round(state: &Arc<State>, running: &Arc<Running>, in_flight: &Arc<InFli
 
 /// Records each leader move as the range's preferred leader, all at once, and waits for
 /// them (a failure is logged and planned again next round).
-async fn prefer_leaders(state: &State, running: &Arc<Running>, ranges: &[RangeDescriptor], moves: Vec<LeaderMove>) {
+async fn prefer_leaders(
+    state: &State,
+    running: &Arc<Running>,
+    ranges: &[RangeDescriptor],
+    moves: Vec<LeaderMove>,
+) {
     let mut tasks = tokio::task::JoinSet::new();
     for m in moves {
-        let Some(start) = ranges.iter().find(|d| d.range_id == m.range_id).map(|d| d.start.clone()) else { continue };
+        let Some(start) = ranges
+            .iter()
+            .find(|d| d.range_id == m.range_id)
+            .map(|d| d.start.clone())
+        else {
+            continue;
+        };
         let running = running.clone();
         tasks.spawn(async move {
             let cmd = Command::PreferLeader { node_id: m.to };
-            let outcome = tokio::time::timeout(PREFER_TIMEOUT, running.db.router().execute(&start, cmd)).await;
+            let outcome =
+                tokio::time::timeout(PREFER_TIMEOUT, running.db.router().execute(&start, cmd))
+                    .await;
             (m, outcome)
         });
     }
@@ -205,44 +275,83 @@ async fn prefer_leaders(state: &State, running: &Arc<Running>, ranges: &[RangeDe
         let Ok((m, outcome)) = joined else { continue };
         match outcome {
             Ok(Ok(_)) => {
-                state.placement.leader_moves_done.fetch_add(1, Ordering::Relaxed);
+                state
+                    .placement
+                    .leader_moves_done
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(range = m.range_id, from = m.from, to = m.to, reason = ?m.reason, "placement: preferred leader moved");
             }
-            Ok(Err(e)) => tracing::debug!(range = m.range_id, to = m.to, error = %e, "placement: could not move the preferred leader"),
-            Err(_) => tracing::debug!(range = m.range_id, to = m.to, "placement: moving the preferred leader timed out"),
+            Ok(Err(e)) => {
+                tracing::debug!(range = m.range_id, to = m.to, error = %e, "placement: could not move the preferred leader")
+            }
+            Err(_) => tracing::debug!(
+                range = m.range_id,
+                to = m.to,
+                "placement: moving the preferred leader timed out"
+            ),
         }
     }
 }
 
 /// Makes one change, if the range's leader still has the shape it was planned from;
 /// returns whether it was made.
-async fn apply(running: &Running, planned: &RangeDescriptor, change: &Change) -> Result<bool, flotilla_router::Error> {
+async fn apply(
+    running: &Running,
+    planned: &RangeDescriptor,
+    change: &Change,
+) -> Result<bool, flotilla_router::Error> {
     let router = running.db.router();
-    let query = Command::ChangeReplicas { add: Vec::new(), remove: Vec::new() };
+    let query = Command::ChangeReplicas {
+        add: Vec::new(),
+        remove: Vec::new(),
+    };
     let (_, resp) = router.execute(&planned.start, query).await?;
-    let Response::Replicas(current) = resp else { return Ok(false) };
+    let Response::Replicas(current) = resp else {
+        return Ok(false);
+    };
     if current.range_id != planned.range_id || current.epoch() != planned.epoch() {
-        tracing::debug!(range = planned.range_id, "the range changed since its record was read; replanned next round");
+        tracing::debug!(
+            range = planned.range_id,
+            "the range changed since its record was read; replanned next round"
+        );
         return Ok(false);
     }
     tracing::info!(range = change.range_id, add = ?change.add, remove = ?change.remove, reason = ?change.reason, "placement: changing replicas");
     let add: Vec<u64> = change.add.into_iter().collect();
     let remove: Vec<u64> = change.remove.into_iter().collect();
-    running.db.change_range_replicas(&current, add, remove).await?;
+    running
+        .db
+        .change_range_replicas(&current, add, remove)
+        .await?;
     Ok(true)
 }
 
 /// Marks decommissioned every decommissioning node no range lists any more.
-async fn finish_decommissions(running: &Running, records: &[NodeRecord], ranges: &[RangeDescriptor]) {
-    for r in records.iter().filter(|r| r.membership() == NodeMembership::Decommissioning) {
+async fn finish_decommissions(
+    running: &Running,
+    records: &[NodeRecord],
+    ranges: &[RangeDescriptor],
+) {
+    for r in records
+        .iter()
+        .filter(|r| r.membership() == NodeMembership::Decommissioning)
+    {
         if ranges.iter().any(|d| d.replica_on(r.node_id).is_some()) {
             continue;
         }
-        let done = NodeRecord { membership: NodeMembership::Decommissioned as i32, ..r.clone() };
+        let done = NodeRecord {
+            membership: NodeMembership::Decommissioned as i32,
+            ..r.clone()
+        };
         match swap_record(running, Some(r), &done).await {
-            Ok(true) => tracing::info!(node = r.node_id, "decommissioned: the node holds no replica and may be stopped"),
+            Ok(true) => tracing::info!(
+                node = r.node_id,
+                "decommissioned: the node holds no replica and may be stopped"
+            ),
             Ok(false) => {}
-            Err(e) => tracing::debug!(node = r.node_id, error = %e, "could not mark a node decommissioned yet"),
+            Err(e) => {
+                tracing::debug!(node = r.node_id, error = %e, "could not mark a node decommissioned yet")
+            }
         }
     }
 }

@@ -67,7 +67,9 @@ impl Routes {
     /// The address of the leader of `key`, if a learned span holds it.
     pub fn leader(&self, key: &[u8]) -> Option<String> {
         let spans = self.spans.read();
-        let (_, span) = spans.range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Included(key))).next_back()?;
+        let (_, span) = spans
+            .range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Included(key)))
+            .next_back()?;
         if span.end.as_deref().is_some_and(|e| key >= e) {
             return None;
         }
@@ -88,9 +90,16 @@ impl Routes {
     /// Learns the hint in a response's metadata, if it carries one: the new span replaces
     /// every learned span it overlaps.
     pub fn learn(&self, md: &MetadataMap) {
-        let Some(leader) = md.get(LEADER_HEADER).and_then(|v| v.to_str().ok()) else { return };
-        let Some(start) = md.get_bin(START_HEADER).and_then(|v| v.to_bytes().ok()) else { return };
-        let end = md.get_bin(END_HEADER).and_then(|v| v.to_bytes().ok()).map(|b| b.to_vec());
+        let Some(leader) = md.get(LEADER_HEADER).and_then(|v| v.to_str().ok()) else {
+            return;
+        };
+        let Some(start) = md.get_bin(START_HEADER).and_then(|v| v.to_bytes().ok()) else {
+            return;
+        };
+        let end = md
+            .get_bin(END_HEADER)
+            .and_then(|v| v.to_bytes().ok())
+            .map(|b| b.to_vec());
         self.learn_span(leader, start.to_vec(), end);
     }
 
@@ -111,13 +120,22 @@ impl Routes {
         for s in inside {
             spans.remove(&s);
         }
-        let before = spans.range(..start.clone()).next_back().map(|(s, span)| (s.clone(), span.end.clone()));
+        let before = spans
+            .range(..start.clone())
+            .next_back()
+            .map(|(s, span)| (s.clone(), span.end.clone()));
         if let Some((s, before_end)) = before {
             if before_end.is_none_or(|e| e > start) {
                 spans.remove(&s);
             }
         }
-        spans.insert(start, Span { end, leader: leader.to_string() });
+        spans.insert(
+            start,
+            Span {
+                end,
+                leader: leader.to_string(),
+            },
+        );
     }
 
     /// Forgets every span led at `leader` (it could not be reached).
@@ -158,15 +176,27 @@ mod tests {
         r.learn(&hint("127.0.0.1:1", b"", Some(b"m")));
         r.learn(&hint("127.0.0.1:2", b"m", None));
         assert_eq!(leader_of(&r, b"a").as_deref(), Some("127.0.0.1:1"));
-        assert_eq!(leader_of(&r, b"m").as_deref(), Some("127.0.0.1:2"), "a span's end belongs to the next");
+        assert_eq!(
+            leader_of(&r, b"m").as_deref(),
+            Some("127.0.0.1:2"),
+            "a span's end belongs to the next"
+        );
         assert_eq!(leader_of(&r, b"zzz").as_deref(), Some("127.0.0.1:2"));
         // The first span split and its right half moved: the old span is replaced.
         r.learn(&hint("127.0.0.1:3", b"g", Some(b"m")));
         assert_eq!(leader_of(&r, b"h").as_deref(), Some("127.0.0.1:3"));
-        assert_eq!(leader_of(&r, b"a"), None, "the overlapped span was dropped, not trusted");
+        assert_eq!(
+            leader_of(&r, b"a"),
+            None,
+            "the overlapped span was dropped, not trusted"
+        );
         assert_eq!(r.len(), 2);
         r.forget("127.0.0.1:2");
-        assert_eq!(leader_of(&r, b"x"), None, "an unreachable leader is forgotten");
+        assert_eq!(
+            leader_of(&r, b"x"),
+            None,
+            "an unreachable leader is forgotten"
+        );
         // A response without a hint, or with a malformed one, teaches nothing.
         r.learn(&MetadataMap::new());
         assert_eq!(r.len(), 1);
@@ -178,10 +208,18 @@ mod tests {
         by_metadata.learn(&hint("127.0.0.1:1", b"c", Some(b"f")));
         by_stream.learn_span("127.0.0.1:1", b"c".to_vec(), Some(b"f".to_vec()));
         for key in [&b"b"[..], b"c", b"e", b"f"] {
-            assert_eq!(by_metadata.leader(key), by_stream.leader(key), "key {key:?}");
+            assert_eq!(
+                by_metadata.leader(key),
+                by_stream.leader(key),
+                "key {key:?}"
+            );
         }
         assert_eq!(by_stream.leader(b"d").as_deref(), Some("127.0.0.1:1"));
         by_stream.learn_span("", b"a".to_vec(), None);
-        assert_eq!(by_stream.len(), 1, "a hint without a leader teaches nothing");
+        assert_eq!(
+            by_stream.len(),
+            1,
+            "a hint without a leader teaches nothing"
+        );
     }
 }

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use flotilla_engine::{Engine, EngineOptions};
 use flotilla_raftstore::keyspace::initial_ranges_placed;
 use flotilla_raftstore::node::{MetaSink, Node, StoreHandle, StoreMsg};
-use flotilla_raftstore::{Clock, MonotonicClock, RangeDescriptor, SkewedClock, Store, StoreMetrics};
+use flotilla_raftstore::{
+    Clock, MonotonicClock, RangeDescriptor, SkewedClock, Store, StoreMetrics,
+};
 use flotilla_router::{publish_meta, Db, RetryPolicy, Router};
 use parking_lot::{Mutex, RwLock};
 use prost::Message as _;
@@ -88,9 +90,19 @@ impl State {
         // Twice the liveness timeout: a node silent that long has missed ten heartbeat
         // batches.
         let suspect_after = cfg.store.tick_interval * (2 * cfg.store.liveness_timeout_ticks) as u32;
-        let peers = Arc::new(Peers::new(cfg.node_id, cfg.advertise.clone(), cfg.pinned.clone(), suspect_after));
+        let peers = Arc::new(Peers::new(
+            cfg.node_id,
+            cfg.advertise.clone(),
+            cfg.pinned.clone(),
+            suspect_after,
+        ));
         let snap_root = flotilla_raftstore::snap::snap_root(engine.path());
-        let transport = Arc::new(GrpcTransport::new(peers.clone(), runtime.clone(), snap_root, cfg.store.snapshot_rate));
+        let transport = Arc::new(GrpcTransport::new(
+            peers.clone(),
+            runtime.clone(),
+            snap_root,
+            cfg.store.snapshot_rate,
+        ));
         let state = Arc::new(State {
             transport_metrics: transport.metrics(),
             cfg,
@@ -116,12 +128,21 @@ impl State {
         Store::check_owner(&state.engine, state.cfg.node_id)?;
         if let Some(identity) = state.stored_identity()? {
             // Never two processes as one node: ask the members first.
-            state.runtime.block_on(crate::identity::ensure_unique(&state, &identity))?;
+            state
+                .runtime
+                .block_on(crate::identity::ensure_unique(&state, &identity))?;
             state.start_store(identity)?;
         } else if state.cfg.join.is_empty() {
             let me = state.cfg.node_id;
-            let me = NodeAddress { node_id: me, address: state.cfg.advertise.clone() };
-            let identity = new_identity(state.cfg.initial_ranges, state.cfg.replication_factor, vec![me]);
+            let me = NodeAddress {
+                node_id: me,
+                address: state.cfg.advertise.clone(),
+            };
+            let identity = new_identity(
+                state.cfg.initial_ranges,
+                state.cfg.replication_factor,
+                vec![me],
+            );
             tracing::info!(cluster = %identity.cluster_id, "no --join given: bootstrapping a single-node cluster");
             state.bootstrap(identity)?;
         } else {
@@ -150,11 +171,14 @@ impl State {
 
     /// The identity recorded in the data directory, if any.
     pub fn stored_identity(&self) -> Result<Option<BootstrapRequest>, ServerError> {
-        let Some(raw) = Store::cluster_identity(&self.engine)? else { return Ok(None) };
-        let identity = BootstrapRequest::decode(raw.as_slice()).map_err(|e| ServerError::Identity {
-            path: self.cfg.data_dir.clone(),
-            detail: e.to_string(),
-        })?;
+        let Some(raw) = Store::cluster_identity(&self.engine)? else {
+            return Ok(None);
+        };
+        let identity =
+            BootstrapRequest::decode(raw.as_slice()).map_err(|e| ServerError::Identity {
+                path: self.cfg.data_dir.clone(),
+                detail: e.to_string(),
+            })?;
         Ok(Some(identity))
     }
 
@@ -178,13 +202,18 @@ impl State {
             )));
         }
         if !identity.nodes.iter().any(|n| n.node_id == me) {
-            return Err(ServerError::Config(format!("the cluster's member list does not include node {me}")));
+            return Err(ServerError::Config(format!(
+                "the cluster's member list does not include node {me}"
+            )));
         }
         // Only the initial ranges placed on this node (a node that joined has none: the
         // placement loop sends it replicas).
         let mine: Vec<RangeDescriptor> = match identity.joined {
             true => Vec::new(),
-            false => initial_descriptors(&identity).into_iter().filter(|d| d.replica_on(me).is_some()).collect(),
+            false => initial_descriptors(&identity)
+                .into_iter()
+                .filter(|d| d.replica_on(me).is_some())
+                .collect(),
         };
         let records = crate::cluster::initial_records(&identity);
         Store::bootstrap_cluster(&self.engine, me, &identity.encode_to_vec(), &mine, &records)?;
@@ -192,18 +221,31 @@ impl State {
     }
 
     fn start_store(&self, identity: BootstrapRequest) -> Result<(), ServerError> {
-        self.peers.set_cluster(&identity.cluster_id, identity.nodes.iter().map(|n| n.node_id).collect());
+        self.peers.set_cluster(
+            &identity.cluster_id,
+            identity.nodes.iter().map(|n| n.node_id).collect(),
+        );
         for n in &identity.nodes {
             self.peers.learn(n.node_id, &n.address);
         }
         let clock: Arc<dyn Clock> = match self.cfg.clock_rate {
             Some(rate) => {
-                tracing::warn!(node = self.cfg.node_id, rate, "fault injection: this node's clock runs skewed");
+                tracing::warn!(
+                    node = self.cfg.node_id,
+                    rate,
+                    "fault injection: this node's clock runs skewed"
+                );
                 Arc::new(SkewedClock::new(rate))
             }
             None => Arc::new(MonotonicClock::new()),
         };
-        let store = Store::open_with_clock(self.cfg.node_id, self.engine.clone(), self.cfg.store.clone(), None, clock)?;
+        let store = Store::open_with_clock(
+            self.cfg.node_id,
+            self.engine.clone(),
+            self.cfg.store.clone(),
+            None,
+            clock,
+        )?;
         let (meta_tx, meta_rx) = tokio::sync::mpsc::unbounded_channel();
         let sink: MetaSink = Arc::new(move |entries| {
             let _ = meta_tx.send(entries);
@@ -219,7 +261,8 @@ impl State {
         let meta = meta_descriptor(&identity);
         let db = Arc::new(Db::new(Router::new(gateway, meta, RetryPolicy::default())));
         let publisher = db.clone();
-        self.runtime.spawn(async move { publish_meta(publisher.router(), meta_rx).await });
+        self.runtime
+            .spawn(async move { publish_meta(publisher.router(), meta_rx).await });
         tracing::info!(node = self.cfg.node_id, cluster = %identity.cluster_id, "store started");
         let running = Running {
             cluster_id: identity.cluster_id.clone(),
@@ -246,7 +289,8 @@ impl State {
             let timeout = self.cfg.store.tick_interval * (2 * self.cfg.store.election_ticks) as u32;
             drain(&running, timeout);
         }
-        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let running = self.running.write().take();
         if let Some(node) = running.and_then(|r| r.node.lock().take()) {
             node.stop();
@@ -256,7 +300,10 @@ impl State {
     /// Resolves to the cause once the store has stopped on its own.
     pub async fn store_failed(&self) -> String {
         let mut rx = self.fatal.subscribe();
-        let cause = rx.wait_for(Option::is_some).await.map(|c| c.clone().unwrap_or_default());
+        let cause = rx
+            .wait_for(Option::is_some)
+            .await
+            .map(|c| c.clone().unwrap_or_default());
         match cause {
             Ok(cause) => cause,
             Err(_) => std::future::pending().await,
@@ -278,7 +325,10 @@ fn open_data_dir(cfg: &ServerConfig) -> Result<Engine, ServerError> {
             dir.display()
         )));
     }
-    std::fs::create_dir_all(dir).map_err(|source| ServerError::DataDir { path: dir.clone(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| ServerError::DataDir {
+        path: dir.clone(),
+        source,
+    })?;
     let engine = Engine::open(dir.join("db"), &EngineOptions::default()).map_err(|e| {
         if e.to_string().contains("lock") {
             ServerError::DataDirInUse { path: dir.clone() }
@@ -286,10 +336,14 @@ fn open_data_dir(cfg: &ServerConfig) -> Result<Engine, ServerError> {
             ServerError::Engine(e)
         }
     })?;
-    let size = cfg.ballast_size.unwrap_or_else(|| crate::disk::default_ballast_size(dir));
+    let size = cfg
+        .ballast_size
+        .unwrap_or_else(|| crate::disk::default_ballast_size(dir));
     match crate::disk::ensure_ballast(dir, size)? {
         crate::disk::Ballast::Present(bytes) => tracing::info!(bytes, "ballast in place"),
-        crate::disk::Ballast::Absent { reason } => tracing::warn!(%reason, "no ballast: a full disk will need space freed elsewhere"),
+        crate::disk::Ballast::Absent { reason } => {
+            tracing::warn!(%reason, "no ballast: a full disk will need space freed elsewhere")
+        }
     }
     Ok(engine)
 }
@@ -305,7 +359,10 @@ fn drain(running: &Running, timeout: Duration) {
         match wait_answer(rx, deadline) {
             Some(0) | None => return,
             Some(left) if Instant::now() >= deadline => {
-                tracing::warn!(left, "stopping while still leading some ranges; they elect new leaders");
+                tracing::warn!(
+                    left,
+                    "stopping while still leading some ranges; they elect new leaders"
+                );
                 return;
             }
             Some(_) => std::thread::sleep(Duration::from_millis(50)),
@@ -320,17 +377,31 @@ fn wait_answer(mut rx: tokio::sync::oneshot::Receiver<usize>, deadline: Instant)
         match rx.try_recv() {
             Ok(n) => return Some(n),
             Err(tokio::sync::oneshot::error::TryRecvError::Closed) => return None,
-            Err(tokio::sync::oneshot::error::TryRecvError::Empty) if Instant::now() >= deadline => return None,
-            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(10)),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) if Instant::now() >= deadline => {
+                return None
+            }
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
         }
     }
 }
 
 /// A fresh identity for a cluster of `nodes`, `replication_factor` voters per range.
-pub fn new_identity(initial_ranges: u32, replication_factor: u32, mut nodes: Vec<NodeAddress>) -> BootstrapRequest {
+pub fn new_identity(
+    initial_ranges: u32,
+    replication_factor: u32,
+    mut nodes: Vec<NodeAddress>,
+) -> BootstrapRequest {
     let cluster_id = format!("{:032x}", rand::random::<u128>());
     nodes.sort_by_key(|n| n.node_id);
-    BootstrapRequest { cluster_id, initial_ranges, nodes, replication_factor, joined: false }
+    BootstrapRequest {
+        cluster_id,
+        initial_ranges,
+        nodes,
+        replication_factor,
+        joined: false,
+    }
 }
 
 /// The initial ranges, derived from the identity (the same on every member): each on

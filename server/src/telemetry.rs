@@ -36,7 +36,9 @@ impl RequestMetrics {
     /// Records one call of `method` that started at `started` and ended with `code`.
     pub fn observe(&self, method: &str, code: tonic::Code, started: Instant) {
         let method = vec![("method".to_string(), method.to_string())];
-        self.latency.get_or_create(&method).observe(started.elapsed().as_secs_f64());
+        self.latency
+            .get_or_create(&method)
+            .observe(started.elapsed().as_secs_f64());
         let mut labels = method;
         labels.push(("code".to_string(), format!("{code:?}")));
         self.outcomes.get_or_create(&labels).inc();
@@ -44,7 +46,15 @@ impl RequestMetrics {
 
     /// Adds the metrics to a scrape's registry (they stay shared with this value).
     pub fn register(&self, registry: &mut Registry) {
-        registry.register("kv_request_seconds", "Client request latency by method", self.latency.clone());
-        registry.register("kv_requests", "Client requests by method and gRPC code", self.outcomes.clone());
+        registry.register(
+            "kv_request_seconds",
+            "Client request latency by method",
+            self.latency.clone(),
+        );
+        registry.register(
+            "kv_requests",
+            "Client requests by method and gRPC code",
+            self.outcomes.clone(),
+        );
     }
 }

@@ -66,9 +66,22 @@ impl GrpcTransport {
     /// A transport that resolves nodes through `peers`, runs its tasks on `runtime`, and
     /// sends snapshot files from `snap_root` at most `snapshot_rate` bytes per second
     /// (0: no limit).
-    pub fn new(peers: Arc<Peers>, runtime: Handle, snap_root: PathBuf, snapshot_rate: u64) -> GrpcTransport {
+    pub fn new(
+        peers: Arc<Peers>,
+        runtime: Handle,
+        snap_root: PathBuf,
+        snapshot_rate: u64,
+    ) -> GrpcTransport {
         let (throttle, uploading) = (Arc::new(Throttle::new(snapshot_rate)), Arc::default());
-        GrpcTransport { peers, runtime, queues: Mutex::default(), metrics: Arc::default(), snap_root, throttle, uploading }
+        GrpcTransport {
+            peers,
+            runtime,
+            queues: Mutex::default(),
+            metrics: Arc::default(),
+            snap_root,
+            throttle,
+            uploading,
+        }
     }
 
     /// The transport's counters.
@@ -95,7 +108,11 @@ impl GrpcTransport {
             return;
         }
         let (peers, metrics) = (self.peers.clone(), self.metrics.clone());
-        let (root, throttle, uploading) = (self.snap_root.clone(), self.throttle.clone(), self.uploading.clone());
+        let (root, throttle, uploading) = (
+            self.snap_root.clone(),
+            self.throttle.clone(),
+            self.uploading.clone(),
+        );
         self.runtime.spawn(async move {
             let outcome = upload_snapshot(&peers, to, env, root, throttle, metrics.clone()).await;
             uploading.lock().remove(&(to, range));
@@ -112,8 +129,9 @@ impl GrpcTransport {
 
 impl Transport for GrpcTransport {
     fn send(&self, to: u64, batch: Vec<RaftEnvelope>) {
-        let (snapshots, batch): (Vec<_>, Vec<_>) =
-            batch.into_iter().partition(|e| e.message.get_msg_type() == MessageType::MsgSnapshot);
+        let (snapshots, batch): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|e| e.message.get_msg_type() == MessageType::MsgSnapshot);
         for env in snapshots {
             self.send_snapshot(to, env);
         }
@@ -142,7 +160,8 @@ async fn run_stream(
         let _ = frames.send(frame(&first)).await;
         let mut request = tonic::Request::new(ReceiverStream::new(rx));
         peers.stamp(&mut request);
-        let mut call = tokio::spawn(async move { InternalClient::new(channel).raft(request).await });
+        let mut call =
+            tokio::spawn(async move { InternalClient::new(channel).raft(request).await });
         let opened = tokio::time::Instant::now();
         let ended = loop {
             tokio::select! {
@@ -173,7 +192,9 @@ async fn run_stream(
 }
 
 fn frame(batch: &[RaftEnvelope]) -> RaftBatch {
-    RaftBatch { envelopes: batch.iter().map(envelope_to_proto).collect() }
+    RaftBatch {
+        envelopes: batch.iter().map(envelope_to_proto).collect(),
+    }
 }
 
 /// Sends one snapshot to node `to`: its message, then its files in chunks.
@@ -187,19 +208,36 @@ async fn upload_snapshot(
 ) -> Result<(), String> {
     // A connection of its own: HTTP/2 flow control is shared by a connection's streams,
     // and bulk bytes must never hold back the heartbeats on the Raft stream.
-    let address = peers.address(to).ok_or_else(|| format!("no address known for node {to}"))?;
+    let address = peers
+        .address(to)
+        .ok_or_else(|| format!("no address known for node {to}"))?;
     let channel = crate::peers::channel_to(&address).map_err(|e| e.to_string())?;
-    let first = SnapshotChunk { data: Vec::new(), envelope: Some(envelope_to_proto(&env)) };
+    let first = SnapshotChunk {
+        data: Vec::new(),
+        envelope: Some(envelope_to_proto(&env)),
+    };
     let snap = env.message.get_snapshot().clone();
-    let mut outgoing = snap::Outgoing::open(&root, env.range_id, &snap).map_err(|e| e.to_string())?;
+    let mut outgoing =
+        snap::Outgoing::open(&root, env.range_id, &snap).map_err(|e| e.to_string())?;
     let (chunks, rx) = mpsc::channel::<SnapshotChunk>(4);
     let _ = chunks.send(first).await;
     // Disk reads and pacing on a blocking thread; the stream holds at most 4 chunks.
     let reader = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        while let Some(data) = outgoing.next_chunk(snap::CHUNK_BYTES).map_err(|e| e.to_string())? {
+        while let Some(data) = outgoing
+            .next_chunk(snap::CHUNK_BYTES)
+            .map_err(|e| e.to_string())?
+        {
             throttle.take(data.len() as u64);
-            metrics.snapshot_bytes_sent.fetch_add(data.len() as u64, Ordering::Relaxed);
-            if chunks.blocking_send(SnapshotChunk { data, envelope: None }).is_err() {
+            metrics
+                .snapshot_bytes_sent
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            if chunks
+                .blocking_send(SnapshotChunk {
+                    data,
+                    envelope: None,
+                })
+                .is_err()
+            {
                 break; // the receiver ended the call (it had the snapshot already)
             }
         }
@@ -208,7 +246,11 @@ async fn upload_snapshot(
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
     peers.stamp(&mut request);
     let mut client = InternalClient::new(channel).max_encoding_message_size(MAX_FRAME_BYTES);
-    let sent = client.snapshot(request).await.map(|_| ()).map_err(|s| s.to_string());
+    let sent = client
+        .snapshot(request)
+        .await
+        .map(|_| ())
+        .map_err(|s| s.to_string());
     let read = reader.await.map_err(|e| e.to_string())?;
     sent.and(read)
 }
@@ -223,7 +265,10 @@ pub struct Throttle {
 impl Throttle {
     /// A bucket of `rate` bytes per second (0: no limit).
     pub fn new(rate: u64) -> Throttle {
-        Throttle { rate, state: Mutex::new((std::time::Instant::now(), rate as f64)) }
+        Throttle {
+            rate,
+            state: Mutex::new((std::time::Instant::now(), rate as f64)),
+        }
     }
 
     /// Takes `n` bytes from the bucket, blocking the calling (blocking-pool) thread until

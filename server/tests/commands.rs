@@ -15,7 +15,8 @@ use flotilla_server::proto::command::Op;
 use flotilla_server::proto::command_result::Outcome;
 use flotilla_server::proto::kv_client::KvClient;
 use flotilla_server::proto::{
-    Command, CommandResult, CommandsRequest, CommandsResponse, DeleteRequest, GetRequest, PutRequest,
+    Command, CommandResult, CommandsRequest, CommandsResponse, DeleteRequest, GetRequest,
+    PutRequest,
 };
 use flotilla_server::routes::{Routes, LEADER_HEADER};
 use flotilla_server::service::commands::MAX_IN_FLIGHT;
@@ -43,13 +44,23 @@ struct Stream {
 impl Stream {
     async fn open(endpoint: &str) -> Stream {
         let (send, rx) = mpsc::channel(16);
-        let results = kv(endpoint).commands(ReceiverStream::new(rx)).await.expect("open a commands stream").into_inner();
-        Stream { send: Some(send), results, frames: 0 }
+        let results = kv(endpoint)
+            .commands(ReceiverStream::new(rx))
+            .await
+            .expect("open a commands stream")
+            .into_inner();
+        Stream {
+            send: Some(send),
+            results,
+            frames: 0,
+        }
     }
 
     async fn send(&self, commands: Vec<Command>) {
         let send = self.send.as_ref().expect("the request side is open");
-        send.send(CommandsRequest { commands }).await.expect("send a frame");
+        send.send(CommandsRequest { commands })
+            .await
+            .expect("send a frame");
     }
 
     /// Closes the request side.
@@ -68,8 +79,11 @@ impl Stream {
         while got.len() < n {
             let left = deadline.saturating_duration_since(Instant::now());
             let frame = tokio::time::timeout(left, self.results.message()).await;
-            let frame = frame.unwrap_or_else(|_| panic!("only {} of {n} results within {limit:?}", got.len()));
-            let frame = frame.expect("the stream broke").expect("the stream ended before every answer");
+            let frame = frame
+                .unwrap_or_else(|_| panic!("only {} of {n} results within {limit:?}", got.len()));
+            let frame = frame
+                .expect("the stream broke")
+                .expect("the stream ended before every answer");
             assert!(!frame.results.is_empty(), "an empty response frame");
             self.frames += 1;
             got.extend(frame.results);
@@ -90,11 +104,21 @@ impl Stream {
 }
 
 fn command(id: u64, op: Option<Op>) -> Command {
-    Command { id, timeout_ms: 0, op }
+    Command {
+        id,
+        timeout_ms: 0,
+        op,
+    }
 }
 
 fn put(id: u64, key: &[u8], value: &[u8]) -> Command {
-    command(id, Some(Op::Put(PutRequest { key: key.to_vec(), value: value.to_vec() })))
+    command(
+        id,
+        Some(Op::Put(PutRequest {
+            key: key.to_vec(),
+            value: value.to_vec(),
+        })),
+    )
 }
 
 fn get(id: u64, key: &[u8]) -> Command {
@@ -143,10 +167,16 @@ fn succeeded(r: &CommandResult) {
 /// The node leading the one user range.
 async fn user_range_leader(cluster: &TestCluster) -> u64 {
     let client = cluster.client();
-    poll_until("a first put", READY_TIMEOUT, || async { client.put(b"warm", b"up").await.map_err(|s| s.to_string()) }).await;
+    poll_until("a first put", READY_TIMEOUT, || async {
+        client.put(b"warm", b"up").await.map_err(|s| s.to_string())
+    })
+    .await;
     poll_until("the user range's leader", READY_TIMEOUT, || async {
         let ranges = client.ranges().await.map_err(|s| s.to_string())?;
-        let user = ranges.ranges.iter().find(|r| r.descriptor.as_ref().is_some_and(|d| d.range_id != 1));
+        let user = ranges
+            .ranges
+            .iter()
+            .find(|r| r.descriptor.as_ref().is_some_and(|d| d.range_id != 1));
         match user.map(|r| r.leader_node) {
             Some(l) if l != 0 => Ok(l),
             other => Err(format!("leader {other:?}")),
@@ -165,14 +195,48 @@ async fn every_command_of_a_frame_gets_its_own_answer_and_a_forwarding_node_name
 
     // What the unary calls say through the same node, to compare with.
     let mut unary = kv(&via);
-    unary.put(PutRequest { key: b"old".to_vec(), value: b"old value".to_vec() }).await.expect("put old");
-    unary.put(PutRequest { key: b"doomed".to_vec(), value: b"x".to_vec() }).await.expect("put doomed");
-    let hinted = unary.put(PutRequest { key: b"old".to_vec(), value: b"old value".to_vec() }).await.expect("put old");
-    let unary_leader = hinted.metadata().get(LEADER_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+    unary
+        .put(PutRequest {
+            key: b"old".to_vec(),
+            value: b"old value".to_vec(),
+        })
+        .await
+        .expect("put old");
+    unary
+        .put(PutRequest {
+            key: b"doomed".to_vec(),
+            value: b"x".to_vec(),
+        })
+        .await
+        .expect("put doomed");
+    let hinted = unary
+        .put(PutRequest {
+            key: b"old".to_vec(),
+            value: b"old value".to_vec(),
+        })
+        .await
+        .expect("put old");
+    let unary_leader = hinted
+        .metadata()
+        .get(LEADER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let unary_leader = unary_leader.expect("a forwarding node names the leader in unary metadata");
-    let empty_key = unary.put(PutRequest { key: vec![], value: b"v".to_vec() }).await.expect_err("an empty key");
+    let empty_key = unary
+        .put(PutRequest {
+            key: vec![],
+            value: b"v".to_vec(),
+        })
+        .await
+        .expect_err("an empty key");
     let big = vec![7u8; MAX_VALUE + 1];
-    let too_big = unary.put(PutRequest { key: b"big".to_vec(), value: big.clone() }).await.expect_err("a value over the limit");
+    let too_big = unary
+        .put(PutRequest {
+            key: b"big".to_vec(),
+            value: big.clone(),
+        })
+        .await
+        .expect_err("a value over the limit");
 
     let mut stream = Stream::open(&via).await;
     stream
@@ -193,60 +257,124 @@ async fn every_command_of_a_frame_gets_its_own_answer_and_a_forwarding_node_name
         .await;
     let results = stream.receive(11).await;
     let duplicate: Vec<&CommandResult> = results.iter().filter(|r| r.id == 10).collect();
-    assert_eq!(duplicate.len(), 2, "id 10 was sent twice: two answers, {duplicate:?}");
-    let refused: Vec<_> = duplicate.iter().filter(|r| matches!(r.outcome, Some(Outcome::Error(_)))).collect();
-    assert_eq!(refused.len(), 1, "exactly one of the two id-10 commands is refused: {duplicate:?}");
+    assert_eq!(
+        duplicate.len(),
+        2,
+        "id 10 was sent twice: two answers, {duplicate:?}"
+    );
+    let refused: Vec<_> = duplicate
+        .iter()
+        .filter(|r| matches!(r.outcome, Some(Outcome::Error(_))))
+        .collect();
+    assert_eq!(
+        refused.len(),
+        1,
+        "exactly one of the two id-10 commands is refused: {duplicate:?}"
+    );
     let (code, message) = error_of(refused[0]);
     assert_eq!(code, Code::InvalidArgument);
-    assert!(message.contains("id 10") && message.contains("already in flight"), "{message}");
+    assert!(
+        message.contains("id 10") && message.contains("already in flight"),
+        "{message}"
+    );
     let results = by_id(results.into_iter().filter(|r| r.id != 10).collect());
-    assert_eq!(results.keys().copied().collect::<Vec<_>>(), (1..=9).collect::<Vec<_>>(), "one answer per id");
+    assert_eq!(
+        results.keys().copied().collect::<Vec<_>>(),
+        (1..=9).collect::<Vec<_>>(),
+        "one answer per id"
+    );
 
     for id in [1, 2, 3, 9] {
         succeeded(&results[&id]);
     }
-    assert_eq!(got(&results[&4]), Some(b"old value".to_vec()), "a get of a key written before");
+    assert_eq!(
+        got(&results[&4]),
+        Some(b"old value".to_vec()),
+        "a get of a key written before"
+    );
     assert_eq!(got(&results[&5]), None, "a get of an absent key");
     let (code, message) = error_of(&results[&6]);
-    assert_eq!((code, message.as_str()), (Code::InvalidArgument, empty_key.message()), "the empty key: as the unary put");
+    assert_eq!(
+        (code, message.as_str()),
+        (Code::InvalidArgument, empty_key.message()),
+        "the empty key: as the unary put"
+    );
     assert!(message.contains("empty key"), "{message}");
     let (code, message) = error_of(&results[&7]);
-    assert_eq!((code, message.as_str()), (Code::InvalidArgument, too_big.message()), "the big value: as the unary put");
-    assert!(message.contains("max_value_size") && message.contains(&(MAX_VALUE + 1).to_string()), "{message}");
+    assert_eq!(
+        (code, message.as_str()),
+        (Code::InvalidArgument, too_big.message()),
+        "the big value: as the unary put"
+    );
+    assert!(
+        message.contains("max_value_size") && message.contains(&(MAX_VALUE + 1).to_string()),
+        "{message}"
+    );
     let (code, message) = error_of(&results[&8]);
     assert_eq!(code, Code::InvalidArgument);
-    assert!(message.contains("command 8") && message.contains("no operation"), "{message}");
+    assert!(
+        message.contains("command 8") && message.contains("no operation"),
+        "{message}"
+    );
 
     // The node forwarded every command to the leader: each success names it, as the
     // unary metadata does; a refused command names no one.
     for id in [1, 2, 3, 4, 5, 9] {
-        let hint = results[&id].hint.as_ref().unwrap_or_else(|| panic!("no hint on forwarded command {id}"));
+        let hint = results[&id]
+            .hint
+            .as_ref()
+            .unwrap_or_else(|| panic!("no hint on forwarded command {id}"));
         assert_eq!(hint.leader, unary_leader, "command {id}'s hint");
-        assert_eq!((hint.start.as_slice(), hint.end.as_deref()), (&b""[..], None), "the one user range spans everything");
+        assert_eq!(
+            (hint.start.as_slice(), hint.end.as_deref()),
+            (&b""[..], None),
+            "the one user range spans everything"
+        );
     }
     for id in [6, 7, 8] {
-        assert!(results[&id].hint.is_none(), "refused command {id} names a leader: {:?}", results[&id].hint);
+        assert!(
+            results[&id].hint.is_none(),
+            "refused command {id} names a leader: {:?}",
+            results[&id].hint
+        );
     }
     let routes = Routes::default();
     let hint = results[&1].hint.clone().unwrap();
     routes.learn_span(&hint.leader, hint.start, hint.end);
-    assert_eq!(routes.leader(b"any key").as_deref(), Some(unary_leader.as_str()));
+    assert_eq!(
+        routes.leader(b"any key").as_deref(),
+        Some(unary_leader.as_str())
+    );
 
     // What the first frame wrote is read back; then closing the request side ends the
     // response stream once the last answers are out.
-    stream.send(vec![get(11, b"a"), get(12, b"b"), get(13, b"c"), get(14, b"doomed"), get(15, b"d")]).await;
+    stream
+        .send(vec![
+            get(11, b"a"),
+            get(12, b"b"),
+            get(13, b"c"),
+            get(14, b"doomed"),
+            get(15, b"d"),
+        ])
+        .await;
     stream.close();
     let results = by_id(stream.receive(5).await);
     assert_eq!(got(&results[&11]), Some(b"value a".to_vec()));
     assert_eq!(got(&results[&12]), Some(b"value b".to_vec()));
     assert_eq!(got(&results[&13]), Some(b"value c".to_vec()));
     assert_eq!(got(&results[&14]), None, "deleted in the first frame");
-    assert_eq!(got(&results[&15]), Some(b"value d".to_vec()), "the first id-10 command was the put");
+    assert_eq!(
+        got(&results[&15]),
+        Some(b"value d".to_vec()),
+        "the first id-10 command was the put"
+    );
     stream.expect_end().await;
 
     // Through the leader itself: no hint, as for unary calls.
     let mut direct = Stream::open(&cluster.endpoint(leader)).await;
-    direct.send(vec![put(1, b"e", b"value e"), get(2, b"a")]).await;
+    direct
+        .send(vec![put(1, b"e", b"value e"), get(2, b"a")])
+        .await;
     direct.close();
     for r in direct.receive(2).await {
         succeeded(&r);
@@ -266,7 +394,9 @@ async fn more_commands_than_a_stream_holds_in_flight_are_all_answered() {
     // reading until answers go out, and must resume.
     let keys: Vec<Vec<u8>> = (0..total).map(|i| spread_key("many", i % 50)).collect();
     for chunk in (0..total).collect::<Vec<_>>().chunks(2_000) {
-        stream.send(chunk.iter().map(|&i| get(i, &keys[i as usize])).collect()).await;
+        stream
+            .send(chunk.iter().map(|&i| get(i, &keys[i as usize])).collect())
+            .await;
     }
     stream.close();
     let results = by_id(stream.receive_within(total as usize, READY_TIMEOUT).await);

@@ -37,7 +37,10 @@ fn as_root(program: &str) -> Command {
 /// This process's effective user id, from /proc (no libc in the tests).
 fn euid() -> u32 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let uid = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2));
+    let uid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2));
     uid.and_then(|u| u.parse().ok()).unwrap_or(u32::MAX)
 }
 
@@ -45,11 +48,21 @@ impl Tmpfs {
     fn mount(dir: &Path, mib: u64) -> Tmpfs {
         std::fs::create_dir_all(dir).unwrap();
         let status = as_root("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m,mode=1777"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m,mode=1777"),
+                "tmpfs",
+            ])
             .arg(dir)
             .status()
             .expect("run mount");
-        assert!(status.success(), "mounting a tmpfs at {} failed (this test needs root or sudo)", dir.display());
+        assert!(
+            status.success(),
+            "mounting a tmpfs at {} failed (this test needs root or sudo)",
+            dir.display()
+        );
         Tmpfs(dir.to_path_buf())
     }
 }
@@ -70,18 +83,31 @@ async fn a_full_disk_stops_the_node_and_the_ballast_lets_it_restart() {
     let mut node = NodeProc::new(1, data.clone(), root.path().join("node1.log"), &ballast);
     node.spawn();
     let client = client_for(&[node.listen.clone()]);
-    poll_until("the single node takes writes", Duration::from_secs(30), || async {
-        client.put(b"ready", b"1").await.map_err(|s| s.to_string())
-    })
+    poll_until(
+        "the single node takes writes",
+        Duration::from_secs(30),
+        || async { client.put(b"ready", b"1").await.map_err(|s| s.to_string()) },
+    )
     .await;
-    assert_eq!(std::fs::metadata(data.join("ballast")).unwrap().len(), 16 << 20);
+    assert_eq!(
+        std::fs::metadata(data.join("ballast")).unwrap().len(),
+        16 << 20
+    );
 
     // Fill the disk. Each put's answer is recorded; an error ends the loop.
     let mut acked = Vec::new();
     let mut last_error = None;
     for i in 0..2000u64 {
         let key = format!("fill-{i:05}").into_bytes();
-        match put_with_deadline(&client, 0, &key, &incompressible_value(i, VALUE), Duration::from_secs(10)).await {
+        match put_with_deadline(
+            &client,
+            0,
+            &key,
+            &incompressible_value(i, VALUE),
+            Duration::from_secs(10),
+        )
+        .await
+        {
             Ok(()) => acked.push((key, i)),
             Err(s) => {
                 last_error = Some(s);
@@ -90,31 +116,71 @@ async fn a_full_disk_stops_the_node_and_the_ballast_lets_it_restart() {
         }
     }
     let last_error = last_error.expect("64 MiB filled without a single failed put");
-    assert!(acked.len() > 10, "only {} puts before the disk was full: {last_error:?}", acked.len());
+    assert!(
+        acked.len() > 10,
+        "only {} puts before the disk was full: {last_error:?}",
+        acked.len()
+    );
 
     // Fail-stop: the process exits, with the storage error's exit code and a message that
     // names the data directory and the way out.
     let failed_at = Instant::now();
     let status = node.wait_exit(Duration::from_secs(15)).await;
-    let status = status.unwrap_or_else(|| panic!("the node is still up after its disk filled:\n{}", node.log_tail(20)));
-    assert_eq!(status.code(), Some(74), "exit status {status}:\n{}", node.log_tail(20));
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "the node is still up after its disk filled:\n{}",
+            node.log_tail(20)
+        )
+    });
+    assert_eq!(
+        status.code(),
+        Some(74),
+        "exit status {status}:\n{}",
+        node.log_tail(20)
+    );
     let log = node.log_text();
     let data_s = data.display().to_string();
-    assert!(log.contains("the store in") && log.contains(&data_s), "message names the data dir:\n{}", node.log_tail(10));
-    assert!(log.contains("ballast") && log.contains("Disk full"), "message names the way out:\n{}", node.log_tail(10));
-    eprintln!("node exited {:?} after the first failed put ({} acknowledged): {last_error:?}", failed_at.elapsed(), acked.len());
+    assert!(
+        log.contains("the store in") && log.contains(&data_s),
+        "message names the data dir:\n{}",
+        node.log_tail(10)
+    );
+    assert!(
+        log.contains("ballast") && log.contains("Disk full"),
+        "message names the way out:\n{}",
+        node.log_tail(10)
+    );
+    eprintln!(
+        "node exited {:?} after the first failed put ({} acknowledged): {last_error:?}",
+        failed_at.elapsed(),
+        acked.len()
+    );
 
     // The procedure: delete the ballast, restart, read everything acknowledged.
     std::fs::remove_file(data.join("ballast")).unwrap();
     node.spawn();
     for (key, i) in &acked {
-        let got = get_eventually(&client, key, Duration::from_secs(30)).await.unwrap_or_else(|e| {
-            panic!("reading {} after the restart: {e}\n{}", show(key), node.log_tail(20))
-        });
-        assert!(got.as_deref() == Some(incompressible_value(*i, VALUE).as_slice()), "acknowledged {} lost", show(key));
+        let got = get_eventually(&client, key, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "reading {} after the restart: {e}\n{}",
+                    show(key),
+                    node.log_tail(20)
+                )
+            });
+        assert!(
+            got.as_deref() == Some(incompressible_value(*i, VALUE).as_slice()),
+            "acknowledged {} lost",
+            show(key)
+        );
     }
     // Still too full for a ballast: the node says so instead of filling the disk again.
     assert!(!data.join("ballast").exists());
-    assert!(node.log_text().contains("no ballast"), "{}", node.log_tail(10));
+    assert!(
+        node.log_text().contains("no ballast"),
+        "{}",
+        node.log_tail(10)
+    );
     node.kill9();
 }

@@ -12,7 +12,10 @@ const EXIT: Duration = Duration::from_secs(30);
 
 /// The value of `flag` on a node's command line.
 fn flag(args: &[String], flag: &str) -> String {
-    let i = args.iter().position(|a| a == flag).unwrap_or_else(|| panic!("{flag} in {args:?}"));
+    let i = args
+        .iter()
+        .position(|a| a == flag)
+        .unwrap_or_else(|| panic!("{flag} in {args:?}"));
     args[i + 1].clone()
 }
 
@@ -37,11 +40,17 @@ async fn a_node_whose_disk_was_wiped_refuses_to_rejoin_as_new() {
     let log = cluster.node(3).log_tail(5);
     let status = status.unwrap_or_else(|| panic!("the wiped node 3 kept running:\n{log}"));
     assert!(!status.success(), "{status}");
-    assert!(log.contains("wiped or replaced") && log.contains("Restore its data directory"), "{log}");
+    assert!(
+        log.contains("wiped or replaced") && log.contains("Restore its data directory"),
+        "{log}"
+    );
     // `init` again must not hand it the initial ranges either.
     let init = cluster.client_of(1).init(4, 3).await;
     assert!(init.is_err_and(|s| s.code() == tonic::Code::AlreadyExists));
-    assert!(!dir.join("db").exists() || cluster.node(3).log_text().matches("store started").count() == 1);
+    assert!(
+        !dir.join("db").exists()
+            || cluster.node(3).log_text().matches("store started").count() == 1
+    );
     cluster_still_serves(&cluster, b"after-wipe").await;
 }
 
@@ -54,7 +63,12 @@ async fn a_copied_data_directory_is_refused_while_its_node_is_live() {
     let copy = cluster.root().join("node2-copy");
     let original = cluster.node(2).dir.clone();
     assert!(cluster.node(2).pause());
-    let cp = std::process::Command::new("cp").arg("-a").arg(&original).arg(&copy).status().unwrap();
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&original)
+        .arg(&copy)
+        .status()
+        .unwrap();
     assert!(cluster.node(2).resume());
     assert!(cp.success());
     let join = flag(cluster.node(2).args(), "--join");
@@ -66,7 +80,10 @@ async fn a_copied_data_directory_is_refused_while_its_node_is_live() {
     let status = status.unwrap_or_else(|| panic!("a second process ran as node 2:\n{text}"));
     assert!(!status.success(), "{status}");
     assert!(text.contains("already served by a live process"), "{text}");
-    assert!(!impostor.log_text().contains("store started"), "the copy started its store:\n{text}");
+    assert!(
+        !impostor.log_text().contains("store started"),
+        "the copy started its store:\n{text}"
+    );
     // The real node 2 is untouched.
     assert!(cluster.node(2).is_running());
     cluster.wait_ready().await;
@@ -82,7 +99,12 @@ async fn a_joining_node_with_an_id_already_in_use_is_refused() {
     cluster.node(3).kill9();
     let join = flag(cluster.node(1).args(), "--join");
     let dir = cluster.root().join("node3-again");
-    let mut again = NodeProc::new(3, dir, cluster.root().join("node3-again.log"), &["--join".to_string(), join]);
+    let mut again = NodeProc::new(
+        3,
+        dir,
+        cluster.root().join("node3-again.log"),
+        &["--join".to_string(), join],
+    );
     again.spawn();
     let status = again.wait_exit(EXIT).await;
     let text = again.log_tail(5);
@@ -90,6 +112,12 @@ async fn a_joining_node_with_an_id_already_in_use_is_refused() {
     assert!(!status.success(), "{status}");
     // The members have had Raft traffic from node 3: they answer that it served, and the
     // blank process stops before asking to join (the Join refusal is the backstop).
-    assert!(text.contains("node 3 has served in cluster") && text.contains("fresh --node-id"), "{text}");
-    assert!(!again.log_text().contains("store started"), "the refused node started a store:\n{text}");
+    assert!(
+        text.contains("node 3 has served in cluster") && text.contains("fresh --node-id"),
+        "{text}"
+    );
+    assert!(
+        !again.log_text().contains("store started"),
+        "the refused node started a store:\n{text}"
+    );
 }

@@ -14,7 +14,10 @@ use suite::{run, Schedule};
 
 /// How long each CI schedule runs (`JEPSEN_CI_SECONDS` overrides it).
 fn ci_length() -> Duration {
-    let secs = std::env::var("JEPSEN_CI_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(6);
+    let secs = std::env::var("JEPSEN_CI_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6);
     Duration::from_secs(secs)
 }
 
@@ -81,7 +84,10 @@ async fn splits_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn catch_up_by_snapshot() {
     let report = short("snapshot", 12).await;
-    assert!(report.snapshots > 0, "the cut-off node caught up without a snapshot: {report:?}");
+    assert!(
+        report.snapshots > 0,
+        "the cut-off node caught up without a snapshot: {report:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -99,8 +105,12 @@ async fn mixed() {
 #[ignore = "long runs: scripts/jepsen.sh"]
 async fn replay() {
     let _serial = common::serial().await;
-    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set; use scripts/jepsen.sh"));
-    let seconds: u64 = var("JEPSEN_SECONDS").parse().expect("JEPSEN_SECONDS is a number");
+    let var = |k: &str| {
+        std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set; use scripts/jepsen.sh"))
+    };
+    let seconds: u64 = var("JEPSEN_SECONDS")
+        .parse()
+        .expect("JEPSEN_SECONDS is a number");
     let seed: u64 = var("JEPSEN_SEED").parse().expect("JEPSEN_SEED is a number");
     let schedule = Schedule::new(&var("JEPSEN_SCHEDULE"), seed, Duration::from_secs(seconds));
     let report = run(&schedule).await;

@@ -42,7 +42,10 @@ async fn a_leaseholder_woken_from_sigstop_serves_no_stale_read() {
     cluster.client().put(&key, b"v1").await.expect("first put");
     let old = leaseholder_of(&cluster, &key).await;
     let direct = cluster.client_of(old);
-    assert_eq!(direct.get(&key).await.expect("read at the leaseholder"), Some(b"v1".to_vec()));
+    assert_eq!(
+        direct.get(&key).await.expect("read at the leaseholder"),
+        Some(b"v1".to_vec())
+    );
 
     // Freeze the leaseholder and cut it off from its peers (not from its clients).
     assert!(cluster.node(old).pause(), "SIGSTOP node {old}");
@@ -56,7 +59,10 @@ async fn a_leaseholder_woken_from_sigstop_serves_no_stale_read() {
         }
     })
     .await;
-    assert_eq!(get_eventually(&others, &key, RECOVERY).await.unwrap(), Some(b"v2".to_vec()));
+    assert_eq!(
+        get_eventually(&others, &key, RECOVERY).await.unwrap(),
+        Some(b"v2".to_vec())
+    );
 
     // A read sent to the frozen node waits in its socket; then it wakes.
     let reader = tokio::spawn(async move { direct.get(&key).await });
@@ -64,12 +70,22 @@ async fn a_leaseholder_woken_from_sigstop_serves_no_stale_read() {
     // a read arriving just after the wake meets the same stale lease).
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(cluster.node(old).resume(), "SIGCONT node {old}");
-    let answer = tokio::time::timeout(Duration::from_secs(60), reader).await.expect("an answer").expect("task");
+    let answer = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("an answer")
+        .expect("task");
     eprintln!("the woken leaseholder answered {answer:?}");
     match answer {
-        Ok(v) => assert_eq!(v, Some(b"v2".to_vec()), "stale read from the woken leaseholder"),
+        Ok(v) => assert_eq!(
+            v,
+            Some(b"v2".to_vec()),
+            "stale read from the woken leaseholder"
+        ),
         Err(s) => assert!(
-            matches!(s.code(), Code::Unavailable | Code::Unknown | Code::DeadlineExceeded),
+            matches!(
+                s.code(),
+                Code::Unavailable | Code::Unknown | Code::DeadlineExceeded
+            ),
             "a read the woken node cannot serve fails retryably: {s:?}"
         ),
     }
@@ -77,7 +93,9 @@ async fn a_leaseholder_woken_from_sigstop_serves_no_stale_read() {
     // Healed, every node reads the new value.
     cluster.heal();
     for id in cluster.ids() {
-        let v = get_eventually(&cluster.client_of(id), b"paused-key", RECOVERY).await.unwrap();
+        let v = get_eventually(&cluster.client_of(id), b"paused-key", RECOVERY)
+            .await
+            .unwrap();
         assert_eq!(v, Some(b"v2".to_vec()), "node {id} after the heal");
     }
 }

@@ -41,7 +41,12 @@ mod snapshot {
 
     async fn fill(client: Arc<Client>) -> Vec<(Vec<u8>, Vec<u8>)> {
         let pairs: Vec<_> = (0..KEYS)
-            .map(|i| (format!("snap-{i:05}").into_bytes(), incompressible_value(i as u64, VALUE_BYTES)))
+            .map(|i| {
+                (
+                    format!("snap-{i:05}").into_bytes(),
+                    incompressible_value(i as u64, VALUE_BYTES),
+                )
+            })
             .collect();
         let items = pairs.clone();
         run_parallel(items, 8, move |(k, v)| {
@@ -132,7 +137,8 @@ mod snapshot {
     async fn a_snapshot_cut_short_at_either_end_is_sent_again_and_installs_whole() {
         let _serial = serial().await;
         let mut opts = ClusterOpts::ranges(1).manual_placement(4);
-        opts.extra_args.extend(["--snapshot-rate".to_string(), RATE.to_string()]);
+        opts.extra_args
+            .extend(["--snapshot-rate".to_string(), RATE.to_string()]);
         let mut cluster = TestCluster::start(4, opts).await;
         let client = Arc::new(cluster.client_without(&[4]));
         let ranges = client.ranges().await.expect("ranges").ranges;

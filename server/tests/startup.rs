@@ -12,8 +12,15 @@ use common::*;
 
 /// Runs `flotilla start ARGS` to its end; returns the exit code and stderr.
 fn start(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(BIN).arg("start").args(args).output().expect("run flotilla start");
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(BIN)
+        .arg("start")
+        .args(args)
+        .output()
+        .expect("run flotilla start");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -27,16 +34,28 @@ fn bad_startup_flags_are_refused_with_what_to_do() {
 
     let (code, err) = start(&[&base[..], &["--join", ""]].concat());
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("--join \"\"") && err.contains("leave --join out"), "{err}");
+    assert!(
+        err.contains("--join \"\"") && err.contains("leave --join out"),
+        "{err}"
+    );
 
     let (code, err) = start(&[&base[..], &["--initial-ranges", "2000000"]].concat());
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("--initial-ranges 2000000 is out of range"), "{err}");
+    assert!(
+        err.contains("--initial-ranges 2000000 is out of range"),
+        "{err}"
+    );
 
     let (code, err) = start(&[&base[..], &["--node-id", "0"]].concat());
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("--node-id 0 is out of range") && err.contains("1..=16777215"), "{err}");
-    assert!(!data.exists(), "the data directory was created before the flags were checked");
+    assert!(
+        err.contains("--node-id 0 is out of range") && err.contains("1..=16777215"),
+        "{err}"
+    );
+    assert!(
+        !data.exists(),
+        "the data directory was created before the flags were checked"
+    );
 
     std::fs::write(&data, b"not a directory").unwrap();
     let (code, err) = start(&base);
@@ -49,10 +68,23 @@ async fn a_second_process_on_one_data_directory_is_told_so() {
     let _serial = serial().await;
     let cluster = TestCluster::start(1, ClusterOpts::default()).await;
     let dir = cluster.root().join("node1");
-    let (port, http) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
-    let (code, err) = start(&["--listen", &port, "--http-listen", &http, "--data-dir", dir.to_str().unwrap()]);
+    let (port, http) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let (code, err) = start(&[
+        "--listen",
+        &port,
+        "--http-listen",
+        &http,
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("is in use by another process") && err.contains("its own directory"), "{err}");
+    assert!(
+        err.contains("is in use by another process") && err.contains("its own directory"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,20 +94,38 @@ async fn health_and_readiness_tell_a_waiting_node_from_a_serving_one() {
     // A node told to join an address where nothing listens waits for `init`.
     let nowhere = format!("127.0.0.1:{}", free_port());
     let extra = ["--join".to_string(), nowhere];
-    let mut waiting = NodeProc::new(7, root.path().join("n7"), root.path().join("n7.log"), &extra);
+    let mut waiting = NodeProc::new(
+        7,
+        root.path().join("n7"),
+        root.path().join("n7.log"),
+        &extra,
+    );
     waiting.spawn();
     let http = waiting.http.clone();
-    let health = poll_until("/health answers", Duration::from_secs(20), || http_get(&http, "/health")).await;
-    assert!(health.contains("200 OK") && health.contains("\"node_id\":7"), "{health}");
+    let health = poll_until("/health answers", Duration::from_secs(20), || {
+        http_get(&http, "/health")
+    })
+    .await;
+    assert!(
+        health.contains("200 OK") && health.contains("\"node_id\":7"),
+        "{health}"
+    );
     let ready = http_get(&http, "/ready").await.unwrap();
-    assert!(ready.contains("503") && ready.contains("not initialized"), "{ready}");
+    assert!(
+        ready.contains("503") && ready.contains("not initialized"),
+        "{ready}"
+    );
     waiting.kill9();
 
     let mut cluster = TestCluster::start(1, ClusterOpts::default()).await;
     let http = cluster.node(1).http.clone();
     let ready = poll_until("/ready", Duration::from_secs(20), || async {
         let r = http_get(&http, "/ready").await?;
-        if r.contains("200 OK") { Ok(r) } else { Err(r) }
+        if r.contains("200 OK") {
+            Ok(r)
+        } else {
+            Err(r)
+        }
     })
     .await;
     assert!(ready.contains("\"ready\":true"), "{ready}");

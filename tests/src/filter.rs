@@ -36,7 +36,9 @@ pub struct Partition {
 
 impl Partition {
     pub fn new(groups: &[&[u64]]) -> Partition {
-        Partition { groups: groups.iter().map(|g| g.iter().copied().collect()).collect() }
+        Partition {
+            groups: groups.iter().map(|g| g.iter().copied().collect()).collect(),
+        }
     }
 
     fn group_of(&self, node: u64) -> Option<usize> {
@@ -46,7 +48,10 @@ impl Partition {
 
 impl Filter for Partition {
     fn check(&mut self, env: &RaftEnvelope, _: &mut StdRng) -> Verdict {
-        let (a, b) = (self.group_of(env.from.node_id), self.group_of(env.to.node_id));
+        let (a, b) = (
+            self.group_of(env.from.node_id),
+            self.group_of(env.to.node_id),
+        );
         if a.is_some() && a == b {
             Verdict::Deliver
         } else {
@@ -170,7 +175,8 @@ impl Filter for LeaveJointFrom {
         use protobuf::Message as _;
         let leave_joint = |e: &raft::prelude::Entry| {
             e.get_entry_type() == raft::prelude::EntryType::EntryConfChangeV2
-                && raft::prelude::ConfChangeV2::parse_from_bytes(&e.data).is_ok_and(|cc| cc.changes.is_empty())
+                && raft::prelude::ConfChangeV2::parse_from_bytes(&e.data)
+                    .is_ok_and(|cc| cc.changes.is_empty())
         };
         if env.from.node_id == self.0 && env.message.entries.iter().any(leave_joint) {
             Verdict::Drop

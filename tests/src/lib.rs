@@ -22,8 +22,8 @@ use flotilla_raftstore::local::even_ranges;
 use flotilla_raftstore::metapb::{HeartbeatBatch, Replica};
 use flotilla_raftstore::snap::{self, snap_root};
 use flotilla_raftstore::{
-    callback, find_split_key, Callback, Command, Error, ManualClock, NODE_RANGE_ID, RaftEnvelope, RangeDescriptor,
-    Request, Response, ResponseReceiver, Store, StoreConfig,
+    callback, find_split_key, Callback, Command, Error, ManualClock, RaftEnvelope, RangeDescriptor,
+    Request, Response, ResponseReceiver, Store, StoreConfig, NODE_RANGE_ID,
 };
 use prost::Message as _;
 use raft::prelude::MessageType;
@@ -97,11 +97,21 @@ pub struct Cluster {
 impl Cluster {
     /// `nodes` stores holding `range_count` ranges (every node a replica of each).
     pub fn new(nodes: u64, range_count: u64, seed: u64) -> Cluster {
-        Cluster::with_config(nodes, even_ranges(range_count, nodes), seed, harness_config())
+        Cluster::with_config(
+            nodes,
+            even_ranges(range_count, nodes),
+            seed,
+            harness_config(),
+        )
     }
 
     /// A cluster with explicit ranges and configuration.
-    pub fn with_config(nodes: u64, ranges: Vec<RangeDescriptor>, seed: u64, cfg: StoreConfig) -> Cluster {
+    pub fn with_config(
+        nodes: u64,
+        ranges: Vec<RangeDescriptor>,
+        seed: u64,
+        cfg: StoreConfig,
+    ) -> Cluster {
         let root = tempfile::tempdir().expect("temp dir");
         let mut cluster = Cluster {
             seed,
@@ -134,16 +144,23 @@ impl Cluster {
     }
 
     fn open_engine(&self, node_id: u64) -> Engine {
-        Engine::open(self.dir(node_id), &EngineOptions { block_cache_bytes: 1 << 20, background_jobs: 1 })
-            .expect("open engine")
+        Engine::open(
+            self.dir(node_id),
+            &EngineOptions {
+                block_cache_bytes: 1 << 20,
+                background_jobs: 1,
+            },
+        )
+        .expect("open engine")
     }
 
     /// Opens node `node_id`'s store from its data directory.
     pub fn start(&mut self, node_id: u64) {
         let engine = self.open_engine(node_id);
         let clock = self.clocks.entry(node_id).or_default().clone();
-        let store = Store::open_with_clock(node_id, engine, self.cfg.clone(), Some(self.seed), clock)
-            .expect("open store");
+        let store =
+            Store::open_with_clock(node_id, engine, self.cfg.clone(), Some(self.seed), clock)
+                .expect("open store");
         self.stores.insert(node_id, Some(store));
     }
 
@@ -190,7 +207,10 @@ impl Cluster {
 
     /// The store of a running node, mutably (to inject input by hand).
     pub fn store_mut(&mut self, node_id: u64) -> &mut Store {
-        self.stores.get_mut(&node_id).and_then(|s| s.as_mut()).expect("node is running")
+        self.stores
+            .get_mut(&node_id)
+            .and_then(|s| s.as_mut())
+            .expect("node is running")
     }
 
     /// The ranges the cluster was bootstrapped with.
@@ -230,7 +250,9 @@ impl Cluster {
             clock.advance(interval);
         }
         for (id, store) in self.stores.iter_mut() {
-            let Some(store) = store.as_mut().filter(|_| !self.stalled.contains_key(id)) else { continue };
+            let Some(store) = store.as_mut().filter(|_| !self.stalled.contains_key(id)) else {
+                continue;
+            };
             store.catch_up();
             // Size checks run inline here; the threaded driver runs them on a worker.
             for task in store.take_split_checks() {
@@ -300,7 +322,8 @@ impl Cluster {
             let delivered = self.deliver_due();
             let mut busy = false;
             for (id, store) in self.stores.iter() {
-                busy |= !self.stalled.contains_key(id) && store.as_ref().is_some_and(|s| s.has_pending_work());
+                busy |= !self.stalled.contains_key(id)
+                    && store.as_ref().is_some_and(|s| s.has_pending_work());
             }
             self.end_rounds();
             if delivered == 0 && !busy && !self.has_due() {
@@ -308,16 +331,30 @@ impl Cluster {
             }
         }
         for (id, store) in self.stores.iter() {
-            eprintln!("not settled: node {id} has work: {:?}", store.as_ref().map(|s| s.has_pending_work()));
+            eprintln!(
+                "not settled: node {id} has work: {:?}",
+                store.as_ref().map(|s| s.has_pending_work())
+            );
         }
         for m in &self.in_flight {
-            eprintln!("not settled: in flight {} -> {} range {} {:?}", m.env.from.node_id, m.env.to.node_id, m.env.range_id, m.env.message.get_msg_type());
+            eprintln!(
+                "not settled: in flight {} -> {} range {} {:?}",
+                m.env.from.node_id,
+                m.env.to.node_id,
+                m.env.range_id,
+                m.env.message.get_msg_type()
+            );
         }
-        panic!("cluster did not settle within 1000 rounds (seed {})", self.seed);
+        panic!(
+            "cluster did not settle within 1000 rounds (seed {})",
+            self.seed
+        );
     }
 
     fn has_due(&self) -> bool {
-        self.in_flight.iter().any(|m| m.due <= self.now && !self.stalled.contains_key(&m.env.to.node_id))
+        self.in_flight
+            .iter()
+            .any(|m| m.due <= self.now && !self.stalled.contains_key(&m.env.to.node_id))
     }
 
     fn end_rounds(&mut self) {
@@ -365,21 +402,33 @@ impl Cluster {
             }
         }
         for _ in 1..copies {
-            self.in_flight.push(InFlight { due: self.now + delay, env: env.clone() });
+            self.in_flight.push(InFlight {
+                due: self.now + delay,
+                env: env.clone(),
+            });
         }
-        self.in_flight.push(InFlight { due: self.now + delay, env });
+        self.in_flight.push(InFlight {
+            due: self.now + delay,
+            env,
+        });
     }
 
     /// Filters the heartbeats inside a node's coalesced batch one by one, as if each
     /// were its range's own message, so that filters selecting ranges or message types
     /// see them; the batch itself then passes the filters as a whole (node-to-node).
     fn filter_beats(&mut self, env: &mut RaftEnvelope) {
-        let Ok(mut batch) = HeartbeatBatch::decode(env.message.context.as_ref()) else { return };
+        let Ok(mut batch) = HeartbeatBatch::decode(env.message.context.as_ref()) else {
+            return;
+        };
         let before = batch.beats.len();
         let (filters, rng) = (&mut self.filters, &mut self.rng);
         batch.beats.retain(|b| {
             let mut m = raft::prelude::Message::default();
-            let t = if b.response { MessageType::MsgHeartbeatResponse } else { MessageType::MsgHeartbeat };
+            let t = if b.response {
+                MessageType::MsgHeartbeatResponse
+            } else {
+                MessageType::MsgHeartbeat
+            };
             m.set_msg_type(t);
             let one = RaftEnvelope {
                 range_id: b.range_id,
@@ -387,7 +436,9 @@ impl Cluster {
                 to: Replica::voter(env.to.node_id, b.to),
                 message: m,
             };
-            filters.iter_mut().all(|(_, f)| f.check(&one, rng) != Verdict::Drop)
+            filters
+                .iter_mut()
+                .all(|(_, f)| f.check(&one, rng) != Verdict::Drop)
         });
         self.dropped += (before - batch.beats.len()) as u64;
         env.message.context = batch.encode_to_vec().into();
@@ -415,7 +466,10 @@ impl Cluster {
                     n += batch.len();
                     self.delivered += batch.len() as u64;
                     for env in &batch {
-                        *self.delivered_between.entry((env.from.node_id, node)).or_default() += 1;
+                        *self
+                            .delivered_between
+                            .entry((env.from.node_id, node))
+                            .or_default() += 1;
                     }
                     store.on_raft_messages(batch);
                 }
@@ -431,7 +485,10 @@ impl Cluster {
         if env.message.get_msg_type() != raft::prelude::MessageType::MsgSnapshot {
             return true;
         }
-        let (from, to) = (snap_root(&self.dir(env.from.node_id)), snap_root(&self.dir(env.to.node_id)));
+        let (from, to) = (
+            snap_root(&self.dir(env.from.node_id)),
+            snap_root(&self.dir(env.to.node_id)),
+        );
         snap::copy(&from, &to, env.range_id, env.message.get_snapshot()).is_ok()
     }
 
@@ -439,7 +496,9 @@ impl Cluster {
     pub fn leader_of(&self, range_id: u64) -> Option<u64> {
         let mut best: Option<(u64, u64)> = None;
         for (node, store) in &self.stores {
-            let Some(peer) = store.as_ref().and_then(|s| s.peer(range_id)) else { continue };
+            let Some(peer) = store.as_ref().and_then(|s| s.peer(range_id)) else {
+                continue;
+            };
             if peer.is_leader() && best.is_none_or(|(t, _)| peer.term() > t) {
                 best = Some((peer.term(), *node));
             }
@@ -448,7 +507,12 @@ impl Cluster {
     }
 
     /// Ticks until `range_id` has a leader that is not `not` (at most `max_ticks`).
-    pub fn wait_leader_except(&mut self, range_id: u64, not: Option<u64>, max_ticks: u64) -> Option<u64> {
+    pub fn wait_leader_except(
+        &mut self,
+        range_id: u64,
+        not: Option<u64>,
+        max_ticks: u64,
+    ) -> Option<u64> {
         for _ in 0..=max_ticks {
             match self.leader_of(range_id) {
                 Some(l) if Some(l) != not => return Some(l),
@@ -467,7 +531,10 @@ impl Cluster {
     /// stalled node's requests wait in its queue until it resumes.
     pub fn request(&mut self, node_id: u64, range_id: u64, command: Command) -> ResponseReceiver {
         let newest = self.current_ranges();
-        let known = newest.iter().chain(self.ranges.iter()).find(|r| r.range_id == range_id);
+        let known = newest
+            .iter()
+            .chain(self.ranges.iter())
+            .find(|r| r.range_id == range_id);
         let epoch = known.map(|r| r.epoch());
         self.request_with_epoch(node_id, range_id, epoch.unwrap_or_default(), command)
     }
@@ -481,8 +548,14 @@ impl Cluster {
         command: Command,
     ) -> ResponseReceiver {
         let (cb, rx) = callback();
-        let req = Request { range_id, epoch, command };
-        if let (Some(queue), Some(Some(_))) = (self.stalled.get_mut(&node_id), self.stores.get(&node_id)) {
+        let req = Request {
+            range_id,
+            epoch,
+            command,
+        };
+        if let (Some(queue), Some(Some(_))) =
+            (self.stalled.get_mut(&node_id), self.stores.get(&node_id))
+        {
             queue.push((req, cb));
             return rx;
         }
@@ -496,14 +569,21 @@ impl Cluster {
     }
 
     /// Ticks until `rx` is answered, at most `max_ticks`.
-    pub fn wait_answer(&mut self, rx: &mut ResponseReceiver, max_ticks: u64) -> Result<Response, CallError> {
+    pub fn wait_answer(
+        &mut self,
+        rx: &mut ResponseReceiver,
+        max_ticks: u64,
+    ) -> Result<Response, CallError> {
         self.settle();
         for _ in 0..=max_ticks {
             match rx.try_recv() {
                 Ok(r) => return r.map_err(CallError::Store),
                 Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
                     let reason = "the store stopped before answering".to_string();
-                    return Err(CallError::Store(Error::Ambiguous { range_id: 0, reason }));
+                    return Err(CallError::Store(Error::Ambiguous {
+                        range_id: 0,
+                        reason,
+                    }));
                 }
                 Err(tokio::sync::oneshot::error::TryRecvError::Empty) => self.tick(),
             }
@@ -514,14 +594,24 @@ impl Cluster {
     /// Sends `command` to the range's leader (waiting up to `max_ticks` for one) and waits
     /// for the answer. Retries within the budget as the router does: on retryable errors,
     /// and on ambiguous ones (timeouts) only for commands safe to repeat (reads, splits).
-    pub fn call(&mut self, range_id: u64, command: Command, max_ticks: u64) -> Result<Response, CallError> {
+    pub fn call(
+        &mut self,
+        range_id: u64,
+        command: Command,
+        max_ticks: u64,
+    ) -> Result<Response, CallError> {
         let repeat = command.is_safe_to_repeat();
         self.call_routed(|_| range_id, command, max_ticks, repeat)
     }
 
     /// Like [`Cluster::call`] for the range holding `key`, found again before every
     /// attempt (ranges split).
-    pub fn call_at(&mut self, key: &[u8], command: Command, max_ticks: u64) -> Result<Response, CallError> {
+    pub fn call_at(
+        &mut self,
+        key: &[u8],
+        command: Command,
+        max_ticks: u64,
+    ) -> Result<Response, CallError> {
         let repeat = command.is_safe_to_repeat();
         self.call_routed(|c| c.range_of(key), command, max_ticks, repeat)
     }
@@ -544,7 +634,8 @@ impl Cluster {
             let left = deadline.saturating_sub(self.now);
             match self.wait_answer(&mut rx, left) {
                 Err(CallError::Store(e))
-                    if (e.is_retryable() || (repeat_ambiguous && e.is_ambiguous())) && self.now < deadline =>
+                    if (e.is_retryable() || (repeat_ambiguous && e.is_ambiguous()))
+                        && self.now < deadline =>
                 {
                     self.tick()
                 }
@@ -556,7 +647,13 @@ impl Cluster {
     /// Splits the range holding `key` at `key`; returns the two ranges on either side of
     /// `key` (a retry after an ambiguous attempt finds the split done, which also counts).
     pub fn split(&mut self, key: &[u8]) -> Result<(RangeDescriptor, RangeDescriptor), CallError> {
-        match self.call_at(key, Command::Split { split_key: key.to_vec() }, 200) {
+        match self.call_at(
+            key,
+            Command::Split {
+                split_key: key.to_vec(),
+            },
+            200,
+        ) {
             Ok(Response::Split { left, right }) => Ok((left, right)),
             Ok(other) => panic!("unexpected answer to split: {other:?}"),
             // A retry after an ambiguous attempt, routed before the split became visible,
@@ -572,12 +669,22 @@ impl Cluster {
     /// the router does; returns the descriptor after the change. A repeat refused as
     /// having nothing to do after an attempt of unknown outcome counts as done when the
     /// replicas are as asked.
-    pub fn change_replicas(&mut self, range_id: u64, add: &[u64], remove: &[u64]) -> Result<RangeDescriptor, CallError> {
-        let cmd = Command::ChangeReplicas { add: add.to_vec(), remove: remove.to_vec() };
+    pub fn change_replicas(
+        &mut self,
+        range_id: u64,
+        add: &[u64],
+        remove: &[u64],
+    ) -> Result<RangeDescriptor, CallError> {
+        let cmd = Command::ChangeReplicas {
+            add: add.to_vec(),
+            remove: remove.to_vec(),
+        };
         match self.call(range_id, cmd, 600) {
             Ok(Response::Replicas(desc)) => Ok(desc),
             Ok(other) => panic!("unexpected answer to change_replicas: {other:?}"),
-            Err(CallError::Store(Error::InvalidMembership { .. })) if self.replicas_are(range_id, add, remove) => {
+            Err(CallError::Store(Error::InvalidMembership { .. }))
+                if self.replicas_are(range_id, add, remove) =>
+            {
                 Ok(self.descriptor(range_id).expect("known"))
             }
             Err(e) => Err(e),
@@ -588,14 +695,21 @@ impl Cluster {
     /// and no replica on `remove`.
     pub fn replicas_are(&self, range_id: u64, add: &[u64], remove: &[u64]) -> bool {
         use flotilla_raftstore::metapb::ReplicaRole;
-        let Some(d) = self.descriptor(range_id) else { return false };
-        let voter = |n: &u64| d.replica_on(*n).is_some_and(|r| r.role() == ReplicaRole::Voter);
+        let Some(d) = self.descriptor(range_id) else {
+            return false;
+        };
+        let voter = |n: &u64| {
+            d.replica_on(*n)
+                .is_some_and(|r| r.role() == ReplicaRole::Voter)
+        };
         add.iter().all(voter) && remove.iter().all(|n| d.replica_on(*n).is_none())
     }
 
     /// The newest descriptor of `range_id` a live store knows.
     pub fn descriptor(&self, range_id: u64) -> Option<RangeDescriptor> {
-        self.current_ranges().into_iter().find(|d| d.range_id == range_id)
+        self.current_ranges()
+            .into_iter()
+            .find(|d| d.range_id == range_id)
     }
 
     /// The two ranges that meet at `key`, if a range starts there.
@@ -612,7 +726,8 @@ impl Cluster {
         for store in self.stores.values().flatten() {
             for st in store.status() {
                 let d = st.descriptor;
-                let shape = |d: &RangeDescriptor| (d.epoch().version, d.epoch().conf_ver, d.preference_ver);
+                let shape =
+                    |d: &RangeDescriptor| (d.epoch().version, d.epoch().conf_ver, d.preference_ver);
                 match newest.get(&d.range_id) {
                     Some(old) if shape(old) >= shape(&d) => {}
                     _ => {
@@ -632,8 +747,12 @@ impl Cluster {
     /// copy can land after a later write. (The router may not assume this; see
     /// `Command::is_safe_to_repeat`.)
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), CallError> {
-        let cmd = Command::Put { key: key.to_vec(), value: value.to_vec() };
-        self.call_routed(|c| c.range_of(key), cmd, 200, true).map(|_| ())
+        let cmd = Command::Put {
+            key: key.to_vec(),
+            value: value.to_vec(),
+        };
+        self.call_routed(|c| c.range_of(key), cmd, 200, true)
+            .map(|_| ())
     }
 
     /// Reads `key` linearizably.
@@ -648,7 +767,10 @@ impl Cluster {
     pub fn range_of(&self, key: &[u8]) -> u64 {
         let newest = self.current_ranges();
         let holder = newest.iter().rev().find(|r| r.contains(key));
-        holder.or_else(|| self.ranges.iter().find(|r| r.contains(key))).expect("ranges cover all keys").range_id
+        holder
+            .or_else(|| self.ranges.iter().find(|r| r.contains(key)))
+            .expect("ranges cover all keys")
+            .range_id
     }
 
     /// Ticks until every live replica of `range_id` has applied the same index as the
@@ -668,7 +790,11 @@ impl Cluster {
         }
         self.stores
             .iter()
-            .filter_map(|(n, s)| s.as_ref().filter(|s| s.peer(range_id).is_some()).map(|s| (*n, s.range_digest(range_id).expect("digest"))))
+            .filter_map(|(n, s)| {
+                s.as_ref()
+                    .filter(|s| s.peer(range_id).is_some())
+                    .map(|s| (*n, s.range_digest(range_id).expect("digest")))
+            })
             .collect()
     }
 }

@@ -29,8 +29,16 @@ struct KeyState {
 }
 
 enum Pending {
-    Write { key: usize, version: u64, rx: ResponseReceiver },
-    Read { key: usize, floor: u64, rx: ResponseReceiver },
+    Write {
+        key: usize,
+        version: u64,
+        rx: ResponseReceiver,
+    },
+    Read {
+        key: usize,
+        floor: u64,
+        rx: ResponseReceiver,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -53,7 +61,10 @@ fn key_name(k: usize) -> Vec<u8> {
 }
 
 fn version_of(value: &[u8]) -> u64 {
-    std::str::from_utf8(value).ok().and_then(|s| s.strip_prefix('v')).and_then(|s| s.parse().ok())
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.strip_prefix('v'))
+        .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("a value nobody wrote: {value:?}"))
 }
 
@@ -64,9 +75,16 @@ fn record_leaders(c: &Cluster, seen: &mut LeaderLog) {
     for n in c.node_ids().into_iter().filter(|n| c.is_running(*n)) {
         let store = c.store(n);
         for id in store.range_ids() {
-            let Some(p) = store.peer(id).filter(|p| p.is_leader()) else { continue };
+            let Some(p) = store.peer(id).filter(|p| p.is_leader()) else {
+                continue;
+            };
             let first = *seen.entry((id, p.term())).or_insert(n);
-            assert_eq!(first, n, "range {id} has two leaders in term {}: nodes {first} and {n}", p.term());
+            assert_eq!(
+                first,
+                n,
+                "range {id} has two leaders in term {}: nodes {first} and {n}",
+                p.term()
+            );
         }
     }
 }
@@ -131,32 +149,61 @@ fn run(seed: u64, membership: bool) {
     for (i, client) in clients.iter_mut().enumerate() {
         finish_client(&mut c, i, client, &mut keys, &mut stats);
     }
-    eprintln!("seed {seed}: {stats:?}, messages delivered {} dropped {}", c.delivered, c.dropped);
+    eprintln!(
+        "seed {seed}: {stats:?}, messages delivered {} dropped {}",
+        c.delivered, c.dropped
+    );
     // The schedule must have bitten and the cluster must still have made progress.
-    assert!(stats.acked > 500, "seed {seed}: too few writes acknowledged: {stats:?}");
+    assert!(
+        stats.acked > 500,
+        "seed {seed}: too few writes acknowledged: {stats:?}"
+    );
     // Every range starts at term SPLIT_INIT_TERM; its first election makes the next.
     let first = flotilla_raftstore::SPLIT_INIT_TERM + 1;
-    let elections: u64 = c.ranges().iter().map(|r| max_term(&c, r.range_id).saturating_sub(first)).sum();
+    let elections: u64 = c
+        .ranges()
+        .iter()
+        .map(|r| max_term(&c, r.range_id).saturating_sub(first))
+        .sum();
     eprintln!("seed {seed}: {elections} elections after the first, across ranges");
-    assert!(elections >= 16, "seed {seed}: faults forced too few elections ({elections})");
+    assert!(
+        elections >= 16,
+        "seed {seed}: faults forced too few elections ({elections})"
+    );
     assert!(stats.reads > 100, "seed {seed}: too few reads: {stats:?}");
     assert!(c.dropped > 0);
     for (k, state) in keys.iter().enumerate() {
         let found = c.get(&key_name(k)).expect("healed cluster serves reads");
         let v = found.as_deref().map(version_of).unwrap_or(0);
-        assert!(v >= state.acked, "key {k}: acknowledged v{} lost, found v{v}", state.acked);
+        assert!(
+            v >= state.acked,
+            "key {k}: acknowledged v{} lost, found v{v}",
+            state.acked
+        );
         assert!(v <= state.attempted, "key {k}: v{v} was never written");
     }
     let ranges = c.current_ranges();
     eprintln!("seed {seed}: {} ranges after splits", ranges.len());
-    assert!(ranges.len() > c.ranges().len(), "seed {seed}: no split happened");
+    assert!(
+        ranges.len() > c.ranges().len(),
+        "seed {seed}: no split happened"
+    );
     for w in ranges.windows(2) {
-        assert_eq!(w[0].end, w[1].start, "seed {seed}: ranges do not tile the key space");
+        assert_eq!(
+            w[0].end, w[1].start,
+            "seed {seed}: ranges do not tile the key space"
+        );
     }
-    let moved = ranges.iter().filter(|r| r.replica_on(4).is_some() || r.epoch().conf_ver > 1).count();
+    let moved = ranges
+        .iter()
+        .filter(|r| r.replica_on(4).is_some() || r.epoch().conf_ver > 1)
+        .count();
     eprintln!("seed {seed}: {moved} ranges had replicas moved");
     if membership {
-        assert!(moved >= 4, "seed {seed}: too few membership changes happened ({moved} ranges)");
+        assert!(
+            moved >= 4,
+            "seed {seed}: too few membership changes happened ({moved} ranges)"
+        );
     }
     for r in ranges {
         let d = c.digests(r.range_id, 200);
@@ -165,8 +212,16 @@ fn run(seed: u64, membership: bool) {
         holders.sort();
         let mut expected = members.clone();
         expected.sort();
-        assert_eq!(holders, expected, "seed {seed}: range {} is held by other nodes than its members", r.range_id);
-        assert!(members.len() >= 3, "seed {seed}: range {} lost a replica: {members:?}", r.range_id);
+        assert_eq!(
+            holders, expected,
+            "seed {seed}: range {} is held by other nodes than its members",
+            r.range_id
+        );
+        assert!(
+            members.len() >= 3,
+            "seed {seed}: range {} lost a replica: {members:?}",
+            r.range_id
+        );
         let first = d.values().next().copied();
         let state: Vec<_> = c
             .node_ids()
@@ -174,7 +229,15 @@ fn run(seed: u64, membership: bool) {
             .filter_map(|n| {
                 c.store(n).peer(r.range_id).map(|p| {
                     let conf_ver = p.descriptor().epoch().conf_ver;
-                    (n, p.applied_index(), p.first_log_index(), p.last_log_index(), p.term(), p.is_leader(), conf_ver)
+                    (
+                        n,
+                        p.applied_index(),
+                        p.first_log_index(),
+                        p.last_log_index(),
+                        p.term(),
+                        p.is_leader(),
+                        conf_ver,
+                    )
                 })
             })
             .collect();
@@ -216,7 +279,10 @@ fn inject_faults(c: &mut Cluster, nodes: u64, filters: &mut Vec<u64>, stopped: &
             *stopped = Some(node);
         }
         3 => filters.push(c.add_filter(DropRandom(0.2))),
-        4 => filters.push(c.add_filter(DelayRandom { p: 0.3, max_ticks: 3 })),
+        4 => filters.push(c.add_filter(DelayRandom {
+            p: 0.3,
+            max_ticks: 3,
+        })),
         _ => filters.push(c.add_filter(DuplicateRandom(0.2))),
     }
     if c.rng.gen_bool(0.3) {
@@ -232,7 +298,14 @@ fn inject_faults(c: &mut Cluster, nodes: u64, filters: &mut Vec<u64>, stopped: &
     }
 }
 
-fn step_client(c: &mut Cluster, i: usize, client: &mut Client, nodes: u64, keys: &mut [KeyState], stats: &mut Stats) {
+fn step_client(
+    c: &mut Cluster,
+    i: usize,
+    client: &mut Client,
+    nodes: u64,
+    keys: &mut [KeyState],
+    stats: &mut Stats,
+) {
     if let Some(p) = client.pending.take() {
         if let Some(p) = poll(p, keys, stats) {
             client.pending = Some(p);
@@ -241,7 +314,9 @@ fn step_client(c: &mut Cluster, i: usize, client: &mut Client, nodes: u64, keys:
     }
     let key = i * KEYS_PER_CLIENT + c.rng.gen_range(0..KEYS_PER_CLIENT);
     let range = c.range_of(&key_name(key));
-    let Some(mut leader) = c.leader_of(range) else { return };
+    let Some(mut leader) = c.leader_of(range) else {
+        return;
+    };
     if c.rng.gen_bool(0.1) {
         // A client with a stale route: any node.
         leader = c.rng.gen_range(1..=nodes);
@@ -249,8 +324,15 @@ fn step_client(c: &mut Cluster, i: usize, client: &mut Client, nodes: u64, keys:
     if c.rng.gen_bool(0.7) {
         keys[key].attempted += 1;
         let version = keys[key].attempted;
-        let cmd = Command::Put { key: key_name(key), value: format!("v{version}").into_bytes() };
-        client.pending = Some(Pending::Write { key, version, rx: c.request(leader, range, cmd) });
+        let cmd = Command::Put {
+            key: key_name(key),
+            value: format!("v{version}").into_bytes(),
+        };
+        client.pending = Some(Pending::Write {
+            key,
+            version,
+            rx: c.request(leader, range, cmd),
+        });
     } else {
         let floor = keys[key].acked;
         let rx = c.request(leader, range, Command::Get { key: key_name(key) });
@@ -262,7 +344,11 @@ fn step_client(c: &mut Cluster, i: usize, client: &mut Client, nodes: u64, keys:
 fn poll(p: Pending, keys: &mut [KeyState], stats: &mut Stats) -> Option<Pending> {
     use tokio::sync::oneshot::error::TryRecvError;
     match p {
-        Pending::Write { key, version, mut rx } => match rx.try_recv() {
+        Pending::Write {
+            key,
+            version,
+            mut rx,
+        } => match rx.try_recv() {
             Err(TryRecvError::Empty) => Some(Pending::Write { key, version, rx }),
             Ok(Ok(_)) => {
                 keys[key].acked = keys[key].acked.max(version);
@@ -278,8 +364,14 @@ fn poll(p: Pending, keys: &mut [KeyState], stats: &mut Stats) -> Option<Pending>
             Err(TryRecvError::Empty) => Some(Pending::Read { key, floor, rx }),
             Ok(Ok(Response::Value(v))) => {
                 let got = v.as_deref().map(version_of).unwrap_or(0);
-                assert!(got >= floor, "key {key}: stale read v{got}, v{floor} was acknowledged before");
-                assert!(got <= keys[key].attempted, "key {key}: read v{got} never written");
+                assert!(
+                    got >= floor,
+                    "key {key}: stale read v{got}, v{floor} was acknowledged before"
+                );
+                assert!(
+                    got <= keys[key].attempted,
+                    "key {key}: read v{got} never written"
+                );
                 stats.reads += 1;
                 None
             }
@@ -291,7 +383,13 @@ fn poll(p: Pending, keys: &mut [KeyState], stats: &mut Stats) -> Option<Pending>
     }
 }
 
-fn finish_client(c: &mut Cluster, _i: usize, client: &mut Client, keys: &mut [KeyState], stats: &mut Stats) {
+fn finish_client(
+    c: &mut Cluster,
+    _i: usize,
+    client: &mut Client,
+    keys: &mut [KeyState],
+    stats: &mut Stats,
+) {
     for _ in 0..100 {
         match client.pending.take() {
             None => return,

@@ -19,7 +19,10 @@ fn key(i: u32) -> Vec<u8> {
 }
 
 fn crash_at(point: &str, seed: u64) {
-    let cfg = StoreConfig { sync_log: true, ..harness_config() };
+    let cfg = StoreConfig {
+        sync_log: true,
+        ..harness_config()
+    };
     let mut c = Cluster::with_config(3, even_ranges(4, 3), seed, cfg);
     let mut acked = Vec::new();
     for i in 0..40 {
@@ -39,12 +42,20 @@ fn crash_at(point: &str, seed: u64) {
             next += 1;
         }
         fail::remove(point);
-        for n in c.node_ids().into_iter().filter(|n| !c.is_running(*n)).collect::<Vec<_>>() {
+        for n in c
+            .node_ids()
+            .into_iter()
+            .filter(|n| !c.is_running(*n))
+            .collect::<Vec<_>>()
+        {
             crashes += 1;
             c.start(n);
         }
     }
-    assert!(crashes >= 3, "{point}: the fault point was reached ({crashes} crashes)");
+    assert!(
+        crashes >= 3,
+        "{point}: the fault point was reached ({crashes} crashes)"
+    );
     let single = acked.len();
     // Then every node at once, with a write in flight.
     fail::cfg(point, "3*return").unwrap();
@@ -54,15 +65,29 @@ fn crash_at(point: &str, seed: u64) {
         c.restart(n);
     }
     for (i, value) in &acked {
-        assert_eq!(c.get(&key(*i)).unwrap().as_deref(), Some(value.as_slice()), "{point}: key {i}");
+        assert_eq!(
+            c.get(&key(*i)).unwrap().as_deref(),
+            Some(value.as_slice()),
+            "{point}: key {i}"
+        );
     }
     for r in c.ranges().to_vec() {
         let d = c.digests(r.range_id, 200);
         let first = d.values().next().copied();
-        assert!(d.values().all(|x| Some(*x) == first), "{point}: range {} differs: {d:?}", r.range_id);
+        assert!(
+            d.values().all(|x| Some(*x) == first),
+            "{point}: range {} differs: {d:?}",
+            r.range_id
+        );
     }
-    assert!(single > 60, "{point}: writes continued around single crashes ({single} acked)");
-    eprintln!("{point}: {crashes} single crashes, {} writes acknowledged", acked.len());
+    assert!(
+        single > 60,
+        "{point}: writes continued around single crashes ({single} acked)"
+    );
+    eprintln!(
+        "{point}: {crashes} single crashes, {} writes acknowledged",
+        acked.len()
+    );
 }
 
 #[test]
@@ -83,7 +108,10 @@ fn a_crash_at_any_write_point_loses_no_acknowledged_write() {
 #[test]
 fn a_leader_crashing_before_its_log_write_has_already_replicated_the_entry() {
     let scenario = fail::FailScenario::setup();
-    let cfg = StoreConfig { sync_log: true, ..harness_config() };
+    let cfg = StoreConfig {
+        sync_log: true,
+        ..harness_config()
+    };
     let mut c = Cluster::with_config(3, even_ranges(1, 3), 61, cfg);
     c.put(b"k", b"before").unwrap();
     let range = c.range_of(b"k");
@@ -94,19 +122,35 @@ fn a_leader_crashing_before_its_log_write_has_already_replicated_the_entry() {
         c.stall(*f);
     }
     fail::cfg("raftstore::before_log_write", "1*return").unwrap();
-    let _lost = c.request(leader, range, Command::Put { key: b"k".to_vec(), value: b"after".to_vec() });
+    let _lost = c.request(
+        leader,
+        range,
+        Command::Put {
+            key: b"k".to_vec(),
+            value: b"after".to_vec(),
+        },
+    );
     c.settle();
     fail::remove("raftstore::before_log_write");
     assert!(!c.is_running(leader), "the leader crashed at its log write");
     for f in &followers {
         c.resume(*f);
     }
-    let successor = c.wait_leader_except(range, Some(leader), 100).expect("the followers elect a leader");
+    let successor = c
+        .wait_leader_except(range, Some(leader), 100)
+        .expect("the followers elect a leader");
     assert!(followers.contains(&successor));
-    assert_eq!(c.get(b"k").unwrap().as_deref(), Some(&b"after"[..]), "the entry reached the followers");
+    assert_eq!(
+        c.get(b"k").unwrap().as_deref(),
+        Some(&b"after"[..]),
+        "the entry reached the followers"
+    );
     c.start(leader);
     let d = c.digests(range, 200);
     assert_eq!(d.len(), 3, "all three replicas answer: {d:?}");
-    assert!(d.values().all(|x| Some(x) == d.values().next()), "replicas agree: {d:?}");
+    assert!(
+        d.values().all(|x| Some(x) == d.values().next()),
+        "replicas agree: {d:?}"
+    );
     scenario.teardown();
 }

@@ -21,7 +21,12 @@ fn spread(i: u64) -> Vec<u8> {
 
 /// Three nodes: the meta range (1) and one user range (2), splitting by load only.
 fn cluster(seed: u64) -> Cluster {
-    let cfg = StoreConfig { load_split_qps: QPS, load_split_hot_secs: 2, split_size: 0, ..harness_config() };
+    let cfg = StoreConfig {
+        load_split_qps: QPS,
+        load_split_hot_secs: 2,
+        split_size: 0,
+        ..harness_config()
+    };
     let mut c = Cluster::with_config(3, initial_ranges(1, 3), seed, cfg);
     assert!(c.wait_leader(2, 100).is_some());
     c
@@ -45,7 +50,10 @@ fn load(c: &mut Cluster, ticks: u64, per_tick: u64, key_of: impl Fn(u64) -> Vec<
 }
 
 fn user_ranges(c: &Cluster) -> Vec<flotilla_raftstore::RangeDescriptor> {
-    c.current_ranges().into_iter().filter(|d| d.range_id != 1).collect()
+    c.current_ranges()
+        .into_iter()
+        .filter(|d| d.range_id != 1)
+        .collect()
 }
 
 #[test]
@@ -57,9 +65,16 @@ fn a_hot_range_splits_where_its_load_halves_and_the_halves_stay_whole() {
     let ranges = user_ranges(&c);
     assert_eq!(ranges.len(), 2, "one load split: {ranges:?}");
     let at = String::from_utf8(ranges[1].start.clone()).unwrap();
-    assert!(("u00300".."u00700").contains(&at.as_str()), "split at {at}, far from the middle of the load");
+    assert!(
+        ("u00300".."u00700").contains(&at.as_str()),
+        "split at {at}, far from the middle of the load"
+    );
     load(&mut c, 150, 7, spread);
-    assert_eq!(user_ranges(&c).len(), 2, "a range under the threshold split again");
+    assert_eq!(
+        user_ranges(&c).len(),
+        2,
+        "a range under the threshold split again"
+    );
     // Both halves serve reads and writes.
     for k in [key(1), key(999)] {
         c.put(&k, b"v").expect("put");
@@ -73,8 +88,18 @@ fn one_hot_key_never_splits_its_range_and_a_cool_range_does_not_split() {
     load(&mut c, 150, 20, |_| key(500));
     assert_eq!(user_ranges(&c).len(), 1, "a single hot key split its range");
     // Mostly that key, a little elsewhere: still no side carries a quarter.
-    load(&mut c, 150, 20, |i| if i % 10 == 0 { spread(i) } else { key(500) });
+    load(&mut c, 150, 20, |i| {
+        if i % 10 == 0 {
+            spread(i)
+        } else {
+            key(500)
+        }
+    });
     assert_eq!(user_ranges(&c).len(), 1, "a mostly-one-key range split");
     load(&mut c, 150, 3, spread);
-    assert_eq!(user_ranges(&c).len(), 1, "30 requests a second is under the threshold");
+    assert_eq!(
+        user_ranges(&c).len(),
+        1,
+        "30 requests a second is under the threshold"
+    );
 }

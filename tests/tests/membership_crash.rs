@@ -20,12 +20,18 @@ const POINTS: [&str; 5] = [
 ];
 
 fn crash_during_change(point: &str, seed: u64) {
-    let cfg = StoreConfig { sync_log: true, ..harness_config() };
+    let cfg = StoreConfig {
+        sync_log: true,
+        ..harness_config()
+    };
     let mut c = Cluster::with_config(3, flotilla_raftstore::local::even_ranges(1, 3), seed, cfg);
     let leader = c.wait_leader(1, 60).unwrap();
     let mut acked = Vec::new();
     for i in 0..300u32 {
-        let (k, v) = (format!("k-{i:04}").into_bytes(), format!("v{i}").into_bytes());
+        let (k, v) = (
+            format!("k-{i:04}").into_bytes(),
+            format!("v{i}").into_bytes(),
+        );
         c.put(&k, &v).unwrap();
         acked.push((k, v));
     }
@@ -34,28 +40,53 @@ fn crash_during_change(point: &str, seed: u64) {
     fail::cfg(point, "1*return").unwrap();
     let first = c.change_replicas(1, &[n4], &[gone]);
     fail::remove(point);
-    let crashed: Vec<u64> = c.node_ids().into_iter().filter(|n| !c.is_running(*n)).collect();
-    assert!(!crashed.is_empty() || first.is_ok(), "{point}: nothing crashed and the change failed: {first:?}");
-    eprintln!("{point}: first attempt {:?}, crashed {crashed:?}", first.as_ref().map(|d| d.epoch()));
+    let crashed: Vec<u64> = c
+        .node_ids()
+        .into_iter()
+        .filter(|n| !c.is_running(*n))
+        .collect();
+    assert!(
+        !crashed.is_empty() || first.is_ok(),
+        "{point}: nothing crashed and the change failed: {first:?}"
+    );
+    eprintln!(
+        "{point}: first attempt {:?}, crashed {crashed:?}",
+        first.as_ref().map(|d| d.epoch())
+    );
     for n in crashed {
         c.start(n);
     }
-    let desc = c.change_replicas(1, &[n4], &[gone]).unwrap_or_else(|e| panic!("{point}: the repeat failed: {e:?}"));
-    assert!(desc.replica_on(gone).is_none() && desc.replica_on(n4).is_some(), "{point}: {desc:?}");
+    let desc = c
+        .change_replicas(1, &[n4], &[gone])
+        .unwrap_or_else(|e| panic!("{point}: the repeat failed: {e:?}"));
+    assert!(
+        desc.replica_on(gone).is_none() && desc.replica_on(n4).is_some(),
+        "{point}: {desc:?}"
+    );
     for _ in 0..300 {
         if c.store(gone).peer(1).is_none() {
             break;
         }
         c.tick();
     }
-    assert!(c.store(gone).peer(1).is_none(), "{point}: the removed replica was destroyed");
+    assert!(
+        c.store(gone).peer(1).is_none(),
+        "{point}: the removed replica was destroyed"
+    );
     for (k, v) in &acked {
-        assert_eq!(c.get(k).unwrap().as_deref(), Some(v.as_slice()), "{point}: key {k:?}");
+        assert_eq!(
+            c.get(k).unwrap().as_deref(),
+            Some(v.as_slice()),
+            "{point}: key {k:?}"
+        );
     }
     let digests = c.digests(1, 300);
     assert_eq!(digests.len(), 3, "{point}: {digests:?}");
     let d0 = *digests.values().next().unwrap();
-    assert!(digests.values().all(|d| *d == d0), "{point}: replicas disagree {digests:?}");
+    assert!(
+        digests.values().all(|d| *d == d0),
+        "{point}: replicas disagree {digests:?}"
+    );
 }
 
 #[test]

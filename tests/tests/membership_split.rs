@@ -36,7 +36,9 @@ use std::sync::{Arc, Mutex};
 
 use flotilla_raftstore::keyspace::initial_ranges;
 use flotilla_raftstore::metapb::ReplicaRole;
-use flotilla_raftstore::{Command, Error, RaftEnvelope, RangeDescriptor, Response, ResponseReceiver, StoreMetrics};
+use flotilla_raftstore::{
+    Command, Error, RaftEnvelope, RangeDescriptor, Response, ResponseReceiver, StoreMetrics,
+};
 use flotilla_tests::filter::{DropAll, Isolate, LeaveJointFrom, Select, SnapshotsTo};
 use flotilla_tests::{harness_config, CallError, Cluster};
 use raft::prelude::{ConfChangeType, ConfChangeV2, EntryType, MessageType};
@@ -66,8 +68,12 @@ fn write(c: &mut Cluster, prefix: &str, n: u32) -> Acked {
 fn write_side(c: &mut Cluster, side: &str, prefix: &str, n: u32) -> Acked {
     (0..n)
         .map(|i| {
-            let (k, v) = (format!("u{side}-{prefix}-{i:03}").into_bytes(), format!("v{i}").into_bytes());
-            c.put(&k, &v).unwrap_or_else(|e| panic!("put {k:?}: {e:?} (seed {})", c.seed));
+            let (k, v) = (
+                format!("u{side}-{prefix}-{i:03}").into_bytes(),
+                format!("v{i}").into_bytes(),
+            );
+            c.put(&k, &v)
+                .unwrap_or_else(|e| panic!("put {k:?}: {e:?} (seed {})", c.seed));
             (k, v)
         })
         .collect()
@@ -86,18 +92,30 @@ fn voters(nodes: &[u64]) -> Vec<(u64, ReplicaRole)> {
 }
 
 fn is_joint(d: &RangeDescriptor) -> bool {
-    d.replicas.iter().any(|r| matches!(r.role(), ReplicaRole::IncomingVoter | ReplicaRole::DemotingVoter))
+    d.replicas.iter().any(|r| {
+        matches!(
+            r.role(),
+            ReplicaRole::IncomingVoter | ReplicaRole::DemotingVoter
+        )
+    })
 }
 
 /// Every acknowledged write reads back; every current range's replicas agree, and only
 /// its members (voters and learners) hold it.
 fn check(c: &mut Cluster, acked: &Acked) {
     for (k, v) in acked {
-        assert_eq!(c.get(k).unwrap().as_deref(), Some(v.as_slice()), "key {k:?}");
+        assert_eq!(
+            c.get(k).unwrap().as_deref(),
+            Some(v.as_slice()),
+            "key {k:?}"
+        );
     }
     let ranges = c.current_ranges();
     for w in ranges.windows(2) {
-        assert_eq!(w[0].end, w[1].start, "ranges tile the key space: {ranges:?}");
+        assert_eq!(
+            w[0].end, w[1].start,
+            "ranges tile the key space: {ranges:?}"
+        );
     }
     for d in ranges {
         let digests = c.digests(d.range_id, 300);
@@ -105,9 +123,19 @@ fn check(c: &mut Cluster, acked: &Acked) {
         let mut members: Vec<u64> = d.replicas.iter().map(|r| r.node_id).collect();
         holders.sort();
         members.sort();
-        assert_eq!(holders, members, "range {}: held by {digests:?}, members {:?}", d.range_id, nodes_of(&d));
+        assert_eq!(
+            holders,
+            members,
+            "range {}: held by {digests:?}, members {:?}",
+            d.range_id,
+            nodes_of(&d)
+        );
         let first = *digests.values().next().unwrap();
-        assert!(digests.values().all(|x| *x == first), "range {}: replicas disagree {digests:?}", d.range_id);
+        assert!(
+            digests.values().all(|x| *x == first),
+            "range {}: replicas disagree {digests:?}",
+            d.range_id
+        );
     }
 }
 
@@ -119,7 +147,11 @@ fn tick_until(c: &mut Cluster, max: u64, what: &str, cond: impl Fn(&Cluster) -> 
         }
         c.tick();
     }
-    assert!(cond(c), "never happened within {max} ticks: {what} (seed {})", c.seed);
+    assert!(
+        cond(c),
+        "never happened within {max} ticks: {what} (seed {})",
+        c.seed
+    );
 }
 
 /// The request has not been answered yet (a job still running).
@@ -133,7 +165,10 @@ fn assert_pending(rx: &mut ResponseReceiver, what: &str) {
 
 /// True when node `n` hosts an initialized replica of `range_id`.
 fn hosts(c: &Cluster, n: u64, range_id: u64) -> bool {
-    c.store(n).status().iter().any(|s| s.descriptor.range_id == range_id)
+    c.store(n)
+        .status()
+        .iter()
+        .any(|s| s.descriptor.range_id == range_id)
 }
 
 /// The keys of `d`'s span on node `n`'s engine.
@@ -141,10 +176,15 @@ fn keys_on(c: &Cluster, n: u64, d: &RangeDescriptor) -> usize {
     let mut count = 0;
     c.store(n)
         .engine()
-        .scan(flotilla_engine::Cf::Data, &d.start, &d.end_bound(), |_, _| {
-            count += 1;
-            true
-        })
+        .scan(
+            flotilla_engine::Cf::Data,
+            &d.start,
+            &d.end_bound(),
+            |_, _| {
+                count += 1;
+                true
+            },
+        )
         .unwrap();
     count
 }
@@ -155,9 +195,14 @@ fn snapshots_applied(c: &Cluster, n: u64) -> u64 {
 
 /// Sends a split of `RANGE` at `SPLIT` to its leader once, without retrying: the answer
 /// of the first attempt.
-fn split_once(c: &mut Cluster, epoch: Option<flotilla_raftstore::Epoch>) -> Result<Response, CallError> {
+fn split_once(
+    c: &mut Cluster,
+    epoch: Option<flotilla_raftstore::Epoch>,
+) -> Result<Response, CallError> {
     let leader = c.wait_leader(RANGE, 100).expect("a leader");
-    let cmd = Command::Split { split_key: SPLIT.to_vec() };
+    let cmd = Command::Split {
+        split_key: SPLIT.to_vec(),
+    };
     let mut rx = match epoch {
         Some(e) => c.request_with_epoch(leader, RANGE, e, cmd),
         None => c.request(leader, RANGE, cmd),
@@ -190,12 +235,28 @@ fn a_split_while_the_learner_waits_for_its_snapshot_works_and_the_right_half_kee
     // at WaitForLearner.
     let hold = c.add_filter(SnapshotsTo(n4));
     let started = c.now();
-    let mut change = c.request(leader, RANGE, Command::ChangeReplicas { add: vec![n4], remove: vec![] });
-    tick_until(&mut c, 100, "the learner is added", |c| c.descriptor(RANGE).unwrap().replica_on(n4).is_some());
+    let mut change = c.request(
+        leader,
+        RANGE,
+        Command::ChangeReplicas {
+            add: vec![n4],
+            remove: vec![],
+        },
+    );
+    tick_until(&mut c, 100, "the learner is added", |c| {
+        c.descriptor(RANGE).unwrap().replica_on(n4).is_some()
+    });
     c.ticks(20);
     let at = c.descriptor(RANGE).unwrap();
-    assert_eq!(at.replica_on(n4).map(|r| (r.replica_id, r.role())), Some((learner_id, ReplicaRole::Learner)));
-    assert_eq!(at.epoch().conf_ver, parent.epoch().conf_ver + 1, "one step: the learner");
+    assert_eq!(
+        at.replica_on(n4).map(|r| (r.replica_id, r.role())),
+        Some((learner_id, ReplicaRole::Learner))
+    );
+    assert_eq!(
+        at.epoch().conf_ver,
+        parent.epoch().conf_ver + 1,
+        "one step: the learner"
+    );
     assert_pending(&mut change, "the change waits for its learner");
     assert!(!hosts(&c, n4, RANGE), "the learner has no data yet");
 
@@ -205,23 +266,56 @@ fn a_split_while_the_learner_waits_for_its_snapshot_works_and_the_right_half_kee
         other => panic!("a split at WaitForLearner: expected it to work, got {other:?}"),
     };
     for d in [&left, &right] {
-        assert_eq!(nodes_of(d), vec![(1, ReplicaRole::Voter), (2, ReplicaRole::Voter), (3, ReplicaRole::Voter), (n4, ReplicaRole::Learner)]);
-        assert_eq!(d.replica_on(n4).unwrap().replica_id, learner_id, "the right half's learner is the same Raft peer id");
+        assert_eq!(
+            nodes_of(d),
+            vec![
+                (1, ReplicaRole::Voter),
+                (2, ReplicaRole::Voter),
+                (3, ReplicaRole::Voter),
+                (n4, ReplicaRole::Learner)
+            ]
+        );
+        assert_eq!(
+            d.replica_on(n4).unwrap().replica_id,
+            learner_id,
+            "the right half's learner is the same Raft peer id"
+        );
         assert_eq!(d.epoch().version, at.epoch().version + 1, "{d:?}");
-        assert_eq!(d.epoch().conf_ver, at.epoch().conf_ver, "a split spends no conf_ver: {d:?}");
+        assert_eq!(
+            d.epoch().conf_ver,
+            at.epoch().conf_ver,
+            "a split spends no conf_ver: {d:?}"
+        );
         assert_eq!(d.next_replica_id(), at.next_replica_id(), "{d:?}");
     }
-    assert_eq!((left.end.as_slice(), right.start.as_slice()), (SPLIT, SPLIT));
+    assert_eq!(
+        (left.end.as_slice(), right.start.as_slice()),
+        (SPLIT, SPLIT)
+    );
 
     // Scenario 6: the right half elects and takes writes while the parent's job is still
     // waiting (the learner counts for no quorum of either half).
-    c.wait_leader(right.range_id, 100).expect("the right half elects");
+    c.wait_leader(right.range_id, 100)
+        .expect("the right half elects");
     acked.extend(write(&mut c, "during", 10));
-    assert_pending(&mut change, "the parent's change still waits for its learner");
+    assert_pending(
+        &mut change,
+        "the parent's change still waits for its learner",
+    );
     let r = c.descriptor(right.range_id).unwrap();
-    assert_eq!((nodes_of(&r), r.epoch()), (nodes_of(&right), right.epoch()), "the right half is unchanged meanwhile");
-    assert!(!hosts(&c, n4, RANGE) && !hosts(&c, n4, right.range_id), "node 4 holds neither half yet");
-    assert!(c.now() - started < c.store(leader).config().change_timeout_ticks, "still inside the job's timeout");
+    assert_eq!(
+        (nodes_of(&r), r.epoch()),
+        (nodes_of(&right), right.epoch()),
+        "the right half is unchanged meanwhile"
+    );
+    assert!(
+        !hosts(&c, n4, RANGE) && !hosts(&c, n4, right.range_id),
+        "node 4 holds neither half yet"
+    );
+    assert!(
+        c.now() - started < c.store(leader).config().change_timeout_ticks,
+        "still inside the job's timeout"
+    );
 
     // Release: the job finishes, on the left half only (the descriptor it answers with).
     c.remove_filter(hold);
@@ -230,25 +324,51 @@ fn a_split_while_the_learner_waits_for_its_snapshot_works_and_the_right_half_kee
         other => panic!("the change did not finish: {other:?}"),
     };
     assert_eq!(done.range_id, RANGE);
-    assert_eq!(done.end.as_slice(), SPLIT, "the answer is the left half's descriptor");
+    assert_eq!(
+        done.end.as_slice(),
+        SPLIT,
+        "the answer is the left half's descriptor"
+    );
     assert_eq!(nodes_of(&done), voters(&[1, 2, 3, n4]));
-    assert_eq!(done.epoch().conf_ver, at.epoch().conf_ver + 2, "joint, leave");
+    assert_eq!(
+        done.epoch().conf_ver,
+        at.epoch().conf_ver + 2,
+        "joint, leave"
+    );
     assert_eq!(done.epoch().version, left.epoch().version);
     // No job runs for the right half: node 4 catches up there (by snapshot) and stays a
     // learner.
-    tick_until(&mut c, 200, "node 4 holds the right half", |c| hosts(c, n4, right.range_id));
+    tick_until(&mut c, 200, "node 4 holds the right half", |c| {
+        hosts(c, n4, right.range_id)
+    });
     let r = c.descriptor(right.range_id).unwrap();
-    assert_eq!(r.replica_on(n4).map(|x| x.role()), Some(ReplicaRole::Learner), "{r:?}");
-    assert_eq!(r.epoch(), right.epoch(), "the right half's configuration did not move");
+    assert_eq!(
+        r.replica_on(n4).map(|x| x.role()),
+        Some(ReplicaRole::Learner),
+        "{r:?}"
+    );
+    assert_eq!(
+        r.epoch(),
+        right.epoch(),
+        "the right half's configuration did not move"
+    );
     assert_eq!(c.store(n4).peer(right.range_id).unwrap().descriptor(), &r);
     assert!(snapshots_applied(&c, n4) >= 2, "one snapshot per half");
     check(&mut c, &acked);
 
     // A change on the right half removes its learner (one step: it is a learner already).
-    let r2 = c.change_replicas(right.range_id, &[], &[n4]).expect("removing the right half's learner");
+    let r2 = c
+        .change_replicas(right.range_id, &[], &[n4])
+        .expect("removing the right half's learner");
     assert_eq!(nodes_of(&r2), voters(&[1, 2, 3]));
-    assert_eq!(r2.epoch().conf_ver, r.epoch().conf_ver + 1, "just the removal");
-    tick_until(&mut c, 100, "node 4 destroys its right replica", |c| c.store(n4).peer(right.range_id).is_none());
+    assert_eq!(
+        r2.epoch().conf_ver,
+        r.epoch().conf_ver + 1,
+        "just the removal"
+    );
+    tick_until(&mut c, 100, "node 4 destroys its right replica", |c| {
+        c.store(n4).peer(right.range_id).is_none()
+    });
     assert_eq!(keys_on(&c, n4, &r2), 0, "its data went with it");
     assert!(hosts(&c, n4, RANGE), "node 4 keeps the left half");
     acked.extend(write(&mut c, "after", 10));
@@ -262,20 +382,48 @@ fn after_a_split_mid_change_each_half_runs_its_own_job_and_both_promote_the_lear
     let mut acked = write(&mut c, "before", 100);
     let n4 = c.add_node();
     let hold = c.add_filter(SnapshotsTo(n4));
-    let mut left_job = c.request(leader, RANGE, Command::ChangeReplicas { add: vec![n4], remove: vec![] });
-    tick_until(&mut c, 100, "the learner is added", |c| c.descriptor(RANGE).unwrap().replica_on(n4).is_some());
+    let mut left_job = c.request(
+        leader,
+        RANGE,
+        Command::ChangeReplicas {
+            add: vec![n4],
+            remove: vec![],
+        },
+    );
+    tick_until(&mut c, 100, "the learner is added", |c| {
+        c.descriptor(RANGE).unwrap().replica_on(n4).is_some()
+    });
     let (left, right) = c.split(SPLIT).expect("split at WaitForLearner");
-    assert_eq!(right.replica_on(n4).map(|r| r.role()), Some(ReplicaRole::Learner));
+    assert_eq!(
+        right.replica_on(n4).map(|r| r.role()),
+        Some(ReplicaRole::Learner)
+    );
     // The left half's job is still the parent's: another change there is refused...
     let l_leader = c.wait_leader(RANGE, 100).unwrap();
-    let mut other = c.request(l_leader, RANGE, Command::ChangeReplicas { add: vec![], remove: vec![3] });
+    let mut other = c.request(
+        l_leader,
+        RANGE,
+        Command::ChangeReplicas {
+            add: vec![],
+            remove: vec![3],
+        },
+    );
     match c.wait_answer(&mut other, 5) {
         Err(CallError::Store(e @ Error::ConfChangeInProgress { .. })) => assert!(e.is_retryable()),
-        other => panic!("a second change on the left half: expected ConfChangeInProgress, got {other:?}"),
+        other => {
+            panic!("a second change on the left half: expected ConfChangeInProgress, got {other:?}")
+        }
     }
     // ...but the right half has no job: a change naming its learner starts one there.
     let r_leader = c.wait_leader(right.range_id, 100).unwrap();
-    let mut right_job = c.request(r_leader, right.range_id, Command::ChangeReplicas { add: vec![n4], remove: vec![] });
+    let mut right_job = c.request(
+        r_leader,
+        right.range_id,
+        Command::ChangeReplicas {
+            add: vec![n4],
+            remove: vec![],
+        },
+    );
     c.ticks(10);
     assert_pending(&mut left_job, "left job waits for the learner");
     assert_pending(&mut right_job, "right job waits for the learner");
@@ -284,9 +432,22 @@ fn after_a_split_mid_change_each_half_runs_its_own_job_and_both_promote_the_lear
     for (rx, d) in [(&mut left_job, &left), (&mut right_job, &right)] {
         match c.wait_answer(rx, 300) {
             Ok(Response::Replicas(done)) => {
-                assert_eq!((done.range_id, &done.start, &done.end), (d.range_id, &d.start, &d.end));
-                assert_eq!(nodes_of(&done), voters(&[1, 2, 3, n4]), "range {}", d.range_id);
-                assert_eq!(done.epoch().conf_ver, d.epoch().conf_ver + 2, "joint, leave: range {}", d.range_id);
+                assert_eq!(
+                    (done.range_id, &done.start, &done.end),
+                    (d.range_id, &d.start, &d.end)
+                );
+                assert_eq!(
+                    nodes_of(&done),
+                    voters(&[1, 2, 3, n4]),
+                    "range {}",
+                    d.range_id
+                );
+                assert_eq!(
+                    done.epoch().conf_ver,
+                    d.epoch().conf_ver + 2,
+                    "joint, leave: range {}",
+                    d.range_id
+                );
             }
             other => panic!("range {}: the change did not finish: {other:?}", d.range_id),
         }
@@ -296,7 +457,8 @@ fn after_a_split_mid_change_each_half_runs_its_own_job_and_both_promote_the_lear
 }
 
 #[test]
-fn a_stale_pre_split_snapshot_reaching_the_learner_after_its_right_half_is_refused_and_a_fresh_one_follows() {
+fn a_stale_pre_split_snapshot_reaching_the_learner_after_its_right_half_is_refused_and_a_fresh_one_follows(
+) {
     use prost::Message as _;
     let mut c = cluster(82);
     let leader = c.leader_of(RANGE).unwrap();
@@ -308,7 +470,9 @@ fn a_stale_pre_split_snapshot_reaching_the_learner_after_its_right_half_is_refus
     let keep = caught.clone();
     let hold = c.add_filter(Select {
         select: move |e: &RaftEnvelope| {
-            let hit = e.range_id == RANGE && e.to.node_id == n4 && e.message.get_msg_type() == MessageType::MsgSnapshot;
+            let hit = e.range_id == RANGE
+                && e.to.node_id == n4
+                && e.message.get_msg_type() == MessageType::MsgSnapshot;
             if hit {
                 keep.lock().unwrap().push(e.clone());
             }
@@ -316,43 +480,87 @@ fn a_stale_pre_split_snapshot_reaching_the_learner_after_its_right_half_is_refus
         },
         inner: Box::new(DropAll),
     });
-    let mut change = c.request(leader, RANGE, Command::ChangeReplicas { add: vec![n4], remove: vec![] });
-    tick_until(&mut c, 100, "a snapshot of the parent is sent to node 4", |_| !caught.lock().unwrap().is_empty());
+    let mut change = c.request(
+        leader,
+        RANGE,
+        Command::ChangeReplicas {
+            add: vec![n4],
+            remove: vec![],
+        },
+    );
+    tick_until(
+        &mut c,
+        100,
+        "a snapshot of the parent is sent to node 4",
+        |_| !caught.lock().unwrap().is_empty(),
+    );
     let stale = caught.lock().unwrap()[0].clone();
     // Its files reach node 4 now (as a slow transport would have them), the message later.
-    let (from, to) = (c.store(leader).snapshots().root().to_path_buf(), c.store(n4).snapshots().root().to_path_buf());
-    flotilla_raftstore::snap::copy(&from, &to, RANGE, stale.message.get_snapshot()).expect("copy the snapshot's files");
-    let data = flotilla_raftstore::metapb::SnapshotData::decode(stale.message.get_snapshot().get_data()).unwrap();
+    let (from, to) = (
+        c.store(leader).snapshots().root().to_path_buf(),
+        c.store(n4).snapshots().root().to_path_buf(),
+    );
+    flotilla_raftstore::snap::copy(&from, &to, RANGE, stale.message.get_snapshot())
+        .expect("copy the snapshot's files");
+    let data =
+        flotilla_raftstore::metapb::SnapshotData::decode(stale.message.get_snapshot().get_data())
+            .unwrap();
     let shape = data.descriptor.unwrap();
-    assert!(shape.end.is_empty() && shape.replica_on(n4).is_some(), "a snapshot of the whole parent, with the learner: {shape:?}");
+    assert!(
+        shape.end.is_empty() && shape.replica_on(n4).is_some(),
+        "a snapshot of the whole parent, with the learner: {shape:?}"
+    );
 
     let (_, right) = c.split(SPLIT).expect("split at WaitForLearner");
-    tick_until(&mut c, 100, "node 4 installs the right half", |c| hosts(c, n4, right.range_id));
+    tick_until(&mut c, 100, "node 4 installs the right half", |c| {
+        hosts(c, n4, right.range_id)
+    });
     let right_keys = keys_on(&c, n4, &right);
     assert!(right_keys > 0);
     assert!(!hosts(&c, n4, RANGE));
     // The stale snapshot arrives, its files here: its span overlaps the right half that
     // node 4 now holds, so it is refused, not installed over it.
-    assert!(c.store(n4).snapshots().is_received(RANGE, stale.message.get_snapshot()), "refused for its span, not its files");
+    assert!(
+        c.store(n4)
+            .snapshots()
+            .is_received(RANGE, stale.message.get_snapshot()),
+        "refused for its span, not its files"
+    );
     let dropped = StoreMetrics::get(&c.store(n4).metrics().messages_dropped);
     c.store_mut(n4).on_raft_messages(vec![stale]);
     c.settle();
-    assert_eq!(StoreMetrics::get(&c.store(n4).metrics().messages_dropped), dropped + 1, "the stale snapshot was refused");
+    assert_eq!(
+        StoreMetrics::get(&c.store(n4).metrics().messages_dropped),
+        dropped + 1,
+        "the stale snapshot was refused"
+    );
     assert!(!hosts(&c, n4, RANGE), "not installed");
-    assert_eq!(keys_on(&c, n4, &right), right_keys, "the right half on node 4 is untouched");
+    assert_eq!(
+        keys_on(&c, n4, &right),
+        right_keys,
+        "the right half on node 4 is untouched"
+    );
     // Released, the leader sends a snapshot of the left half as it is now.
     c.remove_filter(hold);
     match c.wait_answer(&mut change, 300) {
-        Ok(Response::Replicas(d)) => assert_eq!((nodes_of(&d), d.end.as_slice()), (voters(&[1, 2, 3, n4]), SPLIT)),
+        Ok(Response::Replicas(d)) => assert_eq!(
+            (nodes_of(&d), d.end.as_slice()),
+            (voters(&[1, 2, 3, n4]), SPLIT)
+        ),
         other => panic!("the change did not finish: {other:?}"),
     }
-    assert_eq!(c.store(n4).peer(RANGE).unwrap().descriptor().end.as_slice(), SPLIT, "node 4 got the left half's shape");
+    assert_eq!(
+        c.store(n4).peer(RANGE).unwrap().descriptor().end.as_slice(),
+        SPLIT,
+        "node 4 got the left half's shape"
+    );
     acked.extend(write(&mut c, "after", 10));
     check(&mut c, &acked);
 }
 
 #[test]
-fn a_split_between_leave_joint_and_the_removal_leaves_the_removed_node_a_learner_of_the_right_half() {
+fn a_split_between_leave_joint_and_the_removal_leaves_the_removed_node_a_learner_of_the_right_half()
+{
     let mut c = cluster(81);
     let leader = c.leader_of(RANGE).unwrap();
     let mut acked = write(&mut c, "k", 30);
@@ -363,43 +571,88 @@ fn a_split_between_leave_joint_and_the_removal_leaves_the_removed_node_a_learner
         use protobuf::Message as _;
         e.message.entries.iter().any(|e| {
             e.get_entry_type() == EntryType::EntryConfChangeV2
-                && ConfChangeV2::parse_from_bytes(&e.data)
-                    .is_ok_and(|cc| cc.changes.iter().any(|s| s.get_change_type() == ConfChangeType::RemoveNode))
+                && ConfChangeV2::parse_from_bytes(&e.data).is_ok_and(|cc| {
+                    cc.changes
+                        .iter()
+                        .any(|s| s.get_change_type() == ConfChangeType::RemoveNode)
+                })
         })
     };
-    let hold = c.add_filter(Select { select: move |e: &RaftEnvelope| e.from.node_id == leader && removes(e), inner: Box::new(DropAll) });
-    let mut change = c.request(leader, RANGE, Command::ChangeReplicas { add: vec![n4], remove: vec![gone] });
+    let hold = c.add_filter(Select {
+        select: move |e: &RaftEnvelope| e.from.node_id == leader && removes(e),
+        inner: Box::new(DropAll),
+    });
+    let mut change = c.request(
+        leader,
+        RANGE,
+        Command::ChangeReplicas {
+            add: vec![n4],
+            remove: vec![gone],
+        },
+    );
     let demoted = |c: &Cluster, n: u64| {
-        c.store(n).peer(RANGE).is_some_and(|p| p.descriptor().replica_on(gone).is_some_and(|r| r.role() == ReplicaRole::Learner))
+        c.store(n).peer(RANGE).is_some_and(|p| {
+            p.descriptor()
+                .replica_on(gone)
+                .is_some_and(|r| r.role() == ReplicaRole::Learner)
+        })
     };
-    tick_until(&mut c, 300, "every replica has left the joint configuration", |c| [1, 2, 3, n4].iter().all(|n| demoted(c, *n)));
+    tick_until(
+        &mut c,
+        300,
+        "every replica has left the joint configuration",
+        |c| [1, 2, 3, n4].iter().all(|n| demoted(c, *n)),
+    );
     // ...and then it is cut off: the others elect a leader whose log never had it.
     let cut = c.add_filter(Isolate(leader));
     let answer = c.wait_answer(&mut change, 100);
-    assert!(matches!(&answer, Err(e) if e.is_failure_or_unknown()), "the cut-off leader cannot finish: {answer:?}");
-    let new_leader = c.wait_leader_except(RANGE, Some(leader), 200).expect("a new leader");
+    assert!(
+        matches!(&answer, Err(e) if e.is_failure_or_unknown()),
+        "the cut-off leader cannot finish: {answer:?}"
+    );
+    let new_leader = c
+        .wait_leader_except(RANGE, Some(leader), 200)
+        .expect("a new leader");
     let d = c.descriptor(RANGE).unwrap();
-    assert!(!is_joint(&d) && d.replica_on(gone).unwrap().role() == ReplicaRole::Learner, "{d:?}");
+    assert!(
+        !is_joint(&d) && d.replica_on(gone).unwrap().role() == ReplicaRole::Learner,
+        "{d:?}"
+    );
     // A split now: not joint, so it works; both halves list `gone` as a learner.
     let (left, right) = match split_once(&mut c, None) {
         Ok(Response::Split { left, right }) => (left, right),
         other => panic!("a split at new leader {new_leader} before the removal: {other:?}"),
     };
     for h in [&left, &right] {
-        assert_eq!(h.replica_on(gone).map(|r| r.role()), Some(ReplicaRole::Learner), "{h:?}");
+        assert_eq!(
+            h.replica_on(gone).map(|r| r.role()),
+            Some(ReplicaRole::Learner),
+            "{h:?}"
+        );
     }
     c.remove_filter(hold);
     c.remove_filter(cut);
     // The router's repeat of the change finishes it — on the left half only.
-    let l = c.change_replicas(RANGE, &[n4], &[gone]).expect("the repeat finishes the change");
+    let l = c
+        .change_replicas(RANGE, &[n4], &[gone])
+        .expect("the repeat finishes the change");
     let kept: Vec<u64> = [1, 2, 3, n4].into_iter().filter(|n| *n != gone).collect();
     assert_eq!((nodes_of(&l), l.end.as_slice()), (voters(&kept), SPLIT));
     c.ticks(10);
     let r = c.descriptor(right.range_id).unwrap();
-    assert_eq!(r.replica_on(gone).map(|x| x.role()), Some(ReplicaRole::Learner), "no job removes it from the right half");
-    assert!(hosts(&c, gone, right.range_id) && keys_on(&c, gone, &r) > 0, "node {gone} still holds the right half's data");
+    assert_eq!(
+        r.replica_on(gone).map(|x| x.role()),
+        Some(ReplicaRole::Learner),
+        "no job removes it from the right half"
+    );
+    assert!(
+        hosts(&c, gone, right.range_id) && keys_on(&c, gone, &r) > 0,
+        "node {gone} still holds the right half's data"
+    );
     // The same change against the right half removes it there.
-    let r = c.change_replicas(right.range_id, &[n4], &[gone]).expect("the change on the right half");
+    let r = c
+        .change_replicas(right.range_id, &[n4], &[gone])
+        .expect("the change on the right half");
     assert_eq!(nodes_of(&r), voters(&kept));
     tick_until(&mut c, 100, "the removed node destroys both halves", |c| {
         c.store(gone).peer(RANGE).is_none() && c.store(gone).peer(right.range_id).is_none()
@@ -421,15 +674,33 @@ fn a_split_while_joint_is_refused_as_conf_change_in_progress_and_the_retry_works
     let gone = [1, 2, 3].into_iter().find(|n| *n != leader).unwrap();
     // The leader's leave-joint proposal never reaches the others: the range stays joint.
     let hold = c.add_filter(LeaveJointFrom(leader));
-    let mut change = c.request(leader, RANGE, Command::ChangeReplicas { add: vec![n4], remove: vec![gone] });
-    tick_until(&mut c, 300, "the range is joint", |c| is_joint(&c.descriptor(RANGE).unwrap()));
+    let mut change = c.request(
+        leader,
+        RANGE,
+        Command::ChangeReplicas {
+            add: vec![n4],
+            remove: vec![gone],
+        },
+    );
+    tick_until(&mut c, 300, "the range is joint", |c| {
+        is_joint(&c.descriptor(RANGE).unwrap())
+    });
     let joint = c.descriptor(RANGE).unwrap();
-    assert_eq!(joint.replica_on(n4).unwrap().role(), ReplicaRole::IncomingVoter);
-    assert_eq!(joint.replica_on(gone).unwrap().role(), ReplicaRole::DemotingVoter);
+    assert_eq!(
+        joint.replica_on(n4).unwrap().role(),
+        ReplicaRole::IncomingVoter
+    );
+    assert_eq!(
+        joint.replica_on(gone).unwrap().role(),
+        ReplicaRole::DemotingVoter
+    );
     match split_once(&mut c, None) {
         Err(CallError::Store(e @ Error::ConfChangeInProgress { .. })) => {
             assert!(e.is_retryable(), "{e}");
-            assert!(e.to_string().contains("membership change is in flight"), "{e}");
+            assert!(
+                e.to_string().contains("membership change is in flight"),
+                "{e}"
+            );
         }
         other => panic!("a split while joint: expected ConfChangeInProgress, got {other:?}"),
     }
@@ -438,14 +709,24 @@ fn a_split_while_joint_is_refused_as_conf_change_in_progress_and_the_retry_works
     assert!(c.current_ranges().iter().all(|r| r.start != SPLIT));
     c.remove_filter(hold);
     match c.wait_answer(&mut change, 300) {
-        Ok(Response::Replicas(d)) => assert!(!is_joint(&d) && d.replica_on(gone).is_none(), "{d:?}"),
+        Ok(Response::Replicas(d)) => {
+            assert!(!is_joint(&d) && d.replica_on(gone).is_none(), "{d:?}")
+        }
         other => panic!("the change did not finish: {other:?}"),
     }
-    let (left, right) = c.split(SPLIT).expect("the retry works once the change is done");
+    let (left, right) = c
+        .split(SPLIT)
+        .expect("the retry works once the change is done");
     let kept: Vec<u64> = [1, 2, 3, n4].into_iter().filter(|n| *n != gone).collect();
-    assert_eq!((nodes_of(&left), nodes_of(&right)), (voters(&kept), voters(&kept)));
+    assert_eq!(
+        (nodes_of(&left), nodes_of(&right)),
+        (voters(&kept), voters(&kept))
+    );
     c.ticks(5);
-    assert!(c.store(gone).peer(RANGE).is_none() && c.store(gone).peer(right.range_id).is_none(), "the removed node holds neither half");
+    assert!(
+        c.store(gone).peer(RANGE).is_none() && c.store(gone).peer(right.range_id).is_none(),
+        "the removed node holds neither half"
+    );
     check(&mut c, &acked);
 }
 
@@ -469,13 +750,28 @@ fn a_split_proposed_just_before_the_joint_step_applies_fails_its_epoch_check_at_
         },
         inner: Box::new(DropAll),
     });
-    let mut change = c.request(leader, RANGE, Command::ChangeReplicas { add: vec![n4], remove: vec![] });
-    tick_until(&mut c, 200, "the enter-joint step is proposed", |_| held.load(Ordering::Relaxed) > 0);
+    let mut change = c.request(
+        leader,
+        RANGE,
+        Command::ChangeReplicas {
+            add: vec![n4],
+            remove: vec![],
+        },
+    );
+    tick_until(&mut c, 200, "the enter-joint step is proposed", |_| {
+        held.load(Ordering::Relaxed) > 0
+    });
     let before = c.descriptor(RANGE).unwrap();
     assert!(!is_joint(&before), "proposed, not applied: {before:?}");
     // The split passes the proposal check (the applied descriptor is not joint) and lands
     // in the log right after the joint step.
-    let mut split = c.request(leader, RANGE, Command::Split { split_key: SPLIT.to_vec() });
+    let mut split = c.request(
+        leader,
+        RANGE,
+        Command::Split {
+            split_key: SPLIT.to_vec(),
+        },
+    );
     c.ticks(3);
     assert_pending(&mut split, "the split waits behind the joint step");
     c.remove_filter(hold);
@@ -485,22 +781,46 @@ fn a_split_proposed_just_before_the_joint_step_applies_fails_its_epoch_check_at_
     match c.wait_answer(&mut split, 100) {
         Err(CallError::Store(e @ Error::EpochNotMatch { .. })) => {
             assert!(e.is_retryable(), "{e}");
-            let Error::EpochNotMatch { requested, current, .. } = &e else { unreachable!() };
-            assert_eq!(requested.conf_ver, before.epoch().conf_ver, "proposed under the pre-joint epoch");
-            assert!(current.iter().any(|d| d.range_id == RANGE && is_joint(d)), "the hint is the joint descriptor: {current:?}");
+            let Error::EpochNotMatch {
+                requested, current, ..
+            } = &e
+            else {
+                unreachable!()
+            };
+            assert_eq!(
+                requested.conf_ver,
+                before.epoch().conf_ver,
+                "proposed under the pre-joint epoch"
+            );
+            assert!(
+                current.iter().any(|d| d.range_id == RANGE && is_joint(d)),
+                "the hint is the joint descriptor: {current:?}"
+            );
         }
-        other => panic!("a split applied in a joint configuration: expected EpochNotMatch, got {other:?}"),
+        other => panic!(
+            "a split applied in a joint configuration: expected EpochNotMatch, got {other:?}"
+        ),
     }
-    assert!(c.current_ranges().iter().all(|r| r.start != SPLIT), "nothing split");
+    assert!(
+        c.current_ranges().iter().all(|r| r.start != SPLIT),
+        "nothing split"
+    );
     match c.wait_answer(&mut change, 300) {
         Ok(Response::Replicas(d)) => {
             assert_eq!(nodes_of(&d), voters(&[1, 2, 3, n4]));
-            assert_eq!(d.epoch().version, before.epoch().version, "the split did not apply");
+            assert_eq!(
+                d.epoch().version,
+                before.epoch().version,
+                "the split did not apply"
+            );
         }
         other => panic!("the change did not finish: {other:?}"),
     }
     let (left, right) = c.split(SPLIT).expect("the retry works");
-    assert_eq!((nodes_of(&left), nodes_of(&right)), (voters(&[1, 2, 3, n4]), voters(&[1, 2, 3, n4])));
+    assert_eq!(
+        (nodes_of(&left), nodes_of(&right)),
+        (voters(&[1, 2, 3, n4]), voters(&[1, 2, 3, n4]))
+    );
     acked.extend(write(&mut c, "after", 10));
     check(&mut c, &acked);
 }
@@ -510,7 +830,8 @@ fn a_split_proposed_just_before_the_joint_step_applies_fails_its_epoch_check_at_
 // ---------------------------------------------------------------------------------------
 
 #[test]
-fn a_membership_step_proposed_just_before_a_split_applies_is_skipped_and_re_proposed_under_the_new_epoch() {
+fn a_membership_step_proposed_just_before_a_split_applies_is_skipped_and_re_proposed_under_the_new_epoch(
+) {
     let mut c = cluster(75);
     let leader = c.leader_of(RANGE).unwrap();
     let mut acked = write(&mut c, "k", 30);
@@ -521,16 +842,35 @@ fn a_membership_step_proposed_just_before_a_split_applies_is_skipped_and_re_prop
     // log in that order.
     let hold = c.add_filter(Select {
         select: move |e: &RaftEnvelope| {
-            e.range_id == RANGE && e.from.node_id == leader && e.message.get_msg_type() == MessageType::MsgAppend
+            e.range_id == RANGE
+                && e.from.node_id == leader
+                && e.message.get_msg_type() == MessageType::MsgAppend
         },
         inner: Box::new(DropAll),
     });
     let last = c.store(leader).peer(RANGE).unwrap().last_log_index();
-    let mut split = c.request(leader, RANGE, Command::Split { split_key: SPLIT.to_vec() });
-    let mut change = c.request(leader, RANGE, Command::ChangeReplicas { add: vec![n4], remove: vec![] });
+    let mut split = c.request(
+        leader,
+        RANGE,
+        Command::Split {
+            split_key: SPLIT.to_vec(),
+        },
+    );
+    let mut change = c.request(
+        leader,
+        RANGE,
+        Command::ChangeReplicas {
+            add: vec![n4],
+            remove: vec![],
+        },
+    );
     c.ticks(3);
     let now_last = c.store(leader).peer(RANGE).unwrap().last_log_index();
-    assert_eq!(now_last, last + 2, "the split, then the learner step, both in the log under the old epoch");
+    assert_eq!(
+        now_last,
+        last + 2,
+        "the split, then the learner step, both in the log under the old epoch"
+    );
     assert_pending(&mut split, "held split");
     assert_pending(&mut change, "held change");
     c.remove_filter(hold);
@@ -540,17 +880,32 @@ fn a_membership_step_proposed_just_before_a_split_applies_is_skipped_and_re_prop
     };
     // The learner step came after the split in the log: it failed its epoch check on
     // every replica, so neither half lists node 4.
-    assert_eq!((nodes_of(&left), nodes_of(&right)), (voters(&[1, 2, 3]), voters(&[1, 2, 3])));
+    assert_eq!(
+        (nodes_of(&left), nodes_of(&right)),
+        (voters(&[1, 2, 3]), voters(&[1, 2, 3]))
+    );
     assert_eq!(left.epoch().conf_ver, parent.epoch().conf_ver);
     let done = match c.wait_answer(&mut change, 300) {
         Ok(Response::Replicas(d)) => d,
         other => panic!("the change did not carry on: {other:?}"),
     };
-    assert_eq!((done.range_id, done.end.as_slice()), (RANGE, SPLIT), "it finished on the left half");
+    assert_eq!(
+        (done.range_id, done.end.as_slice()),
+        (RANGE, SPLIT),
+        "it finished on the left half"
+    );
     assert_eq!(nodes_of(&done), voters(&[1, 2, 3, n4]));
-    assert_eq!(done.epoch().conf_ver, parent.epoch().conf_ver + 3, "learner, joint, leave: the skipped step spent none");
+    assert_eq!(
+        done.epoch().conf_ver,
+        parent.epoch().conf_ver + 3,
+        "learner, joint, leave: the skipped step spent none"
+    );
     let r = c.descriptor(right.range_id).unwrap();
-    assert_eq!((nodes_of(&r), r.epoch()), (voters(&[1, 2, 3]), right.epoch()), "the right half never got node 4");
+    assert_eq!(
+        (nodes_of(&r), r.epoch()),
+        (voters(&[1, 2, 3]), right.epoch()),
+        "the right half never got node 4"
+    );
     assert!(c.store(n4).peer(right.range_id).is_none());
     acked.extend(write(&mut c, "after", 10));
     check(&mut c, &acked);
@@ -570,23 +925,43 @@ fn a_change_on_the_right_half_right_after_the_split_works_and_leaves_the_left_al
     // At once, with no tick in between, to the node that led the parent (its new replica
     // campaigned when the split applied): it either works there, or is refused as
     // retryable (not the leader) and the router's repeat does it.
-    let mut first = c.request(leader, right.range_id, Command::ChangeReplicas { add: vec![n4], remove: vec![1] });
+    let mut first = c.request(
+        leader,
+        right.range_id,
+        Command::ChangeReplicas {
+            add: vec![n4],
+            remove: vec![1],
+        },
+    );
     let r = match c.wait_answer(&mut first, 400) {
         Ok(Response::Replicas(r)) => r,
-        Err(CallError::Store(e)) if e.is_retryable() => {
-            c.change_replicas(right.range_id, &[n4], &[1]).expect("the repeat of the change on the right half")
-        }
+        Err(CallError::Store(e)) if e.is_retryable() => c
+            .change_replicas(right.range_id, &[n4], &[1])
+            .expect("the repeat of the change on the right half"),
         other => panic!("a change on the just-split right half: {other:?}"),
     };
     assert_eq!(nodes_of(&r), voters(&[2, 3, n4]));
     assert_eq!(r.epoch().version, right.epoch().version);
-    assert_eq!(r.epoch().conf_ver, right.epoch().conf_ver + 4, "learner, joint, leave, remove");
+    assert_eq!(
+        r.epoch().conf_ver,
+        right.epoch().conf_ver + 4,
+        "learner, joint, leave, remove"
+    );
     let l = c.descriptor(left.range_id).unwrap();
-    assert_eq!((nodes_of(&l), l.epoch()), (voters(&[1, 2, 3]), left.epoch()), "left untouched");
-    tick_until(&mut c, 100, "node 1 destroys its right replica", |c| c.store(1).peer(right.range_id).is_none());
+    assert_eq!(
+        (nodes_of(&l), l.epoch()),
+        (voters(&[1, 2, 3]), left.epoch()),
+        "left untouched"
+    );
+    tick_until(&mut c, 100, "node 1 destroys its right replica", |c| {
+        c.store(1).peer(right.range_id).is_none()
+    });
     assert!(hosts(&c, 1, RANGE), "node 1 keeps the left half");
     assert_eq!(keys_on(&c, 1, &r), 0, "no right-half keys left on node 1");
-    assert!(c.store(n4).peer(RANGE).is_none(), "node 4 holds only the right half");
+    assert!(
+        c.store(n4).peer(RANGE).is_none(),
+        "node 4 holds only the right half"
+    );
     acked.extend(write(&mut c, "after", 10));
     check(&mut c, &acked);
 }
@@ -603,23 +978,40 @@ fn a_change_routed_with_the_pre_split_epoch_gets_epoch_not_match_and_the_fresh_e
     let old = c.descriptor(RANGE).unwrap();
     let (left, right) = c.split(SPLIT).unwrap();
     let leader = c.wait_leader(RANGE, 60).unwrap();
-    let cmd = Command::ChangeReplicas { add: vec![n4], remove: vec![] };
+    let cmd = Command::ChangeReplicas {
+        add: vec![n4],
+        remove: vec![],
+    };
     let mut rx = c.request_with_epoch(leader, RANGE, old.epoch(), cmd);
     match c.wait_answer(&mut rx, 50) {
         Err(CallError::Store(e @ Error::EpochNotMatch { .. })) => {
             assert!(e.is_retryable());
-            let Error::EpochNotMatch { current, requested, .. } = &e else { unreachable!() };
+            let Error::EpochNotMatch {
+                current, requested, ..
+            } = &e
+            else {
+                unreachable!()
+            };
             assert_eq!(*requested, old.epoch());
-            assert!(current.contains(&left), "the hint is the new left half: {current:?}");
+            assert!(
+                current.contains(&left),
+                "the hint is the new left half: {current:?}"
+            );
         }
         other => panic!("expected EpochNotMatch, got {other:?}"),
     }
     assert_eq!(c.descriptor(RANGE).unwrap(), left, "nothing changed");
     c.ticks(5);
     assert!(c.store(n4).peer(RANGE).is_none());
-    let d = c.change_replicas(RANGE, &[n4], &[]).expect("the retry with the current epoch works");
+    let d = c
+        .change_replicas(RANGE, &[n4], &[])
+        .expect("the retry with the current epoch works");
     assert_eq!(nodes_of(&d), voters(&[1, 2, 3, n4]));
-    assert_eq!(c.descriptor(right.range_id).unwrap(), right, "the right half untouched");
+    assert_eq!(
+        c.descriptor(right.range_id).unwrap(),
+        right,
+        "the right half untouched"
+    );
     check(&mut c, &acked);
 }
 
@@ -634,17 +1026,30 @@ fn a_split_routed_with_the_pre_change_epoch_gets_epoch_not_match_and_the_fresh_e
     match split_once(&mut c, Some(old.epoch())) {
         Err(CallError::Store(e @ Error::EpochNotMatch { .. })) => {
             assert!(e.is_retryable());
-            let Error::EpochNotMatch { current, .. } = &e else { unreachable!() };
-            assert!(current.contains(&changed), "the hint carries the new configuration: {current:?}");
+            let Error::EpochNotMatch { current, .. } = &e else {
+                unreachable!()
+            };
+            assert!(
+                current.contains(&changed),
+                "the hint carries the new configuration: {current:?}"
+            );
         }
-        other => panic!("a split under the pre-change epoch: expected EpochNotMatch, got {other:?}"),
+        other => {
+            panic!("a split under the pre-change epoch: expected EpochNotMatch, got {other:?}")
+        }
     }
-    assert!(c.current_ranges().iter().all(|r| r.start != SPLIT), "nothing split");
+    assert!(
+        c.current_ranges().iter().all(|r| r.start != SPLIT),
+        "nothing split"
+    );
     let (left, right) = match split_once(&mut c, None) {
         Ok(Response::Split { left, right }) => (left, right),
         other => panic!("the split with the fresh epoch: {other:?}"),
     };
-    assert_eq!((nodes_of(&left), nodes_of(&right)), (voters(&[1, 2, 3, n4]), voters(&[1, 2, 3, n4])));
+    assert_eq!(
+        (nodes_of(&left), nodes_of(&right)),
+        (voters(&[1, 2, 3, n4]), voters(&[1, 2, 3, n4]))
+    );
     assert_eq!(right.epoch().conf_ver, changed.epoch().conf_ver);
     check(&mut c, &acked);
 }
@@ -671,25 +1076,62 @@ fn a_replica_cut_off_across_a_split_and_a_change_of_the_right_half_catches_up_by
     kept.sort();
     assert_eq!(nodes_of(&r), voters(&kept));
     acked.extend(write(&mut c, "after", 300)); // 300 entries per half: past `log_gc_max_lag`
-    assert!(c.store(away).peer(right.range_id).is_none(), "node {away} never heard of the split");
-    assert_eq!(c.store(away).peer(RANGE).unwrap().descriptor().end, Vec::<u8>::new(), "its range 2 is the parent");
-    let (first, behind) = (c.store(leader).peer(RANGE).unwrap().first_log_index(), c.store(away).peer(RANGE).unwrap().applied_index());
-    assert!(first > behind + 1, "the left log was truncated past node {away}: first {first}, it applied {behind}");
+    assert!(
+        c.store(away).peer(right.range_id).is_none(),
+        "node {away} never heard of the split"
+    );
+    assert_eq!(
+        c.store(away).peer(RANGE).unwrap().descriptor().end,
+        Vec::<u8>::new(),
+        "its range 2 is the parent"
+    );
+    let (first, behind) = (
+        c.store(leader).peer(RANGE).unwrap().first_log_index(),
+        c.store(away).peer(RANGE).unwrap().applied_index(),
+    );
+    assert!(
+        first > behind + 1,
+        "the left log was truncated past node {away}: first {first}, it applied {behind}"
+    );
     c.remove_filter(cut);
-    let (newest_left, newest_right) = (c.descriptor(RANGE).unwrap(), c.descriptor(right.range_id).unwrap());
-    tick_until(&mut c, 400, "the cut-off node has both halves at their newest", |c| {
-        let at = |id: u64| c.store(away).status().into_iter().find(|s| s.descriptor.range_id == id).map(|s| s.descriptor);
-        at(RANGE).as_ref() == Some(&newest_left) && at(right.range_id).as_ref() == Some(&newest_right)
-    });
-    assert!(snapshots_applied(&c, away) >= snaps_before + 2, "by snapshots of both halves");
-    tick_until(&mut c, 200, "the replaced node destroys its right replica", |c| c.store(gone).peer(right.range_id).is_none());
+    let (newest_left, newest_right) = (
+        c.descriptor(RANGE).unwrap(),
+        c.descriptor(right.range_id).unwrap(),
+    );
+    tick_until(
+        &mut c,
+        400,
+        "the cut-off node has both halves at their newest",
+        |c| {
+            let at = |id: u64| {
+                c.store(away)
+                    .status()
+                    .into_iter()
+                    .find(|s| s.descriptor.range_id == id)
+                    .map(|s| s.descriptor)
+            };
+            at(RANGE).as_ref() == Some(&newest_left)
+                && at(right.range_id).as_ref() == Some(&newest_right)
+        },
+    );
+    assert!(
+        snapshots_applied(&c, away) >= snaps_before + 2,
+        "by snapshots of both halves"
+    );
+    tick_until(
+        &mut c,
+        200,
+        "the replaced node destroys its right replica",
+        |c| c.store(gone).peer(right.range_id).is_none(),
+    );
     assert!(hosts(&c, gone, RANGE), "it keeps the left half");
     acked.extend(write(&mut c, "healed", 5));
     check(&mut c, &acked);
 }
 
 #[test]
-fn a_new_voter_cut_off_from_the_joint_step_on_catches_up_by_a_snapshot_of_the_finished_change_and_the_split() {
+fn a_new_voter_cut_off_from_the_joint_step_on_catches_up_by_a_snapshot_of_the_finished_change_and_the_split(
+) {
     let mut c = cluster(80);
     let leader = c.leader_of(RANGE).unwrap();
     let gone = [1, 2, 3].into_iter().find(|n| *n != leader).unwrap();
@@ -698,35 +1140,74 @@ fn a_new_voter_cut_off_from_the_joint_step_on_catches_up_by_a_snapshot_of_the_fi
     // The leave-joint step is held back until node 4 is cut off: the rest of the change
     // — leave joint, remove `gone`'s learner — and a split then happen without it.
     let hold = c.add_filter(LeaveJointFrom(leader));
-    let mut change = c.request(leader, RANGE, Command::ChangeReplicas { add: vec![n4], remove: vec![gone] });
-    tick_until(&mut c, 300, "the range is joint", |c| is_joint(&c.descriptor(RANGE).unwrap()));
+    let mut change = c.request(
+        leader,
+        RANGE,
+        Command::ChangeReplicas {
+            add: vec![n4],
+            remove: vec![gone],
+        },
+    );
+    tick_until(&mut c, 300, "the range is joint", |c| {
+        is_joint(&c.descriptor(RANGE).unwrap())
+    });
     let cut = c.add_filter(Isolate(n4));
     c.remove_filter(hold);
     let joint = c.descriptor(RANGE).unwrap();
     let done = match c.wait_answer(&mut change, 300) {
         Ok(Response::Replicas(d)) => d,
-        other => panic!("the change finishes without node 4 (a majority of both halves): {other:?}"),
+        other => {
+            panic!("the change finishes without node 4 (a majority of both halves): {other:?}")
+        }
     };
     let kept: Vec<u64> = [1, 2, 3, n4].into_iter().filter(|n| *n != gone).collect();
     assert_eq!(nodes_of(&done), voters(&kept));
-    assert_eq!(done.epoch().conf_ver, joint.epoch().conf_ver + 2, "leave, remove");
+    assert_eq!(
+        done.epoch().conf_ver,
+        joint.epoch().conf_ver + 2,
+        "leave, remove"
+    );
     let snaps_before = snapshots_applied(&c, n4);
     let on4 = c.store(n4).peer(RANGE).map(|p| p.descriptor().epoch());
-    assert!(on4.is_some_and(|e| e.conf_ver < done.epoch().conf_ver), "node 4 is behind: {on4:?}");
+    assert!(
+        on4.is_some_and(|e| e.conf_ver < done.epoch().conf_ver),
+        "node 4 is behind: {on4:?}"
+    );
     let (_, right) = c.split(SPLIT).expect("split without node 4");
     acked.extend(write(&mut c, "after", 300)); // 300 entries per half: past `log_gc_max_lag`
     let l = c.leader_of(RANGE).unwrap();
-    let (first, behind) = (c.store(l).peer(RANGE).unwrap().first_log_index(), c.store(n4).peer(RANGE).unwrap().applied_index());
-    assert!(first > behind + 1, "the left log was truncated past node 4: first {first}, it applied {behind}");
-    tick_until(&mut c, 100, "the removed node destroys its replica", |c| c.store(gone).peer(RANGE).is_none());
+    let (first, behind) = (
+        c.store(l).peer(RANGE).unwrap().first_log_index(),
+        c.store(n4).peer(RANGE).unwrap().applied_index(),
+    );
+    assert!(
+        first > behind + 1,
+        "the left log was truncated past node 4: first {first}, it applied {behind}"
+    );
+    tick_until(&mut c, 100, "the removed node destroys its replica", |c| {
+        c.store(gone).peer(RANGE).is_none()
+    });
     c.remove_filter(cut);
-    let (newest_left, newest_right) = (c.descriptor(RANGE).unwrap(), c.descriptor(right.range_id).unwrap());
+    let (newest_left, newest_right) = (
+        c.descriptor(RANGE).unwrap(),
+        c.descriptor(right.range_id).unwrap(),
+    );
     tick_until(&mut c, 400, "node 4 has both halves at their newest", |c| {
-        let at = |id: u64| c.store(n4).status().into_iter().find(|s| s.descriptor.range_id == id).map(|s| s.descriptor);
-        at(RANGE).as_ref() == Some(&newest_left) && at(right.range_id).as_ref() == Some(&newest_right)
+        let at = |id: u64| {
+            c.store(n4)
+                .status()
+                .into_iter()
+                .find(|s| s.descriptor.range_id == id)
+                .map(|s| s.descriptor)
+        };
+        at(RANGE).as_ref() == Some(&newest_left)
+            && at(right.range_id).as_ref() == Some(&newest_right)
     });
     assert!(snapshots_applied(&c, n4) > snaps_before, "by snapshot");
-    assert!(c.store(gone).peer(right.range_id).is_none(), "the removed node never got the right half");
+    assert!(
+        c.store(gone).peer(right.range_id).is_none(),
+        "the removed node never got the right half"
+    );
     acked.extend(write(&mut c, "healed", 5));
     check(&mut c, &acked);
 }

@@ -16,18 +16,34 @@ fn a_minority_partition_commits_nothing_while_the_majority_serves() {
     c.add_filter(Partition::new(&[&minority, majority]));
     let commit_before = c.store(old).peer(1).unwrap().applied_index();
 
-    let mut rx = c.request(old, 1, Command::Put { key: b"m".to_vec(), value: b"minority".to_vec() });
+    let mut rx = c.request(
+        old,
+        1,
+        Command::Put {
+            key: b"m".to_vec(),
+            value: b"minority".to_vec(),
+        },
+    );
     let outcome = c.wait_answer(&mut rx, 60);
     assert!(
-        outcome.as_ref().err().is_some_and(CallError::is_failure_or_unknown),
+        outcome
+            .as_ref()
+            .err()
+            .is_some_and(CallError::is_failure_or_unknown),
         "minority write must fail or time out: {outcome:?}"
     );
     for n in minority {
         let applied = c.store(n).peer(1).unwrap().applied_index();
-        assert!(applied <= commit_before, "node {n} applied {applied} > {commit_before} in minority");
+        assert!(
+            applied <= commit_before,
+            "node {n} applied {applied} > {commit_before} in minority"
+        );
     }
     let new = c.wait_leader_except(1, Some(old), 60).unwrap();
-    assert!(majority.contains(&new), "new leader {new} is in the majority");
+    assert!(
+        majority.contains(&new),
+        "new leader {new} is in the majority"
+    );
     c.put(b"b", b"2").unwrap();
 
     c.clear_filters();
@@ -54,6 +70,7 @@ fn five_nodes_tolerate_two_failures_but_not_three() {
     assert!(outcome.is_err(), "2 of 5 must not commit: {outcome:?}");
 
     c.start(third);
-    c.put(b"k3", b"v").expect("a majority again after one restart");
+    c.put(b"k3", b"v")
+        .expect("a majority again after one restart");
     assert_eq!(c.get(b"k1").unwrap().as_deref(), Some(&b"v"[..]));
 }

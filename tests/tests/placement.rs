@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use flotilla_raftstore::keyspace::{initial_ranges_placed, user_key};
 use flotilla_raftstore::metapb::ReplicaRole;
 use flotilla_raftstore::{Command, Error, Response};
-use flotilla_router::placement::{plan, plan_leaders, Change, ClusterState, Limits, Liveness, NodeState};
+use flotilla_router::placement::{
+    plan, plan_leaders, Change, ClusterState, Limits, Liveness, NodeState,
+};
 use flotilla_tests::CallError;
 use flotilla_tests::{harness_config, Cluster};
 
@@ -40,10 +42,19 @@ fn state(c: &Cluster, dead: &[u64], leaving: &[u64]) -> ClusterState {
                 (_, true) => Liveness::Decommissioning,
                 _ => Liveness::Live,
             };
-            NodeState { node_id: n, liveness, zone: None }
+            NodeState {
+                node_id: n,
+                liveness,
+                zone: None,
+            }
         })
         .collect();
-    ClusterState { nodes, ranges: c.current_ranges(), replication_factor: FACTOR, ..Default::default() }
+    ClusterState {
+        nodes,
+        ranges: c.current_ranges(),
+        replication_factor: FACTOR,
+        ..Default::default()
+    }
 }
 
 /// Runs placement rounds until a plan has nothing to do; returns the changes made.
@@ -57,7 +68,8 @@ fn place(c: &mut Cluster, dead: &[u64], leaving: &[u64]) -> Vec<Change> {
         for change in decided.changes {
             let add: Vec<u64> = change.add.into_iter().collect();
             let remove: Vec<u64> = change.remove.into_iter().collect();
-            c.change_replicas(change.range_id, &add, &remove).unwrap_or_else(|e| panic!("{change:?}: {e:?}"));
+            c.change_replicas(change.range_id, &add, &remove)
+                .unwrap_or_else(|e| panic!("{change:?}: {e:?}"));
             made.push(change);
         }
     }
@@ -71,9 +83,24 @@ fn assert_placed(c: &Cluster, allowed: &[u64]) {
         let mut distinct = nodes.clone();
         distinct.sort_unstable();
         distinct.dedup();
-        assert_eq!(distinct.len(), FACTOR, "range {}: {:?}", d.range_id, d.replicas);
-        assert!(d.replicas.iter().all(|r| r.role() == ReplicaRole::Voter), "range {}: {:?}", d.range_id, d.replicas);
-        assert!(nodes.iter().all(|n| allowed.contains(n)), "range {} on {nodes:?}, allowed {allowed:?}", d.range_id);
+        assert_eq!(
+            distinct.len(),
+            FACTOR,
+            "range {}: {:?}",
+            d.range_id,
+            d.replicas
+        );
+        assert!(
+            d.replicas.iter().all(|r| r.role() == ReplicaRole::Voter),
+            "range {}: {:?}",
+            d.range_id,
+            d.replicas
+        );
+        assert!(
+            nodes.iter().all(|n| allowed.contains(n)),
+            "range {} on {nodes:?}, allowed {allowed:?}",
+            d.range_id
+        );
     }
 }
 
@@ -96,7 +123,11 @@ fn check(c: &mut Cluster, pairs: &[(Vec<u8>, Vec<u8>)]) {
     for d in c.current_ranges() {
         let digests = c.digests(d.range_id, 600);
         let values: Vec<u64> = digests.values().copied().collect();
-        assert!(values.windows(2).all(|w| w[0] == w[1]), "range {} replicas differ: {digests:?}", d.range_id);
+        assert!(
+            values.windows(2).all(|w| w[0] == w[1]),
+            "range {} replicas differ: {digests:?}",
+            d.range_id
+        );
     }
 }
 
@@ -113,13 +144,25 @@ fn replica_counts(c: &Cluster) -> BTreeMap<u64, usize> {
 #[test]
 fn a_dead_node_is_replaced_from_snapshots_and_its_replicas_collected_when_it_returns() {
     let mut c = cluster(8, 1);
-    assert!(place(&mut c, &[], &[]).is_empty(), "a freshly placed cluster needs nothing");
+    assert!(
+        place(&mut c, &[], &[]).is_empty(),
+        "a freshly placed cluster needs nothing"
+    );
     let pairs = write(&mut c, 60);
-    let on_two: Vec<u64> = c.current_ranges().iter().filter(|d| d.replica_on(2).is_some()).map(|d| d.range_id).collect();
+    let on_two: Vec<u64> = c
+        .current_ranges()
+        .iter()
+        .filter(|d| d.replica_on(2).is_some())
+        .map(|d| d.range_id)
+        .collect();
     assert!(!on_two.is_empty());
     c.stop(2);
     let made = place(&mut c, &[2], &[]);
-    assert_eq!(made.len(), on_two.len(), "one replacement per range node 2 held: {made:?}");
+    assert_eq!(
+        made.len(),
+        on_two.len(),
+        "one replacement per range node 2 held: {made:?}"
+    );
     assert_placed(&c, &[1, 3, 4, 5]);
     check(&mut c, &pairs);
     // Node 2 returns after it was replaced: its old replicas learn they were removed and
@@ -131,8 +174,14 @@ fn a_dead_node_is_replaced_from_snapshots_and_its_replicas_collected_when_it_ret
         }
         c.tick();
     }
-    assert!(c.store(2).status().is_empty(), "node 2 kept replicas: {:?}", c.store(2).status().len());
-    assert!(place(&mut c, &[], &[]).iter().all(|ch| ch.reason == flotilla_router::placement::Reason::Rebalance));
+    assert!(
+        c.store(2).status().is_empty(),
+        "node 2 kept replicas: {:?}",
+        c.store(2).status().len()
+    );
+    assert!(place(&mut c, &[], &[])
+        .iter()
+        .all(|ch| ch.reason == flotilla_router::placement::Reason::Rebalance));
 }
 
 #[test]
@@ -143,9 +192,19 @@ fn a_new_node_gets_its_share_and_a_decommissioning_node_is_emptied() {
     let made = place(&mut c, &[], &[]);
     assert!(!made.is_empty(), "nothing moved to the new node");
     let counts = replica_counts(&c);
-    let (min, max) = (counts.values().min().copied().unwrap(), counts.values().max().copied().unwrap());
-    assert!(max - min <= Limits::default().balance_slack, "unbalanced: {counts:?}");
-    assert!(counts[&sixth] >= 4, "the new node got {} replicas: {counts:?}", counts[&sixth]);
+    let (min, max) = (
+        counts.values().min().copied().unwrap(),
+        counts.values().max().copied().unwrap(),
+    );
+    assert!(
+        max - min <= Limits::default().balance_slack,
+        "unbalanced: {counts:?}"
+    );
+    assert!(
+        counts[&sixth] >= 4,
+        "the new node got {} replicas: {counts:?}",
+        counts[&sixth]
+    );
     assert_placed(&c, &[1, 2, 3, 4, 5, 6]);
 
     place(&mut c, &[], &[1]);
@@ -159,17 +218,28 @@ fn a_range_without_a_quorum_is_left_alone_until_one_returns() {
     let mut c = cluster(4, 3);
     let pairs = write(&mut c, 20);
     // Two of the three nodes of one range are lost.
-    let victim = c.current_ranges().into_iter().find(|d| d.range_id != 1).unwrap();
+    let victim = c
+        .current_ranges()
+        .into_iter()
+        .find(|d| d.range_id != 1)
+        .unwrap();
     let gone: Vec<u64> = victim.replicas.iter().map(|r| r.node_id).take(2).collect();
     for n in &gone {
         c.stop(*n);
     }
     let decided = plan(&state(&c, &gone, &[]), Limits::default());
     assert!(decided.unavailable >= 1, "{decided:?}");
-    assert!(decided.changes.iter().all(|ch| ch.range_id != victim.range_id), "a change for a range without quorum: {decided:?}");
+    assert!(
+        decided
+            .changes
+            .iter()
+            .all(|ch| ch.range_id != victim.range_id),
+        "a change for a range without quorum: {decided:?}"
+    );
     // One returns: the range has a quorum again and its dead replica is replaced.
     c.start(gone[0]);
-    c.wait_leader(victim.range_id, 600).expect("the range elects again");
+    c.wait_leader(victim.range_id, 600)
+        .expect("the range elects again");
     place(&mut c, &gone[1..], &[]);
     let allowed: Vec<u64> = c.node_ids().into_iter().filter(|n| *n != gone[1]).collect();
     assert_placed(&c, &allowed);
@@ -201,7 +271,13 @@ fn wait_leaders_preferred(c: &mut Cluster) -> BTreeMap<u64, usize> {
     let off = |c: &Cluster| -> Vec<(u64, Option<u64>, u64)> {
         c.current_ranges()
             .iter()
-            .map(|d| (d.range_id, c.leader_of(d.range_id), d.preferred_voter().unwrap().node_id))
+            .map(|d| {
+                (
+                    d.range_id,
+                    c.leader_of(d.range_id),
+                    d.preferred_voter().unwrap().node_id,
+                )
+            })
             .filter(|(_, leader, preferred)| *leader != Some(*preferred))
             .collect()
     };
@@ -211,7 +287,11 @@ fn wait_leaders_preferred(c: &mut Cluster) -> BTreeMap<u64, usize> {
         }
         c.tick();
     }
-    assert_eq!(off(c), vec![], "ranges not led from their preferred voter: (range, leader, preferred)");
+    assert_eq!(
+        off(c),
+        vec![],
+        "ranges not led from their preferred voter: (range, leader, preferred)"
+    );
     let mut leaders: BTreeMap<u64, usize> = c.node_ids().into_iter().map(|n| (n, 0)).collect();
     for d in c.current_ranges() {
         *leaders.entry(c.leader_of(d.range_id).unwrap()).or_default() += 1;
@@ -225,24 +305,42 @@ fn leaders_follow_the_preferences_placement_records() {
     let pairs = write(&mut c, 30);
     let sixth = c.add_node();
     place(&mut c, &[], &[]);
-    assert!(prefer(&mut c) > 0, "the fallback rule alone left leaders unbalanced after replicas moved");
+    assert!(
+        prefer(&mut c) > 0,
+        "the fallback rule alone left leaders unbalanced after replicas moved"
+    );
     let leaders = wait_leaders_preferred(&mut c);
-    assert!(leaders[&sixth] >= 1, "the new node leads nothing: {leaders:?}");
+    assert!(
+        leaders[&sixth] >= 1,
+        "the new node leads nothing: {leaders:?}"
+    );
     // The rule: no range's leader node leads two more ranges than another voter's node.
     for d in c.current_ranges() {
         let l = c.leader_of(d.range_id).unwrap();
         for r in &d.replicas {
-            assert!(leaders[&l] < leaders[&r.node_id] + 2, "range {} could move from {l} to {}: {leaders:?}", d.range_id, r.node_id);
+            assert!(
+                leaders[&l] < leaders[&r.node_id] + 2,
+                "range {} could move from {l} to {}: {leaders:?}",
+                d.range_id,
+                r.node_id
+            );
         }
     }
 
     // A split's left half keeps its preference; the right half, a new range, starts
     // from the fallback rule until placement chooses for it.
-    let target = c.current_ranges().into_iter().find(|d| d.range_id != 1 && d.preferred_node != 0).expect("a chosen range");
+    let target = c
+        .current_ranges()
+        .into_iter()
+        .find(|d| d.range_id != 1 && d.preferred_node != 0)
+        .expect("a chosen range");
     let mut key = target.start.clone();
     key.extend([0, 1]);
     let (left, right) = c.split(&key).expect("split");
-    assert_eq!((left.preferred_node, right.preferred_node), (target.preferred_node, 0));
+    assert_eq!(
+        (left.preferred_node, right.preferred_node),
+        (target.preferred_node, 0)
+    );
     wait_leaders_preferred(&mut c);
     prefer(&mut c);
     wait_leaders_preferred(&mut c);
@@ -250,17 +348,31 @@ fn leaders_follow_the_preferences_placement_records() {
     // The preferred node restarts: another voter leads meanwhile, and it takes the range back.
     let chosen = target.preferred_node;
     c.stop(chosen);
-    let other = c.wait_leader_except(left.range_id, Some(chosen), 600).expect("a leader while the preferred node is down");
+    let other = c
+        .wait_leader_except(left.range_id, Some(chosen), 600)
+        .expect("a leader while the preferred node is down");
     assert_ne!(other, chosen);
     c.start(chosen);
     wait_leaders_preferred(&mut c);
     check(&mut c, &pairs);
 
     // A preference for a node without a voter is refused and changes nothing.
-    let outsider = c.node_ids().into_iter().find(|n| left.replica_on(*n).is_none()).expect("a node without the range");
-    match c.call(left.range_id, Command::PreferLeader { node_id: outsider }, 600) {
+    let outsider = c
+        .node_ids()
+        .into_iter()
+        .find(|n| left.replica_on(*n).is_none())
+        .expect("a node without the range");
+    match c.call(
+        left.range_id,
+        Command::PreferLeader { node_id: outsider },
+        600,
+    ) {
         Err(CallError::Store(e @ Error::InvalidMembership { .. })) => {
-            assert!(e.to_string().contains(&format!("node {outsider} holds no voter")), "{e}")
+            assert!(
+                e.to_string()
+                    .contains(&format!("node {outsider} holds no voter")),
+                "{e}"
+            )
         }
         other => panic!("a preference for node {outsider} without a voter: {other:?}"),
     }

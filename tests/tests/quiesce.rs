@@ -11,13 +11,22 @@ use flotilla_tests::Cluster;
 /// Ticks until every live store has all `ranges` replicas quiesced; panics after `max`.
 fn wait_quiet(c: &mut Cluster, ranges: usize, max: u64) {
     for _ in 0..max {
-        let all = c.node_ids().into_iter().filter(|n| c.is_running(*n)).all(|n| c.store(n).quiesced_count() == ranges);
+        let all = c
+            .node_ids()
+            .into_iter()
+            .filter(|n| c.is_running(*n))
+            .all(|n| c.store(n).quiesced_count() == ranges);
         if all {
             return;
         }
         c.tick();
     }
-    let counts: Vec<_> = c.node_ids().into_iter().filter(|n| c.is_running(*n)).map(|n| c.store(n).quiesced_count()).collect();
+    let counts: Vec<_> = c
+        .node_ids()
+        .into_iter()
+        .filter(|n| c.is_running(*n))
+        .map(|n| c.store(n).quiesced_count())
+        .collect();
     panic!("ranges did not quiesce within {max} ticks: {counts:?} of {ranges}");
 }
 
@@ -45,14 +54,25 @@ fn idle_traffic_between_two_nodes_does_not_grow_with_ranges() {
         let sent = traffic(&mut c, 1, 2, 20);
         let interval = c.store(1).config().liveness_interval_ticks;
         per_interval.push(sent as f64 / (20 / interval) as f64);
-        assert_eq!(c.store(1).quiesced_count(), ranges as usize, "nothing woke up while idle");
+        assert_eq!(
+            c.store(1).quiesced_count(),
+            ranges as usize,
+            "nothing woke up while idle"
+        );
         let m = c.store(1).metrics();
         assert!(StoreMetrics::get(&m.heartbeats_coalesced) > 0);
         assert_eq!(StoreMetrics::get(&m.quiesced_ranges), ranges);
-        assert!(m.per_node().get(&2).is_some_and(|p| p.messages > 0 && p.bytes > 0));
+        assert!(m
+            .per_node()
+            .get(&2)
+            .is_some_and(|p| p.messages > 0 && p.bytes > 0));
     }
     // One liveness beat per interval and direction, whatever the number of ranges.
-    assert_eq!(per_interval, vec![1.0, 1.0], "messages from node 1 to node 2 per liveness interval");
+    assert_eq!(
+        per_interval,
+        vec![1.0, 1.0],
+        "messages from node 1 to node 2 per liveness interval"
+    );
 }
 
 #[test]
@@ -62,14 +82,29 @@ fn a_quiesced_range_wakes_on_a_write_and_on_a_read() {
     wait_quiet(&mut c, 4, 300);
     let key = [0x10, 1];
     c.put(&key, b"v1").expect("a write wakes the range");
-    assert!(c.node_ids().iter().any(|n| c.store(*n).quiesced_count() < 4), "the range woke up");
+    assert!(
+        c.node_ids()
+            .iter()
+            .any(|n| c.store(*n).quiesced_count() < 4),
+        "the range woke up"
+    );
     wait_quiet(&mut c, 4, 300);
-    assert_eq!(c.get(&key).expect("a read wakes the range"), Some(b"v1".to_vec()));
+    assert_eq!(
+        c.get(&key).expect("a read wakes the range"),
+        Some(b"v1".to_vec())
+    );
     wait_quiet(&mut c, 4, 300);
     // Writes on one range leave the others asleep: only range of `key` wakes.
     let range = c.range_of(&key);
     let leader = c.leader_of(range).unwrap();
-    let mut rx = c.request(leader, range, Command::Put { key: key.to_vec(), value: b"v2".to_vec() });
+    let mut rx = c.request(
+        leader,
+        range,
+        Command::Put {
+            key: key.to_vec(),
+            value: b"v2".to_vec(),
+        },
+    );
     c.settle();
     assert_eq!(c.store(leader).quiesced_count(), 3);
     assert!(c.wait_answer(&mut rx, 50).is_ok());
@@ -77,7 +112,9 @@ fn a_quiesced_range_wakes_on_a_write_and_on_a_read() {
 
 /// Ranges whose leader is on `node`.
 fn led_by(c: &Cluster, node: u64, ranges: u64) -> Vec<u64> {
-    (1..=ranges).filter(|r| c.leader_of(*r) == Some(node)).collect()
+    (1..=ranges)
+        .filter(|r| c.leader_of(*r) == Some(node))
+        .collect()
 }
 
 /// Waits up to `max_ticks` for every range in `ranges` to have a leader off node `gone`;
@@ -98,12 +135,22 @@ fn assert_new_leaders_within(c: &mut Cluster, gone: u64, ranges: &[u64], max_tic
         if missing.is_empty() {
             eprintln!("new leaders for {} ranges after {t} ticks", ranges.len());
             for r in ranges {
-                let named = c.descriptor(*r).and_then(|d| d.successor_without(gone)).map(|s| s.node_id);
-                assert_eq!(c.leader_of(*r), named, "range {r} is led by the successor its descriptor names");
+                let named = c
+                    .descriptor(*r)
+                    .and_then(|d| d.successor_without(gone))
+                    .map(|s| s.node_id);
+                assert_eq!(
+                    c.leader_of(*r),
+                    named,
+                    "range {r} is led by the successor its descriptor names"
+                );
             }
             return;
         }
-        assert!(t < max_ticks, "ranges {missing:?} have no leader off node {gone} after {max_ticks} ticks");
+        assert!(
+            t < max_ticks,
+            "ranges {missing:?} have no leader off node {gone} after {max_ticks} ticks"
+        );
         c.tick();
     }
 }
@@ -121,14 +168,18 @@ fn killing_a_node_elects_new_leaders_for_its_quiesced_ranges_and_it_catches_up()
     // soon as the node is declared dead (randomised timeouts would add 10 to 20).
     assert_new_leaders_within(&mut c, 1, &victims, 14);
     for i in 0..20u8 {
-        c.put(&[i * 12, i], b"while node 1 was down").expect("write without node 1");
+        c.put(&[i * 12, i], b"while node 1 was down")
+            .expect("write without node 1");
     }
     c.start(1);
     c.ticks(60);
     for r in 1..=ranges {
         let d = c.digests(r, 300);
         let first = d.values().next().copied();
-        assert!(d.len() == 3 && d.values().all(|x| Some(*x) == first), "range {r}: {d:?}");
+        assert!(
+            d.len() == 3 && d.values().all(|x| Some(*x) == first),
+            "range {r}: {d:?}"
+        );
     }
     wait_quiet(&mut c, ranges as usize, 600);
 }
@@ -145,9 +196,24 @@ fn isolating_a_node_elects_new_leaders_for_its_quiesced_ranges() {
     assert_new_leaders_within(&mut c, 2, &victims, 14);
     // The isolated node accepts no write: its old leaderships cannot commit.
     let r = victims[0];
-    let mut rx = c.request(2, r, Command::Put { key: c.ranges()[r as usize - 1].start.clone().into_iter().chain([7]).collect(), value: b"x".to_vec() });
+    let mut rx = c.request(
+        2,
+        r,
+        Command::Put {
+            key: c.ranges()[r as usize - 1]
+                .start
+                .clone()
+                .into_iter()
+                .chain([7])
+                .collect(),
+            value: b"x".to_vec(),
+        },
+    );
     let answer = c.wait_answer(&mut rx, 60);
-    assert!(answer.as_ref().is_err_and(|e| e.is_failure_or_unknown()), "{answer:?}");
+    assert!(
+        answer.as_ref().is_err_and(|e| e.is_failure_or_unknown()),
+        "{answer:?}"
+    );
     c.remove_filter(iso);
     c.ticks(60);
     wait_quiet(&mut c, ranges as usize, 600);

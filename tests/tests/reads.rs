@@ -15,7 +15,10 @@ fn a_read_dropped_by_a_leader_without_a_commit_in_its_term_is_retried() {
     let leader = c.wait_leader(1, 60).expect("votes still flow");
     let mut rx = c.request(leader, 1, Command::Get { key: b"k".to_vec() });
     c.ticks(10);
-    assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)), "no answer without a commit");
+    assert!(
+        matches!(rx.try_recv(), Err(TryRecvError::Empty)),
+        "no answer without a commit"
+    );
     c.remove_filter(filter);
     match c.wait_answer(&mut rx, 20) {
         Ok(Response::Value(None)) => {}
@@ -30,7 +33,9 @@ fn a_read_on_a_leader_cut_off_from_its_quorum_fails_instead_of_hanging() {
     c.put(b"k", b"v").unwrap();
     // Only heartbeats and their responses are lost: the leader cannot confirm leadership.
     c.add_filter(Select {
-        select: move |e: &flotilla_raftstore::RaftEnvelope| e.from.node_id == leader || e.to.node_id == leader,
+        select: move |e: &flotilla_raftstore::RaftEnvelope| {
+            e.from.node_id == leader || e.to.node_id == leader
+        },
         inner: Box::new(Isolate(leader)),
     });
     // First its lease runs out: the filter also cuts the node batches through which the
@@ -41,11 +46,19 @@ fn a_read_on_a_leader_cut_off_from_its_quorum_fails_instead_of_hanging() {
         }
         c.tick();
     }
-    assert!(!c.store(leader).has_lease(1), "the lease ends when support is no longer acknowledged");
+    assert!(
+        !c.store(leader).has_lease(1),
+        "the lease ends when support is no longer acknowledged"
+    );
     let mut rx = c.request(leader, 1, Command::Get { key: b"k".to_vec() });
     let outcome = c.wait_answer(&mut rx, 60);
     assert!(
-        matches!(outcome, Err(CallError::Store(Error::Timeout { .. } | Error::NotLeader { .. }))),
+        matches!(
+            outcome,
+            Err(CallError::Store(
+                Error::Timeout { .. } | Error::NotLeader { .. }
+            ))
+        ),
         "an unconfirmed leader must not serve the read: {outcome:?}"
     );
 }

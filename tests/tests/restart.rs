@@ -1,11 +1,14 @@
 //! Durability across restarts: every acknowledged write survives all nodes stopping.
 
-use flotilla_tests::{harness_config, Cluster};
 use flotilla_raftstore::local::even_ranges;
+use flotilla_tests::{harness_config, Cluster};
 
 #[test]
 fn all_nodes_stopped_and_reopened_keep_every_acknowledged_write() {
-    let cfg = flotilla_raftstore::StoreConfig { sync_log: true, ..harness_config() };
+    let cfg = flotilla_raftstore::StoreConfig {
+        sync_log: true,
+        ..harness_config()
+    };
     let mut c = Cluster::with_config(3, even_ranges(8, 3), 21, cfg);
     let mut acked = Vec::new();
     for i in 0..200u32 {
@@ -15,14 +18,22 @@ fn all_nodes_stopped_and_reopened_keep_every_acknowledged_write() {
             acked.push((key, value));
         }
     }
-    assert_eq!(acked.len(), 200, "a healthy cluster acknowledges every write");
+    assert_eq!(
+        acked.len(),
+        200,
+        "a healthy cluster acknowledges every write"
+    );
     // Stop in the middle of a round's traffic: a write is in flight while nodes go down.
     let range = c.range_of(b"zz");
     let leader = c.leader_of(range).unwrap();
-    let _in_flight = c.request(leader, range, flotilla_raftstore::Command::Put {
-        key: b"zz".to_vec(),
-        value: b"maybe".to_vec(),
-    });
+    let _in_flight = c.request(
+        leader,
+        range,
+        flotilla_raftstore::Command::Put {
+            key: b"zz".to_vec(),
+            value: b"maybe".to_vec(),
+        },
+    );
     for n in c.node_ids() {
         c.stop(n);
     }
@@ -30,10 +41,17 @@ fn all_nodes_stopped_and_reopened_keep_every_acknowledged_write() {
         c.start(n);
     }
     for (key, value) in &acked {
-        assert_eq!(c.get(key).unwrap().as_deref(), Some(value.as_bytes()), "key {key:?}");
+        assert_eq!(
+            c.get(key).unwrap().as_deref(),
+            Some(value.as_bytes()),
+            "key {key:?}"
+        );
     }
     let v = c.get(b"zz").unwrap();
-    assert!(v.is_none() || v.as_deref() == Some(&b"maybe"[..]), "no invented value: {v:?}");
+    assert!(
+        v.is_none() || v.as_deref() == Some(&b"maybe"[..]),
+        "no invented value: {v:?}"
+    );
 }
 
 #[test]

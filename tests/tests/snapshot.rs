@@ -13,7 +13,8 @@ fn an_isolated_replica_catches_up_through_a_snapshot_after_truncation() {
     let iso = c.add_filter(Isolate(lagger));
     // More than log_gc_max_lag (256) entries: the leader stops waiting for the lagger.
     for i in 0..400u32 {
-        c.put(format!("key-{i:04}").as_bytes(), format!("v{i}").as_bytes()).unwrap();
+        c.put(format!("key-{i:04}").as_bytes(), format!("v{i}").as_bytes())
+            .unwrap();
     }
     c.ticks(5);
     let leader = c.leader_of(1).unwrap();
@@ -62,6 +63,9 @@ fn a_lost_snapshot_is_sent_again() {
     });
     let digests = c.digests(1, 200);
     let leader = c.leader_of(1).unwrap();
-    assert!(digests.values().all(|d| *d == digests[&leader]), "{digests:?}");
+    assert!(
+        digests.values().all(|d| *d == digests[&leader]),
+        "{digests:?}"
+    );
     assert!(StoreMetrics::get(&c.store(lagger).metrics().snapshots_applied) >= 1);
 }

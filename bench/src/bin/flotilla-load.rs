@@ -99,10 +99,28 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     } else {
         measure(workers, plan(&args, keys, chooser), &args, &stopped).await
     };
-    let report = Report { args: &args, stats: &stats, secs, interrupted: stopped.get().is_some(), preload: preload_report };
-    println!("{}", if args.json { report.json() } else { report.text() }.trim_end());
+    let report = Report {
+        args: &args,
+        stats: &stats,
+        secs,
+        interrupted: stopped.get().is_some(),
+        preload: preload_report,
+    };
+    println!(
+        "{}",
+        if args.json {
+            report.json()
+        } else {
+            report.text()
+        }
+        .trim_end()
+    );
     let failed = stats.ok() == 0 && stats.error_count() > 0;
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// First Ctrl-C: stop the clients (the report follows). Second: exit at once.
@@ -151,7 +169,11 @@ async fn probe(conns: &[Conn], args: &Args) -> Result<(), String> {
 }
 
 /// The clients, spread over the endpoints round-robin.
-async fn make_workers(conns: &[Conn], args: &Args, stop: &watch::Receiver<bool>) -> Result<Vec<Worker>, String> {
+async fn make_workers(
+    conns: &[Conn],
+    args: &Args,
+    stop: &watch::Receiver<bool>,
+) -> Result<Vec<Worker>, String> {
     let mut workers = Vec::with_capacity(args.clients);
     for i in 0..args.clients {
         let conn = if args.channel_per_client {
@@ -169,9 +191,19 @@ async fn preload(workers: Vec<Worker>, keys: KeySpace, count: u64) -> (Preloaded
     eprintln!("flotilla-load: preloading {count} keys");
     let start = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
-    let handles: Vec<_> = workers.into_iter().map(|w| tokio::spawn(w.preload(keys, next.clone(), count))).collect();
+    let handles: Vec<_> = workers
+        .into_iter()
+        .map(|w| tokio::spawn(w.preload(keys, next.clone(), count)))
+        .collect();
     let (stats, workers) = join(handles).await;
-    (Preloaded { keys: count, secs: start.elapsed().as_secs_f64(), stats }, workers)
+    (
+        Preloaded {
+            keys: count,
+            secs: start.elapsed().as_secs_f64(),
+            stats,
+        },
+        workers,
+    )
 }
 
 fn plan(args: &Args, keys: KeySpace, chooser: Chooser) -> Plan {
@@ -190,13 +222,22 @@ fn plan(args: &Args, keys: KeySpace, chooser: Chooser) -> Plan {
 }
 
 /// Runs the measured load; returns the merged stats and the length of the window.
-async fn measure(workers: Vec<Worker>, plan: Plan, args: &Args, stopped: &StopTime) -> (Stats, f64) {
+async fn measure(
+    workers: Vec<Worker>,
+    plan: Plan,
+    args: &Args,
+    stopped: &StopTime,
+) -> (Stats, f64) {
     if args.warmup_secs > 0 {
         eprintln!("flotilla-load: warming up for {} s", args.warmup_secs);
     }
     let plan = Arc::new(plan);
-    let progress = (args.progress_secs > 0).then(|| tokio::spawn(progress(plan.clone(), args.progress_secs)));
-    let handles: Vec<_> = workers.into_iter().map(|w| tokio::spawn(w.run(plan.clone()))).collect();
+    let progress =
+        (args.progress_secs > 0).then(|| tokio::spawn(progress(plan.clone(), args.progress_secs)));
+    let handles: Vec<_> = workers
+        .into_iter()
+        .map(|w| tokio::spawn(w.run(plan.clone())))
+        .collect();
     let (stats, _) = join(handles).await;
     if let Some(p) = progress {
         p.abort();
@@ -226,7 +267,11 @@ async fn progress(plan: Arc<Plan>, every: u64) {
         ticker.tick().await;
         let now = plan.finished.load(Ordering::Relaxed);
         let failed = plan.failed.load(Ordering::Relaxed);
-        let phase = if Instant::now() < plan.measure_from { ", warming up" } else { "" };
+        let phase = if Instant::now() < plan.measure_from {
+            ", warming up"
+        } else {
+            ""
+        };
         let rate = (now - before) as f64 / every as f64;
         let t = start.elapsed().as_secs_f64();
         eprintln!("[{t:>5.0} s] {now} ops done ({failed} failed), {rate:.0} ops/s{phase}");

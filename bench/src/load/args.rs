@@ -160,10 +160,18 @@ impl Args {
             return Err("--clients and --keys must be at least 1".into());
         }
         if !(0.0..=1.0).contains(&self.read_ratio) {
-            return Err(format!("--read-ratio {} is not within 0.0..=1.0", self.read_ratio));
+            return Err(format!(
+                "--read-ratio {} is not within 0.0..=1.0",
+                self.read_ratio
+            ));
         }
-        if self.distribution == Distribution::Zipfian && !(self.zipf_theta > 0.0 && self.zipf_theta < 1.0) {
-            return Err(format!("--zipf-theta {} is not within (0, 1)", self.zipf_theta));
+        if self.distribution == Distribution::Zipfian
+            && !(self.zipf_theta > 0.0 && self.zipf_theta < 1.0)
+        {
+            return Err(format!(
+                "--zipf-theta {} is not within (0, 1)",
+                self.zipf_theta
+            ));
         }
         if self.duration_secs == Some(0) || self.ops == Some(0) || self.timeout_ms == 0 {
             return Err("--duration-secs, --ops and --timeout-ms must be positive".into());

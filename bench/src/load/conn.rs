@@ -31,8 +31,15 @@ const GRACE: Duration = Duration::from_millis(500);
 /// (`Flotilla`) or over the shared `Kv.Commands` stream of that address (`Stream`).
 #[derive(Clone)]
 pub enum Conn {
-    Flotilla { kv: KvClient<Channel>, routes: Option<Arc<Routes>> },
-    Stream { home: Arc<Mux>, muxes: Arc<Muxes>, routes: Option<Arc<Routes>> },
+    Flotilla {
+        kv: KvClient<Channel>,
+        routes: Option<Arc<Routes>>,
+    },
+    Stream {
+        home: Arc<Mux>,
+        muxes: Arc<Muxes>,
+        routes: Option<Arc<Routes>>,
+    },
     Etcd(etcd_client::KvClient),
 }
 
@@ -55,7 +62,12 @@ pub async fn connect_all(args: &Args) -> Result<Vec<Conn>, String> {
         (Backend::Flotilla, Rpc::Unary) => {
             let client = Client::new(&args.endpoints)?;
             let routes = shared_routes(args);
-            Ok((0..args.endpoints.len()).map(|i| Conn::Flotilla { kv: client.kv_at(i), routes: routes.clone() }).collect())
+            Ok((0..args.endpoints.len())
+                .map(|i| Conn::Flotilla {
+                    kv: client.kv_at(i),
+                    routes: routes.clone(),
+                })
+                .collect())
         }
         (Backend::Flotilla, Rpc::Stream) => {
             let (muxes, routes) = (shared_muxes(), shared_routes(args));
@@ -63,7 +75,11 @@ pub async fn connect_all(args: &Args) -> Result<Vec<Conn>, String> {
                 .iter()
                 .map(|e| {
                     let home = muxes.get(e, routes.clone())?;
-                    Ok(Conn::Stream { home, muxes: muxes.clone(), routes: routes.clone() })
+                    Ok(Conn::Stream {
+                        home,
+                        muxes: muxes.clone(),
+                        routes: routes.clone(),
+                    })
                 })
                 .collect()
         }
@@ -83,13 +99,21 @@ pub async fn connect(args: &Args, endpoint: &str) -> Result<Conn, String> {
     match (args.backend, args.rpc) {
         (Backend::Flotilla, Rpc::Unary) => {
             let kv = Client::new(&[endpoint.to_string()])?.kv_at(0);
-            Ok(Conn::Flotilla { kv, routes: shared_routes(args) })
+            Ok(Conn::Flotilla {
+                kv,
+                routes: shared_routes(args),
+            })
         }
         (Backend::Flotilla, Rpc::Stream) => {
-            let channel = flotilla_server::peers::channel_to(endpoint).map_err(|e| format!("endpoint {endpoint}: {e}"))?;
+            let channel = flotilla_server::peers::channel_to(endpoint)
+                .map_err(|e| format!("endpoint {endpoint}: {e}"))?;
             let routes = shared_routes(args);
             let home = Arc::new(Mux::new(endpoint.to_string(), channel, routes.clone()));
-            Ok(Conn::Stream { home, muxes: shared_muxes(), routes })
+            Ok(Conn::Stream {
+                home,
+                muxes: shared_muxes(),
+                routes,
+            })
         }
         (Backend::Etcd, _) => {
             let options = etcd_client::ConnectOptions::new()
@@ -116,12 +140,23 @@ impl Conn {
                 learn(routes.as_deref(), leader.as_deref(), &answer);
                 grpc(answer, |_| Outcome::Ok)
             }
-            Conn::Stream { home, muxes, routes } => {
+            Conn::Stream {
+                home,
+                muxes,
+                routes,
+            } => {
                 let mux = streamed(home, muxes, routes.as_ref(), &key);
-                let answer = tokio::time::timeout(within, mux.call(Op::Put(PutRequest { key, value }), timeout)).await;
+                let answer = tokio::time::timeout(
+                    within,
+                    mux.call(Op::Put(PutRequest { key, value }), timeout),
+                )
+                .await;
                 streamed_outcome(&mux, home, routes.as_deref(), answer)
             }
-            Conn::Etcd(kv) => etcd(tokio::time::timeout(within, kv.put(key, value, None)).await, |_| Outcome::Ok),
+            Conn::Etcd(kv) => etcd(
+                tokio::time::timeout(within, kv.put(key, value, None)).await,
+                |_| Outcome::Ok,
+            ),
         }
     }
 
@@ -135,12 +170,20 @@ impl Conn {
                 req.set_timeout(timeout);
                 let answer = tokio::time::timeout(within, kv.get(req)).await;
                 learn(routes.as_deref(), leader.as_deref(), &answer);
-                let found = |r: tonic::Response<flotilla_server::proto::GetResponse>| found(r.into_inner().found);
+                let found = |r: tonic::Response<flotilla_server::proto::GetResponse>| {
+                    found(r.into_inner().found)
+                };
                 grpc(answer, found)
             }
-            Conn::Stream { home, muxes, routes } => {
+            Conn::Stream {
+                home,
+                muxes,
+                routes,
+            } => {
                 let mux = streamed(home, muxes, routes.as_ref(), &key);
-                let answer = tokio::time::timeout(within, mux.call(Op::Get(GetRequest { key }), timeout)).await;
+                let answer =
+                    tokio::time::timeout(within, mux.call(Op::Get(GetRequest { key }), timeout))
+                        .await;
                 streamed_outcome(&mux, home, routes.as_deref(), answer)
             }
             Conn::Etcd(kv) => {
@@ -152,7 +195,11 @@ impl Conn {
 }
 
 /// The client to send `key` on: its leader's, if a hint named one (with its address).
-fn routed(kv: &KvClient<Channel>, routes: Option<&Routes>, key: &[u8]) -> (Option<String>, KvClient<Channel>) {
+fn routed(
+    kv: &KvClient<Channel>,
+    routes: Option<&Routes>,
+    key: &[u8],
+) -> (Option<String>, KvClient<Channel>) {
     match routes.and_then(|r| r.route(key)) {
         Some((leader, channel)) => (Some(leader), KvClient::new(channel)),
         None => (None, kv.clone()),
@@ -160,7 +207,11 @@ fn routed(kv: &KvClient<Channel>, routes: Option<&Routes>, key: &[u8]) -> (Optio
 }
 
 /// Learns the hint of an answer; forgets a leader that could not be reached.
-fn learn<T>(routes: Option<&Routes>, leader: Option<&str>, answer: &Timed<Result<tonic::Response<T>, tonic::Status>>) {
+fn learn<T>(
+    routes: Option<&Routes>,
+    leader: Option<&str>,
+    answer: &Timed<Result<tonic::Response<T>, tonic::Status>>,
+) {
     let Some(routes) = routes else { return };
     match answer {
         Ok(Ok(resp)) => routes.learn(resp.metadata()),
@@ -175,7 +226,9 @@ fn learn<T>(routes: Option<&Routes>, leader: Option<&str>, answer: &Timed<Result
 
 /// The stream to send `key` on: its leader's, if a hint named one, else the endpoint's.
 fn streamed(home: &Arc<Mux>, muxes: &Muxes, routes: Option<&Arc<Routes>>, key: &[u8]) -> Arc<Mux> {
-    let Some(leader) = routes.and_then(|r| r.leader(key)) else { return home.clone() };
+    let Some(leader) = routes.and_then(|r| r.leader(key)) else {
+        return home.clone();
+    };
     if leader == home.address() {
         return home.clone();
     }
@@ -215,21 +268,33 @@ fn streamed_outcome(
             Some(Answer::Get(g)) => found(g.found),
             Some(Answer::Put(_)) | Some(Answer::Delete(_)) => Outcome::Ok,
             Some(Answer::Error(e)) => error(tonic::Code::from_i32(e.code), e.message),
-            None => Outcome::Err("Unknown".into(), format!("command {} was answered without an outcome", result.id)),
+            None => Outcome::Err(
+                "Unknown".into(),
+                format!("command {} was answered without an outcome", result.id),
+            ),
         },
     }
 }
 
 fn found(yes: bool) -> Outcome {
-    if yes { Outcome::Ok } else { Outcome::Miss }
+    if yes {
+        Outcome::Ok
+    } else {
+        Outcome::Miss
+    }
 }
 
 type Timed<T> = Result<T, tokio::time::error::Elapsed>;
 
-fn grpc<T>(r: Timed<Result<tonic::Response<T>, tonic::Status>>, ok: impl FnOnce(tonic::Response<T>) -> Outcome) -> Outcome {
+fn grpc<T>(
+    r: Timed<Result<tonic::Response<T>, tonic::Status>>,
+    ok: impl FnOnce(tonic::Response<T>) -> Outcome,
+) -> Outcome {
     match r {
         Err(_) => client_timeout(),
-        Ok(Err(status)) => Outcome::Err(format!("{:?}", status.code()), status.message().to_string()),
+        Ok(Err(status)) => {
+            Outcome::Err(format!("{:?}", status.code()), status.message().to_string())
+        }
         Ok(Ok(resp)) => ok(resp),
     }
 }
@@ -246,5 +311,8 @@ fn etcd<T>(r: Timed<Result<T, etcd_client::Error>>, ok: impl FnOnce(T) -> Outcom
 }
 
 fn client_timeout() -> Outcome {
-    Outcome::Err("ClientTimeout".into(), "no answer within --timeout-ms".into())
+    Outcome::Err(
+        "ClientTimeout".into(),
+        "no answer within --timeout-ms".into(),
+    )
 }

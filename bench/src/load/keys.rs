@@ -28,7 +28,9 @@ impl KeySpace {
     pub fn new(size: usize, keys: u64, hashed: bool) -> Result<KeySpace, String> {
         let need = decimal_digits(keys - 1) + if hashed { PREFIX } else { 0 };
         if size < need {
-            return Err(format!("--key-size {size} is too small for {keys} distinct keys (need {need})"));
+            return Err(format!(
+                "--key-size {size} is too small for {keys} distinct keys (need {need})"
+            ));
         }
         Ok(KeySpace { size, hashed })
     }
@@ -95,7 +97,13 @@ impl Zipfian {
         let zetan = zeta(n, theta);
         let zeta2 = zeta(2, theta);
         let eta = (1.0 - (2.0 / n as f64).powf(1.0 - theta)) / (1.0 - zeta2 / zetan);
-        Zipfian { n, alpha: 1.0 / (1.0 - theta), zetan, eta, half_pow_theta: 0.5f64.powf(theta) }
+        Zipfian {
+            n,
+            alpha: 1.0 / (1.0 - theta),
+            zetan,
+            eta,
+            half_pow_theta: 0.5f64.powf(theta),
+        }
     }
 
     /// The rank for a uniform draw `u` in [0, 1).
@@ -139,7 +147,12 @@ pub struct Chooser {
 impl Chooser {
     pub fn new(kind: Distribution, keys: u64, theta: f64) -> Chooser {
         let zipf = (kind == Distribution::Zipfian).then(|| Zipfian::new(keys, theta));
-        Chooser { kind, keys, zipf, next: AtomicU64::new(0) }
+        Chooser {
+            kind,
+            keys,
+            zipf,
+            next: AtomicU64::new(0),
+        }
     }
 
     /// Sequential: the next write goes to index `next` (after a preload of `0..next`).
@@ -152,7 +165,11 @@ impl Chooser {
         match self.kind {
             Distribution::Uniform => rng.gen_range(0..self.keys),
             Distribution::Zipfian => {
-                let rank = self.zipf.as_ref().expect("zipfian chooser").rank(rng.gen::<f64>());
+                let rank = self
+                    .zipf
+                    .as_ref()
+                    .expect("zipfian chooser")
+                    .rank(rng.gen::<f64>());
                 fnv64(rank) % self.keys
             }
             Distribution::Sequential if write => self.next.fetch_add(1, Ordering::Relaxed),
@@ -212,7 +229,10 @@ mod tests {
         for k in [1usize, 2, 10, 100, 500] {
             let expect = draws as f64 * zeta(k as u64, theta) / zn;
             let got = counts[..k].iter().sum::<u64>() as f64;
-            assert!((got - expect).abs() / expect < 0.05, "ranks below {k}: {got} vs {expect}");
+            assert!(
+                (got - expect).abs() / expect < 0.05,
+                "ranks below {k}: {got} vs {expect}"
+            );
         }
     }
 

@@ -76,7 +76,13 @@ impl Mux {
     /// A mux for the node at `address`, over `channel` (connected lazily); results' hints
     /// are learned into `routes` (`None`: `--no-route`).
     pub fn new(address: String, channel: Channel, routes: Option<Arc<Routes>>) -> Mux {
-        Mux { address, channel, routes, live: Mutex::new(None), next_id: AtomicU64::new(1) }
+        Mux {
+            address,
+            channel,
+            routes,
+            live: Mutex::new(None),
+            next_id: AtomicU64::new(1),
+        }
     }
 
     /// The node's address.
@@ -88,14 +94,25 @@ impl Mux {
     /// caller bounds the wait). UNAVAILABLE when the stream broke before the answer.
     pub async fn call(&self, op: Op, timeout: Duration) -> Result<CommandResult, Status> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX).max(1);
+        let timeout_ms = u32::try_from(timeout.as_millis())
+            .unwrap_or(u32::MAX)
+            .max(1);
         let (reply, answer) = oneshot::channel();
-        let queued = Queued { command: Command { id, timeout_ms, op: Some(op) }, reply };
+        let queued = Queued {
+            command: Command {
+                id,
+                timeout_ms,
+                op: Some(op),
+            },
+            reply,
+        };
         if self.queue().send(queued).await.is_err() {
             return Err(self.broken("the stream closed before the command was sent"));
         }
         // A dropped reply: the stream broke while the command was queued.
-        answer.await.unwrap_or_else(|_| Err(self.broken("the stream closed before the command was sent")))
+        answer
+            .await
+            .unwrap_or_else(|_| Err(self.broken("the stream closed before the command was sent")))
     }
 
     fn broken(&self, why: &str) -> Status {
@@ -105,14 +122,26 @@ impl Mux {
     /// The queue of the live stream, opening one if there is none (or it broke).
     fn queue(&self) -> mpsc::Sender<Queued> {
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(l) = live.as_ref().filter(|l| !l.queue.is_closed() && lock(&l.pending).closed.is_none()) {
+        if let Some(l) = live
+            .as_ref()
+            .filter(|l| !l.queue.is_closed() && lock(&l.pending).closed.is_none())
+        {
             return l.queue.clone();
         }
         let (queue, rx) = mpsc::channel(QUEUE);
         let pending = SharedPending::default();
         let kv = KvClient::new(self.channel.clone()).max_decoding_message_size(MAX_DECODE);
-        tokio::spawn(drive(kv, self.address.clone(), self.routes.clone(), rx, pending.clone()));
-        *live = Some(Live { queue: queue.clone(), pending });
+        tokio::spawn(drive(
+            kv,
+            self.address.clone(),
+            self.routes.clone(),
+            rx,
+            pending.clone(),
+        ));
+        *live = Some(Live {
+            queue: queue.clone(),
+            pending,
+        });
         queue
     }
 }
@@ -169,7 +198,14 @@ async fn drive(
     // One frame waits for the transport at most: the rest stays queued and coalesces.
     let (frames_tx, frames_rx) = mpsc::channel(1);
     let (dead_tx, dead_rx) = oneshot::channel();
-    tokio::spawn(read(kv, Frames(frames_rx), pending.clone(), address.clone(), routes, dead_tx));
+    tokio::spawn(read(
+        kv,
+        Frames(frames_rx),
+        pending.clone(),
+        address.clone(),
+        routes,
+        dead_tx,
+    ));
     write(queue, frames_tx, pending, dead_rx, &address).await;
 }
 
@@ -230,7 +266,11 @@ async fn write(
     // error from `send` and retry on a new stream next time).
     queue.close();
     while let Some(q) = queue.recv().await {
-        fail(q.reply, address, "the stream broke before the command was sent");
+        fail(
+            q.reply,
+            address,
+            "the stream broke before the command was sent",
+        );
     }
 }
 
@@ -259,7 +299,9 @@ fn size(c: &Command) -> usize {
 }
 
 fn fail(reply: Reply, address: &str, why: &str) {
-    let _ = reply.send(Err(Status::unavailable(format!("commands stream to {address}: {why}"))));
+    let _ = reply.send(Err(Status::unavailable(format!(
+        "commands stream to {address}: {why}"
+    ))));
 }
 
 /// Opens the stream and dispatches its results until it ends; then fails every command
@@ -275,7 +317,11 @@ async fn read(
 ) {
     let ended = match kv.commands(frames).await {
         Ok(resp) => dispatch(resp.into_inner(), &pending, routes.as_deref()).await,
-        Err(status) => Err(format!("could not open: {}: {}", code_name(&status), status.message())),
+        Err(status) => Err(format!(
+            "could not open: {}: {}",
+            code_name(&status),
+            status.message()
+        )),
     };
     let why = match &ended {
         Ok(()) => "the node ended the stream before answering".to_string(),
@@ -309,7 +355,13 @@ async fn dispatch(
         let frame = match results.message().await {
             Ok(Some(frame)) => frame,
             Ok(None) => return Ok(()),
-            Err(status) => return Err(format!("broke: {}: {}", code_name(&status), status.message())),
+            Err(status) => {
+                return Err(format!(
+                    "broke: {}: {}",
+                    code_name(&status),
+                    status.message()
+                ))
+            }
         };
         for mut result in frame.results {
             if let (Some(routes), Some(hint)) = (routes, result.hint.take()) {
@@ -364,7 +416,10 @@ mod tests {
         async fn put(&self, _: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
             unused()
         }
-        async fn delete(&self, _: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        async fn delete(
+            &self,
+            _: Request<DeleteRequest>,
+        ) -> Result<Response<DeleteResponse>, Status> {
             unused()
         }
         async fn scan(&self, _: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
@@ -400,7 +455,9 @@ mod tests {
                             }
                         }
                     }
-                    if !results.is_empty() && tx.send(Ok(CommandsResponse { results })).await.is_err() {
+                    if !results.is_empty()
+                        && tx.send(Ok(CommandsResponse { results })).await.is_err()
+                    {
                         return;
                     }
                 }
@@ -419,27 +476,47 @@ mod tests {
     /// answered; a put of "break" breaks the stream; other puts succeed with a hint.
     fn fake_answer(c: Command, held: &AtomicUsize) -> Fake {
         let (outcome, hint) = match c.op {
-            Some(Op::Get(g)) => (Outcome::Get(GetResponse { found: true, value: g.key }), None),
+            Some(Op::Get(g)) => (
+                Outcome::Get(GetResponse {
+                    found: true,
+                    value: g.key,
+                }),
+                None,
+            ),
             Some(Op::Put(p)) if p.key == b"hold" => {
                 held.fetch_add(1, Ordering::SeqCst);
                 return Fake::Hold;
             }
             Some(Op::Put(p)) if p.key == b"break" => return Fake::Break,
             Some(Op::Put(_)) => {
-                let hint = RouteHint { leader: "10.0.0.9:1".into(), start: b"h".to_vec(), end: Some(b"i".to_vec()) };
+                let hint = RouteHint {
+                    leader: "10.0.0.9:1".into(),
+                    start: b"h".to_vec(),
+                    end: Some(b"i".to_vec()),
+                };
                 (Outcome::Put(PutResponse {}), Some(hint))
             }
             _ => {
-                let unexpected = CommandError { code: 3, message: "unexpected".into(), name: String::new() };
+                let unexpected = CommandError {
+                    code: 3,
+                    message: "unexpected".into(),
+                    name: String::new(),
+                };
                 (Outcome::Error(unexpected), None)
             }
         };
-        Fake::Answer(CommandResult { id: c.id, outcome: Some(outcome), hint })
+        Fake::Answer(CommandResult {
+            id: c.id,
+            outcome: Some(outcome),
+            hint,
+        })
     }
 
     /// A fake server on a free port; its address and its count of held commands.
     async fn serve() -> (String, Arc<AtomicUsize>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let address = listener.local_addr().expect("address").to_string();
         let fake = FakeKv::default();
         let held = fake.held.clone();
@@ -466,22 +543,36 @@ mod tests {
                 let mux = mux.clone();
                 tokio::spawn(async move {
                     let key = format!("key {i}").into_bytes();
-                    let r = mux.call(Op::Get(GetRequest { key: key.clone() }), WAIT).await;
+                    let r = mux
+                        .call(Op::Get(GetRequest { key: key.clone() }), WAIT)
+                        .await;
                     (key, r)
                 })
             })
             .collect();
         for call in calls {
-            let (key, r) = tokio::time::timeout(WAIT, call).await.expect("an answer in time").expect("the call ran");
+            let (key, r) = tokio::time::timeout(WAIT, call)
+                .await
+                .expect("an answer in time")
+                .expect("the call ran");
             match r.expect("a result").outcome {
-                Some(Outcome::Get(g)) => assert_eq!(g.value, key, "a result went to the wrong caller"),
+                Some(Outcome::Get(g)) => {
+                    assert_eq!(g.value, key, "a result went to the wrong caller")
+                }
                 other => panic!("not a get's answer: {other:?}"),
             }
         }
-        let put = Op::Put(PutRequest { key: b"hello".to_vec(), value: b"v".to_vec() });
+        let put = Op::Put(PutRequest {
+            key: b"hello".to_vec(),
+            value: b"v".to_vec(),
+        });
         let r = mux.call(put, WAIT).await.expect("a put's result");
         assert!(matches!(r.outcome, Some(Outcome::Put(_))), "{r:?}");
-        assert_eq!(routes.leader(b"hx").as_deref(), Some("10.0.0.9:1"), "the result's hint was learned");
+        assert_eq!(
+            routes.leader(b"hx").as_deref(),
+            Some("10.0.0.9:1"),
+            "the result's hint was learned"
+        );
         assert_eq!(routes.leader(b"j"), None, "outside the hinted span");
     }
 
@@ -493,23 +584,55 @@ mod tests {
         let mux = mux(&address, &routes);
         let hold = {
             let mux = mux.clone();
-            let put = Op::Put(PutRequest { key: b"hold".to_vec(), value: vec![] });
+            let put = Op::Put(PutRequest {
+                key: b"hold".to_vec(),
+                value: vec![],
+            });
             tokio::spawn(async move { mux.call(put, WAIT).await })
         };
         let deadline = Instant::now() + WAIT;
         while held.load(Ordering::SeqCst) == 0 {
-            assert!(Instant::now() < deadline, "the held command never reached the server");
+            assert!(
+                Instant::now() < deadline,
+                "the held command never reached the server"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let broke = mux.call(Op::Put(PutRequest { key: b"break".to_vec(), value: vec![] }), WAIT).await;
-        let held_answer = tokio::time::timeout(WAIT, hold).await.expect("the held command was answered").expect("ran");
+        let broke = mux
+            .call(
+                Op::Put(PutRequest {
+                    key: b"break".to_vec(),
+                    value: vec![],
+                }),
+                WAIT,
+            )
+            .await;
+        let held_answer = tokio::time::timeout(WAIT, hold)
+            .await
+            .expect("the held command was answered")
+            .expect("ran");
         for r in [broke, held_answer] {
             let status = r.expect_err("the stream broke under it");
             assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-            assert!(status.message().contains(&address), "names the node: {status:?}");
+            assert!(
+                status.message().contains(&address),
+                "names the node: {status:?}"
+            );
         }
-        assert_eq!(routes.leader(b"b"), None, "the node whose stream broke is no longer a leader");
-        let r = mux.call(Op::Get(GetRequest { key: b"again".to_vec() }), WAIT).await.expect("a new stream");
+        assert_eq!(
+            routes.leader(b"b"),
+            None,
+            "the node whose stream broke is no longer a leader"
+        );
+        let r = mux
+            .call(
+                Op::Get(GetRequest {
+                    key: b"again".to_vec(),
+                }),
+                WAIT,
+            )
+            .await
+            .expect("a new stream");
         assert!(matches!(r.outcome, Some(Outcome::Get(g)) if g.value == b"again"));
     }
 }

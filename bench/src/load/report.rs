@@ -28,7 +28,11 @@ pub struct Report<'a> {
 }
 
 fn rate(n: u64, secs: f64) -> f64 {
-    if secs > 0.0 { n as f64 / secs } else { 0.0 }
+    if secs > 0.0 {
+        n as f64 / secs
+    } else {
+        0.0
+    }
 }
 
 impl Report<'_> {
@@ -38,10 +42,27 @@ impl Report<'_> {
         let mut out = format!("flotilla-load: {}\n", self.config_line());
         if let Some(p) = &self.preload {
             let (ok, err) = (p.stats.writes.ok(), p.stats.error_count());
-            let _ = writeln!(out, "preload: {ok} of {} keys in {:.2} s ({:.0} puts/s), {err} failed attempts", p.keys, p.secs, rate(ok, p.secs));
+            let _ = writeln!(
+                out,
+                "preload: {ok} of {} keys in {:.2} s ({:.0} puts/s), {err} failed attempts",
+                p.keys,
+                p.secs,
+                rate(ok, p.secs)
+            );
         }
-        let stopped = if self.interrupted { " (interrupted)" } else { "" };
-        let _ = writeln!(out, "measured: {secs:.3} s{stopped}, {} ops ({} reads, {} writes), {} errors", s.ok(), s.reads.ok(), s.writes.ok(), s.error_count());
+        let stopped = if self.interrupted {
+            " (interrupted)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "measured: {secs:.3} s{stopped}, {} ops ({} reads, {} writes), {} errors",
+            s.ok(),
+            s.reads.ok(),
+            s.writes.ok(),
+            s.error_count()
+        );
         let _ = writeln!(
             out,
             "throughput: {:.1} ops/s (reads {:.1}/s, writes {:.1}/s)",
@@ -49,12 +70,21 @@ impl Report<'_> {
             rate(s.reads.ok(), secs),
             rate(s.writes.ok(), secs)
         );
-        let _ = writeln!(out, "latency ms {:>9} {:>9} {:>9} {:>9} {:>9}", "p50", "p99", "p999", "max", "mean");
+        let _ = writeln!(
+            out,
+            "latency ms {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "p50", "p99", "p999", "max", "mean"
+        );
         for (name, kind) in [("read", &s.reads), ("write", &s.writes)] {
             let _ = writeln!(out, "{}", latency_row(name, kind));
         }
         if s.reads.ok() > 0 {
-            let _ = writeln!(out, "read misses: {} of {} reads found no value", s.reads.misses, s.reads.ok());
+            let _ = writeln!(
+                out,
+                "read misses: {} of {} reads found no value",
+                s.reads.misses,
+                s.reads.ok()
+            );
         }
         let _ = writeln!(out, "errors: {}", error_list(s));
         for (name, kind) in [("read", &s.reads), ("write", &s.writes)] {
@@ -71,7 +101,11 @@ impl Report<'_> {
             Distribution::Zipfian => format!("zipfian (theta {})", a.zipf_theta),
             d => d.name().to_string(),
         };
-        let channels = if a.channel_per_client { "a connection each" } else { "a connection per endpoint" };
+        let channels = if a.channel_per_client {
+            "a connection each"
+        } else {
+            "a connection per endpoint"
+        };
         let rpc = a.rpc_used().name();
         let limit = match (a.duration(), a.ops) {
             (Some(d), Some(n)) => format!("{} s or {n} ops", d.as_secs()),
@@ -159,18 +193,40 @@ fn latency_row(name: &str, k: &Kind) -> String {
 fn error_list(s: &Stats) -> String {
     let mut parts = Vec::new();
     for (name, kind) in [("read", &s.reads), ("write", &s.writes)] {
-        parts.extend(kind.errors.iter().map(|(code, n)| format!("{name} {code} x{n}")));
+        parts.extend(
+            kind.errors
+                .iter()
+                .map(|(code, n)| format!("{name} {code} x{n}")),
+        );
     }
-    if parts.is_empty() { "none".into() } else { parts.join(", ") }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 fn kind_json(k: &Kind, secs: f64) -> String {
-    let mut out = format!("{{\"ops\":{},\"ops_per_sec\":{:.1},\"misses\":{}", k.ok(), rate(k.ok(), secs), k.misses);
+    let mut out = format!(
+        "{{\"ops\":{},\"ops_per_sec\":{:.1},\"misses\":{}",
+        k.ok(),
+        rate(k.ok(), secs),
+        k.misses
+    );
     for (name, q) in QUANTILES {
         let _ = write!(out, ",\"{name}_ms\":{:.3}", k.quantile_ms(q));
     }
-    let _ = write!(out, ",\"max_ms\":{:.3},\"mean_ms\":{:.3},\"errors\":{{", k.max_ms(), k.mean_ms());
-    let errors: Vec<String> = k.errors.iter().map(|(code, n)| format!("{}:{n}", json_str(code))).collect();
+    let _ = write!(
+        out,
+        ",\"max_ms\":{:.3},\"mean_ms\":{:.3},\"errors\":{{",
+        k.max_ms(),
+        k.mean_ms()
+    );
+    let errors: Vec<String> = k
+        .errors
+        .iter()
+        .map(|(code, n)| format!("{}:{n}", json_str(code)))
+        .collect();
     out.push_str(&errors.join(","));
     out.push_str("}}");
     out

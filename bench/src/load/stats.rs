@@ -31,7 +31,12 @@ pub struct Kind {
 impl Kind {
     fn new() -> Kind {
         let latency = Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("valid histogram bounds");
-        Kind { latency, misses: 0, errors: BTreeMap::new(), samples: BTreeMap::new() }
+        Kind {
+            latency,
+            misses: 0,
+            errors: BTreeMap::new(),
+            samples: BTreeMap::new(),
+        }
     }
 
     /// Operations that succeeded (misses included).
@@ -51,19 +56,24 @@ impl Kind {
             }
             ok => {
                 self.misses += matches!(ok, Outcome::Miss) as u64;
-                self.latency.saturating_record(took.as_micros().clamp(1, MAX_MICROS as u128) as u64);
+                self.latency
+                    .saturating_record(took.as_micros().clamp(1, MAX_MICROS as u128) as u64);
             }
         }
     }
 
     fn merge(&mut self, other: &Kind) {
-        self.latency.add(&other.latency).expect("histograms with the same bounds");
+        self.latency
+            .add(&other.latency)
+            .expect("histograms with the same bounds");
         self.misses += other.misses;
         for (code, n) in &other.errors {
             *self.errors.entry(code.clone()).or_default() += n;
         }
         for (code, message) in &other.samples {
-            self.samples.entry(code.clone()).or_insert_with(|| message.clone());
+            self.samples
+                .entry(code.clone())
+                .or_insert_with(|| message.clone());
         }
     }
 
@@ -91,13 +101,21 @@ pub struct Stats {
 
 impl Default for Stats {
     fn default() -> Self {
-        Stats { reads: Kind::new(), writes: Kind::new(), last: None }
+        Stats {
+            reads: Kind::new(),
+            writes: Kind::new(),
+            last: None,
+        }
     }
 }
 
 impl Stats {
     pub fn record(&mut self, write: bool, outcome: Outcome, took: Duration, at: Instant) {
-        let kind = if write { &mut self.writes } else { &mut self.reads };
+        let kind = if write {
+            &mut self.writes
+        } else {
+            &mut self.reads
+        };
         kind.record(outcome, took);
         self.last = self.last.max(Some(at));
     }
@@ -130,7 +148,12 @@ mod tests {
         a.record(false, Outcome::Miss, Duration::from_micros(1500), now);
         let mut b = Stats::default();
         b.record(true, Outcome::Ok, Duration::from_millis(2), now);
-        b.record(true, Outcome::Err("Unavailable".into(), "down".into()), Duration::from_millis(9), now);
+        b.record(
+            true,
+            Outcome::Err("Unavailable".into(), "down".into()),
+            Duration::from_millis(9),
+            now,
+        );
         a.merge(&b);
         assert_eq!((a.ok(), a.error_count(), a.reads.misses), (3, 1, 1));
         assert!((a.reads.max_ms() - 1.5).abs() < 0.01);

@@ -37,7 +37,8 @@ pub struct Plan {
 impl Plan {
     /// True once every measured operation allowed by `ops_limit` has started.
     pub fn ops_exhausted(&self) -> bool {
-        self.ops_limit.is_some_and(|limit| self.started.load(Ordering::Relaxed) >= limit)
+        self.ops_limit
+            .is_some_and(|limit| self.started.load(Ordering::Relaxed) >= limit)
     }
 
     /// Whether a measured operation may start (and counts it).
@@ -64,7 +65,15 @@ impl Worker {
         let mut rng = SmallRng::seed_from_u64(args.seed.wrapping_add(id as u64));
         let mut value = vec![0u8; args.value_size];
         rng.fill(&mut value[..]);
-        Worker { conn, rng, value, writes: 0, stop, timeout: args.timeout(), error_pause: args.error_pause() }
+        Worker {
+            conn,
+            rng,
+            value,
+            writes: 0,
+            stop,
+            timeout: args.timeout(),
+            error_pause: args.error_pause(),
+        }
     }
 
     /// Runs the closed loop of `plan` until its end or a stop; returns what it measured.
@@ -81,7 +90,9 @@ impl Worker {
             }
             let write = !self.rng.gen_bool(plan.read_ratio);
             let key = plan.keys.key(plan.chooser.pick(&mut self.rng, write));
-            let Some(outcome) = self.op_or_stop(write, key, plan.until).await else { break };
+            let Some(outcome) = self.op_or_stop(write, key, plan.until).await else {
+                break;
+            };
             let done = Instant::now();
             plan.finished.fetch_add(1, Ordering::Relaxed);
             if matches!(outcome, Outcome::Err(..)) {
@@ -97,7 +108,12 @@ impl Worker {
 
     /// Writes key indexes taken from `next` until `count`, retrying each failed put up to
     /// twice; records every attempt.
-    pub async fn preload(mut self, keys: KeySpace, next: Arc<AtomicU64>, count: u64) -> (Stats, Worker) {
+    pub async fn preload(
+        mut self,
+        keys: KeySpace,
+        next: Arc<AtomicU64>,
+        count: u64,
+    ) -> (Stats, Worker) {
         let mut stats = Stats::default();
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
@@ -106,7 +122,9 @@ impl Worker {
             }
             for _ in 0..3 {
                 let start = Instant::now();
-                let Some(outcome) = self.op_or_stop(true, keys.key(i), None).await else { return (stats, self) };
+                let Some(outcome) = self.op_or_stop(true, keys.key(i), None).await else {
+                    return (stats, self);
+                };
                 let failed = matches!(outcome, Outcome::Err(..));
                 stats.record(true, outcome, start.elapsed(), Instant::now());
                 if !failed {
@@ -129,7 +147,12 @@ impl Worker {
 
     /// Runs one operation, or returns `None` if the run is stopped or `deadline` passes
     /// first (the operation is then abandoned, not counted).
-    async fn op_or_stop(&mut self, write: bool, key: Vec<u8>, deadline: Option<Instant>) -> Option<Outcome> {
+    async fn op_or_stop(
+        &mut self,
+        write: bool,
+        key: Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Option<Outcome> {
         if *self.stop.borrow() {
             return None;
         }

@@ -52,8 +52,14 @@ impl ApplyContext {
     /// Counts what was applied, then sends every queued answer (counted first, so a caller
     /// holding its answer sees the metrics include it). Call only after the batch is written.
     pub fn send_answers(&mut self, metrics: &StoreMetrics) {
-        StoreMetrics::add(&metrics.commands_applied, std::mem::take(&mut self.commands_applied));
-        StoreMetrics::add(&metrics.writes_answered, std::mem::take(&mut self.writes_answered));
+        StoreMetrics::add(
+            &metrics.commands_applied,
+            std::mem::take(&mut self.commands_applied),
+        );
+        StoreMetrics::add(
+            &metrics.writes_answered,
+            std::mem::take(&mut self.writes_answered),
+        );
         for (cb, result) in self.answers.drain(..) {
             let _ = cb.send(result);
         }
@@ -76,7 +82,9 @@ impl Peer {
         wb: &mut WriteBatch,
         ctx: &mut ApplyContext,
     ) -> Result<()> {
-        let Some(last) = entries.last().map(|e| e.index) else { return Ok(()) };
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return Ok(());
+        };
         for entry in entries {
             let outcome = match entry.get_entry_type() {
                 EntryType::EntryNormal if !entry.data.is_empty() => {
@@ -104,13 +112,24 @@ impl Peer {
     }
 
     /// Applies one command: a split, or writes to this range's data.
-    fn apply_command(&mut self, data: &[u8], wb: &mut WriteBatch, ctx: &mut ApplyContext) -> Result<Result<Response>> {
+    fn apply_command(
+        &mut self,
+        data: &[u8],
+        wb: &mut WriteBatch,
+        ctx: &mut ApplyContext,
+    ) -> Result<Result<Response>> {
         let cmd = match RaftCommand::decode(data) {
             Ok(c) => c,
-            Err(e) => return Ok(Err(Error::InvalidRequest(format!("undecodable command: {e}")))),
+            Err(e) => {
+                return Ok(Err(Error::InvalidRequest(format!(
+                    "undecodable command: {e}"
+                ))))
+            }
         };
         if !self.raw.store().is_initialized() {
-            return Ok(Err(Error::InvalidRequest("an uninitialized replica applies nothing".into())));
+            return Ok(Err(Error::InvalidRequest(
+                "an uninitialized replica applies nothing".into(),
+            )));
         }
         if let Some(err) = check_command(self.descriptor(), &cmd) {
             return Ok(Err(err));
@@ -137,7 +156,12 @@ impl Peer {
             let overwritten = front.term < term || (front.term == term && front.index < index);
             if overwritten {
                 let p = self.proposals.pop_front().expect("front exists");
-                ctx.answer(p.callback, Err(Error::StaleCommand { range_id: self.range_id }));
+                ctx.answer(
+                    p.callback,
+                    Err(Error::StaleCommand {
+                        range_id: self.range_id,
+                    }),
+                );
                 continue;
             }
             if front.term == term && front.index == index {
@@ -153,8 +177,9 @@ impl Peer {
     /// re-elected leader may propose below an older proposal), so all of it is checked.
     pub(crate) fn abandon_proposals_through(&mut self, index: u64, ctx: &mut ApplyContext) {
         let range_id = self.range_id;
-        let (gone, kept): (VecDeque<Proposal>, _) =
-            std::mem::take(&mut self.proposals).into_iter().partition(|p| p.index <= index);
+        let (gone, kept): (VecDeque<Proposal>, _) = std::mem::take(&mut self.proposals)
+            .into_iter()
+            .partition(|p| p.index <= index);
         self.proposals = kept;
         for p in gone {
             let reason = "a snapshot replaced the log before the outcome was seen".into();
@@ -177,7 +202,10 @@ fn execute(
         let current = ctx.read(engine, &cond.key)?;
         let expected = cond.expected_present.then_some(cond.expected.as_slice());
         let succeeded = current.as_deref() == expected;
-        response = Response::Swapped { succeeded, previous: current };
+        response = Response::Swapped {
+            succeeded,
+            previous: current,
+        };
         if !succeeded {
             return Ok(Ok((response, 0)));
         }
@@ -200,10 +228,19 @@ fn execute(
 }
 
 /// Records a meta entry under its key unless the stored one is as fresh or fresher.
-fn update_meta(entry: MetaEntry, engine: &Engine, wb: &mut WriteBatch, ctx: &mut ApplyContext) -> Result<u64> {
-    let Some(desc) = &entry.descriptor else { return Ok(0) };
+fn update_meta(
+    entry: MetaEntry,
+    engine: &Engine,
+    wb: &mut WriteBatch,
+    ctx: &mut ApplyContext,
+) -> Result<u64> {
+    let Some(desc) = &entry.descriptor else {
+        return Ok(0);
+    };
     let key = crate::keyspace::meta_key(&desc.end);
-    let stored = ctx.read(engine, &key)?.and_then(|b| MetaEntry::decode(b.as_slice()).ok());
+    let stored = ctx
+        .read(engine, &key)?
+        .and_then(|b| MetaEntry::decode(b.as_slice()).ok());
     if stored.is_some_and(|s| s.freshness() >= entry.freshness()) {
         return Ok(0);
     }
@@ -224,9 +261,18 @@ fn check_command(desc: &RangeDescriptor, cmd: &RaftCommand) -> Option<Error> {
     let meta_keys: Vec<Vec<u8>> = cmd
         .meta_update
         .iter()
-        .filter_map(|e| e.descriptor.as_ref().map(|d| crate::keyspace::meta_key(&d.end)))
+        .filter_map(|e| {
+            e.descriptor
+                .as_ref()
+                .map(|d| crate::keyspace::meta_key(&d.end))
+        })
         .collect();
-    let mut keys =
-        cmd.ops.iter().map(|op| &op.key).chain(cmd.condition.iter().map(|c| &c.key)).chain(meta_keys.iter());
-    keys.find(|k| !desc.contains(k)).map(|k| Error::key_not_in_range(desc, k))
+    let mut keys = cmd
+        .ops
+        .iter()
+        .map(|op| &op.key)
+        .chain(cmd.condition.iter().map(|c| &c.key))
+        .chain(meta_keys.iter());
+    keys.find(|k| !desc.contains(k))
+        .map(|k| Error::key_not_in_range(desc, k))
 }

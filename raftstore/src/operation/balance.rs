@@ -35,21 +35,41 @@ impl Peer {
     /// within `fresh` ticks and has the whole log. After an attempt, waits `cooldown`
     /// ticks before the next, so a preferred replica that keeps failing is not handed
     /// leadership (and proposals paused) over and over.
-    pub(crate) fn maybe_transfer_to_preferred(&mut self, now: u64, fresh: u64, cooldown: u64, draining: &BTreeSet<u64>) -> bool {
-        if !self.is_leader() || self.raw.raft.lead_transferee.is_some() || self.change_job.is_some() {
+    pub(crate) fn maybe_transfer_to_preferred(
+        &mut self,
+        now: u64,
+        fresh: u64,
+        cooldown: u64,
+        draining: &BTreeSet<u64>,
+    ) -> bool {
+        if !self.is_leader() || self.raw.raft.lead_transferee.is_some() || self.change_job.is_some()
+        {
             // (A membership change moves leadership itself when it must.)
             return false;
         }
-        if self.last_transfer.is_some_and(|t| now.saturating_sub(t) < cooldown) {
+        if self
+            .last_transfer
+            .is_some_and(|t| now.saturating_sub(t) < cooldown)
+        {
             return false;
         }
-        let Some(preferred) = self.preferred_leader() else { return false };
+        let Some(preferred) = self.preferred_leader() else {
+            return false;
+        };
         if preferred.replica_id == self.replica_id || draining.contains(&preferred.node_id) {
             return false;
         }
         let last = self.raw.raft.raft_log.last_index();
-        let heard = self.last_heard.get(&preferred.replica_id).is_some_and(|t| now.saturating_sub(*t) <= fresh);
-        let caught_up = self.raw.raft.prs().get(preferred.replica_id).is_some_and(|pr| pr.matched >= last);
+        let heard = self
+            .last_heard
+            .get(&preferred.replica_id)
+            .is_some_and(|t| now.saturating_sub(*t) <= fresh);
+        let caught_up = self
+            .raw
+            .raft
+            .prs()
+            .get(preferred.replica_id)
+            .is_some_and(|pr| pr.matched >= last);
         if heard && caught_up {
             // The transferee's campaign bypasses support: no lease for the rest of the term.
             self.no_lease_term = Some(self.term());
@@ -78,14 +98,26 @@ impl Peer {
         let new = if desc.preferred_node == node_id {
             desc
         } else {
-            let new = crate::metapb::RangeDescriptor { preferred_node: node_id, preference_ver: desc.preference_ver + 1, ..desc };
+            let new = crate::metapb::RangeDescriptor {
+                preferred_node: node_id,
+                preference_ver: desc.preference_ver + 1,
+                ..desc
+            };
             self.raw.mut_store().set_descriptor(new.clone(), wb);
-            tracing::debug!(range = self.range_id, node = node_id, "preferred leader recorded");
+            tracing::debug!(
+                range = self.range_id,
+                node = node_id,
+                "preferred leader recorded"
+            );
             new
         };
         if self.is_leader() && self.range_id != crate::keyspace::META_RANGE_ID {
             let leader = new.replica_on(self.node_id);
-            ctx.meta.push(crate::metapb::MetaEntry { descriptor: Some(new.clone()), leader, term: self.term() });
+            ctx.meta.push(crate::metapb::MetaEntry {
+                descriptor: Some(new.clone()),
+                leader,
+                term: self.term(),
+            });
         }
         Ok(crate::Response::Replicas(new))
     }

@@ -49,16 +49,21 @@ use crate::store::Store;
 impl Store {
     /// Node `node` was declared dead: every range it led elects a successor now.
     pub(crate) fn elect_successors_of(&mut self, node: u64) {
-        let silent = self.now.saturating_sub(self.node_heard.get(&node).copied().unwrap_or(0));
+        let silent = self
+            .now
+            .saturating_sub(self.node_heard.get(&node).copied().unwrap_or(0));
         let me = self.node_id;
         let mut campaigned = 0u64;
         for (id, peer) in self.peers.iter_mut() {
-            if peer.raw.raft.state == StateRole::Leader || peer.leader().is_none_or(|l| l.node_id != node) {
+            if peer.raw.raft.state == StateRole::Leader
+                || peer.leader().is_none_or(|l| l.node_id != node)
+            {
                 continue;
             }
             peer.age_election_clock(silent);
             let successor = peer.descriptor().successor_without(node);
-            let named = successor.is_some_and(|s| s.node_id == me && s.replica_id == peer.replica_id);
+            let named =
+                successor.is_some_and(|s| s.node_id == me && s.replica_id == peer.replica_id);
             // raft-rs's `campaign` does not check that it may: an uninitialized replica
             // (no configuration) would "win" alone.
             if !named || !peer.may_campaign() {
@@ -80,7 +85,12 @@ impl Store {
             campaigned += 1;
         }
         if campaigned > 0 {
-            tracing::info!(node = self.node_id, lost = node, ranges = campaigned, "campaigning for the ranges a dead node led");
+            tracing::info!(
+                node = self.node_id,
+                lost = node,
+                ranges = campaigned,
+                "campaigning for the ranges a dead node led"
+            );
         }
     }
 
@@ -96,8 +106,12 @@ impl Store {
         let now = self.clock_tick();
         let timeout = self.cfg.liveness_timeout_ticks;
         let me = self.node_id;
-        let Some(peer) = self.peers.get_mut(&range_id) else { return };
-        let Some(leader) = peer.leader().filter(|l| l.node_id != me) else { return };
+        let Some(peer) = self.peers.get_mut(&range_id) else {
+            return;
+        };
+        let Some(leader) = peer.leader().filter(|l| l.node_id != me) else {
+            return;
+        };
         let silent = now.saturating_sub(self.node_heard.get(&leader.node_id).copied().unwrap_or(0));
         if silent > timeout {
             peer.age_election_clock(silent);
@@ -114,20 +128,30 @@ impl Store {
         if self.incarnation != 1 {
             return;
         }
-        let Store { peers, awake, new_campaigns, new_followers, .. } = self;
+        let Store {
+            peers,
+            awake,
+            new_campaigns,
+            new_followers,
+            ..
+        } = self;
         for (id, peer) in peers.iter_mut() {
             if !peer.never_led() || peer.raw.raft.vote != raft::INVALID_ID || !peer.may_campaign() {
                 continue;
             }
             awake.remove(id);
-            match peer.preferred_leader().is_some_and(|p| p.replica_id == peer.replica_id) {
+            match peer
+                .preferred_leader()
+                .is_some_and(|p| p.replica_id == peer.replica_id)
+            {
                 true => new_campaigns.push_back(*id),
                 false => new_followers.push(*id),
             }
         }
         let budget = self.cfg.max_campaigns_per_tick.max(1);
         let drain = self.new_campaigns.len() as u64 / budget + 1;
-        self.new_followers_wake_at = self.now + drain + FALLBACK_HOLD * self.cfg.election_ticks as u64;
+        self.new_followers_wake_at =
+            self.now + drain + FALLBACK_HOLD * self.cfg.election_ticks as u64;
         let held = self.new_followers_wake_at;
         for id in &self.new_followers {
             if let Some(p) = self.peers.get_mut(id) {
@@ -142,13 +166,20 @@ impl Store {
     /// still know no leader, within the same limits.
     pub(crate) fn start_new_campaigns(&mut self) {
         while self.campaigns_left > 0 && !self.too_awake() {
-            let Some(id) = self.new_campaigns.pop_front() else { break };
-            let unled = self.peers.get(&id).is_some_and(|p| p.raw.raft.leader_id == raft::INVALID_ID && !p.is_leader());
+            let Some(id) = self.new_campaigns.pop_front() else {
+                break;
+            };
+            let unled = self
+                .peers
+                .get(&id)
+                .is_some_and(|p| p.raw.raft.leader_id == raft::INVALID_ID && !p.is_leader());
             if !unled {
                 continue;
             }
             self.wake(id, false);
-            let Some(peer) = self.peers.get_mut(&id) else { continue };
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
             if peer.may_campaign() {
                 self.campaigns_left -= 1;
                 let _ = peer.raw.campaign();
@@ -167,9 +198,16 @@ impl Store {
             self.new_followers_wake_at = self.new_followers_wake_at.max(self.now + hold);
             return;
         }
-        while self.now >= self.new_followers_wake_at && self.campaigns_left > 0 && !self.too_awake() {
-            let Some(id) = self.new_followers.pop() else { break };
-            if self.peers.get(&id).is_some_and(|p| p.raw.raft.leader_id == raft::INVALID_ID) {
+        while self.now >= self.new_followers_wake_at && self.campaigns_left > 0 && !self.too_awake()
+        {
+            let Some(id) = self.new_followers.pop() else {
+                break;
+            };
+            if self
+                .peers
+                .get(&id)
+                .is_some_and(|p| p.raw.raft.leader_id == raft::INVALID_ID)
+            {
                 // Woken, it may campaign once its timer runs out: count it in the budget.
                 self.campaigns_left -= 1;
                 self.wake(id, false);
@@ -190,7 +228,8 @@ impl Peer {
     /// reached it.
     pub(crate) fn never_led(&self) -> bool {
         let r = &self.raw.raft;
-        r.leader_id == raft::INVALID_ID && r.raft_log.last_index() == crate::storage::SPLIT_INIT_INDEX
+        r.leader_id == raft::INVALID_ID
+            && r.raft_log.last_index() == crate::storage::SPLIT_INIT_INDEX
     }
 
     /// True when this replica may stand for election: it holds the range's data and is a
@@ -201,7 +240,10 @@ impl Peer {
 
     /// Starts the campaign asked for, if one was (the caller checked the budget).
     pub(crate) fn campaign_if_asked(&mut self) {
-        if std::mem::take(&mut self.campaign_asked) && self.may_campaign() && self.raw.raft.state != StateRole::Leader {
+        if std::mem::take(&mut self.campaign_asked)
+            && self.may_campaign()
+            && self.raw.raft.state != StateRole::Leader
+        {
             let _ = self.raw.campaign();
         }
     }
@@ -214,11 +256,12 @@ impl Peer {
         if r.state == StateRole::Leader {
             return false;
         }
-        let retry = self
-            .campaign_until
-            .is_some_and(|until| now <= until && r.leader_id == raft::INVALID_ID && now.is_multiple_of(2));
+        let retry = self.campaign_until.is_some_and(|until| {
+            now <= until && r.leader_id == raft::INVALID_ID && now.is_multiple_of(2)
+        });
         let asked = self.campaign_asked || retry;
-        let timer = !hold && r.promotable() && r.election_elapsed + 1 >= r.randomized_election_timeout();
+        let timer =
+            !hold && r.promotable() && r.election_elapsed + 1 >= r.randomized_election_timeout();
         (asked && self.may_campaign()) || timer
     }
 

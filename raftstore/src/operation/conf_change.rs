@@ -38,7 +38,9 @@ use raft::prelude::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, Conf
 use super::ApplyContext;
 use crate::cmd::{Callback, Response};
 use crate::error::{corrupt, Error, Result};
-use crate::metapb::{Epoch, MembershipChange, MetaEntry, RaftCommand, RangeDescriptor, Replica, ReplicaRole};
+use crate::metapb::{
+    Epoch, MembershipChange, MetaEntry, RaftCommand, RangeDescriptor, Replica, ReplicaRole,
+};
 use crate::peer::Peer;
 use crate::quorum::Voters;
 use crate::store::Store;
@@ -92,25 +94,49 @@ pub fn next_step(
     let leaving = |r: &Replica| remove.contains(&r.node_id);
     let leader_goes = desc.replica_by_id(leader).is_some_and(|r| leaving(&r));
     let handover = || {
-        let stays = |r: &&Replica| r.role() == ReplicaRole::Voter && !leaving(r) && r.replica_id != leader;
-        match desc.replicas.iter().filter(stays).find(|r| fit(r.replica_id)) {
+        let stays =
+            |r: &&Replica| r.role() == ReplicaRole::Voter && !leaving(r) && r.replica_id != leader;
+        match desc
+            .replicas
+            .iter()
+            .filter(stays)
+            .find(|r| fit(r.replica_id))
+        {
             Some(r) => Step::TransferLeader { to: r.replica_id },
             None => Step::WaitForTransferee,
         }
     };
     if Voters::of(desc).is_joint() {
-        return if leader_goes { handover() } else { Step::LeaveJoint };
+        return if leader_goes {
+            handover()
+        } else {
+            Step::LeaveJoint
+        };
     }
     if let Some(&node_id) = add.iter().find(|n| desc.replica_on(**n).is_none()) {
-        return Step::AddLearner { node_id, replica_id: desc.next_replica_id() };
+        return Step::AddLearner {
+            node_id,
+            replica_id: desc.next_replica_id(),
+        };
     }
-    let learner_on = |n: &u64| desc.replica_on(*n).filter(|r| r.role() == ReplicaRole::Learner);
-    let promote: Vec<u64> = add.iter().filter_map(learner_on).map(|r| r.replica_id).collect();
+    let learner_on = |n: &u64| {
+        desc.replica_on(*n)
+            .filter(|r| r.role() == ReplicaRole::Learner)
+    };
+    let promote: Vec<u64> = add
+        .iter()
+        .filter_map(learner_on)
+        .map(|r| r.replica_id)
+        .collect();
     if let Some(&replica_id) = promote.iter().find(|id| !caught_up(**id)) {
         return Step::WaitForLearner { replica_id };
     }
-    let demote: Vec<u64> =
-        desc.replicas.iter().filter(|r| leaving(r) && r.role() == ReplicaRole::Voter).map(|r| r.replica_id).collect();
+    let demote: Vec<u64> = desc
+        .replicas
+        .iter()
+        .filter(|r| leaving(r) && r.role() == ReplicaRole::Voter)
+        .map(|r| r.replica_id)
+        .collect();
     if !promote.is_empty() || !demote.is_empty() {
         if leader_goes && demote.contains(&leader) {
             return handover();
@@ -118,7 +144,9 @@ pub fn next_step(
         return Step::EnterJoint { promote, demote };
     }
     match desc.replicas.iter().find(|r| leaving(r)) {
-        Some(r) => Step::RemoveLearner { replica_id: r.replica_id },
+        Some(r) => Step::RemoveLearner {
+            replica_id: r.replica_id,
+        },
         None => Step::Done,
     }
 }
@@ -133,13 +161,20 @@ fn changed_replicas(desc: &RangeDescriptor, step: &Step) -> Option<(Vec<Replica>
         }
     };
     match step {
-        Step::AddLearner { node_id, replica_id } => {
+        Step::AddLearner {
+            node_id,
+            replica_id,
+        } => {
             replicas.push(Replica::voter(*node_id, *replica_id).with_role(ReplicaRole::Learner));
             next = next.max(replica_id + 1);
         }
         Step::EnterJoint { promote, demote } => {
-            promote.iter().for_each(|id| set(&mut replicas, *id, ReplicaRole::IncomingVoter));
-            demote.iter().for_each(|id| set(&mut replicas, *id, ReplicaRole::DemotingVoter));
+            promote
+                .iter()
+                .for_each(|id| set(&mut replicas, *id, ReplicaRole::IncomingVoter));
+            demote
+                .iter()
+                .for_each(|id| set(&mut replicas, *id, ReplicaRole::DemotingVoter));
         }
         Step::LeaveJoint => {
             for r in replicas.iter_mut() {
@@ -158,15 +193,31 @@ fn changed_replicas(desc: &RangeDescriptor, step: &Step) -> Option<(Vec<Replica>
 
 /// The raft-rs form of `step`.
 fn conf_change(step: &Step) -> ConfChangeV2 {
-    let single = |change_type, node_id| ConfChangeSingle { change_type, node_id, ..Default::default() };
+    let single = |change_type, node_id| ConfChangeSingle {
+        change_type,
+        node_id,
+        ..Default::default()
+    };
     let mut cc = ConfChangeV2::default();
     match step {
-        Step::AddLearner { replica_id, .. } => cc.changes.push(single(ConfChangeType::AddLearnerNode, *replica_id)),
-        Step::RemoveLearner { replica_id } => cc.changes.push(single(ConfChangeType::RemoveNode, *replica_id)),
+        Step::AddLearner { replica_id, .. } => cc
+            .changes
+            .push(single(ConfChangeType::AddLearnerNode, *replica_id)),
+        Step::RemoveLearner { replica_id } => cc
+            .changes
+            .push(single(ConfChangeType::RemoveNode, *replica_id)),
         Step::EnterJoint { promote, demote } => {
             cc.set_transition(ConfChangeTransition::Explicit);
-            cc.changes.extend(promote.iter().map(|id| single(ConfChangeType::AddNode, *id)));
-            cc.changes.extend(demote.iter().map(|id| single(ConfChangeType::AddLearnerNode, *id)));
+            cc.changes.extend(
+                promote
+                    .iter()
+                    .map(|id| single(ConfChangeType::AddNode, *id)),
+            );
+            cc.changes.extend(
+                demote
+                    .iter()
+                    .map(|id| single(ConfChangeType::AddLearnerNode, *id)),
+            );
         }
         _ => {} // LeaveJoint: the empty change.
     }
@@ -175,7 +226,12 @@ fn conf_change(step: &Step) -> ConfChangeV2 {
 
 /// Checks a `ChangeReplicas` request against the current descriptor before anything is
 /// proposed. `down(node)` tells whether a node is known to be down.
-pub fn validate_change(desc: &RangeDescriptor, add: &[u64], remove: &[u64], down: impl Fn(u64) -> bool) -> Result<()> {
+pub fn validate_change(
+    desc: &RangeDescriptor,
+    add: &[u64],
+    remove: &[u64],
+    down: impl Fn(u64) -> bool,
+) -> Result<()> {
     let range_id = desc.range_id;
     let invalid = |reason: String| Err(Error::InvalidMembership { range_id, reason });
     if add.is_empty() && remove.is_empty() {
@@ -184,16 +240,29 @@ pub fn validate_change(desc: &RangeDescriptor, add: &[u64], remove: &[u64], down
     if let Some(n) = add.iter().find(|n| remove.contains(n)) {
         return invalid(format!("node {n} is both added and removed; name it once"));
     }
-    if let Some(n) = add.iter().chain(remove).find(|n| **n == 0 || **n > crate::store::MAX_NODE_ID) {
-        return invalid(format!("node id {n} is out of range 1..={}", crate::store::MAX_NODE_ID));
+    if let Some(n) = add
+        .iter()
+        .chain(remove)
+        .find(|n| **n == 0 || **n > crate::store::MAX_NODE_ID)
+    {
+        return invalid(format!(
+            "node id {n} is out of range 1..={}",
+            crate::store::MAX_NODE_ID
+        ));
     }
-    if let Some(n) = add.iter().find(|n| desc.replica_on(**n).is_none() && down(**n)) {
+    if let Some(n) = add
+        .iter()
+        .find(|n| desc.replica_on(**n).is_none() && down(**n))
+    {
         return invalid(format!("node {n} is down (not heard from lately); add the replica on a live node, or wait for it"));
     }
     // A repeat of a change an earlier attempt left half-way continues it; a new change
     // must make sense against the descriptor as it is.
     let joint = Voters::of(desc).is_joint();
-    let unfinished = |n: &u64| desc.replica_on(*n).is_some_and(|r| r.role() != ReplicaRole::Voter);
+    let unfinished = |n: &u64| {
+        desc.replica_on(*n)
+            .is_some_and(|r| r.role() != ReplicaRole::Voter)
+    };
     if !joint && !add.iter().chain(remove).any(unfinished) {
         if let Some(r) = add.iter().find_map(|n| desc.replica_on(*n)) {
             return invalid(format!(
@@ -204,14 +273,22 @@ pub fn validate_change(desc: &RangeDescriptor, add: &[u64], remove: &[u64], down
             ));
         }
         if let Some(n) = remove.iter().find(|n| desc.replica_on(**n).is_none()) {
-            return invalid(format!("node {n} holds no replica of the range; nothing to remove"));
+            return invalid(format!(
+                "node {n} holds no replica of the range; nothing to remove"
+            ));
         }
     }
-    let voters: Vec<u64> =
-        desc.replicas.iter().filter(|r| r.role() == ReplicaRole::Voter).map(|r| r.node_id).collect();
+    let voters: Vec<u64> = desc
+        .replicas
+        .iter()
+        .filter(|r| r.role() == ReplicaRole::Voter)
+        .map(|r| r.node_id)
+        .collect();
     let kept = voters.iter().filter(|n| !remove.contains(n)).count();
     if kept + add.len() == 0 {
-        return invalid("the change would remove the last voter; add a replica first, or keep one".into());
+        return invalid(
+            "the change would remove the last voter; add a replica first, or keep one".into(),
+        );
     }
     if !joint && 2 * kept < voters.len() {
         let at_most = voters.len() / 2;
@@ -229,7 +306,13 @@ pub fn validate_change(desc: &RangeDescriptor, add: &[u64], remove: &[u64], down
 impl Store {
     /// Starts a `ChangeReplicas` request on the leader `range_id` (routing already
     /// checked).
-    pub(crate) fn start_change(&mut self, range_id: u64, add: Vec<u64>, remove: Vec<u64>, callback: Callback) {
+    pub(crate) fn start_change(
+        &mut self,
+        range_id: u64,
+        add: Vec<u64>,
+        remove: Vec<u64>,
+        callback: Callback,
+    ) {
         let dead = &self.dead_nodes;
         let peer = self.peers.get_mut(&range_id).expect("checked");
         if add.is_empty() && remove.is_empty() {
@@ -253,7 +336,14 @@ impl Store {
             return;
         }
         tracing::info!(range = range_id, ?add, ?remove, "membership change started");
-        let job = ChangeJob { add, remove, callback, started: self.now, waiting: None, catch_up: Default::default() };
+        let job = ChangeJob {
+            add,
+            remove,
+            callback,
+            started: self.now,
+            waiting: None,
+            catch_up: Default::default(),
+        };
         peer.change_job = Some(job);
         self.changing.insert(range_id);
         self.advance_change(range_id);
@@ -275,7 +365,11 @@ impl Store {
     fn advance_change(&mut self, range_id: u64) {
         let (now, timeout) = (self.now, self.cfg.change_timeout_ticks);
         let fresh = 2 * self.cfg.heartbeat_ticks as u64;
-        let Some(mut job) = self.peers.get_mut(&range_id).and_then(|p| p.change_job.take()) else {
+        let Some(mut job) = self
+            .peers
+            .get_mut(&range_id)
+            .and_then(|p| p.change_job.take())
+        else {
             self.changing.remove(&range_id);
             return;
         };
@@ -285,7 +379,10 @@ impl Store {
             self.touched.insert(range_id);
         }
         let outcome = match outcome {
-            None if now.saturating_sub(job.started) > timeout => Some(Err(Error::Timeout { range_id, ticks: timeout })),
+            None if now.saturating_sub(job.started) > timeout => Some(Err(Error::Timeout {
+                range_id,
+                ticks: timeout,
+            })),
             other => other,
         };
         match outcome {
@@ -294,7 +391,9 @@ impl Store {
                 self.changing.remove(&range_id);
                 match &result {
                     Ok(_) => tracing::info!(range = range_id, "membership change done"),
-                    Err(e) => tracing::info!(range = range_id, error = %e, "membership change stopped"),
+                    Err(e) => {
+                        tracing::info!(range = range_id, error = %e, "membership change stopped")
+                    }
                 }
                 let _ = job.callback.send(result);
             }
@@ -304,14 +403,23 @@ impl Store {
 
 impl Peer {
     /// Takes the job one step; `Some` is its answer.
-    fn change_step(&mut self, job: &mut ChangeJob, now: u64, fresh: u64) -> Option<Result<Response>> {
+    fn change_step(
+        &mut self,
+        job: &mut ChangeJob,
+        now: u64,
+        fresh: u64,
+    ) -> Option<Result<Response>> {
         if !self.is_leader() {
             return Some(Err(self.not_leader()));
         }
         if self.raw.raft.lead_transferee.is_some() {
             return None; // a transfer (a drain's) runs: it ends one way or the other
         }
-        if job.waiting.is_some_and(|index| self.applied_index() < index) || self.raw.raft.has_pending_conf() {
+        if job
+            .waiting
+            .is_some_and(|index| self.applied_index() < index)
+            || self.raw.raft.has_pending_conf()
+        {
             return None;
         }
         job.waiting = None;
@@ -320,14 +428,25 @@ impl Peer {
             let prs = self.raw.raft.prs();
             let caught_up = |id: u64| {
                 let target = job.catch_up.get(&id).copied().unwrap_or(committed);
-                prs.get(id).is_some_and(|pr| pr.matched >= target && pr.state == raft::ProgressState::Replicate)
+                prs.get(id).is_some_and(|pr| {
+                    pr.matched >= target && pr.state == raft::ProgressState::Replicate
+                })
             };
             let last = self.raw.raft.raft_log.last_index();
             let fit = |id: u64| {
-                self.last_heard.get(&id).is_some_and(|t| now.saturating_sub(*t) <= fresh)
+                self.last_heard
+                    .get(&id)
+                    .is_some_and(|t| now.saturating_sub(*t) <= fresh)
                     && prs.get(id).is_some_and(|pr| pr.matched >= last)
             };
-            next_step(self.descriptor(), &job.add, &job.remove, self.replica_id, caught_up, fit)
+            next_step(
+                self.descriptor(),
+                &job.add,
+                &job.remove,
+                self.replica_id,
+                caught_up,
+                fit,
+            )
         };
         match step {
             Step::Done => Some(Ok(Response::Replicas(self.descriptor().clone()))),
@@ -337,11 +456,18 @@ impl Peer {
             }
             Step::WaitForTransferee => None,
             Step::TransferLeader { to } => {
-                tracing::info!(range = self.range_id, to, "membership change: handing leadership away first");
+                tracing::info!(
+                    range = self.range_id,
+                    to,
+                    "membership change: handing leadership away first"
+                );
                 self.no_lease_term = Some(self.term());
                 self.raw.transfer_leader(to);
                 let leader = self.descriptor().replica_by_id(to);
-                Some(Err(Error::NotLeader { range_id: self.range_id, leader }))
+                Some(Err(Error::NotLeader {
+                    range_id: self.range_id,
+                    leader,
+                }))
             }
             step => match self.propose_step(&step) {
                 Ok(index) => {
@@ -360,24 +486,38 @@ impl Peer {
     /// Proposes one configuration change; returns its log index.
     fn propose_step(&mut self, step: &Step) -> Result<u64> {
         let desc = self.descriptor();
-        let (replicas, next_replica_id) = changed_replicas(desc, step).expect("a step that changes replicas");
+        let (replicas, next_replica_id) =
+            changed_replicas(desc, step).expect("a step that changes replicas");
         let cmd = RaftCommand {
             range_id: self.range_id,
             epoch: Some(desc.epoch()),
-            change: Some(MembershipChange { replicas, next_replica_id }),
+            change: Some(MembershipChange {
+                replicas,
+                next_replica_id,
+            }),
             ..Default::default()
         };
         let index = self.raw.raft.raft_log.last_index() + 1;
         use prost::Message as _;
-        self.raw.propose_conf_change(cmd.encode_to_vec(), conf_change(step)).map_err(|e| Error::ProposalDropped {
-            range_id: self.range_id,
-            reason: e.to_string(),
-        })?;
+        self.raw
+            .propose_conf_change(cmd.encode_to_vec(), conf_change(step))
+            .map_err(|e| Error::ProposalDropped {
+                range_id: self.range_id,
+                reason: e.to_string(),
+            })?;
         if self.raw.raft.raft_log.last_index() < index || !self.raw.raft.has_pending_conf() {
             let reason = "raft-rs did not append the configuration change".into();
-            return Err(Error::ProposalDropped { range_id: self.range_id, reason });
+            return Err(Error::ProposalDropped {
+                range_id: self.range_id,
+                reason,
+            });
         }
-        tracing::info!(range = self.range_id, ?step, index, "proposed membership step");
+        tracing::info!(
+            range = self.range_id,
+            ?step,
+            index,
+            "proposed membership step"
+        );
         Ok(index)
     }
 
@@ -389,11 +529,15 @@ impl Peer {
         wb: &mut flotilla_engine::WriteBatch,
         ctx: &mut ApplyContext,
     ) -> Result<Result<Response>> {
-        let cc = ConfChangeV2::parse_from_bytes(&entry.data).map_err(|e| corrupt("conf change entry", e))?;
+        let cc = ConfChangeV2::parse_from_bytes(&entry.data)
+            .map_err(|e| corrupt("conf change entry", e))?;
         // `propose_conf_change` puts the context in the entry, not in the change.
-        let cmd = <RaftCommand as prost::Message>::decode(entry.context.as_ref()).map_err(|e| corrupt("conf change context", e))?;
+        let cmd = <RaftCommand as prost::Message>::decode(entry.context.as_ref())
+            .map_err(|e| corrupt("conf change context", e))?;
         if !self.raw.store().is_initialized() {
-            return Ok(Err(Error::InvalidRequest("an uninitialized replica applies nothing".into())));
+            return Ok(Err(Error::InvalidRequest(
+                "an uninitialized replica applies nothing".into(),
+            )));
         }
         let desc = self.descriptor().clone();
         let requested = cmd.epoch.unwrap_or_default();
@@ -401,29 +545,57 @@ impl Peer {
             // Not applied anywhere: raft-rs keeps the configuration it had.
             return Ok(Err(Error::epoch_not_match(&desc, requested)));
         }
-        let change = cmd.change.ok_or_else(|| corrupt("conf change context", "no membership change"))?;
-        let epoch = Epoch { version: desc.epoch().version, conf_ver: desc.epoch().conf_ver + 1 };
+        let change = cmd
+            .change
+            .ok_or_else(|| corrupt("conf change context", "no membership change"))?;
+        let epoch = Epoch {
+            version: desc.epoch().version,
+            conf_ver: desc.epoch().conf_ver + 1,
+        };
         let next_replica_id = change.next_replica_id.max(desc.next_replica_id());
-        let new = RangeDescriptor { replicas: change.replicas, epoch: Some(epoch), next_replica_id, ..desc };
-        let crash = || Err(Error::StoreStopped { node_id: self.node_id });
+        let new = RangeDescriptor {
+            replicas: change.replicas,
+            epoch: Some(epoch),
+            next_replica_id,
+            ..desc
+        };
+        let crash = || {
+            Err(Error::StoreStopped {
+                node_id: self.node_id,
+            })
+        };
         match cc.enter_joint() {
             Some(_) => fail::fail_point!("raftstore::apply_enter_joint", |_| crash()),
-            None if cc.leave_joint() => fail::fail_point!("raftstore::apply_leave_joint", |_| crash()),
+            None if cc.leave_joint() => {
+                fail::fail_point!("raftstore::apply_leave_joint", |_| crash())
+            }
             None => fail::fail_point!("raftstore::apply_simple_conf_change", |_| crash()),
         }
         let cs = match self.raw.apply_conf_change(&cc) {
             Ok(cs) => cs,
             // Refused the same way on every replica (raft-rs's configuration is unchanged).
-            Err(e) => return Ok(Err(Error::InvalidMembership { range_id: self.range_id, reason: format!("raft-rs refused the change: {e}") })),
+            Err(e) => {
+                return Ok(Err(Error::InvalidMembership {
+                    range_id: self.range_id,
+                    reason: format!("raft-rs refused the change: {e}"),
+                }))
+            }
         };
         if !crate::quorum::same_conf(&cs, &crate::quorum::conf_state(&new)) {
-            return Err(corrupt("membership change", format!("raft-rs configuration {cs:?} does not match {new:?}")));
+            return Err(corrupt(
+                "membership change",
+                format!("raft-rs configuration {cs:?} does not match {new:?}"),
+            ));
         }
         self.raw.mut_store().set_descriptor(new.clone(), wb);
         tracing::info!(range = self.range_id, conf_ver = epoch.conf_ver, replicas = ?new.replicas, "membership change applied");
         if self.is_leader() && self.range_id != crate::keyspace::META_RANGE_ID {
             let leader = new.replica_on(self.node_id);
-            ctx.meta.push(MetaEntry { descriptor: Some(new.clone()), leader, term: self.term() });
+            ctx.meta.push(MetaEntry {
+                descriptor: Some(new.clone()),
+                leader,
+                term: self.term(),
+            });
         }
         ctx.conf_changed.push(self.range_id);
         Ok(Ok(Response::Replicas(new)))
@@ -435,8 +607,19 @@ mod tests {
     use super::*;
 
     fn desc(replicas: &[(u64, ReplicaRole)]) -> RangeDescriptor {
-        let replicas = replicas.iter().map(|&(n, role)| Replica::voter(n, n).with_role(role)).collect();
-        RangeDescriptor { range_id: 2, replicas, epoch: Some(Epoch { version: 1, conf_ver: 1 }), ..Default::default() }
+        let replicas = replicas
+            .iter()
+            .map(|&(n, role)| Replica::voter(n, n).with_role(role))
+            .collect();
+        RangeDescriptor {
+            range_id: 2,
+            replicas,
+            epoch: Some(Epoch {
+                version: 1,
+                conf_ver: 1,
+            }),
+            ..Default::default()
+        }
     }
 
     /// Runs the planner to the end, applying each step as if committed.
@@ -462,8 +645,14 @@ mod tests {
         assert_eq!(
             steps,
             vec![
-                Step::AddLearner { node_id: 4, replica_id: 4 },
-                Step::EnterJoint { promote: vec![4], demote: vec![3] },
+                Step::AddLearner {
+                    node_id: 4,
+                    replica_id: 4
+                },
+                Step::EnterJoint {
+                    promote: vec![4],
+                    demote: vec![3]
+                },
                 Step::LeaveJoint,
                 Step::RemoveLearner { replica_id: 3 },
                 Step::Done,
@@ -477,20 +666,46 @@ mod tests {
         let d = desc(&[(1, Voter), (2, Voter), (3, Voter)]);
         let steps = run(d, &[4], &[1], 1);
         assert_eq!(steps[1], Step::TransferLeader { to: 2 });
-        assert!(steps.contains(&Step::EnterJoint { promote: vec![4], demote: vec![1] }));
+        assert!(steps.contains(&Step::EnterJoint {
+            promote: vec![4],
+            demote: vec![1]
+        }));
         // Joint with the leader demoting: hand over before leaving.
-        let joint = desc(&[(1, DemotingVoter), (2, Voter), (3, Voter), (4, IncomingVoter)]);
-        assert_eq!(next_step(&joint, &[4], &[1], 1, |_| true, |_| false), Step::WaitForTransferee);
-        assert_eq!(next_step(&joint, &[4], &[1], 1, |_| true, |id| id == 3), Step::TransferLeader { to: 3 });
-        assert_eq!(next_step(&joint, &[4], &[1], 2, |_| true, |_| true), Step::LeaveJoint);
+        let joint = desc(&[
+            (1, DemotingVoter),
+            (2, Voter),
+            (3, Voter),
+            (4, IncomingVoter),
+        ]);
+        assert_eq!(
+            next_step(&joint, &[4], &[1], 1, |_| true, |_| false),
+            Step::WaitForTransferee
+        );
+        assert_eq!(
+            next_step(&joint, &[4], &[1], 1, |_| true, |id| id == 3),
+            Step::TransferLeader { to: 3 }
+        );
+        assert_eq!(
+            next_step(&joint, &[4], &[1], 2, |_| true, |_| true),
+            Step::LeaveJoint
+        );
     }
 
     #[test]
     fn a_learner_is_promoted_only_once_caught_up() {
         use ReplicaRole::*;
         let d = desc(&[(1, Voter), (2, Voter), (3, Voter), (4, Learner)]);
-        assert_eq!(next_step(&d, &[4], &[], 1, |_| false, |_| true), Step::WaitForLearner { replica_id: 4 });
-        assert_eq!(next_step(&d, &[4], &[], 1, |_| true, |_| true), Step::EnterJoint { promote: vec![4], demote: vec![] });
+        assert_eq!(
+            next_step(&d, &[4], &[], 1, |_| false, |_| true),
+            Step::WaitForLearner { replica_id: 4 }
+        );
+        assert_eq!(
+            next_step(&d, &[4], &[], 1, |_| true, |_| true),
+            Step::EnterJoint {
+                promote: vec![4],
+                demote: vec![]
+            }
+        );
     }
 
     #[test]
@@ -498,7 +713,13 @@ mod tests {
         use ReplicaRole::*;
         let mut d = desc(&[(1, Voter), (2, Voter), (3, Voter)]);
         d.next_replica_id = 9; // replicas up to 8 existed once
-        assert_eq!(next_step(&d, &[3, 4], &[], 1, |_| true, |_| true), Step::AddLearner { node_id: 4, replica_id: 9 });
+        assert_eq!(
+            next_step(&d, &[3, 4], &[], 1, |_| true, |_| true),
+            Step::AddLearner {
+                node_id: 4,
+                replica_id: 9
+            }
+        );
     }
 
     #[test]
@@ -515,7 +736,10 @@ mod tests {
         assert!(err(&[4, 5], &[1, 2]).contains("fewer than half"));
         assert!(err(&[4], &[4]).contains("both added and removed"));
         let one = desc(&[(1, Voter)]);
-        assert!(validate_change(&one, &[], &[1], |_| false).is_err(), "the last voter stays");
+        assert!(
+            validate_change(&one, &[], &[1], |_| false).is_err(),
+            "the last voter stays"
+        );
         assert!(validate_change(&d, &[4], &[3], |_| false).is_ok());
         // A repeat of a half-done change continues it.
         let half = desc(&[(1, Voter), (2, Voter), (3, Learner), (4, Voter)]);

@@ -25,7 +25,9 @@ impl Peer {
         if !self.is_leader() || self.raw.raft.lead_transferee.is_some() {
             return false;
         }
-        let Some(target) = self.drain_target(now, fresh, draining) else { return false };
+        let Some(target) = self.drain_target(now, fresh, draining) else {
+            return false;
+        };
         self.no_lease_term = Some(self.term());
         self.raw.transfer_leader(target);
         true
@@ -40,10 +42,22 @@ impl Peer {
             r.replica_id != self.replica_id
                 && voters.contains(r.replica_id)
                 && !draining.contains(&r.node_id)
-                && self.last_heard.get(&r.replica_id).is_some_and(|t| now.saturating_sub(*t) <= fresh)
-                && self.raw.raft.prs().get(r.replica_id).is_some_and(|pr| pr.matched >= last)
+                && self
+                    .last_heard
+                    .get(&r.replica_id)
+                    .is_some_and(|t| now.saturating_sub(*t) <= fresh)
+                && self
+                    .raw
+                    .raft
+                    .prs()
+                    .get(r.replica_id)
+                    .is_some_and(|pr| pr.matched >= last)
         };
-        self.descriptor().replicas.iter().find(fit).map(|r| r.replica_id)
+        self.descriptor()
+            .replicas
+            .iter()
+            .find(fit)
+            .map(|r| r.replica_id)
     }
 
     /// True for a leader that has a replica elsewhere to hand over to at all.
@@ -59,7 +73,10 @@ impl Store {
     pub fn drain(&mut self) -> usize {
         if !self.draining {
             self.draining = true;
-            tracing::info!(node = self.node_id, "draining: handing leadership to other nodes");
+            tracing::info!(
+                node = self.node_id,
+                "draining: handing leadership to other nodes"
+            );
             self.drain_leaders();
         }
         self.peers.values().filter(|p| p.can_hand_over()).count()
@@ -78,12 +95,21 @@ impl Store {
         if !self.draining {
             return;
         }
-        let leaders: Vec<u64> = self.peers.iter().filter(|(_, p)| p.can_hand_over()).map(|(id, _)| *id).collect();
+        let leaders: Vec<u64> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.can_hand_over())
+            .map(|(id, _)| *id)
+            .collect();
         let (now, fresh) = (self.now, 2 * self.cfg.heartbeat_ticks as u64);
         for id in leaders {
             self.wake(id, false);
             let draining = &self.draining_nodes;
-            if self.peers.get_mut(&id).is_some_and(|p| p.transfer_away(now, fresh, draining)) {
+            if self
+                .peers
+                .get_mut(&id)
+                .is_some_and(|p| p.transfer_away(now, fresh, draining))
+            {
                 self.touched.insert(id);
             }
         }

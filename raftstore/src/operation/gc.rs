@@ -38,7 +38,9 @@ impl Peer {
                 .map(|(_, pr)| pr.matched)
                 .min()
                 .unwrap_or(applied);
-            compact_to = slowest.max(applied.saturating_sub(cfg.log_gc_max_lag)).min(applied);
+            compact_to = slowest
+                .max(applied.saturating_sub(cfg.log_gc_max_lag))
+                .min(applied);
         }
         if compact_to <= state.truncated_index {
             return Ok(None);

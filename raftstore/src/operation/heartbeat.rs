@@ -36,13 +36,25 @@ pub(crate) fn as_beat(range_id: u64, m: &Message) -> Option<Beat> {
     if !m.context.is_empty() {
         return None;
     }
-    Some(Beat { range_id, from: m.from, to: m.to, term: m.term, commit: m.commit, response, quiesce: false })
+    Some(Beat {
+        range_id,
+        from: m.from,
+        to: m.to,
+        term: m.term,
+        commit: m.commit,
+        response,
+        quiesce: false,
+    })
 }
 
 /// The per-range message a [`Beat`] stands for.
 fn to_message(b: &Beat) -> Message {
     let mut m = Message::default();
-    m.set_msg_type(if b.response { MessageType::MsgHeartbeatResponse } else { MessageType::MsgHeartbeat });
+    m.set_msg_type(if b.response {
+        MessageType::MsgHeartbeatResponse
+    } else {
+        MessageType::MsgHeartbeat
+    });
     m.from = b.from;
     m.to = b.to;
     m.term = b.term;
@@ -55,7 +67,11 @@ impl Store {
     /// node's other messages.
     pub(crate) fn flush_beats(&mut self) {
         let me = Replica::voter(self.node_id, 0);
-        for node in self.removed_notices.keys().chain(self.membership_checks.keys()) {
+        for node in self
+            .removed_notices
+            .keys()
+            .chain(self.membership_checks.keys())
+        {
             self.beats.entry(*node).or_default();
         }
         for (node, beats) in std::mem::take(&mut self.beats) {
@@ -76,7 +92,12 @@ impl Store {
             };
             message.context = batch.encode_to_vec().into();
             let to = Replica::voter(node, 0);
-            let env = RaftEnvelope { range_id: NODE_RANGE_ID, from: me, to, message };
+            let env = RaftEnvelope {
+                range_id: NODE_RANGE_ID,
+                from: me,
+                to,
+                message,
+            };
             self.outbox.entry(node).or_default().push(env);
         }
     }

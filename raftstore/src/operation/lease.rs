@@ -73,7 +73,11 @@ impl Store {
     /// True within one support period of reopening a store that ran before: promises it
     /// made before stopping may still stand. (A store opened for the first time made none.)
     fn just_reopened(&self) -> bool {
-        let window = self.ticks_as_time(self.cfg.liveness_timeout_ticks.max(self.cfg.election_ticks as u64));
+        let window = self.ticks_as_time(
+            self.cfg
+                .liveness_timeout_ticks
+                .max(self.cfg.election_ticks as u64),
+        );
         self.incarnation > 1 && self.clock.now() < self.opened_at + window
     }
 
@@ -81,7 +85,11 @@ impl Store {
     pub(crate) fn supports(&self, node: u64) -> bool {
         let window = self.ticks_as_time(self.cfg.liveness_timeout_ticks);
         let now = self.clock.now();
-        node != self.node_id && self.support_heard.get(&node).is_some_and(|t| now.saturating_sub(*t) <= window)
+        node != self.node_id
+            && self
+                .support_heard
+                .get(&node)
+                .is_some_and(|t| now.saturating_sub(*t) <= window)
     }
 
     /// Whether a (pre-)vote request must be refused: the store just reopened, or the
@@ -89,7 +97,10 @@ impl Store {
     /// that leader nor a transferee.
     pub(crate) fn vote_refused(&self, peer: &Peer, env: &RaftEnvelope) -> bool {
         let m = &env.message;
-        let is_vote = matches!(m.get_msg_type(), MessageType::MsgRequestVote | MessageType::MsgRequestPreVote);
+        let is_vote = matches!(
+            m.get_msg_type(),
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+        );
         if !is_vote || m.context.as_ref() == CAMPAIGN_TRANSFER {
             return false;
         }
@@ -108,7 +119,10 @@ impl Store {
         let leader = peer.raw.raft.leader_id;
         leader != raft::INVALID_ID
             && leader != peer.replica_id
-            && peer.descriptor().replica_by_id(leader).is_some_and(|l| self.supports(l.node_id))
+            && peer
+                .descriptor()
+                .replica_by_id(leader)
+                .is_some_and(|l| self.supports(l.node_id))
     }
 
     /// Whether a message with a higher term than the replica's must be refused: while the
@@ -126,14 +140,16 @@ impl Store {
         }
         let from_a_leader = matches!(m.get_msg_type(), MsgAppend | MsgHeartbeat | MsgSnapshot);
         let transfer = m.context.as_ref() == CAMPAIGN_TRANSFER;
-        let own_leader = m.from == r.leader_id && matches!(m.get_msg_type(), MsgRequestVote | MsgRequestPreVote);
+        let own_leader =
+            m.from == r.leader_id && matches!(m.get_msg_type(), MsgRequestVote | MsgRequestPreVote);
         if from_a_leader || transfer || own_leader {
             return false;
         }
         if self.just_reopened() || self.clock.now() < peer.no_votes_until {
             return true;
         }
-        let bound_by_raft = r.leader_id != raft::INVALID_ID && r.election_elapsed < r.election_timeout();
+        let bound_by_raft =
+            r.leader_id != raft::INVALID_ID && r.election_elapsed < r.election_timeout();
         bound_by_raft || self.leader_supported(peer)
     }
 
@@ -143,13 +159,22 @@ impl Store {
         ElectionHold {
             reopened: self.just_reopened(),
             now: self.clock.now(),
-            supported: self.neighbours.iter().copied().filter(|n| self.supports(*n)).collect(),
+            supported: self
+                .neighbours
+                .iter()
+                .copied()
+                .filter(|n| self.supports(*n))
+                .collect(),
         }
     }
 
     /// Records what a neighbour's batch says about support; returns the support epoch it
     /// names for us (the epoch its answers in this batch were given under).
-    pub(crate) fn record_support(&mut self, node: u64, batch: &crate::metapb::HeartbeatBatch) -> (u64, u64) {
+    pub(crate) fn record_support(
+        &mut self,
+        node: u64,
+        batch: &crate::metapb::HeartbeatBatch,
+    ) -> (u64, u64) {
         // Support is renewed only by a batch newer than any before it: a replayed or
         // delayed one proves nothing about the sender now. A silence longer than the
         // support period before it means support lapsed: a new epoch.
@@ -158,7 +183,11 @@ impl Store {
         let stamp = self.stamp_from.entry(node).or_default();
         if (batch.incarnation, batch.sent_at) > *stamp {
             *stamp = (batch.incarnation, batch.sent_at);
-            if self.support_heard.get(&node).is_some_and(|t| now.saturating_sub(*t) > window) {
+            if self
+                .support_heard
+                .get(&node)
+                .is_some_and(|t| now.saturating_sub(*t) > window)
+            {
                 *self.my_epoch.entry(node).or_default() += 1;
             }
             self.support_heard.insert(node, now);
@@ -183,11 +212,22 @@ impl Store {
         let window = self.ticks_as_time(self.cfg.liveness_timeout_ticks);
         let desc = peer.descriptor();
         let supports = |replica_id: u64| {
-            let Some(rep) = desc.replica_by_id(replica_id) else { return false };
+            let Some(rep) = desc.replica_by_id(replica_id) else {
+                return false;
+            };
             rep.replica_id == peer.replica_id
                 || (peer.fortified.get(&rep.replica_id)
-                    == Some(&(term, self.their_epoch.get(&rep.node_id).copied().unwrap_or_default()))
-                    && self.support_acked.get(&rep.node_id).is_some_and(|s| *s + window > until))
+                    == Some(&(
+                        term,
+                        self.their_epoch
+                            .get(&rep.node_id)
+                            .copied()
+                            .unwrap_or_default(),
+                    ))
+                    && self
+                        .support_acked
+                        .get(&rep.node_id)
+                        .is_some_and(|s| *s + window > until))
         };
         // A quorum of the current configuration (both halves while joint) must support it.
         crate::quorum::is_quorum(desc, supports)
@@ -196,18 +236,26 @@ impl Store {
     /// True while the replica of `range_id` here holds the range's lease.
     pub fn has_lease(&self, range_id: u64) -> bool {
         let now = self.clock.now();
-        self.peers.get(&range_id).is_some_and(|p| p.lease_valid(now) || self.liveness_lease(p))
+        self.peers
+            .get(&range_id)
+            .is_some_and(|p| p.lease_valid(now) || self.liveness_lease(p))
     }
 
     /// Serves a read from the engine under the lease; gives the request back when the
     /// lease does not hold.
-    pub(crate) fn try_lease_read(&mut self, req: Request, callback: Callback) -> Option<(Request, Callback)> {
+    pub(crate) fn try_lease_read(
+        &mut self,
+        req: Request,
+        callback: Callback,
+    ) -> Option<(Request, Callback)> {
         if !req.command.is_read() || !self.cfg.lease_reads {
             return Some((req, callback));
         }
         let now = self.now;
         let leased = self.has_lease(req.range_id);
-        let Some(peer) = self.peers.get_mut(&req.range_id) else { return Some((req, callback)) };
+        let Some(peer) = self.peers.get_mut(&req.range_id) else {
+            return Some((req, callback));
+        };
         if !leased {
             peer.last_read = now;
             return Some((req, callback));
@@ -242,7 +290,10 @@ impl ElectionHold {
         r.state == StateRole::Follower
             && leader != raft::INVALID_ID
             && leader != peer.replica_id
-            && peer.descriptor().replica_by_id(leader).is_some_and(|l| self.supported.contains(&l.node_id))
+            && peer
+                .descriptor()
+                .replica_by_id(leader)
+                .is_some_and(|l| self.supported.contains(&l.node_id))
     }
 }
 
@@ -250,7 +301,13 @@ impl Peer {
     /// On a leader read from within the last `recent` ticks: sends a lease renewal round
     /// (a ReadIndex probe with a fresh id from `next_read_id`). The store calls it every
     /// heartbeat interval, staggered by range id. Returns whether it sent one.
-    pub(crate) fn renew_lease(&mut self, next_read_id: &mut u64, now: u64, clock_now: Duration, recent: u64) -> bool {
+    pub(crate) fn renew_lease(
+        &mut self,
+        next_read_id: &mut u64,
+        now: u64,
+        clock_now: Duration,
+        recent: u64,
+    ) -> bool {
         if !self.is_leader() || now.saturating_sub(self.last_read) > recent {
             return false;
         }
@@ -258,7 +315,8 @@ impl Peer {
         *next_read_id += 1;
         self.raw.read_index(probe.to_be_bytes().to_vec());
         self.lease_probes.push((probe, now, clock_now));
-        self.lease_probes.retain(|(_, at, _)| now.saturating_sub(*at) <= recent);
+        self.lease_probes
+            .retain(|(_, at, _)| now.saturating_sub(*at) <= recent);
         true
     }
 
@@ -299,7 +357,10 @@ impl Peer {
     /// is known.
     pub(crate) fn forget_leader_if_it_campaigns(&mut self, env: &RaftEnvelope) {
         let m = &env.message;
-        let is_vote = matches!(m.get_msg_type(), MessageType::MsgRequestVote | MessageType::MsgRequestPreVote);
+        let is_vote = matches!(
+            m.get_msg_type(),
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+        );
         let r = &self.raw.raft;
         if is_vote && m.from == r.leader_id && m.term > r.term && r.state == StateRole::Follower {
             self.raw.raft.leader_id = raft::INVALID_ID;
@@ -342,7 +403,8 @@ impl Peer {
 /// that span.
 pub(crate) fn quorum_lease_span(cfg: &crate::config::StoreConfig) -> Duration {
     let ticks = (cfg.election_ticks as u64).saturating_sub(1 + cfg.max_clock_offset_ticks);
-    cfg.tick_interval.saturating_mul(ticks.min(u32::MAX as u64) as u32)
+    cfg.tick_interval
+        .saturating_mul(ticks.min(u32::MAX as u64) as u32)
 }
 
 #[cfg(test)]
@@ -358,7 +420,15 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(quorum_lease_span(&cfg), Duration::from_millis(700));
-        let tiny = crate::config::StoreConfig { election_ticks: 2, max_clock_offset_ticks: 5, ..cfg };
-        assert_eq!(quorum_lease_span(&tiny), Duration::ZERO, "no lease rather than an underflow");
+        let tiny = crate::config::StoreConfig {
+            election_ticks: 2,
+            max_clock_offset_ticks: 5,
+            ..cfg
+        };
+        assert_eq!(
+            quorum_lease_span(&tiny),
+            Duration::ZERO,
+            "no lease rather than an underflow"
+        );
     }
 }

@@ -46,11 +46,21 @@ impl Store {
         if !creates || env.to.node_id != self.node_id || env.range_id == 0 {
             return false;
         }
-        let storage = PeerStorage::uninitialized(self.engine.clone(), env.range_id, vec![env.to, env.from])
-            .with_store(self.clock.clone(), self.snaps.clone());
-        match Peer::new(self.node_id, storage, &self.cfg, self.election_seed, &self.logger) {
+        let storage =
+            PeerStorage::uninitialized(self.engine.clone(), env.range_id, vec![env.to, env.from])
+                .with_store(self.clock.clone(), self.snaps.clone());
+        match Peer::new(
+            self.node_id,
+            storage,
+            &self.cfg,
+            self.election_seed,
+            &self.logger,
+        ) {
             Ok(peer) => {
-                tracing::debug!(range = env.range_id, "created uninitialized replica from a message");
+                tracing::debug!(
+                    range = env.range_id,
+                    "created uninitialized replica from a message"
+                );
                 self.awake.insert(env.range_id);
                 self.peers.insert(env.range_id, peer);
                 self.add_neighbours(&[env.from]);
@@ -70,7 +80,11 @@ impl Store {
     /// snapshot already accepted this round (the other replica still owns the keys; it
     /// gives them up by applying the split). An accepted snapshot's descriptor is
     /// returned, to be recorded until the round installs it.
-    pub(crate) fn admit(&self, peer: &Peer, env: &RaftEnvelope) -> std::result::Result<Option<RangeDescriptor>, &'static str> {
+    pub(crate) fn admit(
+        &self,
+        peer: &Peer,
+        env: &RaftEnvelope,
+    ) -> std::result::Result<Option<RangeDescriptor>, &'static str> {
         let m = &env.message;
         let initialized = peer.raw.store().is_initialized();
         if self.vote_refused(peer, env) {
@@ -92,7 +106,10 @@ impl Store {
             MessageType::MsgSnapshot => {
                 use prost::Message as _;
                 let data = crate::metapb::SnapshotData::decode(m.get_snapshot().get_data());
-                let desc = data.ok().and_then(|d| d.descriptor).ok_or("snapshot without descriptor")?;
+                let desc = data
+                    .ok()
+                    .and_then(|d| d.descriptor)
+                    .ok_or("snapshot without descriptor")?;
                 if desc.range_id != peer.range_id {
                     return Err("snapshot of another range");
                 }
@@ -101,8 +118,13 @@ impl Store {
                     // message without them is stale or forged. The leader sends again.
                     return Err("snapshot whose files are not here");
                 }
-                let installed = self.peers.values().filter(|p| p.range_id != peer.range_id && p.raw.store().is_initialized());
-                let mut others = installed.map(|p| p.descriptor()).chain(self.pending_snapshots.iter());
+                let installed = self
+                    .peers
+                    .values()
+                    .filter(|p| p.range_id != peer.range_id && p.raw.store().is_initialized());
+                let mut others = installed
+                    .map(|p| p.descriptor())
+                    .chain(self.pending_snapshots.iter());
                 if others.any(|d| d.range_id != peer.range_id && overlap(d, &desc)) {
                     return Err("snapshot overlaps another replica here");
                 }
@@ -114,7 +136,10 @@ impl Store {
 
     /// True (and counted) when `env` is for a replica this node destroyed.
     pub(crate) fn tombstoned(&self, env: &RaftEnvelope) -> bool {
-        let dead = self.tombstones.get(&env.range_id).is_some_and(|t| env.to.replica_id <= *t);
+        let dead = self
+            .tombstones
+            .get(&env.range_id)
+            .is_some_and(|t| env.to.replica_id <= *t);
         if dead {
             StoreMetrics::add(&self.metrics.tombstoned_messages, 1);
         }
@@ -127,8 +152,15 @@ impl Store {
     /// the new one.
     pub(crate) fn replace_old_incarnation(&mut self, env: &RaftEnvelope) -> Result<()> {
         let old = self.peers.get(&env.range_id).map(|p| p.replica_id);
-        if let Some(old) = old.filter(|old| env.to.node_id == self.node_id && env.to.replica_id > *old) {
-            tracing::info!(range = env.range_id, old, new = env.to.replica_id, "a newer replica of this node was added");
+        if let Some(old) =
+            old.filter(|old| env.to.node_id == self.node_id && env.to.replica_id > *old)
+        {
+            tracing::info!(
+                range = env.range_id,
+                old,
+                new = env.to.replica_id,
+                "a newer replica of this node was added"
+            );
             self.destroy_replica(env.range_id, old)?;
         }
         Ok(())
@@ -137,10 +169,16 @@ impl Store {
     /// Answers a message from a replica that its range no longer lists (see the module
     /// docs); returns true when it was such a message (it is then not stepped).
     pub(crate) fn answer_removed(&mut self, env: &RaftEnvelope) -> bool {
-        let notice = self.peers.get(&env.range_id).and_then(|p| removal_notice(p, env.from.replica_id));
+        let notice = self
+            .peers
+            .get(&env.range_id)
+            .and_then(|p| removal_notice(p, env.from.replica_id));
         let removed = notice.is_some();
         if let Some(notice) = notice {
-            self.removed_notices.entry(env.from.node_id).or_default().push(notice);
+            self.removed_notices
+                .entry(env.from.node_id)
+                .or_default()
+                .push(notice);
             StoreMetrics::add(&self.metrics.messages_dropped, 1);
         }
         removed
@@ -151,7 +189,10 @@ impl Store {
         for c in checks {
             let peer = self.peers.get(&c.range_id).filter(|p| p.replica_id == c.to);
             if let Some(notice) = peer.and_then(|p| removal_notice(p, c.replica_id)) {
-                self.removed_notices.entry(from_node).or_default().push(notice);
+                self.removed_notices
+                    .entry(from_node)
+                    .or_default()
+                    .push(notice);
             }
         }
     }
@@ -160,10 +201,18 @@ impl Store {
     pub(crate) fn on_removed_notices(&mut self, notices: Vec<ReplicaRemoved>) -> Result<()> {
         for n in notices {
             let Some(desc) = n.descriptor else { continue };
-            let Some(peer) = self.peers.get(&desc.range_id) else { continue };
-            let mine = desc.epoch().conf_ver > peer.descriptor().epoch().conf_ver || !peer.raw.store().is_initialized();
-            if peer.replica_id == n.replica_id && desc.replica_by_id(n.replica_id).is_none() && mine {
-                tracing::info!(range = desc.range_id, replica = n.replica_id, "replica was removed while away; destroying it");
+            let Some(peer) = self.peers.get(&desc.range_id) else {
+                continue;
+            };
+            let mine = desc.epoch().conf_ver > peer.descriptor().epoch().conf_ver
+                || !peer.raw.store().is_initialized();
+            if peer.replica_id == n.replica_id && desc.replica_by_id(n.replica_id).is_none() && mine
+            {
+                tracing::info!(
+                    range = desc.range_id,
+                    replica = n.replica_id,
+                    "replica was removed while away; destroying it"
+                );
                 self.destroy_replica(desc.range_id, n.replica_id)?;
             }
         }
@@ -179,17 +228,36 @@ impl Store {
         }
         self.snaps.collect_garbage();
         for id in self.awake.iter() {
-            let Some(peer) = self.peers.get(id).filter(|p| p.raw.store().is_initialized() && !p.is_leader()) else {
+            let Some(peer) = self
+                .peers
+                .get(id)
+                .filter(|p| p.raw.store().is_initialized() && !p.is_leader())
+            else {
                 continue;
             };
             let leader = peer.raw.raft.leader_id;
-            let heard = peer.last_heard.get(&leader).is_some_and(|t| self.now.saturating_sub(*t) < period);
+            let heard = peer
+                .last_heard
+                .get(&leader)
+                .is_some_and(|t| self.now.saturating_sub(*t) < period);
             if leader != raft::INVALID_ID && heard {
                 continue;
             }
-            for r in peer.descriptor().replicas.iter().filter(|r| r.node_id != self.node_id) {
-                let check = MembershipCheck { range_id: *id, replica_id: peer.replica_id, to: r.replica_id };
-                self.membership_checks.entry(r.node_id).or_default().push(check);
+            for r in peer
+                .descriptor()
+                .replicas
+                .iter()
+                .filter(|r| r.node_id != self.node_id)
+            {
+                let check = MembershipCheck {
+                    range_id: *id,
+                    replica_id: peer.replica_id,
+                    to: r.replica_id,
+                };
+                self.membership_checks
+                    .entry(r.node_id)
+                    .or_default()
+                    .push(check);
             }
         }
     }
@@ -198,12 +266,18 @@ impl Store {
     /// themselves, and meets the new members' nodes.
     pub(crate) fn after_conf_changes(&mut self, changed: Vec<u64>) -> Result<()> {
         for id in changed {
-            let Some(peer) = self.peers.get(&id) else { continue };
+            let Some(peer) = self.peers.get(&id) else {
+                continue;
+            };
             StoreMetrics::add(&self.metrics.conf_changes_applied, 1);
             let replicas = peer.descriptor().replicas.clone();
             if peer.descriptor().replica_by_id(peer.replica_id).is_none() {
                 let replica = peer.replica_id;
-                tracing::info!(range = id, replica, "this replica was removed from its range; destroying it");
+                tracing::info!(
+                    range = id,
+                    replica,
+                    "this replica was removed from its range; destroying it"
+                );
                 self.destroy_replica(id, replica)?;
                 continue;
             }
@@ -218,13 +292,27 @@ impl Store {
     /// Requests waiting on it are answered (`RangeNotFound`: not applied; or `Ambiguous`
     /// for proposals whose fate this replica can no longer learn).
     pub(crate) fn destroy_replica(&mut self, range_id: u64, replica_id: u64) -> Result<()> {
-        let Some(peer) = self.peers.remove(&range_id) else { return Ok(()) };
+        let Some(peer) = self.peers.remove(&range_id) else {
+            return Ok(());
+        };
         let initialized = peer.raw.store().is_initialized();
         let mut wb = self.engine.batch();
         stage_destroy(peer.descriptor(), initialized, &mut wb);
-        let tombstone = self.tombstones.get(&range_id).copied().unwrap_or(0).max(replica_id);
-        let record = Tombstone { range_id, replica_id: tombstone };
-        wb.put(Cf::Meta, &keys::tombstone_key(range_id), &record.encode_to_vec());
+        let tombstone = self
+            .tombstones
+            .get(&range_id)
+            .copied()
+            .unwrap_or(0)
+            .max(replica_id);
+        let record = Tombstone {
+            range_id,
+            replica_id: tombstone,
+        };
+        wb.put(
+            Cf::Meta,
+            &keys::tombstone_key(range_id),
+            &record.encode_to_vec(),
+        );
         self.engine.write(wb, true)?;
         self.tombstones.insert(range_id, tombstone);
         self.changing.remove(&range_id);
@@ -244,14 +332,20 @@ pub(crate) fn stage_destroy(desc: &RangeDescriptor, initialized: bool, wb: &mut 
     if initialized {
         wb.delete_range(Cf::Data, &desc.start, &desc.end_bound());
     }
-    wb.delete_range(Cf::Raft, &keys::raft_log_key(id, 0), &keys::raft_log_key(id, u64::MAX));
+    wb.delete_range(
+        Cf::Raft,
+        &keys::raft_log_key(id, 0),
+        &keys::raft_log_key(id, u64::MAX),
+    );
     wb.delete(Cf::Meta, &keys::descriptor_key(id));
     wb.delete(Cf::Meta, &keys::hard_state_key(id));
     wb.delete(Cf::Meta, &keys::apply_state_key(id));
 }
 
 /// Every tombstone on the engine, by range id.
-pub(crate) fn load_tombstones(engine: &flotilla_engine::Engine) -> Result<std::collections::BTreeMap<u64, u64>> {
+pub(crate) fn load_tombstones(
+    engine: &flotilla_engine::Engine,
+) -> Result<std::collections::BTreeMap<u64, u64>> {
     let (start, end) = keys::tombstone_span();
     let mut out = std::collections::BTreeMap::new();
     engine.scan(Cf::Meta, &start, &end, |_, v| {
@@ -268,9 +362,13 @@ pub(crate) fn load_tombstones(engine: &flotilla_engine::Engine) -> Result<std::c
 /// next one: not a member `peer` has yet to learn of).
 fn removal_notice(peer: &Peer, replica_id: u64) -> Option<ReplicaRemoved> {
     let desc = peer.descriptor();
-    let removed =
-        peer.raw.store().is_initialized() && desc.replica_by_id(replica_id).is_none() && replica_id < desc.next_replica_id();
-    removed.then(|| ReplicaRemoved { replica_id, descriptor: Some(desc.clone()) })
+    let removed = peer.raw.store().is_initialized()
+        && desc.replica_by_id(replica_id).is_none()
+        && replica_id < desc.next_replica_id();
+    removed.then(|| ReplicaRemoved {
+        replica_id,
+        descriptor: Some(desc.clone()),
+    })
 }
 
 impl Peer {
@@ -279,13 +377,21 @@ impl Peer {
         let range_id = self.range_id;
         for p in self.proposals {
             let reason = "the replica was removed before the outcome was seen".into();
-            let _ = p.callback.send(Err(crate::error::Error::Ambiguous { range_id, reason }));
+            let _ = p
+                .callback
+                .send(Err(crate::error::Error::Ambiguous { range_id, reason }));
         }
         for r in self.reads {
-            let _ = r.callback.send(Err(crate::error::Error::RangeNotFound { range_id, node_id }));
+            let _ = r.callback.send(Err(crate::error::Error::RangeNotFound {
+                range_id,
+                node_id,
+            }));
         }
         if let Some(job) = self.change_job {
-            let _ = job.callback.send(Err(crate::error::Error::RangeNotFound { range_id, node_id }));
+            let _ = job.callback.send(Err(crate::error::Error::RangeNotFound {
+                range_id,
+                node_id,
+            }));
         }
     }
 }

@@ -74,11 +74,19 @@ impl LoadStats {
         }
         self.offered += 1;
         if self.samples.len() < SAMPLES {
-            self.samples.push(Sample { key: key.to_vec(), left: 0, right: 0 });
+            self.samples.push(Sample {
+                key: key.to_vec(),
+                left: 0,
+                right: 0,
+            });
         } else {
             let j = (self.next_random() % self.offered) as usize;
             if j < SAMPLES {
-                self.samples[j] = Sample { key: key.to_vec(), left: 0, right: 0 };
+                self.samples[j] = Sample {
+                    key: key.to_vec(),
+                    left: 0,
+                    right: 0,
+                };
             }
         }
     }
@@ -114,7 +122,12 @@ impl LoadStats {
             .samples
             .iter()
             .filter(|s| s.key.as_slice() > start && s.left + s.right >= MIN_COUNTED)
-            .min_by_key(|s| (s.left.abs_diff(s.right) * 1000 / (s.left + s.right), s.key.clone()))?;
+            .min_by_key(|s| {
+                (
+                    s.left.abs_diff(s.right) * 1000 / (s.left + s.right),
+                    s.key.clone(),
+                )
+            })?;
         // Both sides carry at least a quarter of the load.
         let (small, total) = (best.left.min(best.right), best.left + best.right);
         (small * 4 >= total).then(|| best.key.clone())
@@ -155,9 +168,13 @@ impl Store {
         }
         let now = self.clock.now();
         let mut due: Vec<(u64, Epoch, Vec<u8>)> = Vec::new();
-        let Store { hot_ranges, peers, .. } = self;
+        let Store {
+            hot_ranges, peers, ..
+        } = self;
         hot_ranges.retain(|id| {
-            let Some(peer) = peers.get_mut(id).filter(|p| p.is_leader()) else { return false };
+            let Some(peer) = peers.get_mut(id).filter(|p| p.is_leader()) else {
+                return false;
+            };
             if now.saturating_sub(peer.load.window_start) >= WINDOW {
                 // No request closed the window: the range went quiet.
                 peer.load.close_window(now, qps);
@@ -182,7 +199,13 @@ mod tests {
 
     /// `per_sec` requests a second for `secs` seconds from `from` (threshold 100 qps);
     /// returns the time after the last.
-    fn run(stats: &mut LoadStats, from: Duration, secs: u64, per_sec: u64, key: impl Fn(u64) -> Vec<u8>) -> Duration {
+    fn run(
+        stats: &mut LoadStats,
+        from: Duration,
+        secs: u64,
+        per_sec: u64,
+        key: impl Fn(u64) -> Vec<u8>,
+    ) -> Duration {
         for i in 0..secs * per_sec {
             let at = from + Duration::from_micros(i * 1_000_000 / per_sec);
             stats.record(&key(i), at, 100);
@@ -209,7 +232,11 @@ mod tests {
     fn a_range_below_the_threshold_or_not_hot_long_enough_does_not_split() {
         let mut s = LoadStats::default();
         run(&mut s, ZERO, 10, 50, spread);
-        assert_eq!(s.split_key(3, b""), None, "50 requests a second is under 100");
+        assert_eq!(
+            s.split_key(3, b""),
+            None,
+            "50 requests a second is under 100"
+        );
         let mut s = LoadStats::default();
         run(&mut s, ZERO, 3, 500, spread);
         assert_eq!(s.split_key(5, b""), None, "hot for only two closed windows");
@@ -222,7 +249,13 @@ mod tests {
         assert_eq!(s.split_key(3, b""), None);
         // Mostly one key, a little around it: still no side gets a quarter.
         let mut s = LoadStats::default();
-        run(&mut s, ZERO, 10, 1000, |i| if i % 10 == 0 { spread(i) } else { b"k0500".to_vec() });
+        run(&mut s, ZERO, 10, 1000, |i| {
+            if i % 10 == 0 {
+                spread(i)
+            } else {
+                b"k0500".to_vec()
+            }
+        });
         assert_eq!(s.split_key(3, b""), None);
     }
 

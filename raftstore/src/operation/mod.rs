@@ -35,7 +35,7 @@ mod split;
 
 pub(crate) use apply::ApplyContext;
 pub(crate) use conf_change::ChangeJob;
-pub(crate) use load_split::LoadStats;
-pub(crate) use life::{load_tombstones, stage_destroy};
 pub use heartbeat::NODE_RANGE_ID;
+pub(crate) use life::{load_tombstones, stage_destroy};
+pub(crate) use load_split::LoadStats;
 pub use split::{find_split_key, SplitCheckTask};

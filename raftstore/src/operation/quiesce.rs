@@ -35,23 +35,38 @@ impl Peer {
         if r.state != StateRole::Leader || !self.proposals.is_empty() || !self.reads.is_empty() {
             return false;
         }
-        if r.lead_transferee.is_some() || r.has_pending_conf() || r.pending_read_count() > 0 || r.ready_read_count() > 0 {
+        if r.lead_transferee.is_some()
+            || r.has_pending_conf()
+            || r.pending_read_count() > 0
+            || r.ready_read_count() > 0
+        {
             return false;
         }
         let log = &r.raft_log;
         let last = log.last_index();
-        if log.committed != last || log.persisted != last || self.applied_index() != last || !r.commit_to_current_term() {
+        if log.committed != last
+            || log.persisted != last
+            || self.applied_index() != last
+            || !r.commit_to_current_term()
+        {
             return false;
         }
-        let followers_done = r.prs().iter().filter(|(id, _)| **id != self.replica_id).all(|(id, pr)| {
-            let on_dead_node = self.descriptor().replica_by_id(*id).is_some_and(|rep| !live(rep.node_id));
-            on_dead_node
-                || (pr.matched == last
-                    && pr.committed_index == last
-                    && pr.state == ProgressState::Replicate
-                    && !pr.is_paused()
-                    && pr.pending_request_snapshot == INVALID_INDEX)
-        });
+        let followers_done = r
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != self.replica_id)
+            .all(|(id, pr)| {
+                let on_dead_node = self
+                    .descriptor()
+                    .replica_by_id(*id)
+                    .is_some_and(|rep| !live(rep.node_id));
+                on_dead_node
+                    || (pr.matched == last
+                        && pr.committed_index == last
+                        && pr.state == ProgressState::Replicate
+                        && !pr.is_paused()
+                        && pr.pending_request_snapshot == INVALID_INDEX)
+            });
         followers_done && !self.raw.has_ready()
     }
 
@@ -74,12 +89,35 @@ impl Store {
     /// quiet do so, telling its followers.
     pub(crate) fn maybe_quiesce(&mut self, ids: Vec<u64>) {
         for id in ids {
-            let Some(peer) = self.peers.get(&id).filter(|p| self.may_quiesce(p)) else { continue };
-            let (term, commit, me) = (peer.term(), peer.raw.raft.raft_log.committed, peer.replica_id);
-            let followers: Vec<_> = peer.descriptor().replicas.iter().filter(|r| r.replica_id != me).copied().collect();
-            let live: Vec<_> = followers.into_iter().filter(|f| self.is_live(f.node_id)).collect();
+            let Some(peer) = self.peers.get(&id).filter(|p| self.may_quiesce(p)) else {
+                continue;
+            };
+            let (term, commit, me) = (
+                peer.term(),
+                peer.raw.raft.raft_log.committed,
+                peer.replica_id,
+            );
+            let followers: Vec<_> = peer
+                .descriptor()
+                .replicas
+                .iter()
+                .filter(|r| r.replica_id != me)
+                .copied()
+                .collect();
+            let live: Vec<_> = followers
+                .into_iter()
+                .filter(|f| self.is_live(f.node_id))
+                .collect();
             for f in live {
-                let beat = Beat { range_id: id, from: me, to: f.replica_id, term, commit, response: false, quiesce: true };
+                let beat = Beat {
+                    range_id: id,
+                    from: me,
+                    to: f.replica_id,
+                    term,
+                    commit,
+                    response: false,
+                    quiesce: true,
+                };
                 self.beats.entry(f.node_id).or_default().push(beat);
             }
             self.awake.remove(&id);
@@ -92,12 +130,15 @@ impl Store {
     /// that lease instead), it is not due a size check, and, while leaders are balanced,
     /// it is its range's preferred leader (or that replica's node is dead).
     fn may_quiesce(&self, peer: &Peer) -> bool {
-        let read_lately = peer.last_read > 0 && self.now.saturating_sub(peer.last_read) <= self.cfg.election_ticks as u64;
+        let read_lately = peer.last_read > 0
+            && self.now.saturating_sub(peer.last_read) <= self.cfg.election_ticks as u64;
         let step = self.cfg.split_size / 8;
         let due_size_check = step > 0 && peer.written_since_check >= step;
         let balancing = self.cfg.balance_interval_ticks > 0;
         let to_transfer = balancing
-            && peer.preferred_leader().is_some_and(|p| p.replica_id != peer.replica_id && self.is_live(p.node_id));
+            && peer
+                .preferred_leader()
+                .is_some_and(|p| p.replica_id != peer.replica_id && self.is_live(p.node_id));
         peer.can_quiesce(|n| self.is_live(n))
             && self.liveness_lease(peer)
             && !read_lately
@@ -109,11 +150,21 @@ impl Store {
     /// Steps one expanded heartbeat; a quiesce heartbeat may put the follower to sleep.
     /// Returns whether it was stepped.
     pub(crate) fn on_beat(&mut self, env: RaftEnvelope, quiesce: bool) -> bool {
-        let (id, from, term, commit) = (env.range_id, env.message.from, env.message.term, env.message.commit);
+        let (id, from, term, commit) = (
+            env.range_id,
+            env.message.from,
+            env.message.term,
+            env.message.commit,
+        );
         if !self.step_envelope(env) {
             return false;
         }
-        if quiesce && self.peers.get(&id).is_some_and(|p| p.may_follow_into_quiet(from, term, commit)) {
+        if quiesce
+            && self
+                .peers
+                .get(&id)
+                .is_some_and(|p| p.may_follow_into_quiet(from, term, commit))
+        {
             self.awake.remove(&id);
         }
         true
@@ -125,7 +176,9 @@ impl Store {
         if self.awake.contains(&range_id) {
             return;
         }
-        let Some(peer) = self.peers.get_mut(&range_id) else { return };
+        let Some(peer) = self.peers.get_mut(&range_id) else {
+            return;
+        };
         self.awake.insert(range_id);
         self.touched.insert(range_id);
         if peer.is_leader() {
@@ -156,7 +209,11 @@ impl Store {
             .peers
             .iter()
             // A replica that never had a leader has nothing to learn: a vote request wakes it.
-            .filter(|(id, p)| !self.awake.contains(id) && !p.never_led() && p.descriptor().replica_on(node).is_some())
+            .filter(|(id, p)| {
+                !self.awake.contains(id)
+                    && !p.never_led()
+                    && p.descriptor().replica_on(node).is_some()
+            })
             .map(|(id, _)| *id);
         self.pending_wakes.extend(asleep);
     }
@@ -174,7 +231,9 @@ impl Store {
         };
         let mut woken = 0;
         while woken < budget && !self.too_awake() {
-            let Some(id) = self.pending_wakes.pop_first() else { break };
+            let Some(id) = self.pending_wakes.pop_first() else {
+                break;
+            };
             if !self.awake.contains(&id) {
                 self.wake(id, true);
                 woken += 1;
@@ -187,7 +246,9 @@ impl Store {
         let asleep: Vec<u64> = self
             .peers
             .iter()
-            .filter(|(id, p)| !self.awake.contains(id) && p.leader().is_some_and(|l| l.node_id == node))
+            .filter(|(id, p)| {
+                !self.awake.contains(id) && p.leader().is_some_and(|l| l.node_id == node)
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in asleep {

@@ -19,7 +19,14 @@ use crate::peer::{Peer, PendingRead};
 
 impl Peer {
     /// Starts a read: registers it and asks raft-rs for a read index.
-    pub(crate) fn start_read(&mut self, id: u64, req: Request, callback: Callback, now: u64, clock: Duration) {
+    pub(crate) fn start_read(
+        &mut self,
+        id: u64,
+        req: Request,
+        callback: Callback,
+        now: u64,
+        clock: Duration,
+    ) {
         self.raw.read_index(id.to_be_bytes().to_vec());
         self.reads.push_back(PendingRead {
             id,
@@ -36,10 +43,16 @@ impl Peer {
     /// Records the read indexes raft-rs confirmed.
     /// Each confirmation also renews the lease from the clock time its round was first
     /// issued (`lease.rs`); lease renewals are confirmations with no read attached.
-    pub(crate) fn on_read_states(&mut self, states: Vec<raft::ReadState>, cfg: &crate::config::StoreConfig) {
+    pub(crate) fn on_read_states(
+        &mut self,
+        states: Vec<raft::ReadState>,
+        cfg: &crate::config::StoreConfig,
+    ) {
         let span = super::lease::quorum_lease_span(cfg);
         for rs in states {
-            let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else { continue };
+            let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
+                continue;
+            };
             let id = u64::from_be_bytes(bytes);
             if let Some(issued) = self.take_probe(id) {
                 self.extend_lease(issued, span);
@@ -76,7 +89,11 @@ impl Peer {
         self.reads = waiting;
     }
 
-    pub(crate) fn execute_read(&self, command: &Command, max_scan_bytes: usize) -> Result<Response> {
+    pub(crate) fn execute_read(
+        &self,
+        command: &Command,
+        max_scan_bytes: usize,
+    ) -> Result<Response> {
         let engine = self.raw.store().engine();
         let desc = self.descriptor();
         match command {
@@ -86,7 +103,12 @@ impl Peer {
                 }
                 Ok(Response::Value(engine.get(Cf::Data, key)?))
             }
-            Command::Scan { start, end, limit, max_bytes } => {
+            Command::Scan {
+                start,
+                end,
+                limit,
+                max_bytes,
+            } => {
                 if !desc.contains(start) {
                     return Err(Error::key_not_in_range(desc, start));
                 }
@@ -114,7 +136,10 @@ impl Peer {
         let mut keep = std::collections::VecDeque::with_capacity(self.reads.len());
         for mut read in std::mem::take(&mut self.reads) {
             if now.saturating_sub(read.issued_at) >= timeout {
-                let _ = read.callback.send(Err(Error::Timeout { range_id, ticks: timeout }));
+                let _ = read.callback.send(Err(Error::Timeout {
+                    range_id,
+                    ticks: timeout,
+                }));
             } else if read.read_index.is_none() && !is_leader {
                 let _ = read.callback.send(Err(self.not_leader()));
             } else {
@@ -131,7 +156,10 @@ impl Peer {
                 break;
             }
             let p = self.proposals.pop_front().expect("front exists");
-            let _ = p.callback.send(Err(Error::Timeout { range_id, ticks: timeout }));
+            let _ = p.callback.send(Err(Error::Timeout {
+                range_id,
+                ticks: timeout,
+            }));
         }
     }
 }

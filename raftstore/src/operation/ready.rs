@@ -37,7 +37,10 @@ impl Store {
     /// may leave before the round's write (see the module doc) go to `send_now`, one batch
     /// per destination node, just before it. An `Err` is a storage failure; the store must
     /// stop.
-    pub fn end_round(&mut self, send_now: impl FnMut(u64, Vec<RaftEnvelope>)) -> Result<Vec<(u64, Vec<RaftEnvelope>)>> {
+    pub fn end_round(
+        &mut self,
+        send_now: impl FnMut(u64, Vec<RaftEnvelope>),
+    ) -> Result<Vec<(u64, Vec<RaftEnvelope>)>> {
         let _span = tracing::trace_span!("round", node = self.node_id).entered();
         if let Some(e) = self.fatal.take() {
             return Err(e);
@@ -86,15 +89,24 @@ impl Store {
         let mut must_sync = false;
         let mut readied = Vec::new();
         for id in touched {
-            let Some(peer) = self.peers.get_mut(id) else { continue };
+            let Some(peer) = self.peers.get_mut(id) else {
+                continue;
+            };
             if !peer.raw.has_ready() {
                 continue;
             }
             let mut rd = peer.raw.ready();
-            if rd.ss().is_some_and(|ss| ss.raft_state == raft::StateRole::Leader) {
+            if rd
+                .ss()
+                .is_some_and(|ss| ss.raft_state == raft::StateRole::Leader)
+            {
                 self.meta_updates.extend(peer.meta_entry());
             }
-            let out = Outbound { outbox: &mut early, beats: &mut self.beats, quiet: !self.awake.contains(id) };
+            let out = Outbound {
+                outbox: &mut early,
+                beats: &mut self.beats,
+                quiet: !self.awake.contains(id),
+            };
             queue_messages(out, self.node_id, peer, rd.take_messages());
             if let Some(hs) = rd.hs() {
                 // Staged first: an early flush for a snapshot must not persist the old term.
@@ -102,17 +114,28 @@ impl Store {
             }
             if !rd.snapshot().is_empty() {
                 let node_id = self.node_id;
-                fail::fail_point!("raftstore::before_snapshot_apply", |_| Err(Error::StoreStopped { node_id }));
+                fail::fail_point!("raftstore::before_snapshot_apply", |_| Err(
+                    Error::StoreStopped { node_id }
+                ));
                 let index = rd.snapshot().get_metadata().index;
-                let files = peer.raw.mut_store().apply_snapshot(rd.snapshot(), &mut wb)?;
+                let files = peer
+                    .raw
+                    .mut_store()
+                    .apply_snapshot(rd.snapshot(), &mut wb)?;
                 peer.abandon_proposals_through(index, ctx);
                 // Later entries of this round must read the snapshot's data: write the
                 // cleared span and the new state now, then ingest the files over them.
-                self.engine.write(std::mem::replace(&mut wb, self.engine.batch()), true)?;
+                self.engine
+                    .write(std::mem::replace(&mut wb, self.engine.batch()), true)?;
                 if let Some((key, files)) = files {
-                    fail::fail_point!("raftstore::before_snapshot_ingest", |_| Err(Error::StoreStopped { node_id }));
+                    fail::fail_point!("raftstore::before_snapshot_ingest", |_| Err(
+                        Error::StoreStopped { node_id }
+                    ));
                     self.snaps.ingest(&self.engine, key, &files)?;
-                    wb.delete(flotilla_engine::Cf::Meta, &flotilla_engine::keys::pending_ingest_key(key.range_id));
+                    wb.delete(
+                        flotilla_engine::Cf::Meta,
+                        &flotilla_engine::keys::pending_ingest_key(key.range_id),
+                    );
                 }
                 ctx.batch_written();
                 StoreMetrics::add(&self.metrics.snapshots_applied, 1);
@@ -152,15 +175,25 @@ impl Store {
         let mut wb = self.engine.batch();
         let mut advanced = Vec::with_capacity(readied.len());
         for (id, mut rd) in readied {
-            let Some(peer) = self.peers.get_mut(&id) else { continue };
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
             let quiet = !self.awake.contains(&id);
-            let out = Outbound { outbox: &mut self.outbox, beats: &mut self.beats, quiet };
+            let out = Outbound {
+                outbox: &mut self.outbox,
+                beats: &mut self.beats,
+                quiet,
+            };
             queue_messages(out, self.node_id, peer, rd.take_persisted_messages());
             let mut light = peer.raw.advance(rd);
             if let Some(commit) = light.commit_index() {
                 peer.raw.mut_store().set_commit(commit);
             }
-            let out = Outbound { outbox: &mut self.outbox, beats: &mut self.beats, quiet };
+            let out = Outbound {
+                outbox: &mut self.outbox,
+                beats: &mut self.beats,
+                quiet,
+            };
             queue_messages(out, self.node_id, peer, light.take_messages());
             peer.apply_entries(light.take_committed_entries(), &mut wb, ctx)?;
             advanced.push(id);
@@ -175,7 +208,10 @@ impl Store {
                 peer.raw.mut_store().stage_dirty(&mut wb);
             }
         }
-        fail::fail_point!("raftstore::before_apply_write", |_| Err(self.crashed_here()));
+        fail::fail_point!(
+            "raftstore::before_apply_write",
+            |_| Err(self.crashed_here())
+        );
         if !wb.is_empty() {
             self.engine.write(wb, false)?;
         }
@@ -195,7 +231,9 @@ impl Store {
     /// The error a configured fault point returns: the round fails as on a storage error.
     #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
     fn crashed_here(&self) -> Error {
-        Error::StoreStopped { node_id: self.node_id }
+        Error::StoreStopped {
+            node_id: self.node_id,
+        }
     }
 }
 
@@ -215,11 +253,20 @@ fn queue_messages(out: Outbound<'_>, node_id: u64, peer: &mut Peer, messages: Ve
         return;
     }
     let desc = peer.descriptor();
-    let Some(from) = desc.replica_on(node_id) else { return };
+    let Some(from) = desc.replica_on(node_id) else {
+        return;
+    };
     let mut snapshots_to = Vec::new();
     for message in messages {
-        let Some(to) = desc.replica_by_id(message.to).or_else(|| peer.peer_cache.get(&message.to).copied()) else {
-            tracing::debug!(range = peer.range_id, to = message.to, "message to unknown replica");
+        let Some(to) = desc
+            .replica_by_id(message.to)
+            .or_else(|| peer.peer_cache.get(&message.to).copied())
+        else {
+            tracing::debug!(
+                range = peer.range_id,
+                to = message.to,
+                "message to unknown replica"
+            );
             continue;
         };
         if message.get_msg_type() == MessageType::MsgSnapshot {
@@ -232,7 +279,12 @@ fn queue_messages(out: Outbound<'_>, node_id: u64, peer: &mut Peer, messages: Ve
             }
             continue;
         }
-        let env = RaftEnvelope { range_id: peer.range_id, from, to, message };
+        let env = RaftEnvelope {
+            range_id: peer.range_id,
+            from,
+            to,
+            message,
+        };
         out.outbox.entry(to.node_id).or_default().push(env);
     }
     peer.snapshots_sent.extend(snapshots_to);

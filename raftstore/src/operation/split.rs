@@ -74,12 +74,20 @@ impl Peer {
             // Refused at proposal too. A split proposed before the joint step applied
             // does not get here (its epoch is older: `EpochNotMatch` first); this guards
             // against any path that skips the epoch check.
-            return Err(Error::ConfChangeInProgress { range_id: desc.range_id });
+            return Err(Error::ConfChangeInProgress {
+                range_id: desc.range_id,
+            });
         }
         if req.new_range_id == desc.range_id || req.new_range_id == 0 {
-            return Err(Error::InvalidRequest(format!("bad new range id {}", req.new_range_id)));
+            return Err(Error::InvalidRequest(format!(
+                "bad new range id {}",
+                req.new_range_id
+            )));
         }
-        let epoch = Epoch { version: desc.epoch().version + 1, conf_ver: desc.epoch().conf_ver };
+        let epoch = Epoch {
+            version: desc.epoch().version + 1,
+            conf_ver: desc.epoch().conf_ver,
+        };
         let right = RangeDescriptor {
             range_id: req.new_range_id,
             start: key.clone(),
@@ -93,7 +101,11 @@ impl Peer {
             preferred_node: 0,
             preference_ver: 0,
         };
-        let left = RangeDescriptor { end: key.clone(), epoch: Some(epoch), ..desc };
+        let left = RangeDescriptor {
+            end: key.clone(),
+            epoch: Some(epoch),
+            ..desc
+        };
         self.raw.mut_store().set_descriptor(left.clone(), wb);
         // Both halves are measured again soon: one split may not bring a range that grew
         // quickly under the threshold, and without new writes nothing else would.
@@ -101,11 +113,27 @@ impl Peer {
         let campaign = self.is_leader();
         if campaign {
             let leader = self.descriptor().replica_on(self.node_id);
-            ctx.meta.push(MetaEntry { descriptor: Some(left.clone()), leader, term: self.term() });
-            ctx.meta.push(MetaEntry { descriptor: Some(right.clone()), leader: None, term: 0 });
+            ctx.meta.push(MetaEntry {
+                descriptor: Some(left.clone()),
+                leader,
+                term: self.term(),
+            });
+            ctx.meta.push(MetaEntry {
+                descriptor: Some(right.clone()),
+                leader: None,
+                term: 0,
+            });
         }
-        tracing::info!(range = left.range_id, new_range = right.range_id, "split applied");
-        ctx.splits.push(SplitOutcome { right: right.clone(), campaign, storage: None });
+        tracing::info!(
+            range = left.range_id,
+            new_range = right.range_id,
+            "split applied"
+        );
+        ctx.splits.push(SplitOutcome {
+            right: right.clone(),
+            campaign,
+            storage: None,
+        });
         Ok(Response::Split { left, right })
     }
 }
@@ -117,12 +145,16 @@ impl Store {
     pub(crate) fn stage_splits(&mut self, wb: &mut WriteBatch, ctx: &mut ApplyContext) {
         for outcome in ctx.splits.iter_mut().filter(|o| o.storage.is_none()) {
             let id = outcome.right.range_id;
-            if self.peers.get(&id).is_some_and(|p| p.raw.store().is_initialized()) {
+            if self
+                .peers
+                .get(&id)
+                .is_some_and(|p| p.raw.store().is_initialized())
+            {
                 tracing::warn!(range = id, "split target already exists here; keeping it");
                 continue;
             }
-            let storage =
-                PeerStorage::split_init(self.engine.clone(), outcome.right.clone(), wb).with_store(self.clock.clone(), self.snaps.clone());
+            let storage = PeerStorage::split_init(self.engine.clone(), outcome.right.clone(), wb)
+                .with_store(self.clock.clone(), self.snaps.clone());
             outcome.storage = Some(storage);
         }
     }
@@ -131,15 +163,26 @@ impl Store {
     /// uninitialized replica of the same range is replaced.
     pub(crate) fn create_split_peers(&mut self, ctx: &mut ApplyContext) -> Result<()> {
         for outcome in ctx.splits.drain(..) {
-            let Some(storage) = outcome.storage else { continue };
+            let Some(storage) = outcome.storage else {
+                continue;
+            };
             let replaces = self.peers.contains_key(&outcome.right.range_id);
-            let mut peer = Peer::new(self.node_id, storage, &self.cfg, self.election_seed, &self.logger)?;
+            let mut peer = Peer::new(
+                self.node_id,
+                storage,
+                &self.cfg,
+                self.election_seed,
+                &self.logger,
+            )?;
             peer.written_since_check = RECHECK;
             if replaces {
                 // The uninitialized replica it replaces may have answered a leader (and so
                 // helped a lease); the new one starts with no leader, so it must not vote
                 // or campaign until any such promise has run out.
-                let window = self.cfg.liveness_timeout_ticks.max(self.cfg.election_ticks as u64);
+                let window = self
+                    .cfg
+                    .liveness_timeout_ticks
+                    .max(self.cfg.election_ticks as u64);
                 peer.no_votes_until = self.clock.now() + self.ticks_as_time(window);
             }
             if outcome.campaign {
@@ -160,10 +203,19 @@ impl Store {
     /// The answer to a split at a key that already starts range `right`: done, as a retry
     /// after an ambiguous attempt expects (the left neighbour must be hosted here too).
     pub(crate) fn already_split(&self, right: RangeDescriptor) -> Result<Response> {
-        let left = self.peers.values().map(|p| p.descriptor()).find(|d| d.end == right.start && !d.end.is_empty());
+        let left = self
+            .peers
+            .values()
+            .map(|p| p.descriptor())
+            .find(|d| d.end == right.start && !d.end.is_empty());
         match left {
-            Some(left) => Ok(Response::Split { left: left.clone(), right }),
-            None => Err(Error::InvalidRequest("the range already starts at the split key".into())),
+            Some(left) => Ok(Response::Split {
+                left: left.clone(),
+                right,
+            }),
+            None => Err(Error::InvalidRequest(
+                "the range already starts at the split key".into(),
+            )),
         }
     }
 
@@ -172,7 +224,9 @@ impl Store {
     pub(crate) fn alloc_range_id(&mut self) -> Result<u64> {
         if self.next_range_id >= self.reserved_range_id {
             let stored = match self.engine.get(Cf::Meta, RANGE_ID_ALLOC_KEY)? {
-                Some(b) => <[u8; 8]>::try_from(b.as_slice()).map(u64::from_be_bytes).unwrap_or(0),
+                Some(b) => <[u8; 8]>::try_from(b.as_slice())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0),
                 None => 0,
             };
             let from = stored.max(self.next_range_id).max(1);
@@ -196,7 +250,12 @@ impl Store {
             return;
         }
         // A range written to is awake; quiesced ones have nothing new to measure.
-        let Store { awake, peers, split_checks, .. } = self;
+        let Store {
+            awake,
+            peers,
+            split_checks,
+            ..
+        } = self;
         crate::store::each_awake(peers, awake, |_, peer| {
             if peer.written_since_check < step || !peer.is_leader() {
                 return;
@@ -224,7 +283,14 @@ impl Store {
     /// (the result of a size check). The outcome is only logged.
     pub fn on_split_key(&mut self, range_id: u64, epoch: Epoch, split_key: Vec<u8>) {
         let (cb, mut rx) = callback();
-        self.on_request(Request { range_id, epoch, command: Command::Split { split_key } }, cb);
+        self.on_request(
+            Request {
+                range_id,
+                epoch,
+                command: Command::Split { split_key },
+            },
+            cb,
+        );
         if let Ok(Err(e)) = rx.try_recv() {
             tracing::debug!(range = range_id, error = %e, "automatic split not proposed");
         }
@@ -234,7 +300,11 @@ impl Store {
 /// Scans the task's range (twice, on one engine snapshot, holding one key at a time) and
 /// returns the first key past half its size when the range holds more than `split_size`
 /// bytes of keys and values. Runs on any thread.
-pub fn find_split_key(engine: &Engine, task: &SplitCheckTask, split_size: u64) -> Result<Option<Vec<u8>>> {
+pub fn find_split_key(
+    engine: &Engine,
+    task: &SplitCheckTask,
+    split_size: u64,
+) -> Result<Option<Vec<u8>>> {
     let snap = engine.snapshot();
     let mut total = 0u64;
     snap.scan(Cf::Data, &task.start, &task.end, |k, v| {

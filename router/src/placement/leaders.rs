@@ -53,8 +53,15 @@ pub enum LeaderReason {
 pub fn plan_leaders(state: &ClusterState, max_moves: usize) -> Vec<LeaderMove> {
     let nodes: BTreeMap<u64, &NodeState> = state.nodes.iter().map(|n| (n.node_id, n)).collect();
     let ranges: Vec<&RangeDescriptor> = state.ranges.iter().filter(|d| !changing(d)).collect();
-    let mut preferred: Vec<Option<u64>> = ranges.iter().map(|d| d.preferred_voter().map(|r| r.node_id)).collect();
-    let mut count: BTreeMap<u64, usize> = nodes.values().filter(|n| n.accepts()).map(|n| (n.node_id, 0)).collect();
+    let mut preferred: Vec<Option<u64>> = ranges
+        .iter()
+        .map(|d| d.preferred_voter().map(|r| r.node_id))
+        .collect();
+    let mut count: BTreeMap<u64, usize> = nodes
+        .values()
+        .filter(|n| n.accepts())
+        .map(|n| (n.node_id, 0))
+        .collect();
     for n in preferred.iter().flatten() {
         if let Some(c) = count.get_mut(n) {
             *c += 1;
@@ -69,20 +76,34 @@ pub fn plan_leaders(state: &ClusterState, max_moves: usize) -> Vec<LeaderMove> {
         if let Some(to) = emptiest_voter(desc, &count, from) {
             *count.get_mut(&to).expect("a live node") += 1;
             preferred[i] = Some(to);
-            moves.push(LeaderMove { range_id: desc.range_id, from, to, reason: LeaderReason::PreferredUnavailable });
+            moves.push(LeaderMove {
+                range_id: desc.range_id,
+                from,
+                to,
+                reason: LeaderReason::PreferredUnavailable,
+            });
         }
     }
     while moves.len() < max_moves {
-        let Some((i, from, to)) = best_balance_move(&ranges, &preferred, &count) else { break };
+        let Some((i, from, to)) = best_balance_move(&ranges, &preferred, &count) else {
+            break;
+        };
         *count.get_mut(&from).expect("counted") -= 1;
         *count.get_mut(&to).expect("counted") += 1;
         preferred[i] = Some(to);
-        moves.push(LeaderMove { range_id: ranges[i].range_id, from, to, reason: LeaderReason::Balance });
+        moves.push(LeaderMove {
+            range_id: ranges[i].range_id,
+            from,
+            to,
+            reason: LeaderReason::Balance,
+        });
     }
     // A range moved twice in one plan needs only its last preference.
     let mut last: BTreeMap<u64, LeaderMove> = BTreeMap::new();
     for m in moves {
-        last.entry(m.range_id).and_modify(|e| e.to = m.to).or_insert(m);
+        last.entry(m.range_id)
+            .and_modify(|e| e.to = m.to)
+            .or_insert(m);
     }
     last.into_values().filter(|m| m.from != m.to).collect()
 }
@@ -98,7 +119,9 @@ fn best_balance_move(
     by_load.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     for (have, from) in by_load {
         let mine = (0..ranges.len()).filter(|i| preferred[*i] == Some(from));
-        let best = mine.filter_map(|i| emptiest_voter(ranges[i], count, from).map(|to| (count[&to], to, i))).min();
+        let best = mine
+            .filter_map(|i| emptiest_voter(ranges[i], count, from).map(|to| (count[&to], to, i)))
+            .min();
         if let Some((theirs, to, i)) = best {
             if have >= theirs + 2 {
                 return Some((i, from, to));
@@ -110,12 +133,21 @@ fn best_balance_move(
 
 /// True when a preference on this node should move at once (rule 1).
 fn unavailable(node: Option<&&NodeState>) -> bool {
-    node.is_none_or(|n| matches!(n.liveness, Liveness::Dead | Liveness::Decommissioning | Liveness::Decommissioned))
+    node.is_none_or(|n| {
+        matches!(
+            n.liveness,
+            Liveness::Dead | Liveness::Decommissioning | Liveness::Decommissioned
+        )
+    })
 }
 
 /// The live voter of `desc`, other than on `except`, whose node is preferred by the fewest
 /// ranges (then the lowest id).
-fn emptiest_voter(desc: &RangeDescriptor, count: &BTreeMap<u64, usize>, except: u64) -> Option<u64> {
+fn emptiest_voter(
+    desc: &RangeDescriptor,
+    count: &BTreeMap<u64, usize>,
+    except: u64,
+) -> Option<u64> {
     desc.replicas
         .iter()
         .filter(|r| r.node_id != except && desc.voter_on(r.node_id).is_some())
@@ -132,8 +164,14 @@ mod tests {
     fn range(id: u64, on: &[u64]) -> RangeDescriptor {
         RangeDescriptor {
             range_id: id,
-            epoch: Some(Epoch { version: 1, conf_ver: 1 }),
-            replicas: on.iter().map(|n| Replica::voter(*n, id * 100 + n)).collect(),
+            epoch: Some(Epoch {
+                version: 1,
+                conf_ver: 1,
+            }),
+            replicas: on
+                .iter()
+                .map(|n| Replica::voter(*n, id * 100 + n))
+                .collect(),
             ..Default::default()
         }
     }
@@ -144,8 +182,20 @@ mod tests {
     }
 
     fn state(nodes: &[(u64, Liveness)], ranges: Vec<RangeDescriptor>) -> ClusterState {
-        let nodes = nodes.iter().map(|&(node_id, liveness)| NodeState { node_id, liveness, zone: None }).collect();
-        ClusterState { nodes, ranges, replication_factor: 3, ..Default::default() }
+        let nodes = nodes
+            .iter()
+            .map(|&(node_id, liveness)| NodeState {
+                node_id,
+                liveness,
+                zone: None,
+            })
+            .collect();
+        ClusterState {
+            nodes,
+            ranges,
+            replication_factor: 3,
+            ..Default::default()
+        }
     }
 
     fn live(ids: &[u64]) -> Vec<(u64, Liveness)> {
@@ -155,12 +205,18 @@ mod tests {
     /// Applies `moves` to `s` as the stores would, and returns preferred ranges per node.
     fn apply(s: &mut ClusterState, moves: &[LeaderMove]) -> BTreeMap<u64, usize> {
         for m in moves {
-            let d = s.ranges.iter_mut().find(|d| d.range_id == m.range_id).unwrap();
+            let d = s
+                .ranges
+                .iter_mut()
+                .find(|d| d.range_id == m.range_id)
+                .unwrap();
             d.preferred_node = m.to;
         }
         let mut count = BTreeMap::new();
         for d in &s.ranges {
-            *count.entry(d.preferred_voter().unwrap().node_id).or_insert(0) += 1;
+            *count
+                .entry(d.preferred_voter().unwrap().node_id)
+                .or_insert(0) += 1;
         }
         count
     }
@@ -176,33 +232,59 @@ mod tests {
         let mut nodes = live(&[1, 2, 3, 4]);
         nodes[0].1 = Liveness::Dead;
         nodes[1].1 = Liveness::Decommissioning;
-        let ranges = vec![preferring(range(1, &[1, 3, 4]), 1), preferring(range(2, &[2, 3, 4]), 2), preferring(range(3, &[3, 4, 1]), 3)];
+        let ranges = vec![
+            preferring(range(1, &[1, 3, 4]), 1),
+            preferring(range(2, &[2, 3, 4]), 2),
+            preferring(range(3, &[3, 4, 1]), 3),
+        ];
         let moves = plan_leaders(&state(&nodes, ranges), 100);
-        let to: Vec<(u64, u64, LeaderReason)> = moves.iter().map(|m| (m.range_id, m.to, m.reason)).collect();
+        let to: Vec<(u64, u64, LeaderReason)> =
+            moves.iter().map(|m| (m.range_id, m.to, m.reason)).collect();
         // Node 3 is preferred by range 3 already, so range 1 goes to 4, then range 2 to 3.
-        assert_eq!(to, vec![(1, 4, LeaderReason::PreferredUnavailable), (2, 3, LeaderReason::PreferredUnavailable)]);
+        assert_eq!(
+            to,
+            vec![
+                (1, 4, LeaderReason::PreferredUnavailable),
+                (2, 3, LeaderReason::PreferredUnavailable)
+            ]
+        );
     }
 
     #[test]
     fn a_suspect_node_keeps_its_preferences() {
         let mut nodes = live(&[1, 2, 3]);
         nodes[0].1 = Liveness::Suspect;
-        let ranges = vec![preferring(range(1, &[1, 2, 3]), 1), preferring(range(2, &[1, 2, 3]), 2), preferring(range(3, &[1, 2, 3]), 3)];
+        let ranges = vec![
+            preferring(range(1, &[1, 2, 3]), 1),
+            preferring(range(2, &[1, 2, 3]), 2),
+            preferring(range(3, &[1, 2, 3]), 3),
+        ];
         assert_eq!(plan_leaders(&state(&nodes, ranges), 100), vec![]);
     }
 
     #[test]
     fn a_new_node_is_given_its_share_of_leaders() {
         // Twelve ranges all preferring node 1; four of them have a voter on the new node 4.
-        let mut ranges: Vec<_> = (1..=8).map(|i| preferring(range(i, &[1, 2, 3]), 1)).collect();
+        let mut ranges: Vec<_> = (1..=8)
+            .map(|i| preferring(range(i, &[1, 2, 3]), 1))
+            .collect();
         ranges.extend((9..=12).map(|i| preferring(range(i, &[1, 2, 4]), 1)));
         let mut s = state(&live(&[1, 2, 3, 4]), ranges);
         let moves = plan_leaders(&s, 100);
-        assert!(moves.iter().all(|m| m.reason == LeaderReason::Balance && m.from == 1), "{moves:?}");
+        assert!(
+            moves
+                .iter()
+                .all(|m| m.reason == LeaderReason::Balance && m.from == 1),
+            "{moves:?}"
+        );
         let count = apply(&mut s, &moves);
         assert_eq!(count.values().sum::<usize>(), 12);
         assert_eq!(count.values().copied().max(), Some(3), "{count:?}");
-        assert_eq!(count.get(&4), Some(&3), "the new node leads its share: {count:?}");
+        assert_eq!(
+            count.get(&4),
+            Some(&3),
+            "the new node leads its share: {count:?}"
+        );
         assert_eq!(plan_leaders(&s, 100), vec![], "a balanced plan is stable");
     }
 
@@ -210,14 +292,21 @@ mod tests {
     fn the_rule_leaves_no_move_that_narrows_a_gap_of_two() {
         // Ranges on overlapping node sets, every preference on node 1.
         let sets: [&[u64]; 4] = [&[1, 2, 3], &[1, 3, 4], &[1, 4, 5], &[1, 5, 2]];
-        let ranges = (0..20).map(|i| preferring(range(i + 1, sets[i as usize % 4]), 1)).collect();
+        let ranges = (0..20)
+            .map(|i| preferring(range(i + 1, sets[i as usize % 4]), 1))
+            .collect();
         let mut s = state(&live(&[1, 2, 3, 4, 5]), ranges);
         let moves = plan_leaders(&s, 1000);
         let count = apply(&mut s, &moves);
         for d in &s.ranges {
             let p = d.preferred_voter().unwrap().node_id;
             for r in &d.replicas {
-                assert!(count[&p] < count[&r.node_id] + 2, "range {} could move from {p} to {}: {count:?}", d.range_id, r.node_id);
+                assert!(
+                    count[&p] < count[&r.node_id] + 2,
+                    "range {} could move from {p} to {}: {count:?}",
+                    d.range_id,
+                    r.node_id
+                );
             }
         }
         assert!(count.values().all(|c| (3..=5).contains(c)), "{count:?}");
@@ -225,14 +314,22 @@ mod tests {
 
     #[test]
     fn at_most_max_moves_and_learners_and_joint_ranges_are_left_alone() {
-        let ranges: Vec<_> = (1..=9).map(|i| preferring(range(i, &[1, 2, 3]), 1)).collect();
+        let ranges: Vec<_> = (1..=9)
+            .map(|i| preferring(range(i, &[1, 2, 3]), 1))
+            .collect();
         let s = state(&live(&[1, 2, 3]), ranges);
         assert_eq!(plan_leaders(&s, 2).len(), 2);
         let mut learner = preferring(range(20, &[1, 2]), 1);
-        learner.replicas.push(Replica::voter(3, 2003).with_role(ReplicaRole::Learner));
+        learner
+            .replicas
+            .push(Replica::voter(3, 2003).with_role(ReplicaRole::Learner));
         let mut nodes = live(&[2, 3]);
         nodes.push((1, Liveness::Dead));
-        assert_eq!(plan_leaders(&state(&nodes, vec![learner]), 10), vec![], "a range with a learner is changing");
+        assert_eq!(
+            plan_leaders(&state(&nodes, vec![learner]), 10),
+            vec![],
+            "a range with a learner is changing"
+        );
         // A preference naming a node without a voter falls back to the rule (here node 2).
         let lone = preferring(range(21, &[1, 2]), 9);
         assert_eq!(lone.preferred_voter().map(|r| r.node_id), Some(2));

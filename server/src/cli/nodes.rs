@@ -25,7 +25,10 @@ pub async fn nodes(r: &Remote, out: &mut Out, sizes: bool) -> Outcome {
     show(out, &resp)?;
     let healthy = resp.under_replicated == 0
         && resp.unavailable == 0
-        && resp.nodes.iter().all(|n| matches!(n.liveness.as_str(), "live" | "decommissioned"));
+        && resp
+            .nodes
+            .iter()
+            .all(|n| matches!(n.liveness.as_str(), "live" | "decommissioned"));
     Ok(if healthy { EXIT_OK } else { EXIT_NOT_LIVE })
 }
 
@@ -36,7 +39,11 @@ pub async fn node(r: &Remote, out: &mut Out, cmd: NodeCmd) -> Outcome {
     };
     let resp = r.check(r.client.decommission(node, leave).await)?;
     if !out.json {
-        let what = if leave { "decommissioning: its replicas and leases are moving to other nodes" } else { "recommissioned" };
+        let what = if leave {
+            "decommissioning: its replicas and leases are moving to other nodes"
+        } else {
+            "recommissioned"
+        };
         out.bytes(format!("node {node}: {what}\n").as_bytes())?;
     }
     show(out, &resp)?;
@@ -60,19 +67,49 @@ pub fn text(s: &NodesResponse) -> String {
         s.cluster_id,
         s.answered_by,
         s.replication_factor,
-        if s.placement_node == 0 { "?".to_string() } else { s.placement_node.to_string() }
+        if s.placement_node == 0 {
+            "?".to_string()
+        } else {
+            s.placement_node.to_string()
+        }
     );
     let row = |c: [&str; 9]| {
-        format!("{:>6}  {:<22} {:<16} {:<6} {:>8} {:>8} {:>7} {:>10}  {}\n", c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8])
+        format!(
+            "{:>6}  {:<22} {:<16} {:<6} {:>8} {:>8} {:>7} {:>10}  {}\n",
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
+        )
     };
-    t += &row(["node", "address", "liveness", "zone", "replicas", "leaders", "leases", "bytes", ""]);
+    t += &row([
+        "node", "address", "liveness", "zone", "replicas", "leaders", "leases", "bytes", "",
+    ]);
     for n in &s.nodes {
         let zone = if n.zone.is_empty() { "-" } else { &n.zone };
-        let (replicas, leaders, leases) = (n.replicas.to_string(), n.leaders.to_string(), n.leases.to_string());
-        let note = if n.error.is_empty() { String::new() } else { format!("({})", n.error) };
-        t += &row([&n.node_id.to_string(), &n.address, &n.liveness, zone, &replicas, &leaders, &leases, &human_bytes(n.bytes), &note]);
+        let (replicas, leaders, leases) = (
+            n.replicas.to_string(),
+            n.leaders.to_string(),
+            n.leases.to_string(),
+        );
+        let note = if n.error.is_empty() {
+            String::new()
+        } else {
+            format!("({})", n.error)
+        };
+        t += &row([
+            &n.node_id.to_string(),
+            &n.address,
+            &n.liveness,
+            zone,
+            &replicas,
+            &leaders,
+            &leases,
+            &human_bytes(n.bytes),
+            &note,
+        ]);
     }
-    t += &format!("ranges under-replicated: {}, unavailable: {}\n", s.under_replicated, s.unavailable);
+    t += &format!(
+        "ranges under-replicated: {}, unavailable: {}\n",
+        s.under_replicated, s.unavailable
+    );
     t
 }
 

@@ -16,8 +16,8 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::discovery::hello;
 use crate::errors::{invalid, router_status, status};
-use crate::proto::admin_server::Admin;
 use crate::proto::admin_client::AdminClient;
+use crate::proto::admin_server::Admin;
 use crate::proto::internal_client::InternalClient;
 use crate::proto::*;
 use crate::server::{new_identity, State};
@@ -34,7 +34,10 @@ impl Admin for AdminService {
     async fn init(&self, req: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
         let state = &self.0;
         let req = req.into_inner();
-        if let Some(identity) = state.stored_identity().map_err(|e| status(Code::Internal, "storage", e.to_string()))? {
+        if let Some(identity) = state
+            .stored_identity()
+            .map_err(|e| status(Code::Internal, "storage", e.to_string()))?
+        {
             let first = first_member(&identity.nodes);
             if first.node_id != state.cfg.node_id {
                 return forward_init(state, &first.address, req).await;
@@ -77,7 +80,10 @@ impl Admin for AdminService {
         }
         send_bootstraps(state, &identity).await?;
         tracing::info!(cluster = %identity.cluster_id, nodes = identity.nodes.len(), "cluster initialized");
-        Ok(Response::new(InitResponse { cluster_id: identity.cluster_id, nodes: identity.nodes }))
+        Ok(Response::new(InitResponse {
+            cluster_id: identity.cluster_id,
+            nodes: identity.nodes,
+        }))
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
@@ -86,8 +92,14 @@ impl Admin for AdminService {
         let mut nodes = Vec::new();
         let view = state.cluster_view();
         for n in state.peers.known() {
-            let gone = view.node(n.node_id).is_some_and(|r| r.membership() == NodeMembership::Decommissioned);
-            let mut row = NodeStatus { node_id: n.node_id, address: n.address.clone(), ..Default::default() };
+            let gone = view
+                .node(n.node_id)
+                .is_some_and(|r| r.membership() == NodeMembership::Decommissioned);
+            let mut row = NodeStatus {
+                node_id: n.node_id,
+                address: n.address.clone(),
+                ..Default::default()
+            };
             match node_summary(state, n.node_id).await {
                 Ok(r) => {
                     row.live = true;
@@ -103,7 +115,11 @@ impl Admin for AdminService {
             nodes.push(row);
         }
         let answered_by = state.cfg.node_id;
-        Ok(Response::new(StatusResponse { cluster_id: running.cluster_id.clone(), answered_by, nodes }))
+        Ok(Response::new(StatusResponse {
+            cluster_id: running.cluster_id.clone(),
+            answered_by,
+            nodes,
+        }))
     }
 
     async fn ranges(&self, _: Request<RangesRequest>) -> Result<Response<RangesResponse>, Status> {
@@ -111,9 +127,15 @@ impl Admin for AdminService {
         state.serving()?;
         let mut best: BTreeMap<u64, RangeInfo> = BTreeMap::new();
         for n in state.peers.known() {
-            let Ok(resp) = node_ranges(state, n.node_id, true).await else { continue };
+            let Ok(resp) = node_ranges(state, n.node_id, true).await else {
+                continue;
+            };
             for info in resp.ranges {
-                let id = info.descriptor.as_ref().map(|d| d.range_id).unwrap_or_default();
+                let id = info
+                    .descriptor
+                    .as_ref()
+                    .map(|d| d.range_id)
+                    .unwrap_or_default();
                 let leads = info.leader_node == resp.node_id;
                 let better = match best.get(&id) {
                     None => true,
@@ -124,7 +146,9 @@ impl Admin for AdminService {
                 }
             }
         }
-        Ok(Response::new(RangesResponse { ranges: best.into_values().collect() }))
+        Ok(Response::new(RangesResponse {
+            ranges: best.into_values().collect(),
+        }))
     }
 
     async fn split(&self, req: Request<SplitRequest>) -> Result<Response<SplitResponse>, Status> {
@@ -132,7 +156,10 @@ impl Admin for AdminService {
         let running = state.serving()?;
         let key = req.into_inner().key;
         let (left, right) = running.db.split(&key).await.map_err(router_status)?;
-        Ok(Response::new(SplitResponse { left: Some(left), right: Some(right) }))
+        Ok(Response::new(SplitResponse {
+            left: Some(left),
+            right: Some(right),
+        }))
     }
 
     async fn change_replicas(
@@ -144,23 +171,42 @@ impl Admin for AdminService {
         let req = req.into_inner();
         check_members(state, &req.add)?;
         let desc = find_range(state, req.range_id).await?;
-        let changed = running.db.change_range_replicas(&desc, req.add, req.remove).await.map_err(router_status)?;
-        Ok(Response::new(ChangeReplicasResponse { descriptor: Some(changed) }))
+        let changed = running
+            .db
+            .change_range_replicas(&desc, req.add, req.remove)
+            .await
+            .map_err(router_status)?;
+        Ok(Response::new(ChangeReplicasResponse {
+            descriptor: Some(changed),
+        }))
     }
 
     async fn nodes(&self, req: Request<NodesRequest>) -> Result<Response<NodesResponse>, Status> {
         let sizes = !req.into_inner().skip_sizes;
-        Ok(Response::new(crate::service::nodes::nodes(&self.0, sizes).await?))
+        Ok(Response::new(
+            crate::service::nodes::nodes(&self.0, sizes).await?,
+        ))
     }
 
-    async fn decommission(&self, req: Request<DecommissionRequest>) -> Result<Response<NodesResponse>, Status> {
+    async fn decommission(
+        &self,
+        req: Request<DecommissionRequest>,
+    ) -> Result<Response<NodesResponse>, Status> {
         let node = req.into_inner().node_id;
-        Ok(Response::new(crate::service::nodes::set_membership(&self.0, node, NodeMembership::Decommissioning).await?))
+        Ok(Response::new(
+            crate::service::nodes::set_membership(&self.0, node, NodeMembership::Decommissioning)
+                .await?,
+        ))
     }
 
-    async fn recommission(&self, req: Request<DecommissionRequest>) -> Result<Response<NodesResponse>, Status> {
+    async fn recommission(
+        &self,
+        req: Request<DecommissionRequest>,
+    ) -> Result<Response<NodesResponse>, Status> {
         let node = req.into_inner().node_id;
-        Ok(Response::new(crate::service::nodes::set_membership(&self.0, node, NodeMembership::Active).await?))
+        Ok(Response::new(
+            crate::service::nodes::set_membership(&self.0, node, NodeMembership::Active).await?,
+        ))
     }
 
     async fn set_replication_factor(
@@ -168,23 +214,40 @@ impl Admin for AdminService {
         req: Request<SetReplicationFactorRequest>,
     ) -> Result<Response<NodesResponse>, Status> {
         let factor = req.into_inner().replication_factor;
-        Ok(Response::new(crate::service::nodes::set_replication_factor(&self.0, factor).await?))
+        Ok(Response::new(
+            crate::service::nodes::set_replication_factor(&self.0, factor).await?,
+        ))
     }
 }
 
 /// The newest descriptor of range `range_id` any node reports.
-async fn find_range(state: &Arc<State>, range_id: u64) -> Result<flotilla_raftstore::RangeDescriptor, Status> {
+async fn find_range(
+    state: &Arc<State>,
+    range_id: u64,
+) -> Result<flotilla_raftstore::RangeDescriptor, Status> {
     let mut best: Option<flotilla_raftstore::RangeDescriptor> = None;
     for n in state.peers.known() {
-        let Ok(resp) = node_ranges(state, n.node_id, false).await else { continue };
-        for d in resp.ranges.into_iter().filter_map(|i| i.descriptor).filter(|d| d.range_id == range_id) {
-            let shape = |d: &flotilla_raftstore::RangeDescriptor| (d.epoch().version, d.epoch().conf_ver);
+        let Ok(resp) = node_ranges(state, n.node_id, false).await else {
+            continue;
+        };
+        for d in resp
+            .ranges
+            .into_iter()
+            .filter_map(|i| i.descriptor)
+            .filter(|d| d.range_id == range_id)
+        {
+            let shape =
+                |d: &flotilla_raftstore::RangeDescriptor| (d.epoch().version, d.epoch().conf_ver);
             if best.as_ref().is_none_or(|b| shape(&d) > shape(b)) {
                 best = Some(d);
             }
         }
     }
-    best.ok_or_else(|| invalid(format!("no node reports range {range_id}; `flotilla ranges` lists the ranges")))
+    best.ok_or_else(|| {
+        invalid(format!(
+            "no node reports range {range_id}; `flotilla ranges` lists the ranges"
+        ))
+    })
 }
 
 /// Refuses to add replicas on nodes that are not members of the cluster.
@@ -218,14 +281,20 @@ enum Gathered {
 /// out a node some member knows of (their `--join` lists differ), so two inits cannot
 /// bootstrap overlapping member sets.
 async fn gather_members(state: &State) -> Result<Gathered, Status> {
-    let mut members = vec![NodeAddress { node_id: state.cfg.node_id, address: state.cfg.advertise.clone() }];
+    let mut members = vec![NodeAddress {
+        node_id: state.cfg.node_id,
+        address: state.cfg.advertise.clone(),
+    }];
     let mut known: Vec<NodeAddress> = state.peers.known();
     for address in &state.cfg.join {
         let resp = hello(state, address).await.map_err(|e| {
             status(
                 Code::Unavailable,
                 "unavailable",
-                format!("--join node at {address} did not answer ({}); init needs every node up", e.message()),
+                format!(
+                    "--join node at {address} did not answer ({}); init needs every node up",
+                    e.message()
+                ),
             )
         })?;
         if !resp.cluster_id.is_empty() {
@@ -240,13 +309,22 @@ async fn gather_members(state: &State) -> Result<Gathered, Status> {
         match members.iter().find(|n| n.node_id == resp.node_id) {
             Some(n) if resp.node_id == state.cfg.node_id || n.address == *address => {}
             Some(n) => {
-                return Err(invalid(format!("node id {} answers at both {} and {address}", resp.node_id, n.address)))
+                return Err(invalid(format!(
+                    "node id {} answers at both {} and {address}",
+                    resp.node_id, n.address
+                )))
             }
-            None => members.push(NodeAddress { node_id: resp.node_id, address: address.clone() }),
+            None => members.push(NodeAddress {
+                node_id: resp.node_id,
+                address: address.clone(),
+            }),
         }
         known.extend(resp.known);
     }
-    if let Some(stray) = known.iter().find(|k| !members.iter().any(|m| m.node_id == k.node_id)) {
+    if let Some(stray) = known
+        .iter()
+        .find(|k| !members.iter().any(|m| m.node_id == k.node_id))
+    {
         return Err(invalid(format!(
             "node {} at {} is known to the cluster's nodes but not in this node's --join list; \
              list every node in --join (or run init on a node that does)",
@@ -258,13 +336,25 @@ async fn gather_members(state: &State) -> Result<Gathered, Status> {
 
 /// The member with the lowest id: the one that bootstraps the others.
 pub(crate) fn first_member(nodes: &[NodeAddress]) -> NodeAddress {
-    nodes.iter().min_by_key(|n| n.node_id).cloned().unwrap_or_default()
+    nodes
+        .iter()
+        .min_by_key(|n| n.node_id)
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Hands `init` to the node at `address`.
-async fn forward_init(state: &State, address: &str, req: InitRequest) -> Result<Response<InitResponse>, Status> {
-    tracing::info!(to = address, "forwarding init to the member with the lowest id");
-    let channel = crate::peers::channel_to(address).map_err(|e| invalid(format!("address {address}: {e}")))?;
+async fn forward_init(
+    state: &State,
+    address: &str,
+    req: InitRequest,
+) -> Result<Response<InitResponse>, Status> {
+    tracing::info!(
+        to = address,
+        "forwarding init to the member with the lowest id"
+    );
+    let channel = crate::peers::channel_to(address)
+        .map_err(|e| invalid(format!("address {address}: {e}")))?;
     let mut call = Request::new(req);
     call.set_timeout(Duration::from_secs(30));
     state.peers.stamp(&mut call);
@@ -278,28 +368,59 @@ fn newer_shape(a: &RangeInfo, b: &RangeInfo) -> bool {
 }
 
 /// Node `node`'s replicas: from the store here, or by asking that node.
-pub(crate) async fn node_ranges(state: &Arc<State>, node: u64, with_sizes: bool) -> Result<NodeRangesResponse, Status> {
+pub(crate) async fn node_ranges(
+    state: &Arc<State>,
+    node: u64,
+    with_sizes: bool,
+) -> Result<NodeRangesResponse, Status> {
     if node == state.cfg.node_id {
         return local_ranges(state, with_sizes).await;
     }
-    ask_node_ranges(state, node, NodeRangesRequest { with_sizes, summary_only: false }).await
+    ask_node_ranges(
+        state,
+        node,
+        NodeRangesRequest {
+            with_sizes,
+            summary_only: false,
+        },
+    )
+    .await
 }
 
 /// A node's counts of replicas, leaders and leases (no rows: cheap at any range count).
-pub(crate) async fn node_summary(state: &Arc<State>, node: u64) -> Result<NodeRangesResponse, Status> {
+pub(crate) async fn node_summary(
+    state: &Arc<State>,
+    node: u64,
+) -> Result<NodeRangesResponse, Status> {
     if node == state.cfg.node_id {
         return local_summary(state).await;
     }
-    ask_node_ranges(state, node, NodeRangesRequest { with_sizes: false, summary_only: true }).await
+    ask_node_ranges(
+        state,
+        node,
+        NodeRangesRequest {
+            with_sizes: false,
+            summary_only: true,
+        },
+    )
+    .await
 }
 
-async fn ask_node_ranges(state: &Arc<State>, node: u64, req: NodeRangesRequest) -> Result<NodeRangesResponse, Status> {
-    let channel = state.peers.channel(node).ok_or_else(|| Status::unavailable(format!("no address for node {node}")))?;
+async fn ask_node_ranges(
+    state: &Arc<State>,
+    node: u64,
+    req: NodeRangesRequest,
+) -> Result<NodeRangesResponse, Status> {
+    let channel = state
+        .peers
+        .channel(node)
+        .ok_or_else(|| Status::unavailable(format!("no address for node {node}")))?;
     let mut req = Request::new(req);
     req.set_timeout(NODE_TIMEOUT);
     state.peers.stamp(&mut req);
     // 100,000 replicas' rows pass tonic's default 4 MiB limit.
-    let mut client = InternalClient::new(channel).max_decoding_message_size(crate::transport::MAX_FRAME_BYTES);
+    let mut client =
+        InternalClient::new(channel).max_decoding_message_size(crate::transport::MAX_FRAME_BYTES);
     Ok(client.node_ranges(req).await?.into_inner())
 }
 
@@ -309,7 +430,11 @@ async fn send_bootstraps(state: &State, identity: &BootstrapRequest) -> Result<(
     // A member that has served never gets a bootstrap again: if its disk is blank now, it
     // lost its data (see `identity`), and the initial ranges would not bring it back.
     let seen = state.members_seen();
-    for n in identity.nodes.iter().filter(|n| n.node_id != state.cfg.node_id && !seen.contains(&n.node_id)) {
+    for n in identity
+        .nodes
+        .iter()
+        .filter(|n| n.node_id != state.cfg.node_id && !seen.contains(&n.node_id))
+    {
         let Some(channel) = state.peers.channel(n.node_id) else {
             failed.push(format!("node {}: address unknown", n.node_id));
             continue;
@@ -318,7 +443,12 @@ async fn send_bootstraps(state: &State, identity: &BootstrapRequest) -> Result<(
         req.set_timeout(Duration::from_secs(10));
         state.peers.stamp(&mut req);
         if let Err(e) = InternalClient::new(channel).bootstrap(req).await {
-            failed.push(format!("node {} at {}: {}", n.node_id, n.address, e.message()));
+            failed.push(format!(
+                "node {} at {}: {}",
+                n.node_id,
+                n.address,
+                e.message()
+            ));
         }
     }
     if failed.is_empty() {
@@ -327,6 +457,9 @@ async fn send_bootstraps(state: &State, identity: &BootstrapRequest) -> Result<(
     Err(status(
         Code::Unavailable,
         "unavailable",
-        format!("bootstrapped here, but not yet on: {}; run init again once they are up", failed.join("; ")),
+        format!(
+            "bootstrapped here, but not yet on: {}; run init again once they are up",
+            failed.join("; ")
+        ),
     ))
 }

@@ -38,7 +38,9 @@ use super::kv::KvService;
 use crate::errors::{error_name, invalid};
 use crate::proto::command::Op;
 use crate::proto::command_result::Outcome;
-use crate::proto::{Command, CommandError, CommandResult, CommandsRequest, CommandsResponse, RouteHint};
+use crate::proto::{
+    Command, CommandError, CommandResult, CommandsRequest, CommandsResponse, RouteHint,
+};
 use crate::routes::Hint;
 
 /// Commands of one stream started and not yet answered (in a frame handed to the
@@ -80,7 +82,11 @@ pub fn serve(kv: KvService, inbound: Streaming<CommandsRequest>) -> ResultFrames
 
 /// Reads frames and starts their commands, until the client closes its side, the stream
 /// fails, or the client is gone (the writer stopped).
-async fn read(kv: KvService, mut inbound: Streaming<CommandsRequest>, done: mpsc::UnboundedSender<Done>) {
+async fn read(
+    kv: KvService,
+    mut inbound: Streaming<CommandsRequest>,
+    done: mpsc::UnboundedSender<Done>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let in_flight: Arc<Mutex<HashSet<u64>>> = Arc::default();
     loop {
@@ -122,7 +128,9 @@ fn start(
 ) {
     let Command { id, timeout_ms, op } = command;
     let Some(op) = op else {
-        let status = invalid(format!("command {id} has no operation: set one of get, put or delete"));
+        let status = invalid(format!(
+            "command {id} has no operation: set one of get, put or delete"
+        ));
         let _ = done.send(Done::Answer(result(id, Err(status), None), slot));
         return;
     };
@@ -159,9 +167,24 @@ fn start(
 async fn run(kv: &KvService, id: u64, op: Op, timeout: Option<Duration>) -> CommandResult {
     let started = Instant::now();
     let (method, answer) = match op {
-        Op::Get(r) => ("get", within(id, timeout, kv.run_get(r)).await.map(|(b, h)| (Outcome::Get(b), h))),
-        Op::Put(r) => ("put", within(id, timeout, kv.run_put(r)).await.map(|(b, h)| (Outcome::Put(b), h))),
-        Op::Delete(r) => ("delete", within(id, timeout, kv.run_delete(r)).await.map(|(b, h)| (Outcome::Delete(b), h))),
+        Op::Get(r) => (
+            "get",
+            within(id, timeout, kv.run_get(r))
+                .await
+                .map(|(b, h)| (Outcome::Get(b), h)),
+        ),
+        Op::Put(r) => (
+            "put",
+            within(id, timeout, kv.run_put(r))
+                .await
+                .map(|(b, h)| (Outcome::Put(b), h)),
+        ),
+        Op::Delete(r) => (
+            "delete",
+            within(id, timeout, kv.run_delete(r))
+                .await
+                .map(|(b, h)| (Outcome::Delete(b), h)),
+        ),
     };
     match kv.record(method, started, answer) {
         Ok((outcome, hint)) => result(id, Ok(outcome), hint),
@@ -176,7 +199,9 @@ async fn within<T>(
     timeout: Option<Duration>,
     op: impl std::future::Future<Output = Result<T, Status>>,
 ) -> Result<T, Status> {
-    let Some(limit) = timeout else { return op.await };
+    let Some(limit) = timeout else {
+        return op.await;
+    };
     match tokio::time::timeout(limit, op).await {
         Ok(answer) => answer,
         Err(_) => Err(Status::cancelled(format!(
@@ -195,13 +220,24 @@ fn result(id: u64, answer: Result<Outcome, Status>, hint: Option<Hint>) -> Comma
             name: error_name(&s).unwrap_or_default().to_string(),
         })
     });
-    let hint = hint.map(|h| RouteHint { leader: h.leader, start: h.start, end: h.end });
-    CommandResult { id, outcome: Some(outcome), hint }
+    let hint = hint.map(|h| RouteHint {
+        leader: h.leader,
+        start: h.start,
+        end: h.end,
+    });
+    CommandResult {
+        id,
+        outcome: Some(outcome),
+        hint,
+    }
 }
 
 /// Sends results as they come, coalesced into frames, until every command is answered
 /// (every sender is gone) or the client is gone.
-async fn write(mut done: mpsc::UnboundedReceiver<Done>, frames: mpsc::Sender<Result<CommandsResponse, Status>>) {
+async fn write(
+    mut done: mpsc::UnboundedReceiver<Done>,
+    frames: mpsc::Sender<Result<CommandsResponse, Status>>,
+) {
     let mut broken = None;
     loop {
         let first = tokio::select! {
@@ -212,7 +248,9 @@ async fn write(mut done: mpsc::UnboundedReceiver<Done>, frames: mpsc::Sender<Res
         let Some(first) = first else { break };
         // Wait for room before draining, so that whatever arrives meanwhile joins this
         // frame instead of waiting for the next.
-        let Ok(room) = frames.reserve().await else { return };
+        let Ok(room) = frames.reserve().await else {
+            return;
+        };
         let mut frame = Frame::default();
         frame.take(first, &mut broken);
         while frame.results.len() < MAX_RESULTS_PER_FRAME && frame.bytes < MAX_FRAME_BYTES {
@@ -222,7 +260,9 @@ async fn write(mut done: mpsc::UnboundedReceiver<Done>, frames: mpsc::Sender<Res
             }
         }
         if !frame.results.is_empty() {
-            room.send(Ok(CommandsResponse { results: frame.results }));
+            room.send(Ok(CommandsResponse {
+                results: frame.results,
+            }));
         }
         // The answers are the transport's now: their slots may start other commands.
         drop(frame.slots);

@@ -22,7 +22,6 @@ use crate::proto::internal_server::Internal;
 use crate::proto::*;
 use crate::server::{Running, State};
 
-
 /// `Internal` over a server's shared state.
 pub struct InternalService(pub Arc<State>);
 
@@ -33,7 +32,12 @@ impl InternalService {
         let from = from.ok_or_else(|| invalid("node-to-node call without flotilla-from-node"))?;
         let running = self.0.serving()?;
         if cluster.as_deref() != Some(running.cluster_id.as_str()) {
-            return Err(wrong_cluster(self.0.cfg.node_id, &running.cluster_id, from, cluster.as_deref()));
+            return Err(wrong_cluster(
+                self.0.cfg.node_id,
+                &running.cluster_id,
+                from,
+                cluster.as_deref(),
+            ));
         }
         Ok((from, running))
     }
@@ -87,15 +91,25 @@ impl Internal for InternalService {
         Ok(Response::new(identity))
     }
 
-    async fn allocate_node_id(&self, req: Request<AllocateNodeIdRequest>) -> Result<Response<AllocateNodeIdResponse>, Status> {
-        Ok(Response::new(crate::node_id::allocate(&self.0, req.into_inner()).await?))
+    async fn allocate_node_id(
+        &self,
+        req: Request<AllocateNodeIdRequest>,
+    ) -> Result<Response<AllocateNodeIdResponse>, Status> {
+        Ok(Response::new(
+            crate::node_id::allocate(&self.0, req.into_inner()).await?,
+        ))
     }
 
-    async fn bootstrap(&self, req: Request<BootstrapRequest>) -> Result<Response<BootstrapResponse>, Status> {
+    async fn bootstrap(
+        &self,
+        req: Request<BootstrapRequest>,
+    ) -> Result<Response<BootstrapResponse>, Status> {
         let (from, _) = caller(&req);
         let identity = req.into_inner();
         let state = self.0.clone();
-        let stored = state.stored_identity().map_err(|e| status(Code::Internal, "storage", e.to_string()))?;
+        let stored = state
+            .stored_identity()
+            .map_err(|e| status(Code::Internal, "storage", e.to_string()))?;
         // A first bootstrap comes only from the member with the lowest id (see `Admin.Init`);
         // a repeat of the identity this node already has is accepted from anyone.
         let first = crate::service::admin::first_member(&identity.nodes).node_id;
@@ -135,7 +149,10 @@ impl Internal for InternalService {
         Ok(Response::new(Done {}))
     }
 
-    async fn snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<Response<Done>, Status> {
+    async fn snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<Done>, Status> {
         let (from, running) = self.admit(&req)?;
         let me = self.0.cfg.node_id;
         // A few at a time: each writes to the disk the other ranges need too. Refused at
@@ -149,14 +166,21 @@ impl Internal for InternalService {
             ),
         })?;
         let mut stream = req.into_inner();
-        let first = stream.message().await?.and_then(|c| c.envelope).ok_or_else(|| invalid("snapshot stream without its message"))?;
+        let first = stream
+            .message()
+            .await?
+            .and_then(|c| c.envelope)
+            .ok_or_else(|| invalid("snapshot stream without its message"))?;
         let env = envelope_from_proto(first, from, me).map_err(invalid)?;
         let root = snap::snap_root(self.0.engine.path());
-        let incoming = snap::Incoming::begin(&root, env.range_id, env.message.get_snapshot()).map_err(|e| invalid(e.to_string()))?;
+        let incoming = snap::Incoming::begin(&root, env.range_id, env.message.get_snapshot())
+            .map_err(|e| invalid(e.to_string()))?;
         if let Some(mut incoming) = incoming {
             while let Some(chunk) = stream.message().await? {
                 // Small writes into the page cache; the file is synced once complete.
-                incoming.write(&chunk.data).map_err(|e| invalid(e.to_string()))?;
+                incoming
+                    .write(&chunk.data)
+                    .map_err(|e| invalid(e.to_string()))?;
             }
             // Dropped unfinished on any error above: nothing half-written stays.
             incoming.finish().map_err(|e| invalid(e.to_string()))?;
@@ -167,45 +191,89 @@ impl Internal for InternalService {
 
     async fn execute(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let (_, running) = self.admit(&req)?;
-        let request = request_from_proto(req.into_inner()).ok_or_else(|| invalid("range request without a command"))?;
+        let request = request_from_proto(req.into_inner())
+            .ok_or_else(|| invalid("range request without a command"))?;
         let range_id = request.range_id;
         let answer = running.store.request(request).await.unwrap_or_else(|_| {
-            Err(StoreError::Ambiguous { range_id, reason: "the store stopped before answering".into() })
+            Err(StoreError::Ambiguous {
+                range_id,
+                reason: "the store stopped before answering".into(),
+            })
         });
         Ok(Response::new(response_to_proto(answer)))
     }
 
-    async fn node_ranges(&self, req: Request<NodeRangesRequest>) -> Result<Response<NodeRangesResponse>, Status> {
+    async fn node_ranges(
+        &self,
+        req: Request<NodeRangesRequest>,
+    ) -> Result<Response<NodeRangesResponse>, Status> {
         self.admit(&req)?;
-        let NodeRangesRequest { with_sizes, summary_only } = *req.get_ref();
-        let answer = if summary_only { local_summary(&self.0).await } else { local_ranges(&self.0, with_sizes).await };
+        let NodeRangesRequest {
+            with_sizes,
+            summary_only,
+        } = *req.get_ref();
+        let answer = if summary_only {
+            local_summary(&self.0).await
+        } else {
+            local_ranges(&self.0, with_sizes).await
+        };
         answer.map(Response::new)
     }
 }
 
 /// This node's replicas; `with_sizes` also measures each range it leads.
-pub async fn local_ranges(state: &Arc<State>, with_sizes: bool) -> Result<NodeRangesResponse, Status> {
+pub async fn local_ranges(
+    state: &Arc<State>,
+    with_sizes: bool,
+) -> Result<NodeRangesResponse, Status> {
     let me = state.cfg.node_id;
-    let statuses = state.serving()?.store.status().await.map_err(|_| stopping(me))?;
+    let statuses = state
+        .serving()?
+        .store
+        .status()
+        .await
+        .map_err(|_| stopping(me))?;
     let engine = state.engine.clone();
-    let infos = move || statuses.into_iter().map(|s| range_info(&engine, s, with_sizes)).collect::<Vec<_>>();
+    let infos = move || {
+        statuses
+            .into_iter()
+            .map(|s| range_info(&engine, s, with_sizes))
+            .collect::<Vec<_>>()
+    };
     let ranges = if with_sizes {
         // Measuring scans every range this node leads: off the async workers.
-        tokio::task::spawn_blocking(infos).await.map_err(|e| status(Code::Internal, "storage", e.to_string()))?
+        tokio::task::spawn_blocking(infos)
+            .await
+            .map_err(|e| status(Code::Internal, "storage", e.to_string()))?
     } else {
         infos()
     };
     let leaders = ranges.iter().filter(|r| r.leader_node == me).count() as u32;
-    let leases = ranges.iter().filter(|r| r.lease && r.leader_node == me).count() as u32;
+    let leases = ranges
+        .iter()
+        .filter(|r| r.lease && r.leader_node == me)
+        .count() as u32;
     let snapshot_retries = ranges.iter().map(|r| r.snapshot_retries).sum();
     let replicas = ranges.len() as u32;
-    Ok(NodeRangesResponse { node_id: me, ranges, leaders, replicas, leases, snapshot_retries })
+    Ok(NodeRangesResponse {
+        node_id: me,
+        ranges,
+        leaders,
+        replicas,
+        leases,
+        snapshot_retries,
+    })
 }
 
 /// This node's counts of replicas, leaders and leases, without a row per replica.
 pub async fn local_summary(state: &Arc<State>) -> Result<NodeRangesResponse, Status> {
     let me = state.cfg.node_id;
-    let s = state.serving()?.store.summary().await.map_err(|_| stopping(me))?;
+    let s = state
+        .serving()?
+        .store
+        .summary()
+        .await
+        .map_err(|_| stopping(me))?;
     Ok(NodeRangesResponse {
         node_id: me,
         ranges: Vec::new(),
@@ -243,7 +311,12 @@ fn range_info(engine: &flotilla_engine::Engine, s: RangeStatus, with_sizes: bool
 async fn freshest_meta(state: &State) -> Option<flotilla_raftstore::RangeDescriptor> {
     let running = state.running()?;
     let known = running.db.router().meta();
-    let local = running.store.range_status(flotilla_raftstore::keyspace::META_RANGE_ID).await.ok().flatten();
+    let local = running
+        .store
+        .range_status(flotilla_raftstore::keyspace::META_RANGE_ID)
+        .await
+        .ok()
+        .flatten();
     let shape = |d: &flotilla_raftstore::RangeDescriptor| (d.epoch().version, d.epoch().conf_ver);
     match local.map(|s| s.descriptor) {
         Some(d) if shape(&d) > shape(&known) => Some(d),

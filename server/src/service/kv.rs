@@ -35,7 +35,9 @@ impl KvService {
         use flotilla_raftstore::keyspace::decode_user_key;
         let stored = flotilla_raftstore::keyspace::user_key(key);
         let router = db.router();
-        let leader = router.cached_leader(&stored).filter(|l| *l != self.0.peers.me())?;
+        let leader = router
+            .cached_leader(&stored)
+            .filter(|l| *l != self.0.peers.me())?;
         let (desc, _) = router.cached(&stored)?;
         let address = self.0.peers.address(leader)?;
         let start = decode_user_key(&desc.start)?.to_vec();
@@ -43,12 +45,23 @@ impl KvService {
             [] => None,
             e => Some(decode_user_key(e)?.to_vec()),
         };
-        Some(Hint { leader: address, start, end })
+        Some(Hint {
+            leader: address,
+            start,
+            end,
+        })
     }
 
     /// Counts the outcome and latency of one call (or streamed command) of `method`.
-    pub(crate) fn record<T>(&self, method: &str, started: Instant, result: Result<T, Status>) -> Result<T, Status> {
-        let code = result.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+    pub(crate) fn record<T>(
+        &self,
+        method: &str,
+        started: Instant,
+        result: Result<T, Status>,
+    ) -> Result<T, Status> {
+        let code = result
+            .as_ref()
+            .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
         self.0.requests.observe(method, code, started);
         result
     }
@@ -56,28 +69,46 @@ impl KvService {
     // The operations `Get`, `Put` and `Delete` share with `Commands` (commands.rs): the
     // answer and the routing hint to return with it. The callers count them (`record`).
 
-    pub(crate) async fn run_get(&self, req: GetRequest) -> Result<(GetResponse, Option<Hint>), Status> {
+    pub(crate) async fn run_get(
+        &self,
+        req: GetRequest,
+    ) -> Result<(GetResponse, Option<Hint>), Status> {
         let db = self.db()?;
         let key = req.key;
         let span = tracing::debug_span!("kv.get", key_len = key.len());
         let value = db.get(&key).instrument(span).await.map_err(router_status)?;
-        let resp = GetResponse { found: value.is_some(), value: value.unwrap_or_default() };
+        let resp = GetResponse {
+            found: value.is_some(),
+            value: value.unwrap_or_default(),
+        };
         Ok((resp, self.hint(&db, &key)))
     }
 
-    pub(crate) async fn run_put(&self, req: PutRequest) -> Result<(PutResponse, Option<Hint>), Status> {
+    pub(crate) async fn run_put(
+        &self,
+        req: PutRequest,
+    ) -> Result<(PutResponse, Option<Hint>), Status> {
         let db = self.db()?;
         let PutRequest { key, value } = req;
         let span = tracing::debug_span!("kv.put", key_len = key.len(), value_len = value.len());
-        db.put(&key, &value).instrument(span).await.map_err(router_status)?;
+        db.put(&key, &value)
+            .instrument(span)
+            .await
+            .map_err(router_status)?;
         Ok((PutResponse {}, self.hint(&db, &key)))
     }
 
-    pub(crate) async fn run_delete(&self, req: DeleteRequest) -> Result<(DeleteResponse, Option<Hint>), Status> {
+    pub(crate) async fn run_delete(
+        &self,
+        req: DeleteRequest,
+    ) -> Result<(DeleteResponse, Option<Hint>), Status> {
         let db = self.db()?;
         let key = req.key;
         let span = tracing::debug_span!("kv.delete", key_len = key.len());
-        db.delete(&key).instrument(span).await.map_err(router_status)?;
+        db.delete(&key)
+            .instrument(span)
+            .await
+            .map_err(router_status)?;
         Ok((DeleteResponse {}, self.hint(&db, &key)))
     }
 }
@@ -107,7 +138,10 @@ impl Kv for KvService {
         self.record("put", started, result)
     }
 
-    async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        req: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
         let started = Instant::now();
         let result = self.run_delete(req.into_inner()).await.map(unary);
         self.record("delete", started, result)
@@ -117,18 +151,30 @@ impl Kv for KvService {
         &self,
         req: Request<Streaming<CommandsRequest>>,
     ) -> Result<Response<Self::CommandsStream>, Status> {
-        Ok(Response::new(super::commands::serve(self.clone(), req.into_inner())))
+        Ok(Response::new(super::commands::serve(
+            self.clone(),
+            req.into_inner(),
+        )))
     }
 
     async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
         let started = Instant::now();
         let result = async {
             let db = self.db()?;
-            let ScanRequest { start, end, limit, max_bytes } = req.into_inner();
+            let ScanRequest {
+                start,
+                end,
+                limit,
+                max_bytes,
+            } = req.into_inner();
             let max = self.0.cfg.store.max_scan_limit;
             let limit = match limit as usize {
                 0 => max,
-                l if l > max => return Err(invalid(format!("scan limit {l} exceeds the server's maximum of {max}"))),
+                l if l > max => {
+                    return Err(invalid(format!(
+                        "scan limit {l} exceeds the server's maximum of {max}"
+                    )))
+                }
                 l => l,
             };
             if !end.is_empty() && end < start {
@@ -138,11 +184,26 @@ impl Kv for KvService {
             // `resume_key`, and neither side ever holds more than one page.
             let cap = self.0.cfg.store.max_scan_bytes;
             let max_bytes = usize::try_from(max_bytes).unwrap_or(usize::MAX);
-            let max_bytes = if max_bytes == 0 { cap } else { max_bytes.min(cap) };
+            let max_bytes = if max_bytes == 0 {
+                cap
+            } else {
+                max_bytes.min(cap)
+            };
             let span = tracing::debug_span!("kv.scan", limit, max_bytes);
-            let page = db.scan_page(&start, &end, limit, max_bytes).instrument(span).await.map_err(router_status)?;
-            let pairs = page.pairs.into_iter().map(|(key, value)| KvPair { key, value }).collect();
-            Ok(Response::new(ScanResponse { pairs, resume_key: page.resume_key }))
+            let page = db
+                .scan_page(&start, &end, limit, max_bytes)
+                .instrument(span)
+                .await
+                .map_err(router_status)?;
+            let pairs = page
+                .pairs
+                .into_iter()
+                .map(|(key, value)| KvPair { key, value })
+                .collect();
+            Ok(Response::new(ScanResponse {
+                pairs,
+                resume_key: page.resume_key,
+            }))
         }
         .await;
         self.record("scan", started, result)
@@ -157,7 +218,10 @@ impl Kv for KvService {
                 return Err(invalid("a batch needs at least one write"));
             }
             let span = tracing::debug_span!("kv.batch", ops = ops.len());
-            db.batch(ops).instrument(span).await.map_err(router_status)?;
+            db.batch(ops)
+                .instrument(span)
+                .await
+                .map_err(router_status)?;
             Ok(Response::new(BatchResponse {}))
         }
         .await;
@@ -171,14 +235,21 @@ impl Kv for KvService {
         let started = Instant::now();
         let result = async {
             let db = self.db()?;
-            let CompareAndSwapRequest { key, expected, new_value } = req.into_inner();
+            let CompareAndSwapRequest {
+                key,
+                expected,
+                new_value,
+            } = req.into_inner();
             let span = tracing::debug_span!("kv.compare_and_swap", key_len = key.len());
             let (succeeded, previous) = db
                 .compare_and_swap(&key, expected.as_deref(), new_value.as_deref())
                 .instrument(span)
                 .await
                 .map_err(router_status)?;
-            Ok(Response::new(CompareAndSwapResponse { succeeded, previous }))
+            Ok(Response::new(CompareAndSwapResponse {
+                succeeded,
+                previous,
+            }))
         }
         .await;
         self.record("compare_and_swap", started, result)

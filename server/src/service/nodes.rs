@@ -21,9 +21,13 @@ use crate::service::admin::node_ranges;
 pub async fn nodes(state: &Arc<State>, with_sizes: bool) -> Result<NodesResponse, Status> {
     let running = state.serving()?;
     let identity = state.stored_identity().ok().flatten().unwrap_or_default();
-    crate::cluster::refresh(state, &running, identity.replication_factor).await.map_err(router_status)?;
+    crate::cluster::refresh(state, &running, identity.replication_factor)
+        .await
+        .map_err(router_status)?;
     let view = state.cluster_view();
-    let mut ranges = crate::replicate::read_ranges(&running).await.map_err(router_status)?;
+    let mut ranges = crate::replicate::read_ranges(&running)
+        .await
+        .map_err(router_status)?;
     ranges.retain(|d| d.range_id != META_RANGE_ID);
     ranges.push(running.db.router().meta());
     let mut rows = Vec::new();
@@ -36,7 +40,10 @@ pub async fn nodes(state: &Arc<State>, with_sizes: bool) -> Result<NodesResponse
             address: record.address.clone(),
             zone: record.zone.clone(),
             liveness: liveness_name(state.liveness(record)).to_string(),
-            replicas_in_meta: ranges.iter().filter(|d| d.replica_on(record.node_id).is_some()).count() as u32,
+            replicas_in_meta: ranges
+                .iter()
+                .filter(|d| d.replica_on(record.node_id).is_some())
+                .count() as u32,
             ..Default::default()
         };
         match node_ranges(state, record.node_id, with_sizes).await {
@@ -60,9 +67,20 @@ pub async fn nodes(state: &Arc<State>, with_sizes: bool) -> Result<NodesResponse
         rows.push(row);
     }
     for row in &mut rows {
-        row.bytes = held.get(&row.node_id).into_iter().flatten().filter_map(|id| sizes.get(id)).sum();
+        row.bytes = held
+            .get(&row.node_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| sizes.get(id))
+            .sum();
     }
-    let counts = plan(&placement_state(state, &view.nodes, ranges, view.replication_factor), Limits { max_changes: 0, ..Limits::default() });
+    let counts = plan(
+        &placement_state(state, &view.nodes, ranges, view.replication_factor),
+        Limits {
+            max_changes: 0,
+            ..Limits::default()
+        },
+    );
     Ok(NodesResponse {
         cluster_id: running.cluster_id.clone(),
         answered_by: state.cfg.node_id,
@@ -82,7 +100,12 @@ fn placement_state(
     factor: u32,
 ) -> ClusterState {
     let nodes = crate::replicate::node_states(state, records, &ranges);
-    ClusterState { nodes, ranges, replication_factor: factor as usize, snapshots_in_flight: BTreeMap::new() }
+    ClusterState {
+        nodes,
+        ranges,
+        replication_factor: factor as usize,
+        snapshots_in_flight: BTreeMap::new(),
+    }
 }
 
 /// How a liveness reads in views and JSON.
@@ -97,13 +120,20 @@ pub fn liveness_name(l: Liveness) -> &'static str {
 }
 
 /// `Admin.Decommission` / `Admin.Recommission`, answered with the view after the change.
-pub async fn set_membership(state: &Arc<State>, node: u64, to: NodeMembership) -> Result<NodesResponse, Status> {
+pub async fn set_membership(
+    state: &Arc<State>,
+    node: u64,
+    to: NodeMembership,
+) -> Result<NodesResponse, Status> {
     crate::cluster::set_membership(state, node, to).await?;
     nodes(state, false).await
 }
 
 /// `Admin.SetReplicationFactor`, answered with the view after the change.
-pub async fn set_replication_factor(state: &Arc<State>, factor: u32) -> Result<NodesResponse, Status> {
+pub async fn set_replication_factor(
+    state: &Arc<State>,
+    factor: u32,
+) -> Result<NodesResponse, Status> {
     crate::cluster::set_replication_factor(state, factor).await?;
     nodes(state, false).await
 }

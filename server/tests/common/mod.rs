@@ -55,7 +55,11 @@ pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
 
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `check` every 100 ms until it returns `Ok`, and returns its value; panics with
@@ -98,27 +102,46 @@ pub fn client_for(endpoints: &[String]) -> Client {
 
 /// A put through endpoint `i` of `client` alone, with a gRPC deadline (the server drops
 /// the call when it passes); a client-side expiry becomes `DEADLINE_EXCEEDED`.
-pub async fn put_with_deadline(client: &Client, i: usize, key: &[u8], value: &[u8], t: Duration) -> Result<(), Status> {
-    let mut req = tonic::Request::new(PutRequest { key: key.to_vec(), value: value.to_vec() });
+pub async fn put_with_deadline(
+    client: &Client,
+    i: usize,
+    key: &[u8],
+    value: &[u8],
+    t: Duration,
+) -> Result<(), Status> {
+    let mut req = tonic::Request::new(PutRequest {
+        key: key.to_vec(),
+        value: value.to_vec(),
+    });
     req.set_timeout(t);
     let mut kv = client.kv_at(i);
     match tokio::time::timeout(t + Duration::from_secs(2), kv.put(req)).await {
         Ok(r) => r.map(|_| ()),
-        Err(_) => Err(Status::deadline_exceeded("no answer before the client's deadline")),
+        Err(_) => Err(Status::deadline_exceeded(
+            "no answer before the client's deadline",
+        )),
     }
 }
 
 /// True when the server said for certain that a write was not applied: the status comes
 /// from the server (it carries `flotilla-error`) and is not the ambiguous one.
 pub fn definitely_not_applied(s: &Status) -> bool {
-    match s.metadata().get("flotilla-error").and_then(|v| v.to_str().ok()) {
+    match s
+        .metadata()
+        .get("flotilla-error")
+        .and_then(|v| v.to_str().ok())
+    {
         Some(name) => name != "ambiguous" && s.code() != Code::Unknown,
         None => false,
     }
 }
 
 /// Reads `key`, retrying failures (a range electing, a node restarting) until `timeout`.
-pub async fn get_eventually(client: &Client, key: &[u8], timeout: Duration) -> Result<Option<Vec<u8>>, String> {
+pub async fn get_eventually(
+    client: &Client,
+    key: &[u8],
+    timeout: Duration,
+) -> Result<Option<Vec<u8>>, String> {
     let deadline = Instant::now() + timeout;
     loop {
         let last = match tokio::time::timeout(CALL_TIMEOUT, client.get(key)).await {
@@ -127,7 +150,10 @@ pub async fn get_eventually(client: &Client, key: &[u8], timeout: Duration) -> R
             Err(_) => "no answer".to_string(),
         };
         if Instant::now() >= deadline {
-            return Err(format!("get {} failed until the deadline: {last}", show(key)));
+            return Err(format!(
+                "get {} failed until the deadline: {last}",
+                show(key)
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -163,14 +189,23 @@ where
 
 /// Reads every pair of `acked` through `client` (32 at a time) and fails on the first
 /// key that is missing or holds another value.
-pub async fn verify_acked(client: Arc<Client>, acked: &[(Vec<u8>, Vec<u8>)], timeout: Duration) -> Result<(), String> {
+pub async fn verify_acked(
+    client: Arc<Client>,
+    acked: &[(Vec<u8>, Vec<u8>)],
+    timeout: Duration,
+) -> Result<(), String> {
     let items = acked.to_vec();
     run_parallel(items, 32, move |(key, value)| {
         let client = client.clone();
         async move {
             match get_eventually(&client, &key, timeout).await? {
                 Some(v) if v == value => Ok(()),
-                Some(v) => Err(format!("{} holds {:?}, expected {:?}", show(&key), show(&v), show(&value))),
+                Some(v) => Err(format!(
+                    "{} holds {:?}, expected {:?}",
+                    show(&key),
+                    show(&v),
+                    show(&value)
+                )),
                 None => Err(format!("acknowledged key {} is missing", show(&key))),
             }
         }
@@ -181,11 +216,17 @@ pub async fn verify_acked(client: Arc<Client>, acked: &[(Vec<u8>, Vec<u8>)], tim
 /// GET `path` from the HTTP endpoint at `addr`; the whole response as text.
 pub async fn http_get(addr: &str, path: &str) -> Result<String, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let mut conn = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    conn.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+    conn.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
-    conn.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
+    conn.read_to_end(&mut out)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
@@ -193,7 +234,15 @@ pub async fn http_get(addr: &str, path: &str) -> Result<String, String> {
 /// answers.
 pub async fn metric(http: &str, name: &str) -> Option<u64> {
     let text = http_get(http, "/metrics").await.ok()?;
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok()).map(|v| v as u64)
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map(|v| v as u64)
 }
 
 /// `len` bytes no compressor shrinks: a xorshift stream seeded by `seed`.
@@ -233,7 +282,13 @@ impl NodeProc {
     }
 
     /// Like [`NodeProc::new`], with the gRPC and HTTP ports given.
-    pub fn on_ports(id: u64, (grpc, http): (u16, u16), dir: PathBuf, log: PathBuf, extra: &[String]) -> NodeProc {
+    pub fn on_ports(
+        id: u64,
+        (grpc, http): (u16, u16),
+        dir: PathBuf,
+        log: PathBuf,
+        extra: &[String],
+    ) -> NodeProc {
         let listen = format!("127.0.0.1:{grpc}");
         let http = format!("127.0.0.1:{http}");
         let mut args: Vec<String> = ["start", "--node-id", &id.to_string(), "--listen", &listen]
@@ -249,7 +304,15 @@ impl NodeProc {
             args.extend(["--ballast-size".to_string(), (1 << 20).to_string()]);
         }
         args.extend(extra.iter().cloned());
-        NodeProc { id, listen, http, dir, log, args, child: None }
+        NodeProc {
+            id,
+            listen,
+            http,
+            dir,
+            log,
+            args,
+            child: None,
+        }
     }
 
     /// The same node started without `--node-id` (a new one with `--join` is given an id
@@ -269,7 +332,11 @@ impl NodeProc {
     /// Starts the process (its output is appended to the log file).
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "node {} is already running", self.id);
-        let log = OpenOptions::new().create(true).append(true).open(&self.log).expect("open log");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open log");
         let err = log.try_clone().expect("clone log handle");
         let child = Command::new(BIN)
             .args(&self.args)
@@ -307,11 +374,17 @@ impl NodeProc {
     /// the process does not stop in time).
     pub async fn terminate(&mut self, timeout: Duration) -> ExitStatus {
         let pid = self.pid().expect("node is running");
-        let sent = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("run kill");
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
         assert!(sent.success(), "kill -TERM {pid} failed");
         match self.wait_exit(timeout).await {
             Some(status) => status,
-            None => panic!("node {} did not stop within {timeout:?} of SIGTERM", self.id),
+            None => panic!(
+                "node {} did not stop within {timeout:?} of SIGTERM",
+                self.id
+            ),
         }
     }
 
@@ -319,7 +392,10 @@ impl NodeProc {
     /// running or `kill` failed.
     pub fn signal(&self, signal: &str) -> bool {
         let Some(pid) = self.pid() else { return false };
-        Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status().is_ok_and(|s| s.success())
+        Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success())
     }
 
     /// Freezes the process (`SIGSTOP`), as a paused VM or a stalled scheduler would.
@@ -356,21 +432,31 @@ impl NodeProc {
 
     /// Everything the node has logged so far.
     pub fn log_text(&self) -> String {
-        std::fs::read(&self.log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+        std::fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     /// The last `n` lines of the log, leaving out raft-rs's own chatter (elections,
     /// votes), which the log file keeps.
     pub fn log_tail(&self, n: usize) -> String {
         let text = self.log_text();
-        let lines: Vec<&str> = text.lines().filter(|l| !l.contains("slog.target")).collect();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.contains("slog.target"))
+            .collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
     /// Prints the tail of the log to stderr (the test's output) if the test is failing.
     fn dump_if_panicking(&self) {
         if std::thread::panicking() {
-            eprintln!("----- node {} log ({}), last lines -----\n{}", self.id, self.log.display(), self.log_tail(30));
+            eprintln!(
+                "----- node {} log ({}), last lines -----\n{}",
+                self.id,
+                self.log.display(),
+                self.log_tail(30)
+            );
         }
     }
 }
@@ -398,14 +484,22 @@ pub struct ClusterOpts {
 
 impl Default for ClusterOpts {
     fn default() -> Self {
-        ClusterOpts { initial_ranges: 4, extra_args: Vec::new(), init_through: vec![1], replication_factor: 3 }
+        ClusterOpts {
+            initial_ranges: 4,
+            extra_args: Vec::new(),
+            init_through: vec![1],
+            replication_factor: 3,
+        }
     }
 }
 
 impl ClusterOpts {
     /// The defaults with `n` initial ranges.
     pub fn ranges(n: u32) -> Self {
-        ClusterOpts { initial_ranges: n, ..Default::default() }
+        ClusterOpts {
+            initial_ranges: n,
+            ..Default::default()
+        }
     }
 
     /// Every range on every one of `n` nodes, and no placement loop: for tests that
@@ -435,7 +529,10 @@ impl Drop for TestCluster {
         }
         if std::thread::panicking() {
             if let Some(root) = self.root.take() {
-                eprintln!("kept the failed cluster's data and full logs in {}", root.keep().display());
+                eprintln!(
+                    "kept the failed cluster's data and full logs in {}",
+                    root.keep().display()
+                );
             }
         }
     }
@@ -444,16 +541,23 @@ impl Drop for TestCluster {
 impl TestCluster {
     /// Starts the nodes and proxies, runs `init`, and waits until the cluster is ready.
     pub async fn start(n: usize, opts: ClusterOpts) -> TestCluster {
-        let root = tempfile::Builder::new().prefix("flotilla-cluster-").tempdir().expect("temp dir");
+        let root = tempfile::Builder::new()
+            .prefix("flotilla-cluster-")
+            .tempdir()
+            .expect("temp dir");
         let ids: Vec<u64> = (1..=n as u64).collect();
         // Hold every node's ports until the proxies have theirs, so none collide.
-        let held: Vec<std::net::TcpListener> =
-            (0..2 * n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("reserve a port")).collect();
+        let held: Vec<std::net::TcpListener> = (0..2 * n)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("reserve a port"))
+            .collect();
         let port = |i: usize| held[i].local_addr().unwrap().port();
         let mut nodes: Vec<NodeProc> = ids
             .iter()
             .map(|&id| {
-                let (dir, log) = (root.path().join(format!("node{id}")), root.path().join(format!("node{id}.log")));
+                let (dir, log) = (
+                    root.path().join(format!("node{id}")),
+                    root.path().join(format!("node{id}.log")),
+                );
                 let i = 2 * (id as usize - 1);
                 NodeProc::on_ports(id, (port(i), port(i + 1)), dir, log, &[])
             })
@@ -462,7 +566,9 @@ impl TestCluster {
         let mut proxies = BTreeMap::new();
         for &from in &ids {
             for &to in ids.iter().filter(|&&to| to != from) {
-                let proxy = Proxy::start(nodes[to as usize - 1].listen.clone()).await.expect("start proxy");
+                let proxy = Proxy::start(nodes[to as usize - 1].listen.clone())
+                    .await
+                    .expect("start proxy");
                 proxies.insert((from, to), proxy);
             }
         }
@@ -476,7 +582,12 @@ impl TestCluster {
             node.args.extend(extra);
             node.spawn();
         }
-        let cluster = TestCluster { nodes, proxies, opts, root: Some(root) };
+        let cluster = TestCluster {
+            nodes,
+            proxies,
+            opts,
+            root: Some(root),
+        };
         cluster.init().await;
         cluster.wait_ready().await;
         cluster
@@ -519,8 +630,12 @@ impl TestCluster {
 
     /// A client of every node but those in `except`.
     pub fn client_without(&self, except: &[u64]) -> Client {
-        let eps: Vec<String> =
-            self.ids().into_iter().filter(|id| !except.contains(id)).map(|id| self.endpoint(id)).collect();
+        let eps: Vec<String> = self
+            .ids()
+            .into_iter()
+            .filter(|id| !except.contains(id))
+            .map(|id| self.endpoint(id))
+            .collect();
         client_for(&eps)
     }
 
@@ -550,19 +665,26 @@ impl TestCluster {
     pub async fn wait_ready(&self) {
         let client = self.client();
         let n = self.nodes.len();
-        poll_until("every node live and every range led", READY_TIMEOUT, || async {
-            let status = client.status().await.map_err(|s| format!("status: {s}"))?;
-            let live = status.nodes.iter().filter(|n| n.live).count();
-            if live != n {
-                return Err(format!("{live} of {n} nodes live: {:?}", status.nodes));
-            }
-            let ranges = client.ranges().await.map_err(|s| format!("ranges: {s}"))?;
-            let leaderless = ranges.ranges.iter().filter(|r| r.leader_node == 0).count();
-            if ranges.ranges.is_empty() || leaderless > 0 {
-                return Err(format!("{leaderless} of {} ranges without a leader", ranges.ranges.len()));
-            }
-            Ok(())
-        })
+        poll_until(
+            "every node live and every range led",
+            READY_TIMEOUT,
+            || async {
+                let status = client.status().await.map_err(|s| format!("status: {s}"))?;
+                let live = status.nodes.iter().filter(|n| n.live).count();
+                if live != n {
+                    return Err(format!("{live} of {n} nodes live: {:?}", status.nodes));
+                }
+                let ranges = client.ranges().await.map_err(|s| format!("ranges: {s}"))?;
+                let leaderless = ranges.ranges.iter().filter(|r| r.leader_node == 0).count();
+                if ranges.ranges.is_empty() || leaderless > 0 {
+                    return Err(format!(
+                        "{leaderless} of {} ranges without a leader",
+                        ranges.ranges.len()
+                    ));
+                }
+                Ok(())
+            },
+        )
         .await;
     }
 
@@ -570,7 +692,11 @@ impl TestCluster {
     pub async fn range_count(&self) -> usize {
         let client = self.client();
         poll_until("the range table", READY_TIMEOUT, || async {
-            client.ranges().await.map(|r| r.ranges.len()).map_err(|s| s.to_string())
+            client
+                .ranges()
+                .await
+                .map(|r| r.ranges.len())
+                .map_err(|s| s.to_string())
         })
         .await
     }
@@ -578,9 +704,16 @@ impl TestCluster {
     /// Ranges led by each node, from `status`.
     pub async fn leader_counts(&self) -> BTreeMap<u64, u32> {
         let client = self.client();
-        let status =
-            poll_until("status", READY_TIMEOUT, || async { client.status().await.map_err(|s| s.to_string()) }).await;
-        status.nodes.iter().filter(|n| n.live).map(|n| (n.node_id, n.leaders)).collect()
+        let status = poll_until("status", READY_TIMEOUT, || async {
+            client.status().await.map_err(|s| s.to_string())
+        })
+        .await;
+        status
+            .nodes
+            .iter()
+            .filter(|n| n.live)
+            .map(|n| (n.node_id, n.leaders))
+            .collect()
     }
 
     /// SIGKILLs node `id` and reaps it.
@@ -601,7 +734,12 @@ impl TestCluster {
         let root = self.root().to_path_buf();
         let mut extra = vec!["--join".to_string(), self.node(via).listen.clone()];
         extra.extend(self.opts.extra_args.iter().cloned());
-        let mut node = NodeProc::new(id, root.join(format!("node{id}")), root.join(format!("node{id}.log")), &extra);
+        let mut node = NodeProc::new(
+            id,
+            root.join(format!("node{id}")),
+            root.join(format!("node{id}.log")),
+            &extra,
+        );
         node.spawn();
         self.nodes.push(node);
         id
@@ -671,12 +809,14 @@ impl Writers {
             .map(|i| {
                 let name = format!("{prefix}{i}");
                 let (client, stop) = (client.clone(), w.stop.clone());
-                let (acked, count, failures) = (w.acked.clone(), w.count.clone(), w.failures.clone());
+                let (acked, count, failures) =
+                    (w.acked.clone(), w.count.clone(), w.failures.clone());
                 tokio::spawn(async move {
                     let mut seq = 0u64;
                     while !stop.load(Ordering::SeqCst) {
                         let key = spread_key(&name, seq);
-                        let value = format!("{name}-{seq}-{:016x}", rand::random::<u64>()).into_bytes();
+                        let value =
+                            format!("{name}-{seq}-{:016x}", rand::random::<u64>()).into_bytes();
                         seq += 1;
                         match tokio::time::timeout(CALL_TIMEOUT, client.put(&key, &value)).await {
                             Ok(Ok(())) => {
@@ -718,7 +858,13 @@ impl Writers {
         let count = self.count.clone();
         poll_until(&format!("{n} acknowledged writes"), timeout, || {
             let seen = count.load(Ordering::SeqCst);
-            async move { if seen >= n { Ok(()) } else { Err(format!("{seen} so far")) } }
+            async move {
+                if seen >= n {
+                    Ok(())
+                } else {
+                    Err(format!("{seen} so far"))
+                }
+            }
         })
         .await;
     }
@@ -739,7 +885,11 @@ impl Writers {
 
 /// Runs the `flotilla` binary with `args` to completion (a client command).
 pub fn run_cli(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).stdin(Stdio::null()).output().expect("run flotilla")
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run flotilla")
 }
 
 /// A fresh log file path under `dir`.

@@ -31,7 +31,11 @@ impl Proxy {
         let addr = listener.local_addr()?;
         let blackhole = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(accept_loop(listener, target, blackhole.clone()));
-        Ok(Proxy { addr, blackhole, task })
+        Ok(Proxy {
+            addr,
+            blackhole,
+            task,
+        })
     }
 
     /// The address to dial instead of the target.
@@ -73,7 +77,9 @@ async fn accept_loop(listener: TcpListener, target: String, blackhole: Arc<Atomi
 
 /// Carries one connection: connects to the target and pumps both directions.
 async fn forward(inbound: TcpStream, target: String, blackhole: Arc<AtomicBool>) {
-    let Ok(outbound) = TcpStream::connect(&target).await else { return };
+    let Ok(outbound) = TcpStream::connect(&target).await else {
+        return;
+    };
     let _ = inbound.set_nodelay(true);
     let _ = outbound.set_nodelay(true);
     let (in_read, in_write) = inbound.into_split();

@@ -38,7 +38,13 @@ impl Register {
             Op::Delete => (Ret::Done, None),
             Op::Cas { expected, new } => {
                 let succeeded = state == *expected;
-                (Ret::Cas { succeeded, previous: state }, if succeeded { Some(*new) } else { state })
+                (
+                    Ret::Cas {
+                        succeeded,
+                        previous: state,
+                    },
+                    if succeeded { Some(*new) } else { state },
+                )
             }
         }
     }
@@ -70,10 +76,16 @@ pub enum Verdict {
 /// Checks every key's history; returns the verdict per key.
 pub fn check(entries: &[Entry], budget: Duration) -> BTreeMap<usize, Verdict> {
     let mut by_key: BTreeMap<usize, Vec<Entry>> = BTreeMap::new();
-    for e in entries.iter().filter(|e| !matches!(e.outcome, Outcome::Fail(_))) {
+    for e in entries
+        .iter()
+        .filter(|e| !matches!(e.outcome, Outcome::Fail(_)))
+    {
         by_key.entry(e.key).or_default().push(e.clone());
     }
-    by_key.into_iter().map(|(key, ops)| (key, check_key(prune(ops), budget))).collect()
+    by_key
+        .into_iter()
+        .map(|(key, ops)| (key, check_key(prune(ops), budget)))
+        .collect()
 }
 
 /// Leaves out the unknown operations that cannot change the verdict, which are most of
@@ -92,10 +104,19 @@ pub fn prune(ops: Vec<Entry>) -> Vec<Entry> {
     // Both what an operation expects and what it saw count (a compare-and-swap has both).
     let mut observed: std::collections::HashSet<u64> = std::collections::HashSet::new();
     for e in &ops {
-        if let Op::Cas { expected: Some(v), .. } = e.op {
+        if let Op::Cas {
+            expected: Some(v), ..
+        } = e.op
+        {
             observed.insert(v);
         }
-        if let Outcome::Ok(Ret::Value(Some(v)) | Ret::Cas { previous: Some(v), .. }) = e.outcome {
+        if let Outcome::Ok(
+            Ret::Value(Some(v))
+            | Ret::Cas {
+                previous: Some(v), ..
+            },
+        ) = e.outcome
+        {
             observed.insert(v);
         }
     }
@@ -123,15 +144,26 @@ pub fn prune(ops: Vec<Entry>) -> Vec<Entry> {
 fn bound_unknown_writes(mut ops: Vec<Entry>) -> Vec<Entry> {
     let mut first_seen: std::collections::HashMap<u64, Duration> = std::collections::HashMap::new();
     for e in &ops {
-        if let Outcome::Ok(Ret::Value(Some(v)) | Ret::Cas { previous: Some(v), .. }) = &e.outcome {
+        if let Outcome::Ok(
+            Ret::Value(Some(v))
+            | Ret::Cas {
+                previous: Some(v), ..
+            },
+        ) = &e.outcome
+        {
             let t = first_seen.entry(*v).or_insert(e.complete);
             *t = (*t).min(e.complete);
         }
     }
-    for e in ops.iter_mut().filter(|e| !matches!(e.outcome, Outcome::Ok(_))) {
+    for e in ops
+        .iter_mut()
+        .filter(|e| !matches!(e.outcome, Outcome::Ok(_)))
+    {
         e.complete = match e.op {
             // Seen before it was even called: the history is not linearizable either way.
-            Op::Put(v) | Op::Cas { new: v, .. } => first_seen.get(&v).map_or(Duration::MAX, |t| (*t).max(e.invoke)),
+            Op::Put(v) | Op::Cas { new: v, .. } => first_seen
+                .get(&v)
+                .map_or(Duration::MAX, |t| (*t).max(e.invoke)),
             _ => Duration::MAX,
         };
     }
@@ -141,9 +173,11 @@ fn bound_unknown_writes(mut ops: Vec<Entry>) -> Vec<Entry> {
 /// Checks one key's operations (none of them definitely failed).
 fn check_key(ops: Vec<Entry>, budget: Duration) -> Verdict {
     let (tx, rx) = std::sync::mpsc::channel();
-    let spawned = std::thread::Builder::new().name("linearizability".into()).spawn(move || {
-        let _ = tx.send(WGLChecker::<Register>::is_linearizable(history_of(&ops)));
-    });
+    let spawned = std::thread::Builder::new()
+        .name("linearizability".into())
+        .spawn(move || {
+            let _ = tx.send(WGLChecker::<Register>::is_linearizable(history_of(&ops)));
+        });
     if spawned.is_err() {
         return Verdict::Undecided;
     }
@@ -178,8 +212,18 @@ fn history_of(ops: &[Entry]) -> TodcHistory<Step> {
                 Outcome::Ok(r) => Some(r.clone()),
                 _ => None,
             };
-            let step = Step { op: e.op.clone(), ret };
-            (dense[&e.process], if is_response { Action::Response(step) } else { Action::Call(step) })
+            let step = Step {
+                op: e.op.clone(),
+                ret,
+            };
+            (
+                dense[&e.process],
+                if is_response {
+                    Action::Response(step)
+                } else {
+                    Action::Call(step)
+                },
+            )
         })
         .collect();
     TodcHistory::from_actions(actions)
@@ -191,7 +235,15 @@ mod tests {
 
     fn entry(process: u64, op: Op, invoke: u64, complete: u64, outcome: Outcome) -> Entry {
         let ms = Duration::from_millis;
-        Entry { process, node: 1, key: 0, op, invoke: ms(invoke), complete: ms(complete), outcome }
+        Entry {
+            process,
+            node: 1,
+            key: 0,
+            op,
+            invoke: ms(invoke),
+            complete: ms(complete),
+            outcome,
+        }
     }
 
     fn verdict(ops: Vec<Entry>) -> Verdict {
@@ -212,9 +264,16 @@ mod tests {
         let unknown = entry(1, Op::Put(7), 0, 10, Outcome::Unknown("timeout".into()));
         let seen = entry(2, Op::Get, 50, 60, Outcome::Ok(Ret::Value(Some(7))));
         let unseen = entry(3, Op::Get, 20, 30, Outcome::Ok(Ret::Value(None)));
-        assert_eq!(verdict(vec![unknown.clone(), unseen.clone(), seen.clone()]), Verdict::Linearizable);
+        assert_eq!(
+            verdict(vec![unknown.clone(), unseen.clone(), seen.clone()]),
+            Verdict::Linearizable
+        );
         let failed = entry(1, Op::Put(7), 0, 10, Outcome::Fail("unavailable".into()));
-        assert_eq!(verdict(vec![failed, unseen, seen]), Verdict::NotLinearizable, "a success after a definite failure");
+        assert_eq!(
+            verdict(vec![failed, unseen, seen]),
+            Verdict::NotLinearizable,
+            "a success after a definite failure"
+        );
     }
 
     #[test]
@@ -223,18 +282,44 @@ mod tests {
         // pruning the search considers every placement of every unknown operation.
         let mut ops = vec![entry(1, Op::Put(1), 0, 10, Outcome::Ok(Ret::Done))];
         for i in 0..40 {
-            ops.push(entry(100 + i, Op::Put(1000 + i), 5 + i, 6 + i, Outcome::Unknown("timeout".into())));
-            ops.push(entry(200 + i, Op::Get, 5 + i, 6 + i, Outcome::Unknown("timeout".into())));
+            ops.push(entry(
+                100 + i,
+                Op::Put(1000 + i),
+                5 + i,
+                6 + i,
+                Outcome::Unknown("timeout".into()),
+            ));
+            ops.push(entry(
+                200 + i,
+                Op::Get,
+                5 + i,
+                6 + i,
+                Outcome::Unknown("timeout".into()),
+            ));
         }
         let seen = entry(3, Op::Put(9), 60, 70, Outcome::Unknown("timeout".into()));
         ops.push(seen.clone());
         ops.push(entry(4, Op::Get, 80, 90, Outcome::Ok(Ret::Value(Some(9)))));
         let pruned = prune(ops.clone());
-        assert_eq!(pruned.len(), 3, "the put of 1, the observed unknown put of 9, the read");
+        assert_eq!(
+            pruned.len(),
+            3,
+            "the put of 1, the observed unknown put of 9, the read"
+        );
         assert!(pruned.iter().any(|e| e.op == seen.op));
         assert_eq!(verdict(ops.clone()), Verdict::Linearizable);
-        ops.push(entry(5, Op::Get, 100, 110, Outcome::Ok(Ret::Value(Some(1)))));
-        assert_eq!(verdict(ops), Verdict::NotLinearizable, "1 was overwritten by 9 before this read");
+        ops.push(entry(
+            5,
+            Op::Get,
+            100,
+            110,
+            Outcome::Ok(Ret::Value(Some(1))),
+        ));
+        assert_eq!(
+            verdict(ops),
+            Verdict::NotLinearizable,
+            "1 was overwritten by 9 before this read"
+        );
     }
 
     #[test]
@@ -248,16 +333,44 @@ mod tests {
         let ops = super::super::history::load(&path).unwrap();
         let _ = std::fs::remove_file(&path);
         assert_eq!(ops.len(), 27);
-        assert_eq!(check(&ops, Duration::from_secs(10)).remove(&5), Some(Verdict::Linearizable));
+        assert_eq!(
+            check(&ops, Duration::from_secs(10)).remove(&5),
+            Some(Verdict::Linearizable)
+        );
     }
 
     #[test]
     fn compare_and_swap_answers_must_agree_with_the_order() {
         let put = entry(1, Op::Put(1), 0, 10, Outcome::Ok(Ret::Done));
-        let won = Outcome::Ok(Ret::Cas { succeeded: true, previous: Some(1) });
-        let a = entry(2, Op::Cas { expected: Some(1), new: 2 }, 20, 30, won.clone());
-        let b = entry(3, Op::Cas { expected: Some(1), new: 3 }, 20, 30, won);
+        let won = Outcome::Ok(Ret::Cas {
+            succeeded: true,
+            previous: Some(1),
+        });
+        let a = entry(
+            2,
+            Op::Cas {
+                expected: Some(1),
+                new: 2,
+            },
+            20,
+            30,
+            won.clone(),
+        );
+        let b = entry(
+            3,
+            Op::Cas {
+                expected: Some(1),
+                new: 3,
+            },
+            20,
+            30,
+            won,
+        );
         assert_eq!(verdict(vec![put.clone(), a.clone()]), Verdict::Linearizable);
-        assert_eq!(verdict(vec![put, a, b]), Verdict::NotLinearizable, "two swaps from the same value both won");
+        assert_eq!(
+            verdict(vec![put, a, b]),
+            Verdict::NotLinearizable,
+            "two swaps from the same value both won"
+        );
     }
 }

@@ -19,7 +19,10 @@ pub enum Op {
     Put(u64),
     Delete,
     /// Compare-and-swap: set `new` if the register holds `expected` (`None`: absent).
-    Cas { expected: Option<u64>, new: u64 },
+    Cas {
+        expected: Option<u64>,
+        new: u64,
+    },
 }
 
 impl Op {
@@ -33,7 +36,10 @@ impl Op {
 pub enum Ret {
     Value(Option<u64>),
     Done,
-    Cas { succeeded: bool, previous: Option<u64> },
+    Cas {
+        succeeded: bool,
+        previous: Option<u64>,
+    },
 }
 
 /// How an operation ended.
@@ -67,7 +73,10 @@ pub struct History {
 
 impl History {
     pub fn new(origin: Instant) -> History {
-        History { origin, entries: Mutex::new(Vec::new()) }
+        History {
+            origin,
+            entries: Mutex::new(Vec::new()),
+        }
     }
 
     /// Time since the run began.
@@ -88,8 +97,14 @@ impl History {
 
 /// Operations by outcome: (ok, failed, unknown).
 pub fn counts(entries: &[Entry]) -> (usize, usize, usize) {
-    let ok = entries.iter().filter(|e| matches!(e.outcome, Outcome::Ok(_))).count();
-    let failed = entries.iter().filter(|e| matches!(e.outcome, Outcome::Fail(_))).count();
+    let ok = entries
+        .iter()
+        .filter(|e| matches!(e.outcome, Outcome::Ok(_)))
+        .count();
+    let failed = entries
+        .iter()
+        .filter(|e| matches!(e.outcome, Outcome::Fail(_)))
+        .count();
     (ok, failed, entries.len() - ok - failed)
 }
 
@@ -117,7 +132,10 @@ pub fn save(entries: &[Entry], path: &Path) -> std::io::Result<()> {
 /// saved run can be checked again (`JEPSEN_HISTORY=… cargo test … -- --ignored check_saved`).
 pub fn load(path: &Path) -> Result<Vec<Entry>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).map(parse_line).collect()
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(parse_line)
+        .collect()
 }
 
 fn parse_line(line: &str) -> Result<Entry, String> {
@@ -127,20 +145,46 @@ fn parse_line(line: &str) -> Result<Entry, String> {
         let w = words.next().ok_or_else(bad)?;
         w.strip_prefix(prefix).map(str::to_string).ok_or_else(bad)
     };
-    let ms = |s: String| s.parse::<f64>().map(|v| Duration::from_nanos((v * 1e6).round() as u64)).map_err(|_| bad());
+    let ms = |s: String| {
+        s.parse::<f64>()
+            .map(|v| Duration::from_nanos((v * 1e6).round() as u64))
+            .map_err(|_| bad())
+    };
     let (invoke, complete) = (ms(field("")?)?, ms(field("")?)?);
     let num = |s: String| s.parse::<u64>().map_err(|_| bad());
-    let (process, node, key) = (num(field("p")?)?, num(field("n")?)?, num(field("k")?)? as usize);
-    let tail = line[line.find(&format!(" k{key} ")).ok_or_else(bad)? + format!(" k{key} ").len()..].trim();
-    let split = ["Ok(", "Fail(", "Unknown("].iter().filter_map(|p| tail.rfind(&format!(" {p}"))).max().ok_or_else(bad)?;
+    let (process, node, key) = (
+        num(field("p")?)?,
+        num(field("n")?)?,
+        num(field("k")?)? as usize,
+    );
+    let tail =
+        line[line.find(&format!(" k{key} ")).ok_or_else(bad)? + format!(" k{key} ").len()..].trim();
+    let split = ["Ok(", "Fail(", "Unknown("]
+        .iter()
+        .filter_map(|p| tail.rfind(&format!(" {p}")))
+        .max()
+        .ok_or_else(bad)?;
     let (op, outcome) = (tail[..split].trim(), tail[split..].trim());
-    Ok(Entry { process, node, key, op: parse_op(op).ok_or_else(bad)?, invoke, complete, outcome: parse_outcome(outcome).ok_or_else(bad)? })
+    Ok(Entry {
+        process,
+        node,
+        key,
+        op: parse_op(op).ok_or_else(bad)?,
+        invoke,
+        complete,
+        outcome: parse_outcome(outcome).ok_or_else(bad)?,
+    })
 }
 
 fn opt(s: &str) -> Option<Option<u64>> {
     match s.trim() {
         "None" => Some(None),
-        s => s.strip_prefix("Some(")?.strip_suffix(')')?.parse().ok().map(Some),
+        s => s
+            .strip_prefix("Some(")?
+            .strip_suffix(')')?
+            .parse()
+            .ok()
+            .map(Some),
     }
 }
 
@@ -156,11 +200,18 @@ fn parse_op(s: &str) -> Option<Op> {
     }
     let body = s.strip_prefix("Cas { expected: ")?.strip_suffix(" }")?;
     let (expected, new) = body.split_once(", new: ")?;
-    Some(Op::Cas { expected: opt(expected)?, new: new.parse().ok()? })
+    Some(Op::Cas {
+        expected: opt(expected)?,
+        new: new.parse().ok()?,
+    })
 }
 
 fn parse_outcome(s: &str) -> Option<Outcome> {
-    let text = |p: &str| s.strip_prefix(p).and_then(|r| r.strip_suffix(')')).map(|r| r.trim_matches('"').to_string());
+    let text = |p: &str| {
+        s.strip_prefix(p)
+            .and_then(|r| r.strip_suffix(')'))
+            .map(|r| r.trim_matches('"').to_string())
+    };
     if s.starts_with("Fail(") {
         return text("Fail(").map(Outcome::Fail);
     }
@@ -176,5 +227,8 @@ fn parse_outcome(s: &str) -> Option<Outcome> {
     }
     let body = ret.strip_prefix("Cas { succeeded: ")?.strip_suffix(" }")?;
     let (succeeded, previous) = body.split_once(", previous: ")?;
-    Some(Outcome::Ok(Ret::Cas { succeeded: succeeded == "true", previous: opt(previous)? }))
+    Some(Outcome::Ok(Ret::Cas {
+        succeeded: succeeded == "true",
+        previous: opt(previous)?,
+    }))
 }

@@ -39,7 +39,13 @@ pub struct Schedule {
 impl Schedule {
     /// The schedule `name` with the suite's defaults (10 clients, 8 keys).
     pub fn new(name: &str, seed: u64, duration: Duration) -> Schedule {
-        Schedule { name: name.to_string(), seed, duration, clients: 10, keys: 8 }
+        Schedule {
+            name: name.to_string(),
+            seed,
+            duration,
+            clients: 10,
+            keys: 8,
+        }
     }
 
     /// The command that replays this run.
@@ -68,21 +74,33 @@ pub struct Report {
 
 impl Report {
     pub fn passed(&self) -> bool {
-        self.verdicts.iter().all(|(_, v)| *v == Verdict::Linearizable) && self.lost.is_ok() && self.findings.is_empty()
+        self.verdicts
+            .iter()
+            .all(|(_, v)| *v == Verdict::Linearizable)
+            && self.lost.is_ok()
+            && self.findings.is_empty()
     }
 
     /// One line for docs/testing.md.
     pub fn summary(&self, s: &Schedule) -> String {
         let (ok, failed, unknown) = self.ops;
-        let bad: Vec<String> =
-            self.verdicts.iter().filter(|(_, v)| *v != Verdict::Linearizable).map(|(k, v)| format!("k{k} {v:?}")).collect();
+        let bad: Vec<String> = self
+            .verdicts
+            .iter()
+            .filter(|(_, v)| *v != Verdict::Linearizable)
+            .map(|(k, v)| format!("k{k} {v:?}"))
+            .collect();
         format!(
             "| {} | {} | {}s | {ok} | {failed} | {unknown} | {} | {} | {} | {} |",
             s.name,
             s.seed,
             s.duration.as_secs(),
             self.faults,
-            if bad.is_empty() { "linearizable".to_string() } else { bad.join(", ") },
+            if bad.is_empty() {
+                "linearizable".to_string()
+            } else {
+                bad.join(", ")
+            },
             match &self.lost {
                 Ok(()) => format!("0 of {}", self.acked_durable),
                 Err(e) => format!("LOST: {e}"),
@@ -98,7 +116,9 @@ pub async fn run(s: &Schedule) -> Report {
     let opts = ClusterOpts {
         initial_ranges: 4,
         // Short logs: a node cut off for a few seconds must catch up from a snapshot.
-        extra_args: ["--log-gc-threshold", "64", "--log-gc-max-lag", "128"].map(String::from).to_vec(),
+        extra_args: ["--log-gc-threshold", "64", "--log-gc-max-lag", "128"]
+            .map(String::from)
+            .to_vec(),
         ..Default::default()
     };
     let mut cluster = TestCluster::start(3, opts).await;
@@ -110,14 +130,40 @@ pub async fn run(s: &Schedule) -> Report {
         stop: Default::default(),
     });
     let timeline = Timeline::new(origin);
-    timeline.note(format!("schedule {} seed {} for {:?}", s.name, s.seed, s.duration));
+    timeline.note(format!(
+        "schedule {} seed {} for {:?}",
+        s.name, s.seed, s.duration
+    ));
     let endpoints = cluster.endpoints();
     let clients: Vec<_> = (0..s.clients)
-        .map(|id| tokio::spawn(workload::register_client(id, endpoints.clone(), s.keys, s.seed, shared.clone())))
+        .map(|id| {
+            tokio::spawn(workload::register_client(
+                id,
+                endpoints.clone(),
+                s.keys,
+                s.seed,
+                shared.clone(),
+            ))
+        })
         .collect();
-    let writers: Vec<_> =
-        (0..2).map(|id| tokio::spawn(workload::durability_writer(id, endpoints.clone(), shared.clone()))).collect();
-    nemesis::run(&mut cluster, kind, s.seed, s.duration, shared.clone(), &timeline).await;
+    let writers: Vec<_> = (0..2)
+        .map(|id| {
+            tokio::spawn(workload::durability_writer(
+                id,
+                endpoints.clone(),
+                shared.clone(),
+            ))
+        })
+        .collect();
+    nemesis::run(
+        &mut cluster,
+        kind,
+        s.seed,
+        s.duration,
+        shared.clone(),
+        &timeline,
+    )
+    .await;
     shared.stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.await.expect("client task");
@@ -136,7 +182,9 @@ pub async fn run(s: &Schedule) -> Report {
         }
     }
     let entries = shared.history.entries();
-    let verdicts: Vec<_> = checker::check(&entries, Duration::from_secs(120)).into_iter().collect();
+    let verdicts: Vec<_> = checker::check(&entries, Duration::from_secs(120))
+        .into_iter()
+        .collect();
     let report = Report {
         ops: history::counts(&entries),
         faults: *timeline.faults.lock().unwrap(),

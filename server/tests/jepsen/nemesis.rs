@@ -108,7 +108,10 @@ pub struct Timeline {
 
 impl Timeline {
     pub fn new(origin: Instant) -> Timeline {
-        Timeline { origin: Some(origin), ..Default::default() }
+        Timeline {
+            origin: Some(origin),
+            ..Default::default()
+        }
     }
 
     pub fn note(&self, what: String) {
@@ -128,16 +131,27 @@ impl Timeline {
 async fn leaseholder(cluster: &TestCluster, shared: &Shared) -> Option<u64> {
     let key = register_key(shared.newest_key.lock().unwrap().unwrap_or(0));
     let client = client_for(&cluster.endpoints());
-    let ranges = tokio::time::timeout(Duration::from_secs(3), client.ranges()).await.ok()?.ok()?;
+    let ranges = tokio::time::timeout(Duration::from_secs(3), client.ranges())
+        .await
+        .ok()?
+        .ok()?;
     ranges.ranges.iter().find_map(|r| {
         let d = r.descriptor.as_ref()?;
-        let inside = d.start.as_slice() <= key.as_slice() && (d.end.is_empty() || key.as_slice() < d.end.as_slice());
+        let inside = d.start.as_slice() <= key.as_slice()
+            && (d.end.is_empty() || key.as_slice() < d.end.as_slice());
         (inside && r.leader_node != 0).then_some(r.leader_node)
     })
 }
 
 /// Runs `kind` against `cluster` for `duration`, then heals everything.
-pub async fn run(cluster: &mut TestCluster, kind: Nemesis, seed: u64, duration: Duration, shared: Arc<Shared>, timeline: &Timeline) {
+pub async fn run(
+    cluster: &mut TestCluster,
+    kind: Nemesis,
+    seed: u64,
+    duration: Duration,
+    shared: Arc<Shared>,
+    timeline: &Timeline,
+) {
     let mut rng = StdRng::seed_from_u64(seed);
     let end = Instant::now() + duration;
     loop {
@@ -148,19 +162,31 @@ pub async fn run(cluster: &mut TestCluster, kind: Nemesis, seed: u64, duration: 
             break;
         }
         tokio::time::sleep(quiet).await;
-        let fault = if kind == Nemesis::Mixed { Nemesis::pick_mixed(&mut rng) } else { kind };
+        let fault = if kind == Nemesis::Mixed {
+            Nemesis::pick_mixed(&mut rng)
+        } else {
+            kind
+        };
         one_fault(cluster, fault, &mut rng, hold, &shared, timeline).await;
     }
     tokio::time::sleep_until(end.into()).await;
     timeline.note("schedule over".into());
 }
 
-async fn one_fault(cluster: &mut TestCluster, fault: Nemesis, rng: &mut StdRng, hold: Duration, shared: &Shared, t: &Timeline) {
+async fn one_fault(
+    cluster: &mut TestCluster,
+    fault: Nemesis,
+    rng: &mut StdRng,
+    hold: Duration,
+    shared: &Shared,
+    t: &Timeline,
+) {
     let random = rng.gen_range(1..=3u64);
     let target = match fault {
-        Nemesis::KillLeaseholder | Nemesis::PauseLeaseholder | Nemesis::IsolateLeaseholder | Nemesis::Transfer => {
-            leaseholder(cluster, shared).await.unwrap_or(random)
-        }
+        Nemesis::KillLeaseholder
+        | Nemesis::PauseLeaseholder
+        | Nemesis::IsolateLeaseholder
+        | Nemesis::Transfer => leaseholder(cluster, shared).await.unwrap_or(random),
         _ => random,
     };
     match fault {
@@ -210,21 +236,29 @@ async fn one_fault(cluster: &mut TestCluster, fault: Nemesis, rng: &mut StdRng, 
             let long = hold * 2;
             let http = cluster.node(target).http.clone();
             let before = metric(&http, SNAPSHOTS).await.unwrap_or(0);
-            t.fault(format!("isolate node {target} for {long:?}, until its log is truncated"));
+            t.fault(format!(
+                "isolate node {target} for {long:?}, until its log is truncated"
+            ));
             cluster.isolate(target);
             tokio::time::sleep(long).await;
             cluster.heal();
             let installed = snapshots_after(&http, before).await;
             *t.snapshots.lock().unwrap() += installed;
-            t.note(format!("heal: node {target} installed {installed} snapshots"));
+            t.note(format!(
+                "heal: node {target} installed {installed} snapshots"
+            ));
         }
         Nemesis::Transfer => {
-            t.fault(format!("SIGTERM node {target}: its leaderships are transferred away"));
+            t.fault(format!(
+                "SIGTERM node {target}: its leaderships are transferred away"
+            ));
             let status = cluster.terminate(target).await;
             t.note(format!("node {target} drained and exited ({status})"));
             tokio::time::sleep(hold).await;
             cluster.restart(target);
-            t.note(format!("restart node {target}: balance transfers leaders back"));
+            t.note(format!(
+                "restart node {target}: balance transfers leaders back"
+            ));
         }
         Nemesis::Mixed => unreachable!("mixed picks a fault"),
     }
@@ -245,10 +279,19 @@ async fn snapshots_after(http: &str, before: u64) -> u64 {
 }
 
 /// Restarts `node` with its clock at `rate`, holds, and restarts it with a true clock.
-async fn clock_fault(cluster: &mut TestCluster, node: u64, rate: f64, hold: Duration, t: &Timeline) {
+async fn clock_fault(
+    cluster: &mut TestCluster,
+    node: u64,
+    rate: f64,
+    hold: Duration,
+    t: &Timeline,
+) {
     t.fault(format!("restart node {node} with its clock at {rate}x"));
     cluster.kill9(node);
-    cluster.node(node).args_mut().extend(["--clock-rate".to_string(), rate.to_string()]);
+    cluster
+        .node(node)
+        .args_mut()
+        .extend(["--clock-rate".to_string(), rate.to_string()]);
     cluster.restart(node);
     tokio::time::sleep(hold * 2).await;
     cluster.kill9(node);
@@ -267,7 +310,11 @@ async fn split_fault(cluster: &TestCluster, shared: &Shared, hold: Duration, t: 
         let key = register_key(k);
         match tokio::time::timeout(Duration::from_secs(3), client.split(&key)).await {
             Ok(Ok(_)) => t.fault(format!("split at register key {k}")),
-            Ok(Err(s)) => t.note(format!("split at register key {k} refused: {:?} {}", s.code(), s.message())),
+            Ok(Err(s)) => t.note(format!(
+                "split at register key {k} refused: {:?} {}",
+                s.code(),
+                s.message()
+            )),
             Err(_) => t.note(format!("split at register key {k}: no answer")),
         }
         tokio::time::sleep(Duration::from_millis(700)).await;

@@ -48,16 +48,31 @@ enum Class {
 
 /// Classifies an error by the protocol table.
 fn classify(s: &Status) -> Class {
-    let name = s.metadata().get("flotilla-error").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let what = format!("{:?} {}: {}", s.code(), name.as_deref().unwrap_or("-"), s.message());
+    let name = s
+        .metadata()
+        .get("flotilla-error")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let what = format!(
+        "{:?} {}: {}",
+        s.code(),
+        name.as_deref().unwrap_or("-"),
+        s.message()
+    );
     match (name.as_deref(), s.code()) {
         (Some("ambiguous"), Code::Unknown) => Class::Unknown(what),
-        (Some("unavailable" | "not_initialized" | "stopping"), Code::Unavailable) => Class::Fail(what),
-        (Some(_), _) => Class::Finding(format!("an answer the protocol table does not list: {what}")),
+        (Some("unavailable" | "not_initialized" | "stopping"), Code::Unavailable) => {
+            Class::Fail(what)
+        }
+        (Some(_), _) => Class::Finding(format!(
+            "an answer the protocol table does not list: {what}"
+        )),
         // No server answer: a connect that failed never sent the call; anything else
         // (deadline, a connection broken mid-call) may have delivered it.
         (None, _) if unreachable(s) => Class::Fail(what),
-        (None, Code::DeadlineExceeded | Code::Unavailable | Code::Cancelled | Code::Unknown) => Class::Unknown(what),
+        (None, Code::DeadlineExceeded | Code::Unavailable | Code::Cancelled | Code::Unknown) => {
+            Class::Unknown(what)
+        }
         (None, _) => Class::Finding(format!("a transport error of an unexpected kind: {what}")),
     }
 }
@@ -67,7 +82,10 @@ fn encode(v: u64) -> Vec<u8> {
 }
 
 fn decode(b: &[u8]) -> Result<u64, String> {
-    std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()).ok_or_else(|| format!("a value no client wrote: {b:?}"))
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("a value no client wrote: {b:?}"))
 }
 
 fn decode_opt(b: Option<Vec<u8>>) -> Result<Option<u64>, String> {
@@ -82,9 +100,13 @@ async fn execute(client: &Client, key: &[u8], op: &Op) -> Result<Result<Ret, Str
         ($method:ident, $req:expr) => {{
             let mut req = tonic::Request::new($req);
             req.set_timeout(CALL_DEADLINE);
-            match tokio::time::timeout(CALL_DEADLINE + Duration::from_secs(1), kv.$method(req)).await {
+            match tokio::time::timeout(CALL_DEADLINE + Duration::from_secs(1), kv.$method(req))
+                .await
+            {
                 Ok(r) => r.map(|r| r.into_inner()),
-                Err(_) => Err(Status::deadline_exceeded("no answer before the client's deadline")),
+                Err(_) => Err(Status::deadline_exceeded(
+                    "no answer before the client's deadline",
+                )),
             }
         }};
     }
@@ -93,18 +115,38 @@ async fn execute(client: &Client, key: &[u8], op: &Op) -> Result<Result<Ret, Str
             let r = call!(get, GetRequest { key })?;
             decode_opt(r.found.then_some(r.value)).map(Ret::Value)
         }
-        Op::Put(v) => call!(put, PutRequest { key, value: encode(*v) }).map(|_| Ok(Ret::Done))?,
+        Op::Put(v) => call!(
+            put,
+            PutRequest {
+                key,
+                value: encode(*v)
+            }
+        )
+        .map(|_| Ok(Ret::Done))?,
         Op::Delete => call!(delete, DeleteRequest { key }).map(|_| Ok(Ret::Done))?,
         Op::Cas { expected, new } => {
-            let req = CompareAndSwapRequest { key, expected: expected.map(encode), new_value: Some(encode(*new)) };
+            let req = CompareAndSwapRequest {
+                key,
+                expected: expected.map(encode),
+                new_value: Some(encode(*new)),
+            };
             let r = call!(compare_and_swap, req)?;
-            decode_opt(r.previous).map(|previous| Ret::Cas { succeeded: r.succeeded, previous })
+            decode_opt(r.previous).map(|previous| Ret::Cas {
+                succeeded: r.succeeded,
+                previous,
+            })
         }
     })
 }
 
 /// One register client: `id` picks its node (`endpoints[id % n]`) and its value space.
-pub async fn register_client(id: u64, endpoints: Vec<String>, keys: usize, seed: u64, shared: Arc<Shared>) {
+pub async fn register_client(
+    id: u64,
+    endpoints: Vec<String>,
+    keys: usize,
+    seed: u64,
+    shared: Arc<Shared>,
+) {
     let node = id as usize % endpoints.len();
     let client = Client::new(&[endpoints[node].clone()]).expect("client");
     let mut rng = StdRng::seed_from_u64(seed ^ id.wrapping_mul(0x2545_f491_4f6c_dd1d));
@@ -119,7 +161,10 @@ pub async fn register_client(id: u64, endpoints: Vec<String>, keys: usize, seed:
             0..=3 => Op::Get,
             4..=6 => Op::Put(value),
             7 => Op::Delete,
-            _ => Op::Cas { expected: last_seen[key], new: value },
+            _ => Op::Cas {
+                expected: last_seen[key],
+                new: value,
+            },
         };
         if op.is_write() {
             *shared.newest_key.lock().unwrap() = Some(key);
@@ -131,7 +176,9 @@ pub async fn register_client(id: u64, endpoints: Vec<String>, keys: usize, seed:
             Ok(Ok(ret)) => {
                 last_seen[key] = match &ret {
                     Ret::Value(v) => *v,
-                    Ret::Cas { succeeded: true, .. } => match op {
+                    Ret::Cas {
+                        succeeded: true, ..
+                    } => match op {
                         Op::Cas { new, .. } => Some(new),
                         _ => None,
                     },
@@ -144,14 +191,22 @@ pub async fn register_client(id: u64, endpoints: Vec<String>, keys: usize, seed:
                 Outcome::Ok(ret)
             }
             Ok(Err(bad)) => {
-                shared.findings.lock().unwrap().push(format!("client {id}: {bad}"));
+                shared
+                    .findings
+                    .lock()
+                    .unwrap()
+                    .push(format!("client {id}: {bad}"));
                 Outcome::Unknown(bad)
             }
             Err(status) => match classify(&status) {
                 Class::Fail(why) => Outcome::Fail(why),
                 Class::Unknown(why) => Outcome::Unknown(why),
                 Class::Finding(why) => {
-                    shared.findings.lock().unwrap().push(format!("client {id} {op:?}: {why}"));
+                    shared
+                        .findings
+                        .lock()
+                        .unwrap()
+                        .push(format!("client {id} {op:?}: {why}"));
                     Outcome::Unknown(why)
                 }
             },
@@ -166,7 +221,15 @@ pub async fn register_client(id: u64, endpoints: Vec<String>, keys: usize, seed:
             // Pacing, not synchronisation: a client of a dead node should not spin.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        shared.history.record(Entry { process, node: node as u64 + 1, key, op, invoke, complete, outcome });
+        shared.history.record(Entry {
+            process,
+            node: node as u64 + 1,
+            key,
+            op,
+            invoke,
+            complete,
+            outcome,
+        });
         if unknown {
             process += 1;
         }
@@ -175,8 +238,15 @@ pub async fn register_client(id: u64, endpoints: Vec<String>, keys: usize, seed:
 
 /// A durability writer: unique keys `dur/{id}/{seq}` through every node in turn; returns
 /// the acknowledged pairs.
-pub async fn durability_writer(id: u64, endpoints: Vec<String>, stop: Arc<Shared>) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let clients: Vec<Client> = endpoints.iter().map(|e| Client::new(std::slice::from_ref(e)).expect("client")).collect();
+pub async fn durability_writer(
+    id: u64,
+    endpoints: Vec<String>,
+    stop: Arc<Shared>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let clients: Vec<Client> = endpoints
+        .iter()
+        .map(|e| Client::new(std::slice::from_ref(e)).expect("client"))
+        .collect();
     let mut acked = Vec::new();
     let mut seq = 0u64;
     while !stop.stop.load(Ordering::Relaxed) {
@@ -185,7 +255,10 @@ pub async fn durability_writer(id: u64, endpoints: Vec<String>, stop: Arc<Shared
         let value = format!("{id}-{seq}").into_bytes();
         let client = &clients[seq as usize % clients.len()];
         let mut kv = client.kv_at(0);
-        let mut req = tonic::Request::new(PutRequest { key: key.clone(), value: value.clone() });
+        let mut req = tonic::Request::new(PutRequest {
+            key: key.clone(),
+            value: value.clone(),
+        });
         req.set_timeout(CALL_DEADLINE);
         match tokio::time::timeout(CALL_DEADLINE + Duration::from_secs(1), kv.put(req)).await {
             Ok(Ok(_)) => acked.push((key, value)),
