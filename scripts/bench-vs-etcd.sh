@@ -12,7 +12,9 @@
 #
 # Flotilla's rows use `Kv.Commands` streams (flotilla-load's default `--rpc stream`);
 # UNARY=1 adds the same rows over one unary call per request ("flotilla-unary"), on the
-# same cluster. SETS limits the key sets (default "ascii8 random16").
+# same cluster. SETS limits the key sets (default "ascii8 random16"), SYSTEMS the systems
+# (default "flotilla etcd"), KINDS the operations (default "puts gets") and CLIENTS the
+# client counts (default "1 100"): `SYSTEMS=flotilla KINDS=puts CLIENTS=100` is a quick A/B.
 #
 #   scripts/bench-vs-etcd.sh                 # SECS=15 KEYS=20000 per row
 #   SECS=30 scripts/bench-vs-etcd.sh
@@ -24,6 +26,9 @@ keys="${KEYS:-20000}"
 warmup="${WARMUP:-3}"
 ranges="${RANGES:-8}"
 sets="${SETS:-ascii8 random16}"
+systems="${SYSTEMS:-flotilla etcd}"
+kinds="${KINDS:-puts gets}"
+client_counts="${CLIENTS:-1 100}"
 
 if ! command -v etcd >/dev/null 2>&1; then
   echo "bench-vs-etcd: installing etcd-server" >&2
@@ -95,22 +100,31 @@ rows() { # system
     # Write every key once, so that gets find values.
     "$load" --backend "${1%%-*}" --endpoints "$endpoints" --clients 32 --keys "$keys" --value-size 256 --read-ratio 0 \
       --preload --ops 1 "${keyargs[@]}" >/dev/null
-    row "$1" "$set puts, 1 client" 1 0 "${keyargs[@]}"
-    row "$1" "$set gets, 1 client" 1 1 "${keyargs[@]}"
-    row "$1" "$set puts, 100 clients" 100 0 "${keyargs[@]}"
-    row "$1" "$set gets, 100 clients" 100 1 "${keyargs[@]}"
+    local clients kind
+    for clients in $client_counts; do
+      for kind in $kinds; do
+        local ratio=0 noun="clients"
+        [ "$kind" = gets ] && ratio=1
+        [ "$clients" = 1 ] && noun="client"
+        row "$1" "$set $kind, $clients $noun" "$clients" "$ratio" "${keyargs[@]}"
+      done
+    done
   done
 }
 
-echo "== Flotilla: 3 nodes, $ranges initial ranges" >&2
-start_three "$ranges"
-rows flotilla
-if [ -n "${UNARY:-}" ]; then rows flotilla-unary; fi
-stop_all
-echo "== etcd $("$etcd_bin" --version | head -1 | awk '{print $3}'): 3 members" >&2
-start_etcd
-rows etcd
-stop_all
+if [[ " $systems " == *" flotilla "* ]]; then
+  echo "== Flotilla: 3 nodes, $ranges initial ranges" >&2
+  start_three "$ranges"
+  rows flotilla
+  if [ -n "${UNARY:-}" ]; then rows flotilla-unary; fi
+  stop_all
+fi
+if [[ " $systems " == *" etcd "* ]]; then
+  echo "== etcd $("$etcd_bin" --version | head -1 | awk '{print $3}'): 3 members" >&2
+  start_etcd
+  rows etcd
+  stop_all
+fi
 
 python3 - "$results" "$secs" "$keys" <<'PY'
 import json, sys

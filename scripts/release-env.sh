@@ -4,7 +4,8 @@
 # `start_three` (a 3-node cluster, below).
 target="${CARGO_TARGET_DIR:-target}"
 cargo build --release --workspace --locked >&2
-bin="$target/release/flotilla"
+# FLOTILLA_BIN runs another build of the server (an A/B of two commits on one machine).
+bin="${FLOTILLA_BIN:-$target/release/flotilla}"
 load="$target/release/flotilla-load"
 root="$(mktemp -d /tmp/flotilla-bench.XXXXXX)"
 pids=()

@@ -15,6 +15,7 @@
 pub mod clock;
 pub mod cmd;
 pub mod config;
+mod entry_cache;
 pub mod error;
 pub mod keyspace;
 pub mod local;

@@ -15,6 +15,7 @@ use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
+use crate::entry_cache::EntryCache;
 use crate::error::{corrupt, Result};
 use crate::metapb::{
     ApplyState, KvPair, RaftLocalState, RangeDescriptor, SnapshotData, SnapshotFile,
@@ -46,6 +47,9 @@ pub struct PeerStorage {
     /// Where snapshots for followers are generated (`snap.rs`); none until the store
     /// gives it (a replica without one cannot build snapshots).
     snaps: Option<std::sync::Arc<SnapManager>>,
+    /// The log's recent tail in memory (`entry_cache.rs`); when not empty it ends at
+    /// `last_index`.
+    cache: EntryCache,
 }
 
 /// Paces the snapshots a leader builds for one follower. The first three go at once; a
@@ -147,6 +151,7 @@ impl PeerStorage {
             pace: Default::default(),
             clock: std::sync::Arc::new(crate::clock::MonotonicClock::new()),
             snaps: None,
+            cache: EntryCache::default(),
         };
         storage.stage_dirty(wb);
         storage
@@ -178,6 +183,7 @@ impl PeerStorage {
             pace: Default::default(),
             clock: std::sync::Arc::new(crate::clock::MonotonicClock::new()),
             snaps: None,
+            cache: EntryCache::default(),
         }
     }
 
@@ -211,6 +217,7 @@ impl PeerStorage {
             pace: Default::default(),
             clock: std::sync::Arc::new(crate::clock::MonotonicClock::new()),
             snaps: None,
+            cache: EntryCache::default(),
         })
     }
 
@@ -326,6 +333,7 @@ impl PeerStorage {
             wb.delete_range(Cf::Raft, &from, &to);
         }
         debug_assert!(first.index <= self.last_index + 1);
+        self.cache.append(entries);
         self.last_index = last.index;
         self.last_term = last.term;
         self.raft_state_dirty = true;
@@ -380,6 +388,7 @@ impl PeerStorage {
             &keys::raft_log_key(id, u64::MAX),
         );
         wb.put(Cf::Meta, &keys::descriptor_key(id), &desc.encode_to_vec());
+        self.cache.clear();
         self.desc = desc;
         self.apply_state = ApplyState {
             applied_index: meta.index,
@@ -407,10 +416,52 @@ impl PeerStorage {
             &keys::raft_log_key(id, 0),
             &keys::raft_log_key(id, index + 1),
         );
+        self.cache.trim_before(index + 1);
         self.apply_state.truncated_index = index;
         self.apply_state.truncated_term = term;
         self.apply_state_dirty = true;
         Ok(())
+    }
+
+    /// Drops the cached entries below `index`: no one reads them again but from disk.
+    pub fn trim_cache(&mut self, index: u64) {
+        self.cache.trim_before(index);
+    }
+
+    /// Reads the entries `[low, high)` from disk into `out` while their running size
+    /// stays within `max_size`.
+    fn read_entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: u64,
+        out: &mut Vec<Entry>,
+        size: &mut u64,
+    ) -> raft::Result<()> {
+        let id = self.desc.range_id;
+        let (from, to) = (keys::raft_log_key(id, low), keys::raft_log_key(id, high));
+        let mut failure = None;
+        let scanned =
+            self.engine.scan(Cf::Raft, &from, &to, |_, v| {
+                match Entry::parse_from_bytes(v) {
+                    Ok(e) => {
+                        *size += v.len() as u64;
+                        if !out.is_empty() && *size > max_size {
+                            return false;
+                        }
+                        out.push(e);
+                        true
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        false
+                    }
+                }
+            });
+        if let Some(e) = failure {
+            return Err(raft::Error::CodecError(e));
+        }
+        scanned.map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))
     }
 
     fn read_entry(&self, index: u64) -> raft::Result<Entry> {
@@ -450,33 +501,19 @@ impl raft::Storage for PeerStorage {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
         let max_size = max_size.into().unwrap_or(u64::MAX);
-        let id = self.desc.range_id;
-        let (from, to) = (keys::raft_log_key(id, low), keys::raft_log_key(id, high));
         let mut out: Vec<Entry> = Vec::with_capacity((high - low) as usize);
         let mut size = 0u64;
-        let mut failure = None;
-        let scanned =
-            self.engine.scan(Cf::Raft, &from, &to, |_, v| {
-                match Entry::parse_from_bytes(v) {
-                    Ok(e) => {
-                        size += v.len() as u64;
-                        if !out.is_empty() && size > max_size {
-                            return false;
-                        }
-                        out.push(e);
-                        true
-                    }
-                    Err(e) => {
-                        failure = Some(e);
-                        false
-                    }
-                }
-            });
-        if let Some(e) = failure {
-            return Err(raft::Error::CodecError(e));
+        // The cache, when not empty, holds the log's tail: read below it from disk.
+        let cached_from = self
+            .cache
+            .first_index()
+            .map_or(high, |first| first.clamp(low, high));
+        if low < cached_from {
+            self.read_entries(low, cached_from, max_size, &mut out, &mut size)?;
         }
-        if let Err(e) = scanned {
-            return Err(raft::Error::Store(StorageError::Other(Box::new(e))));
+        if cached_from < high && size <= max_size {
+            self.cache
+                .fetch(cached_from, high, max_size, &mut out, &mut size);
         }
         let contiguous = out
             .iter()
@@ -502,6 +539,9 @@ impl raft::Storage for PeerStorage {
         }
         if idx == self.last_index {
             return Ok(self.last_term);
+        }
+        if let Some(term) = self.cache.term(idx) {
+            return Ok(term);
         }
         Ok(self.read_entry(idx)?.term)
     }

@@ -4,6 +4,9 @@
 //! entries. A leader keeps the entries its followers still need, but at most the last
 //! `log_gc_max_lag` applied entries: a follower further behind (down, or cut off) would
 //! otherwise hold the log forever, so it catches up through a snapshot instead.
+//!
+//! The in-memory tail of the log (`entry_cache.rs`) is trimmed here too, on every round a
+//! replica applies: what is applied and held by every follower that keeps up is dropped.
 
 use flotilla_engine::WriteBatch;
 
@@ -47,5 +50,21 @@ impl Peer {
         }
         self.raw.mut_store().compact_to(compact_to, wb)?;
         Ok(Some(compact_to))
+    }
+
+    /// Drops the cached log entries (`entry_cache.rs`) no one will read from memory again:
+    /// those this replica has applied and, on a leader, every follower that keeps up holds
+    /// (the entry at the boundary stays, for its term). A follower that is probing or
+    /// waiting for a snapshot reads from disk.
+    pub(crate) fn trim_entry_cache(&mut self) {
+        let mut keep_from = self.raw.store().apply_state().applied_index;
+        if self.is_leader() {
+            for (id, pr) in self.raw.raft.prs().iter() {
+                if *id != self.replica_id && pr.state == raft::ProgressState::Replicate {
+                    keep_from = keep_from.min(pr.matched);
+                }
+            }
+        }
+        self.raw.mut_store().trim_cache(keep_from);
     }
 }

@@ -205,6 +205,7 @@ impl Store {
                     tracing::debug!(range = id, compacted, "truncated raft log");
                     StoreMetrics::add(&self.metrics.log_compactions, 1);
                 }
+                peer.trim_entry_cache();
                 peer.raw.mut_store().stage_dirty(&mut wb);
             }
         }
