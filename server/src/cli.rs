@@ -743,9 +743,11 @@ pub fn parse_batch_args(enc: Encoding, args: &[String]) -> Result<Vec<WriteOp>, 
                 ops.push(WriteOp::delete(arg(1, "KEY")?));
                 i += 2;
             }
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "kv batch: argument {n} is {other:?}; expected an op: put KEY VALUE or delete KEY"
-            )),
+            ))
+            }
         }
     }
     Ok(ops)

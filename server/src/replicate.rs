@@ -17,6 +17,11 @@
 //! has the descriptor the plan saw. Ranges with a change under way are left out of later
 //! plans until it ends, and count against the snapshot slots of the node they add to.
 //! A decommissioning node that no range lists any more is marked decommissioned.
+//! A round whose inputs are those of the last round that read the records (the meta
+//! range's applied index, every node's liveness and zone, the factor, the changes under
+//! way), when that round planned nothing, is skipped: an idle cluster of 100,001 ranges
+//! costs the node running the loop next to nothing. At least every [`MAX_SKIPPED`]
+//! rounds the records are read whatever the inputs say.
 //!
 //! **Leaders.** Each round also asks [`flotilla_router::placement::plan_leaders`] where
 //! leaders should be, and records each changed choice with a `PreferLeader` command on
@@ -24,7 +29,7 @@
 //! round never plans from choices it has not seen land). The range's leader then hands
 //! leadership over itself, once the new preferred voter is caught up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,6 +83,7 @@ pub async fn run(state: Arc<State>) {
         return;
     }
     let in_flight = Arc::new(InFlight::default());
+    let mut last = None;
     loop {
         tokio::time::sleep(ROUND).await;
         let Some(running) = state.running() else {
@@ -86,9 +92,10 @@ pub async fn run(state: Arc<State>) {
         let leads = leads_meta(&running).await;
         state.placement.active.store(leads, Ordering::Relaxed);
         if !leads {
+            last = None;
             continue;
         }
-        if let Err(e) = round(&state, &running, &in_flight).await {
+        if let Err(e) = round(&state, &running, &in_flight, &mut last).await {
             tracing::debug!(error = %e, "placement round failed; trying again");
         }
     }
@@ -129,12 +136,26 @@ pub fn node_states(
     records: &[NodeRecord],
     ranges: &[RangeDescriptor],
 ) -> Vec<NodeState> {
-    let mut records: BTreeMap<u64, NodeRecord> =
-        records.iter().map(|r| (r.node_id, r.clone())).collect();
-    for n in ranges
+    node_states_of(state, records, listed_nodes(ranges))
+}
+
+/// The nodes `ranges` list replicas on.
+fn listed_nodes(ranges: &[RangeDescriptor]) -> BTreeSet<u64> {
+    ranges
         .iter()
         .flat_map(|d| d.replicas.iter().map(|r| r.node_id))
-    {
+        .collect()
+}
+
+/// [`node_states`] from the records and the node ids the descriptors list.
+fn node_states_of(
+    state: &State,
+    records: &[NodeRecord],
+    listed: impl IntoIterator<Item = u64>,
+) -> Vec<NodeState> {
+    let mut records: BTreeMap<u64, NodeRecord> =
+        records.iter().map(|r| (r.node_id, r.clone())).collect();
+    for n in listed {
         records.entry(n).or_insert(NodeRecord {
             node_id: n,
             ..Default::default()
@@ -153,32 +174,84 @@ pub fn node_states(
         .collect()
 }
 
+/// What a plan is made from, short of the range records themselves: a round whose inputs
+/// equal the last round's, when that round found nothing to do, would find nothing again
+/// and is skipped. The range records are stood for by the meta range's applied index
+/// (every change to a record, node record or setting is a write to it). At 100,001 ranges
+/// reading and planning over every record took a fifth of a core on the node that runs
+/// the loop, every second, in an idle cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Inputs {
+    meta_applied: u64,
+    nodes: Vec<NodeState>,
+    replication_factor: u32,
+    busy: Vec<u64>,
+}
+
+/// The last round that read the records: its inputs, the nodes its descriptors listed,
+/// whether its plan was empty, and how many rounds were skipped since.
+struct LastRound {
+    inputs: Inputs,
+    listed: BTreeSet<u64>,
+    quiet: bool,
+    skipped: u32,
+}
+
+/// Rounds skipped in a row at most: a full round at least this often, whatever the inputs
+/// say (a guard against an input the fingerprint misses).
+const MAX_SKIPPED: u32 = 30;
+
+impl LastRound {
+    /// True when the round with `inputs` can be skipped (and counts it).
+    fn skip(last: &mut Option<LastRound>, inputs: &Inputs) -> bool {
+        match last {
+            Some(l) if l.quiet && l.skipped < MAX_SKIPPED && l.inputs == *inputs => {
+                l.skipped += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 /// One look at the cluster (see the module docs).
 async fn round(
     state: &Arc<State>,
     running: &Arc<Running>,
     in_flight: &Arc<InFlight>,
+    last: &mut Option<LastRound>,
 ) -> Result<(), String> {
     let view = state.cluster_view();
     if !view.loaded {
         return Ok(());
     }
-    let mut ranges = read_ranges(running).await.map_err(|e| e.to_string())?;
-    let meta = match running.store.range_status(META_RANGE_ID).await {
-        Ok(Some(s)) => s.descriptor,
+    let (meta, meta_applied) = match running.store.range_status(META_RANGE_ID).await {
+        Ok(Some(s)) => (s.descriptor, s.applied_index),
         _ => return Ok(()),
     };
+    let busy = in_flight.0.lock().clone();
+    let listed = last.as_ref().map(|l| l.listed.clone()).unwrap_or_default();
+    let inputs = Inputs {
+        meta_applied,
+        nodes: node_states_of(state, &view.nodes, listed),
+        replication_factor: view.replication_factor,
+        busy: busy.keys().copied().collect(),
+    };
+    if LastRound::skip(last, &inputs) {
+        return Ok(());
+    }
+    let mut ranges = read_ranges(running).await.map_err(|e| e.to_string())?;
     ranges.retain(|d| d.range_id != META_RANGE_ID);
     ranges.push(meta);
     finish_decommissions(running, &view.nodes, &ranges).await;
-    let nodes = node_states(state, &view.nodes, &ranges);
-    let busy = in_flight.0.lock().clone();
+    let listed = listed_nodes(&ranges);
+    let nodes = node_states_of(state, &view.nodes, listed.iter().copied());
     let mut snapshots_in_flight = BTreeMap::new();
     for to in busy.values().filter(|n| **n != 0) {
         *snapshots_in_flight.entry(*to).or_insert(0) += 1;
     }
     let cluster = ClusterState {
-        nodes,
+        nodes: nodes.clone(),
         ranges: ranges
             .iter()
             .filter(|d| !busy.contains_key(&d.range_id))
@@ -193,6 +266,12 @@ async fn round(
     };
     let decided = plan(&cluster, limits);
     let leader_moves = plan_leaders(&cluster, MAX_LEADER_MOVES);
+    *last = Some(LastRound {
+        inputs: Inputs { nodes, ..inputs },
+        listed,
+        quiet: decided.changes.is_empty() && leader_moves.is_empty(),
+        skipped: 0,
+    });
     let m = &state.placement;
     m.under_replicated
         .store(decided.under_replicated as u64, Ordering::Relaxed);
@@ -353,5 +432,75 @@ async fn finish_decommissions(
                 tracing::debug!(node = r.node_id, error = %e, "could not mark a node decommissioned yet")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Inputs, LastRound, MAX_SKIPPED};
+    use flotilla_router::placement::{Liveness, NodeState};
+
+    fn inputs(meta_applied: u64, liveness: Liveness) -> Inputs {
+        let node = |node_id| NodeState {
+            node_id,
+            liveness,
+            zone: None,
+        };
+        Inputs {
+            meta_applied,
+            nodes: vec![node(1), node(2)],
+            replication_factor: 3,
+            busy: Vec::new(),
+        }
+    }
+
+    fn last(quiet: bool) -> Option<LastRound> {
+        let inputs = inputs(10, Liveness::Live);
+        Some(LastRound {
+            inputs,
+            listed: Default::default(),
+            quiet,
+            skipped: 0,
+        })
+    }
+
+    #[test]
+    fn only_a_quiet_round_with_the_same_inputs_is_skipped() {
+        assert!(
+            !LastRound::skip(&mut None, &inputs(10, Liveness::Live)),
+            "no round yet"
+        );
+        assert!(LastRound::skip(
+            &mut last(true),
+            &inputs(10, Liveness::Live)
+        ));
+        assert!(
+            !LastRound::skip(&mut last(false), &inputs(10, Liveness::Live)),
+            "the last plan had work"
+        );
+        assert!(
+            !LastRound::skip(&mut last(true), &inputs(11, Liveness::Live)),
+            "a record changed"
+        );
+        assert!(
+            !LastRound::skip(&mut last(true), &inputs(10, Liveness::Dead)),
+            "a node died"
+        );
+        let mut busy = inputs(10, Liveness::Live);
+        busy.busy.push(7);
+        assert!(
+            !LastRound::skip(&mut last(true), &busy),
+            "a change is under way"
+        );
+    }
+
+    #[test]
+    fn a_full_round_comes_at_least_every_max_skipped_rounds() {
+        let mut last = last(true);
+        let same = inputs(10, Liveness::Live);
+        for _ in 0..MAX_SKIPPED {
+            assert!(LastRound::skip(&mut last, &same));
+        }
+        assert!(!LastRound::skip(&mut last, &same));
     }
 }
