@@ -423,6 +423,11 @@ impl PeerStorage {
         Ok(())
     }
 
+    /// The first index the entry cache holds, if it holds any.
+    pub fn cached_from(&self) -> Option<u64> {
+        self.cache.first_index()
+    }
+
     /// Drops the cached entries below `index`: no one reads them again but from disk.
     pub fn trim_cache(&mut self, index: u64) {
         self.cache.trim_before(index);

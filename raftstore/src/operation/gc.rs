@@ -58,6 +58,15 @@ impl Peer {
     /// waiting for a snapshot reads from disk.
     pub(crate) fn trim_entry_cache(&mut self) {
         let mut keep_from = self.raw.store().apply_state().applied_index;
+        // Most rounds of an idle or electing range have nothing to drop: skip the walk.
+        if self
+            .raw
+            .store()
+            .cached_from()
+            .is_none_or(|first| first >= keep_from)
+        {
+            return;
+        }
         if self.is_leader() {
             for (id, pr) in self.raw.raft.prs().iter() {
                 if *id != self.replica_id && pr.state == raft::ProgressState::Replicate {
