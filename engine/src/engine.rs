@@ -67,11 +67,6 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// The data column family's memtable size (see [`cf_base_options`]).
-const DATA_MEMTABLE_BYTES: usize = 8 << 20;
-/// The meta column family's memtable size.
-const META_MEMTABLE_BYTES: usize = 4 << 20;
-
 /// A column family's options before the shared ones (block cache, compression). The Raft
 /// log's keys are `range id (8 bytes) ‖ index`, appended in order within each range but
 /// interleaved across ranges: with the range id as the memtable's insert-hint prefix,
@@ -79,15 +74,6 @@ const META_MEMTABLE_BYTES: usize = 4 << 20;
 /// top of the skip list. (A profile of 100-client puts had 13 % of all CPU in skip-list
 /// searches, over every column family; with the hint, 11 % — the data column family's
 /// random keys keep theirs.) The crate has no setter for the option.
-///
-/// The data and meta column families get small memtables (8 MiB and 4 MiB, against
-/// RocksDB's 64 MiB): an insert walks the skip list from the top, one cache miss a level,
-/// and a memtable that fits in the CPU's cache costs a fraction of one that does not. The
-/// meta family holds a few small records per range, rewritten every round, so 64 MiB of
-/// it was a million versions of a few hundred keys. With both, the skip-list share of a
-/// loaded node's CPU fell from 17 % to 9 %, and the server CPU per replicated put by 8 %
-/// (`docs/benchmarks.md`, stop 25). The Raft log keeps the default: entries are deleted
-/// soon after they are written, and a smaller memtable would flush them to files first.
 fn cf_base_options(cf: Cf) -> Result<Options> {
     match cf {
         Cf::Raft => Options::default()
@@ -95,16 +81,7 @@ fn cf_base_options(cf: Cf) -> Result<Options> {
                 "memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.8",
             )
             .map_err(|e| Error::from_rocks("set the Raft log's options", e)),
-        Cf::Meta => {
-            let mut o = Options::default();
-            o.set_write_buffer_size(META_MEMTABLE_BYTES);
-            Ok(o)
-        }
-        Cf::Data => {
-            let mut o = Options::default();
-            o.set_write_buffer_size(DATA_MEMTABLE_BYTES);
-            Ok(o)
-        }
+        Cf::Data | Cf::Meta => Ok(Options::default()),
     }
 }
 

@@ -22,6 +22,39 @@ use std::collections::VecDeque;
 use protobuf::Message as _;
 use raft::prelude::Entry;
 
+/// Entries read for raft-rs, within its size limit: the first entry is always taken, and
+/// then entries while their running size stays within `max_size`.
+pub struct Fetched {
+    pub entries: Vec<Entry>,
+    pub size: u64,
+    pub max_size: u64,
+}
+
+impl Fetched {
+    pub fn new(max_size: u64, capacity: usize) -> Fetched {
+        Fetched {
+            entries: Vec::with_capacity(capacity),
+            size: 0,
+            max_size,
+        }
+    }
+
+    /// Takes `entry` (of `bytes` encoded) unless the limit stops it; false once it does.
+    pub fn take(&mut self, entry: Entry, bytes: u64) -> bool {
+        self.size += bytes;
+        if !self.entries.is_empty() && self.size > self.max_size {
+            return false;
+        }
+        self.entries.push(entry);
+        true
+    }
+
+    /// True once an entry was refused for the limit.
+    pub fn full(&self) -> bool {
+        self.size > self.max_size
+    }
+}
+
 /// A contiguous run of recent log entries (see the module docs).
 #[derive(Default)]
 pub struct EntryCache {
@@ -77,32 +110,22 @@ impl EntryCache {
         self.get(index).map(|e| e.term)
     }
 
-    /// Appends the cached entries `[low, high)` to `out` while their running size, counted
-    /// in `size`, stays within `max_size` (the first entry is always taken when `out` is
-    /// empty, as raft-rs expects). Returns false when the run is not all cached.
-    pub fn fetch(
-        &self,
-        low: u64,
-        high: u64,
-        max_size: u64,
-        out: &mut Vec<Entry>,
-        size: &mut u64,
-    ) -> bool {
+    /// Takes the cached entries `[low, high)` into `into` until its size limit stops it.
+    /// Returns false when the run is not all cached.
+    pub fn fetch(&self, low: u64, high: u64, into: &mut Fetched) -> bool {
         let Some(first) = self.first_index() else {
             return false;
         };
         if low < first || high > first + self.entries.len() as u64 {
             return false;
         }
-        for e in self
+        let run = self
             .entries
-            .range((low - first) as usize..(high - first) as usize)
-        {
-            *size += e.compute_size() as u64;
-            if !out.is_empty() && *size > max_size {
+            .range((low - first) as usize..(high - first) as usize);
+        for e in run {
+            if !into.take(e.clone(), e.compute_size() as u64) {
                 break;
             }
-            out.push(e.clone());
         }
         true
     }
@@ -136,7 +159,7 @@ impl EntryCache {
 
 #[cfg(test)]
 mod tests {
-    use super::EntryCache;
+    use super::{EntryCache, Fetched};
     use raft::prelude::Entry;
 
     fn entries(from: u64, to: u64, term: u64) -> Vec<Entry> {
@@ -151,10 +174,10 @@ mod tests {
     }
 
     fn fetched(cache: &EntryCache, low: u64, high: u64, max: u64) -> Option<Vec<(u64, u64)>> {
-        let (mut out, mut size) = (Vec::new(), 0);
+        let mut into = Fetched::new(max, 0);
         cache
-            .fetch(low, high, max, &mut out, &mut size)
-            .then(|| out.iter().map(|e| (e.index, e.term)).collect())
+            .fetch(low, high, &mut into)
+            .then(|| into.entries.iter().map(|e| (e.index, e.term)).collect())
     }
 
     #[test]

@@ -15,7 +15,7 @@ use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
-use crate::entry_cache::EntryCache;
+use crate::entry_cache::{EntryCache, Fetched};
 use crate::error::{corrupt, Result};
 use crate::metapb::{
     ApplyState, KvPair, RaftLocalState, RangeDescriptor, SnapshotData, SnapshotFile,
@@ -433,30 +433,15 @@ impl PeerStorage {
         self.cache.trim_before(index);
     }
 
-    /// Reads the entries `[low, high)` from disk into `out` while their running size
-    /// stays within `max_size`.
-    fn read_entries(
-        &self,
-        low: u64,
-        high: u64,
-        max_size: u64,
-        out: &mut Vec<Entry>,
-        size: &mut u64,
-    ) -> raft::Result<()> {
+    /// Reads the entries `[low, high)` from disk into `into` until its limit stops it.
+    fn read_entries(&self, low: u64, high: u64, into: &mut Fetched) -> raft::Result<()> {
         let id = self.desc.range_id;
         let (from, to) = (keys::raft_log_key(id, low), keys::raft_log_key(id, high));
         let mut failure = None;
         let scanned =
             self.engine.scan(Cf::Raft, &from, &to, |_, v| {
                 match Entry::parse_from_bytes(v) {
-                    Ok(e) => {
-                        *size += v.len() as u64;
-                        if !out.is_empty() && *size > max_size {
-                            return false;
-                        }
-                        out.push(e);
-                        true
-                    }
+                    Ok(e) => into.take(e, v.len() as u64),
                     Err(e) => {
                         failure = Some(e);
                         false
@@ -505,26 +490,25 @@ impl raft::Storage for PeerStorage {
         if high > self.last_index + 1 {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
-        let max_size = max_size.into().unwrap_or(u64::MAX);
-        let mut out: Vec<Entry> = Vec::with_capacity((high - low) as usize);
-        let mut size = 0u64;
+        let mut into = Fetched::new(max_size.into().unwrap_or(u64::MAX), (high - low) as usize);
         // The cache, when not empty, holds the log's tail: read below it from disk.
         let cached_from = self
             .cache
             .first_index()
             .map_or(high, |first| first.clamp(low, high));
         if low < cached_from {
-            self.read_entries(low, cached_from, max_size, &mut out, &mut size)?;
+            self.read_entries(low, cached_from, &mut into)?;
         }
-        if cached_from < high && size <= max_size {
-            self.cache
-                .fetch(cached_from, high, max_size, &mut out, &mut size);
+        if cached_from < high && !into.full() {
+            self.cache.fetch(cached_from, high, &mut into);
         }
+        let full = into.full();
+        let out = into.entries;
         let contiguous = out
             .iter()
             .enumerate()
             .all(|(i, e)| e.index == low + i as u64);
-        let complete = out.len() as u64 == high - low || size > max_size;
+        let complete = out.len() as u64 == high - low || full;
         if !contiguous || !complete {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
