@@ -28,7 +28,7 @@ for i in $(seq 1 "$nodes"); do
     join="--join $(echo "$endpoints" | tr ',' '\n' | grep -v ":$(port "$i")\$" | paste -sd,)"
   fi
   # shellcheck disable=SC2086
-  "$bin" start --node-id "$i" --listen "127.0.0.1:$(port "$i")" --http-listen "127.0.0.1:$(( $(port "$i") + 1 ))" \
+  "$bin" start --insecure --node-id "$i" --listen "127.0.0.1:$(port "$i")" --http-listen "127.0.0.1:$(( $(port "$i") + 1 ))" \
     --data-dir "$root/n$i" --initial-ranges 8 $join >"$root/log$i" 2>&1 &
   pids+=($!)
 done

@@ -11,7 +11,7 @@ source scripts/release-env.sh
 addr() { echo "127.0.0.1:$((7600 + 10 * $1))"; }
 for i in 1 2 3; do
   join="$(for j in 1 2 3; do if [ "$j" != "$i" ]; then addr "$j"; fi; done | paste -sd,)"
-  "$bin" start --node-id "$i" --listen "$(addr "$i")" --http-listen "127.0.0.1:$((7601 + 10 * i))" \
+  "$bin" start --insecure --node-id "$i" --listen "$(addr "$i")" --http-listen "127.0.0.1:$((7601 + 10 * i))" \
     --join "$join" --data-dir "$root/n$i" >"$root/log$i" 2>&1 &
   pids+=($!)
 done

@@ -74,7 +74,7 @@ echo "3. node 3 killed: every range led again $(since "$tk") s later"
 
 join="127.0.0.1:7700,127.0.0.1:7800"
 tr="$(now)"
-"$bin" start --node-id 3 --listen 127.0.0.1:7900 --http-listen 127.0.0.1:7901 --data-dir "$root/n3" \
+"$bin" start --insecure --node-id 3 --listen 127.0.0.1:7900 --http-listen 127.0.0.1:7901 --data-dir "$root/n3" \
   --join "$join" >>"$root/log3" 2>&1 &
 pids[2]=$!
 until [ "$(curl -s -o /dev/null -w '%{http_code}' 127.0.0.1:7901/ready)" = 200 ]; do sleep 0.2; done

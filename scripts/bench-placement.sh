@@ -27,7 +27,7 @@ all=""
 for i in 1 2 3 4 5; do all+="127.0.0.1:$(port "$i"),"; done
 all="${all%,}"
 start_node() { # id join
-  "$bin" start --node-id "$1" --listen "127.0.0.1:$(port "$1")" --http-listen "127.0.0.1:$(( $(port "$1") + 1 ))" \
+  "$bin" start --insecure --node-id "$1" --listen "127.0.0.1:$(port "$1")" --http-listen "127.0.0.1:$(( $(port "$1") + 1 ))" \
     --data-dir "$root/n$1" --join "$2" --dead-node-timeout "$dead" >"$root/log$1" 2>&1 &
   pids[$1]=$!
 }

@@ -29,7 +29,7 @@ for i in 1 2 3 4; do endpoints+="127.0.0.1:$(port "$i"),"; done
 endpoints="${endpoints%,}"
 for i in 1 2 3 4; do
   join="$(echo "$endpoints" | tr ',' '\n' | grep -v ":$(port "$i")\$" | paste -sd,)"
-  "$bin" start --node-id "$i" --listen "127.0.0.1:$(port "$i")" --http-listen "127.0.0.1:$(( $(port "$i") + 1 ))" \
+  "$bin" start --insecure --node-id "$i" --listen "127.0.0.1:$(port "$i")" --http-listen "127.0.0.1:$(( $(port "$i") + 1 ))" \
     --data-dir "$root/n$i" --split-size 4294967296 --snapshot-rate "$rate" --join "$join" >"$root/log$i" 2>&1 &
   pids+=($!)
 done

@@ -25,7 +25,7 @@ start_three() {
   all="${all%,}"
   for i in 1 2 3; do
     join="$(echo "$all" | tr ',' '\n' | grep -v ":$((7600 + 100 * i))\$" | paste -sd,)"
-    "$bin" start --node-id "$i" --listen "127.0.0.1:$((7600 + 100 * i))" --http-listen "127.0.0.1:$((7601 + 100 * i))" \
+    "$bin" start --insecure --node-id "$i" --listen "127.0.0.1:$((7600 + 100 * i))" --http-listen "127.0.0.1:$((7601 + 100 * i))" \
       --data-dir "$root/n$i" --join "$join" >"$root/log$i" 2>&1 &
     pids+=($!)
   done

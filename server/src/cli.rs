@@ -23,12 +23,14 @@ use flotilla_raftstore::metapb::{RangeDescriptor, WriteOp};
 use serde_json::{json, Value};
 use tonic::Status;
 
+pub mod cert;
 mod nodes;
 
 use crate::client::{self, Client};
 use crate::config::DEFAULT_LISTEN;
 use crate::display::{self, Encoding};
 use crate::proto::{InitResponse, RangeInfo, SplitResponse, StatusResponse};
+use crate::tls::dial::Dialer;
 
 /// The command did what was asked.
 pub const EXIT_OK: i32 = 0;
@@ -55,6 +57,17 @@ pub struct ClientOpts {
     /// one JSON object per line).
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Text, global = true)]
     pub output: Output,
+    /// A secure cluster: talk TLS, trusting DIR/ca.crt, and present DIR/client.USER.crt
+    /// if it exists.
+    #[arg(long, value_name = "DIR", env = "FLOTILLA_CERTS_DIR", global = true)]
+    pub certs_dir: Option<PathBuf>,
+    /// Whose client certificate to present (DIR/client.USER.crt).
+    #[arg(long, default_value = "root", env = "FLOTILLA_USER", global = true)]
+    pub user: String,
+    /// A bearer token to send with every call (for a cluster behind a proxy that
+    /// terminates TLS; see `flotilla cert create-token`).
+    #[arg(long, env = "FLOTILLA_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
 }
 
 /// The output format.
@@ -399,8 +412,10 @@ struct Remote {
 
 impl Remote {
     fn new(opts: &ClientOpts) -> Result<Remote, Failure> {
+        let dialer = Dialer::client(opts.certs_dir.as_deref(), &opts.user, opts.token.clone())
+            .map_err(|e| Failure::Error(e.to_string()))?;
         Ok(Remote {
-            client: Client::new(&opts.endpoints)?,
+            client: Client::with_dialer(&opts.endpoints, &dialer)?,
         })
     }
 
@@ -409,6 +424,12 @@ impl Remote {
         r.map_err(|s| {
             Failure::Error(if client::unreachable(&s) {
                 cannot_reach(self.client.endpoints(), &s)
+            } else if !self.client.is_secure() && client::connection_broke(&s) {
+                format!(
+                    "{:?}: {} — if the cluster runs in secure mode, pass --certs-dir DIR",
+                    s.code(),
+                    s.message()
+                )
             } else {
                 format!("{:?}: {}", s.code(), s.message())
             })

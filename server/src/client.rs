@@ -6,44 +6,97 @@
 //! shutting down, or not initialized), is tried on the next endpoint; any other failure
 //! is returned as the server's status (the server already retried what was safe to
 //! retry).
+//!
+//! In secure mode it dials with TLS ([`Dialer::client`]) and presents a client
+//! certificate, or sends a bearer token with every call ([`Stamp`]).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use flotilla_raftstore::metapb::WriteOp;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::peers::channel_to;
 use crate::proto::admin_client::AdminClient;
 use crate::proto::kv_client::KvClient;
 use crate::proto::*;
+use crate::tls::dial::Dialer;
 
 /// The largest message the client sends or accepts.
 const MAX_MESSAGE: usize = 64 << 20;
 
+/// A channel that adds the client's bearer token (if any) to every call.
+pub type Chan = InterceptedService<Channel, Stamp>;
+
+/// Adds `authorization: Bearer TOKEN` to each call.
+#[derive(Clone, Debug, Default)]
+pub struct Stamp(Option<MetadataValue<Ascii>>);
+
+impl Stamp {
+    /// The stamp of `dialer`'s token.
+    pub fn of(dialer: &Dialer) -> Result<Stamp, String> {
+        match dialer.token() {
+            None => Ok(Stamp(None)),
+            Some(t) => MetadataValue::try_from(format!("Bearer {t}"))
+                .map(|v| Stamp(Some(v)))
+                .map_err(|_| "--token: only printable ASCII characters are allowed".into()),
+        }
+    }
+}
+
+impl Interceptor for Stamp {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
 /// A client of one cluster.
 pub struct Client {
     endpoints: Vec<String>,
-    channels: Vec<Channel>,
+    channels: Vec<Chan>,
     next: AtomicUsize,
+    secure: bool,
 }
 
 impl Client {
-    /// A client of the nodes at `endpoints` (host:port). Connections open on first use.
+    /// A plaintext client of the nodes at `endpoints` (host:port). Connections open on
+    /// first use.
     pub fn new(endpoints: &[String]) -> Result<Client, String> {
+        Client::with_dialer(endpoints, &Dialer::insecure())
+    }
+
+    /// A client of the nodes at `endpoints` that dials with `dialer`.
+    pub fn with_dialer(endpoints: &[String], dialer: &Dialer) -> Result<Client, String> {
         if endpoints.is_empty() {
             return Err("no endpoints given (--endpoints HOST:PORT[,HOST:PORT...])".into());
         }
+        let stamp = Stamp::of(dialer)?;
         let channels = endpoints
             .iter()
-            .map(|e| channel_to(e).map_err(|err| format!("endpoint {e}: {err}")))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|e| {
+                let ch = dialer
+                    .channel(e)
+                    .map_err(|err| format!("endpoint {e}: {err}"))?;
+                Ok(InterceptedService::new(ch, stamp.clone()))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         Ok(Client {
+            secure: dialer.is_secure(),
             endpoints: endpoints.to_vec(),
             channels,
             next: AtomicUsize::new(0),
         })
+    }
+
+    /// True if the client dials with TLS.
+    pub fn is_secure(&self) -> bool {
+        self.secure
     }
 
     /// The endpoints, in the order given.
@@ -52,7 +105,7 @@ impl Client {
     }
 
     /// A raw client of the service on endpoint `i`.
-    pub fn kv_at(&self, i: usize) -> KvClient<Channel> {
+    pub fn kv_at(&self, i: usize) -> KvClient<Chan> {
         KvClient::new(self.channels[i % self.channels.len()].clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
@@ -61,7 +114,7 @@ impl Client {
     /// Runs `call` on the endpoints in turn until one is reachable.
     async fn call<T, F, Fut>(&self, call: F) -> Result<T, Status>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(Chan) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let n = self.channels.len();
@@ -76,7 +129,7 @@ impl Client {
         Err(last.unwrap_or_else(|| Status::unavailable("no endpoint")))
     }
 
-    fn kv(ch: Channel) -> KvClient<Channel> {
+    fn kv(ch: Chan) -> KvClient<Chan> {
         KvClient::new(ch)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
@@ -271,6 +324,16 @@ impl Client {
     }
 }
 
+/// True when the connection broke at the transport level (not an answer of a node): a
+/// plaintext client talking to a secure node sees this, as the node closes the
+/// connection at its first byte.
+pub fn connection_broke(s: &Status) -> bool {
+    matches!(
+        s.code(),
+        Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
+    ) && s.metadata().get("flotilla-error").is_none()
+}
+
 /// True when a call failed to connect at all (so it was certainly not executed): the TCP
 /// connect was refused or timed out. (A connection that opened and then broke is not
 /// this: the call may have been delivered.)
@@ -290,6 +353,6 @@ pub fn unreachable(s: &Status) -> bool {
 
 /// An Admin client that accepts answers as large as the status of 100,000 ranges
 /// (tonic's default limit is 4 MiB).
-fn admin(ch: Channel) -> AdminClient<Channel> {
+fn admin(ch: Chan) -> AdminClient<Chan> {
     AdminClient::new(ch).max_decoding_message_size(MAX_MESSAGE)
 }

@@ -394,7 +394,7 @@ pub async fn join_via(state: &std::sync::Arc<State>, address: &str) -> Result<bo
         zone: state.cfg.zone.clone().unwrap_or_default(),
         process_nonce: state.process_nonce,
     };
-    let channel = match crate::peers::channel_to(address) {
+    let channel = match state.peers.dialer().channel(address) {
         Ok(c) => c,
         Err(e) => return Err(ServerError::Config(format!("--join {address}: {e}"))),
     };
@@ -421,7 +421,7 @@ pub async fn join_via(state: &std::sync::Arc<State>, address: &str) -> Result<bo
             )));
         }
         Err(s) => {
-            tracing::warn!(address, error = %s.message(), "join failed; trying again");
+            tracing::warn!(address, error = %state.peers.dialer().failure(&s), "join failed; trying again");
             return Ok(false);
         }
     };

@@ -24,6 +24,8 @@ use flotilla_raftstore::{StoreConfig, MAX_NODE_ID};
 use serde::Deserialize;
 
 use crate::errors::ServerError;
+use crate::tls::dial::Dialer;
+use crate::tls::NodeTls;
 
 /// The gRPC address of a node started without `--listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6180";
@@ -109,6 +111,15 @@ pub struct StartArgs {
     /// placement cluster-wide.
     #[arg(long)]
     pub disable_placement: bool,
+    /// Secure mode: serve and dial over TLS with the certificates of DIR (ca.crt,
+    /// node.crt, node.key; see `flotilla cert`). Nodes admit only nodes of the same CA to
+    /// their Internal service, and clients with a certificate or token.
+    #[arg(long, value_name = "DIR")]
+    pub certs_dir: Option<PathBuf>,
+    /// Plaintext, no authentication: anyone who reaches the ports can read and write.
+    /// A node needs either this or --certs-dir.
+    #[arg(long)]
+    pub insecure: bool,
     /// Fault injection for tests: run this node's clock at this many times real speed.
     /// Leases are safe only while clock rates agree within max_clock_offset_ticks.
     #[arg(long, hide = true)]
@@ -138,6 +149,8 @@ struct FileConfig {
     dead_node_timeout: Option<f64>,
     replication_factor: Option<u32>,
     disable_placement: Option<bool>,
+    certs_dir: Option<PathBuf>,
+    insecure: Option<bool>,
 }
 
 /// Resolved settings of one server.
@@ -168,6 +181,10 @@ pub struct ServerConfig {
     pub replication_factor: u32,
     /// The placement loop never runs here.
     pub disable_placement: bool,
+    /// The node's certificates in secure mode; `None` with `--insecure`.
+    pub tls: Option<std::sync::Arc<NodeTls>>,
+    /// How the node dials other nodes (TLS in secure mode).
+    pub dialer: Dialer,
 }
 
 /// The default `dead_node_timeout` (CockroachDB's `server.time_until_store_dead`).
@@ -243,7 +260,20 @@ impl StartArgs {
                 "--clock-rate {rate}: expected a positive number"
             )));
         }
-        let configured_id = self.node_id.or(file.node_id);
+        let insecure = self.insecure || file.insecure.unwrap_or(false);
+        let (tls, dialer) = resolve_security(self.certs_dir.or(file.certs_dir), insecure)?;
+        let mut configured_id = self.node_id.or(file.node_id);
+        if let Some(bound) = tls.as_ref().and_then(|t| t.info().node_id) {
+            match configured_id {
+                Some(id) if id != bound => {
+                    return Err(ServerError::Config(format!(
+                        "--node-id {id}, but the certificate {} is node {bound}'s: start with                          --node-id {bound}, or give this node its own certificate                          (`flotilla cert create-node --node-id {id}`)",
+                        tls.as_ref().map(|t| t.dir().join(crate::tls::files::NODE_CERT).display().to_string()).unwrap_or_default()
+                    )))
+                }
+                _ => configured_id = Some(bound),
+            }
+        }
         let node_id = configured_id.unwrap_or(1);
         if node_id == 0 || node_id > MAX_NODE_ID {
             return Err(ServerError::Config(format!(
@@ -298,7 +328,36 @@ impl StartArgs {
             store,
             clock_rate: self.clock_rate,
             ballast_size: self.ballast_size.or(file.ballast_size),
+            tls,
+            dialer,
         })
+    }
+}
+
+/// Secure mode (`--certs-dir`, its certificates read and checked now) or `--insecure`:
+/// exactly one of them.
+fn resolve_security(
+    certs_dir: Option<PathBuf>,
+    insecure: bool,
+) -> Result<(Option<std::sync::Arc<NodeTls>>, Dialer), ServerError> {
+    match (certs_dir, insecure) {
+        (Some(dir), true) => Err(ServerError::Config(format!(
+            "--certs-dir {} and --insecure: choose one (TLS with those certificates, or \
+             plaintext with no authentication)",
+            dir.display()
+        ))),
+        (None, false) => Err(ServerError::Config(
+            "choose how this node talks: --certs-dir DIR for TLS and authentication (make \
+             the certificates with `flotilla cert`), or --insecure for plaintext that \
+             anyone who reaches the ports can read and write"
+                .into(),
+        )),
+        (None, true) => Ok((None, Dialer::insecure())),
+        (Some(dir), false) => {
+            let tls = NodeTls::load(&dir)?;
+            let dialer = Dialer::secure(tls.dial_config()?, &dir);
+            Ok((Some(tls), dialer))
+        }
     }
 }
 

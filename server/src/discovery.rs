@@ -9,20 +9,35 @@ use std::time::Duration;
 use tonic::Status;
 
 use crate::errors::ServerError;
-use crate::peers::channel_to;
 use crate::proto::internal_client::InternalClient;
 use crate::proto::{HelloRequest, HelloResponse};
 use crate::server::{State, DISCOVERY_INTERVAL};
 
 /// Says hello to the node at `address` on behalf of `state`'s node.
 pub async fn hello(state: &State, address: &str) -> Result<HelloResponse, Status> {
-    let channel = channel_to(address)
+    say_hello(state, address, state.process_nonce).await
+}
+
+/// Asks the node at `address` who it is without claiming anything: the hello carries no
+/// process nonce, so the callee does not check it against the process it knows under
+/// this node's id (`identity::check_claim` probes with it; a probe that was itself
+/// checked would probe back, and two nodes that know each other at other addresses
+/// would probe each other without end).
+pub async fn probe(state: &State, address: &str) -> Result<HelloResponse, Status> {
+    say_hello(state, address, 0).await
+}
+
+async fn say_hello(state: &State, address: &str, nonce: u64) -> Result<HelloResponse, Status> {
+    let channel = state
+        .peers
+        .dialer()
+        .channel(address)
         .map_err(|e| Status::invalid_argument(format!("address {address}: {e}")))?;
     let mut req = tonic::Request::new(HelloRequest {
         node_id: state.cfg.node_id,
         address: state.cfg.advertise.clone(),
         cluster_id: state.peers.cluster_id().unwrap_or_default(),
-        process_nonce: state.process_nonce,
+        process_nonce: nonce,
     });
     req.set_timeout(Duration::from_secs(2));
     state.peers.stamp(&mut req);
@@ -67,7 +82,7 @@ pub async fn discover_once(state: &Arc<State>) -> Result<(), ServerError> {
             Err(s) => {
                 crate::identity::refusal(&s)?;
                 if state.peers.cluster_id().is_none() && expected.is_none() {
-                    tracing::warn!(address, error = %s.message(), "--join node does not answer; still trying");
+                    tracing::warn!(address, error = %state.peers.dialer().failure(&s), "--join node does not answer; still trying");
                 }
                 continue;
             }

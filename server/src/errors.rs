@@ -46,6 +46,9 @@ pub enum ServerError {
     Store(#[from] flotilla_raftstore::Error),
     #[error("{0}")]
     WrongCluster(String),
+    /// A certificate, key or token file that cannot be used.
+    #[error("certificates: {0}")]
+    Cert(#[from] crate::tls::files::CertFileError),
     #[error(
         "data directory {} is in use by another process (its database is locked): is another \
          flotilla node running with this --data-dir? Stop it, or give this node its own directory",

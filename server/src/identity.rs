@@ -57,7 +57,7 @@ pub async fn check_claim(state: &State, hello: &HelloRequest) -> Result<(), Stat
     if state.accepted_claims.lock().get(&hello.node_id) == Some(&claim) {
         return Ok(());
     }
-    let there = crate::discovery::hello(state, &known).await;
+    let there = crate::discovery::probe(state, &known).await;
     if !there.is_ok_and(|t| t.node_id == hello.node_id && t.process_nonce != hello.process_nonce) {
         state.accepted_claims.lock().insert(hello.node_id, claim);
         return Ok(());

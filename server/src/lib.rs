@@ -36,6 +36,7 @@ pub mod server;
 pub mod service;
 pub mod start;
 pub mod telemetry;
+pub mod tls;
 pub mod transport;
 
 pub mod proto {

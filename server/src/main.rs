@@ -38,6 +38,9 @@ enum Cmd {
     Start(StartArgs),
     #[command(flatten)]
     Client(ClientCmd),
+    /// Make the certificates of a secure cluster (CA, nodes, clients) and bearer tokens.
+    #[command(subcommand)]
+    Cert(cli::cert::CertCmd),
     /// Start a local 3-node cluster in this process, write, read, and print what happened.
     Demo {
         /// Data directory (default: a fresh temporary directory, removed on exit).
@@ -83,6 +86,7 @@ fn main() {
         },
         Cmd::Start(args) => start(args),
         Cmd::Client(cmd) => client_command(cmd),
+        Cmd::Cert(cmd) => cli::cert::run(cmd),
     };
     std::process::exit(code);
 }

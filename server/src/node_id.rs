@@ -66,7 +66,9 @@ pub fn resolve(
 async fn allocate_via(cfg: &ServerConfig) -> Result<u64, ServerError> {
     let mut targets = Vec::with_capacity(cfg.join.len());
     for address in &cfg.join {
-        let channel = crate::peers::channel_to(address)
+        let channel = cfg
+            .dialer
+            .channel(address)
             .map_err(|e| ServerError::Config(format!("--join {address}: {e}")))?;
         targets.push((
             address,
@@ -96,7 +98,7 @@ async fn allocate_via(cfg: &ServerConfig) -> Result<u64, ServerError> {
                         s.message()
                     )));
                 }
-                Err(s) => last = format!("{address}: {}", s.message()),
+                Err(s) => last = format!("{address}: {}", cfg.dialer.failure(&s)),
             }
         }
         if attempt % WAIT_LOG_EVERY == 0 {

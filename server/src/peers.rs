@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::proto::NodeAddress;
+use crate::tls::dial::Dialer;
 
 /// The metadata key naming the caller's cluster on node-to-node calls.
 pub const CLUSTER_HEADER: &str = "flotilla-cluster-id";
@@ -39,6 +40,8 @@ pub struct Peers {
     suspect_after: Duration,
     /// The cluster's members, once known: addresses of other ids are not learned.
     members: RwLock<Option<Vec<u64>>>,
+    /// How channels are dialed (TLS in secure mode).
+    dialer: Dialer,
 }
 
 impl Peers {
@@ -50,6 +53,7 @@ impl Peers {
         my_address: String,
         pinned: HashMap<u64, String>,
         suspect_after: Duration,
+        dialer: Dialer,
     ) -> Peers {
         Peers {
             me,
@@ -62,7 +66,13 @@ impl Peers {
             answered: Mutex::default(),
             suspect_after: suspect_after.max(SUSPECT_AFTER),
             members: RwLock::default(),
+            dialer,
         }
+    }
+
+    /// How this node dials other nodes.
+    pub fn dialer(&self) -> &Dialer {
+        &self.dialer
     }
 
     /// This node's id.
@@ -184,7 +194,7 @@ impl Peers {
                 return Some(ch.clone());
             }
         }
-        let ch = channel_to(&address).ok()?;
+        let ch = self.dialer.channel(&address).ok()?;
         channels.insert(node, (address, ch.clone()));
         Some(ch)
     }
@@ -202,16 +212,10 @@ impl Peers {
     }
 }
 
-/// A lazily connecting channel to `address` (host:port), tuned for node-to-node traffic:
-/// no Nagle delay, a short connect timeout, keepalives that notice a dead peer.
+/// A lazily connecting plaintext channel to `address` (host:port), as
+/// [`Dialer::channel`] makes them (for insecure clients and tests).
 pub fn channel_to(address: &str) -> Result<Channel, tonic::transport::Error> {
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))?
-        .connect_timeout(Duration::from_secs(1))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(2))
-        .keep_alive_timeout(Duration::from_secs(4))
-        .keep_alive_while_idle(true);
-    Ok(endpoint.connect_lazy())
+    Dialer::insecure().channel(address)
 }
 
 /// The caller's node id and cluster id from a node-to-node call's metadata.

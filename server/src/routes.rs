@@ -61,9 +61,18 @@ struct Span {
 pub struct Routes {
     spans: RwLock<BTreeMap<Vec<u8>, Span>>,
     channels: RwLock<HashMap<String, Channel>>,
+    dialer: crate::tls::dial::Dialer,
 }
 
 impl Routes {
+    /// Routes whose channels `dialer` opens (the default dials plaintext).
+    pub fn with_dialer(dialer: crate::tls::dial::Dialer) -> Routes {
+        Routes {
+            dialer,
+            ..Routes::default()
+        }
+    }
+
     /// The address of the leader of `key`, if a learned span holds it.
     pub fn leader(&self, key: &[u8]) -> Option<String> {
         let spans = self.spans.read();
@@ -82,7 +91,7 @@ impl Routes {
         if let Some(ch) = self.channels.read().get(&leader) {
             return Some((leader, ch.clone()));
         }
-        let ch = crate::peers::channel_to(&leader).ok()?;
+        let ch = self.dialer.channel(&leader).ok()?;
         self.channels.write().insert(leader.clone(), ch.clone());
         Some((leader, ch))
     }

@@ -95,6 +95,7 @@ impl State {
             cfg.advertise.clone(),
             cfg.pinned.clone(),
             suspect_after,
+            cfg.dialer.clone(),
         ));
         let snap_root = flotilla_raftstore::snap::snap_root(engine.path());
         let transport = Arc::new(GrpcTransport::new(

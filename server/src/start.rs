@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::config::ServerConfig;
 use crate::errors::ServerError;
@@ -20,6 +21,8 @@ use crate::server::State;
 use crate::service::admin::AdminService;
 use crate::service::internal::InternalService;
 use crate::service::kv::KvService;
+use crate::tls::accept;
+use crate::tls::auth::Guard;
 use crate::transport::MAX_FRAME_BYTES;
 
 /// How long calls in flight may take to finish after a shutdown signal.
@@ -40,12 +43,10 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grpc = tokio::spawn(grpc_server(state.clone(), grpc_listener, stop_rx.clone()));
-    let mut http_stop = stop_rx.clone();
-    let http_server = axum::serve(http_listener, crate::http::routes(state.clone()))
-        .with_graceful_shutdown(async move {
-            let _ = http_stop.wait_for(|s| *s).await;
-        });
-    let http_task = tokio::spawn(async move { http_server.await });
+    let http_task = http_server(state.clone(), http_listener, stop_rx.clone())?;
+    if let Some(tls) = state.cfg.tls.clone() {
+        tokio::spawn(reload_on_sighup(tls));
+    }
     let discovery = crate::discovery::run(state.clone());
     let placement = tokio::spawn(crate::replicate::run(state.clone()));
 
@@ -97,22 +98,77 @@ async fn grpc_server(
 ) -> Result<(), ServerError> {
     // A compare-and-swap carries two values and a key.
     let kv_limit = 2 * state.cfg.store.max_value_size + state.cfg.store.max_key_size + (64 << 10);
-    // `Server::tcp_nodelay` only applies to sockets tonic binds itself; accepted sockets
-    // of our listener need it set here, or small answers wait out delayed ACKs (~40 ms).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Accepted sockets get TCP_NODELAY in `accept::incoming` (`Server::tcp_nodelay` only
+    // applies to sockets tonic binds itself), or small answers wait out delayed ACKs.
+    let tls = match &state.cfg.tls {
+        Some(t) => Some(t.grpc_server_config()?),
+        None => None,
+    };
+    let incoming = ReceiverStream::new(accept::incoming(listener, tls, "gRPC"));
+    let guard = Guard::new(state.cfg.tls.clone());
+    let (g1, g2, g3) = (guard.clone(), guard.clone(), guard);
+    let kv = KvServer::new(KvService(state.clone())).max_decoding_message_size(kv_limit);
+    let admin = AdminServer::new(AdminService(state.clone()));
+    let internal = InternalServer::new(InternalService(state.clone()))
+        .max_decoding_message_size(MAX_FRAME_BYTES)
+        .max_encoding_message_size(MAX_FRAME_BYTES);
     tonic::transport::Server::builder()
-        .add_service(KvServer::new(KvService(state.clone())).max_decoding_message_size(kv_limit))
-        .add_service(AdminServer::new(AdminService(state.clone())))
-        .add_service(
-            InternalServer::new(InternalService(state.clone()))
-                .max_decoding_message_size(MAX_FRAME_BYTES)
-                .max_encoding_message_size(MAX_FRAME_BYTES),
-        )
+        .add_service(InterceptedService::new(kv, move |r| g1.client(r)))
+        .add_service(InterceptedService::new(admin, move |r| g2.client(r)))
+        .add_service(InterceptedService::new(internal, move |r| g3.internal(r)))
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|s| *s).await;
         })
         .await?;
     Ok(())
+}
+
+/// Serves `/metrics`, `/status` and `/ready`, over TLS in secure mode.
+fn http_server(
+    state: Arc<State>,
+    listener: TcpListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, ServerError> {
+    let routes = crate::http::routes(state.clone());
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let Some(tls) = &state.cfg.tls else {
+        let server = axum::serve(listener, routes).with_graceful_shutdown(shutdown);
+        return Ok(tokio::spawn(async move { server.await }));
+    };
+    let local = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: state.cfg.http_listen.to_string(),
+        source,
+    })?;
+    let conns = accept::incoming(listener, Some(tls.http_server_config()?), "HTTP");
+    let listener = accept::HttpListener { conns, local };
+    let server = axum::serve(listener, routes).with_graceful_shutdown(shutdown);
+    Ok(tokio::spawn(async move { server.await }))
+}
+
+/// Re-reads the node's certificate, key and tokens on each SIGHUP.
+async fn reload_on_sighup(tls: Arc<crate::tls::NodeTls>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot watch for SIGHUP: certificates are reloaded only by a restart");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match tls.reload() {
+            Ok(info) => tracing::info!(
+                dir = %tls.dir().display(),
+                serial = %info.serial,
+                not_after = info.not_after,
+                "SIGHUP: reloaded the node certificate; new connections use it"
+            ),
+            Err(e) => tracing::error!(
+                error = %e,
+                serial = %tls.info().serial,
+                "SIGHUP: kept the certificate in use; the new files cannot be used"
+            ),
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -211,7 +211,10 @@ async fn upload_snapshot(
     let address = peers
         .address(to)
         .ok_or_else(|| format!("no address known for node {to}"))?;
-    let channel = crate::peers::channel_to(&address).map_err(|e| e.to_string())?;
+    let channel = peers
+        .dialer()
+        .channel(&address)
+        .map_err(|e| e.to_string())?;
     let first = SnapshotChunk {
         data: Vec::new(),
         envelope: Some(envelope_to_proto(&env)),

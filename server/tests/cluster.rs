@@ -750,15 +750,31 @@ mod cluster {
             .expect("writes after the restart");
     }
 
-    /// `flotilla start` with no flags: a single-node cluster on the default ports with its
-    /// data in ./flotilla-data, metrics and status over HTTP, SIGTERM exits 0.
+    /// `flotilla start` with no flags is refused (secure or not must be said); `flotilla
+    /// start --insecure`: a single-node cluster on the default ports with its data in
+    /// ./flotilla-data, metrics and status over HTTP, SIGTERM exits 0.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn start_without_flags_serves_a_single_node_cluster() {
+    async fn start_insecure_without_other_flags_serves_a_single_node_cluster() {
         let _serial = serial().await;
         let cwd = tempfile::tempdir().expect("temp dir");
+        let refused = std::process::Command::new(BIN)
+            .arg("start")
+            .current_dir(cwd.path())
+            .output()
+            .expect("run flotilla start");
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("--certs-dir DIR") && err.contains("--insecure"),
+            "{err}"
+        );
+        assert!(
+            !cwd.path().join("flotilla-data").exists(),
+            "nothing created"
+        );
         let log = std::fs::File::create(cwd.path().join("log")).expect("log file");
         let mut child = std::process::Command::new(BIN)
-            .arg("start")
+            .args(["start", "--insecure"])
             .current_dir(cwd.path())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

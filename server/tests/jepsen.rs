@@ -26,6 +26,17 @@ async fn short(name: &str, seed: u64) -> suite::Report {
     run(&Schedule::new(name, seed, ci_length())).await
 }
 
+/// The suite's workload (registers under compare-and-swap, checked for
+/// linearizability, and durable writers) on a secure cluster: TLS everywhere, node
+/// certificates between nodes, client certificates, while the leaseholder is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn secure_cluster_kill_the_leaseholder() {
+    let _serial = common::serial().await;
+    let mut s = Schedule::new("kill-leaseholder", 12, ci_length());
+    s.secure = true;
+    run(&s).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_faults() {
     short("none", 1).await;

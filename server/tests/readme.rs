@@ -1,4 +1,4 @@
-//! The README's 3-node quick start, pasted as is into a shell (issue 14: `init` used to
+//! The README's secure 3-node quick start, pasted as is into a shell (issue 14: `init` used to
 //! run before the nodes listened and fail). Only the line that says where the binary is
 //! changes: the test's own build.
 
@@ -20,7 +20,7 @@ fn readme_block(marker: &str) -> String {
 #[tokio::test]
 async fn the_readme_three_node_block_works_when_pasted() {
     let _serial = serial().await;
-    let block = readme_block("A 3-node cluster on one machine");
+    let block = readme_block("A secure 3-node cluster on one machine");
     let (binary_line, rest) = block.split_once('\n').unwrap();
     assert!(
         binary_line.starts_with("F=${CARGO_TARGET_DIR:-target}/release/flotilla"),

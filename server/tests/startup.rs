@@ -12,11 +12,12 @@ use common::*;
 
 /// Runs `flotilla start ARGS` to its end; returns the exit code and stderr.
 fn start(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(BIN)
-        .arg("start")
-        .args(args)
-        .output()
-        .expect("run flotilla start");
+    let mut cmd = Command::new(BIN);
+    cmd.arg("start").args(args);
+    if !args.contains(&"--certs-dir") {
+        cmd.arg("--insecure");
+    }
+    let out = cmd.output().expect("run flotilla start");
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -61,6 +62,114 @@ fn bad_startup_flags_are_refused_with_what_to_do() {
     let (code, err) = start(&base);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("exists and is not a directory"), "{err}");
+}
+
+/// Certificates a node cannot use are refused at start, naming the file and the
+/// problem, before the data directory is touched (issue 15).
+#[test]
+fn bad_certificates_are_refused_at_start_naming_the_file() {
+    use flotilla_server::tls::create::{self, Paths, Validity};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let port = format!("127.0.0.1:{}", free_port());
+    let http = format!("127.0.0.1:{}", free_port());
+    let certs = dir.path().join("certs");
+    let c = certs.to_str().unwrap().to_string();
+    let base = [
+        "--listen",
+        &port,
+        "--http-listen",
+        &http,
+        "--data-dir",
+        d,
+        "--certs-dir",
+        &c,
+    ];
+    let paths = |overwrite| Paths {
+        certs_dir: certs.clone(),
+        ca_key: dir.path().join("ca.key"),
+        overwrite,
+    };
+    let refused = |args: &[&str], expect: &[&str]| {
+        let (code, err) = start(args);
+        assert_eq!(code, Some(1), "{err}");
+        for e in expect {
+            assert!(err.contains(e), "expected {e:?} in: {err}");
+        }
+    };
+
+    // No certs dir at all; then one without a node certificate.
+    refused(&base, &[&c, "is not a directory", "--insecure"]);
+    create::create_ca(&paths(false), Validity::days(5)).unwrap();
+    refused(&base, &["node.crt", "missing", "create-node"]);
+
+    // Both modes at once.
+    refused(
+        &[&base[..], &["--insecure"]].concat(),
+        &["--insecure", "choose one"],
+    );
+
+    // A key that is not the certificate's.
+    let hosts = ["127.0.0.1".to_string()];
+    create::create_node(&paths(false), 1, &hosts, Validity::days(5)).unwrap();
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::copy(certs.join("ca.crt"), other.join("ca.crt")).unwrap();
+    let other_paths = Paths {
+        certs_dir: other.clone(),
+        ca_key: dir.path().join("ca.key"),
+        overwrite: false,
+    };
+    create::create_node(&other_paths, 1, &hosts, Validity::days(5)).unwrap();
+    let good_key = std::fs::read(certs.join("node.key")).unwrap();
+    std::fs::copy(other.join("node.key"), certs.join("node.key")).unwrap();
+    refused(&base, &["node.key", "does not match the certificate"]);
+    std::fs::write(certs.join("node.key"), b"garbage").unwrap();
+    refused(&base, &["node.key", "no usable private key"]);
+    std::fs::write(certs.join("node.key"), &good_key).unwrap();
+
+    // A certificate that is not PEM.
+    let good_cert = std::fs::read(certs.join("node.crt")).unwrap();
+    std::fs::write(certs.join("node.crt"), b"hello").unwrap();
+    refused(&base, &["node.crt", "holds no certificate"]);
+
+    // Expired, and not yet valid.
+    let now = time::OffsetDateTime::now_utc();
+    let expired = Validity {
+        not_before: now - time::Duration::days(9),
+        not_after: now - time::Duration::days(2),
+    };
+    create::create_node(&paths(true), 1, &hosts, expired).unwrap();
+    refused(&base, &["node.crt", "expired on"]);
+    let future = Validity {
+        not_before: now + time::Duration::days(2),
+        not_after: now + time::Duration::days(9),
+    };
+    create::create_node(&paths(true), 1, &hosts, future).unwrap();
+    refused(&base, &["node.crt", "is not valid until"]);
+
+    // A client's certificate in the node's place.
+    create::create_client(&paths(true), "alice", Validity::days(5)).unwrap();
+    std::fs::copy(certs.join("client.alice.crt"), certs.join("node.crt")).unwrap();
+    std::fs::copy(certs.join("client.alice.key"), certs.join("node.key")).unwrap();
+    refused(&base, &["node.crt", "client's certificate", "alice"]);
+
+    // A node certificate of another node id than --node-id.
+    std::fs::write(certs.join("node.crt"), &good_cert).unwrap();
+    std::fs::write(certs.join("node.key"), &good_key).unwrap();
+    refused(
+        &[&base[..], &["--node-id", "2"]].concat(),
+        &["--node-id 2", "node 1's"],
+    );
+
+    // The CA itself unreadable.
+    std::fs::remove_file(certs.join("ca.crt")).unwrap();
+    refused(&base, &["ca.crt", "missing"]);
+    assert!(
+        !data.exists(),
+        "the data directory was created before the certificates were checked"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

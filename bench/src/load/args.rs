@@ -131,6 +131,13 @@ pub struct Args {
     /// requests go straight to the leader; Flotilla only).
     #[arg(long)]
     pub no_route: bool,
+    /// A secure cluster: TLS trusting DIR/ca.crt, presenting DIR/client.USER.crt
+    /// (Flotilla only).
+    #[arg(long, value_name = "DIR")]
+    pub certs_dir: Option<std::path::PathBuf>,
+    /// Whose client certificate to present (DIR/client.USER.crt).
+    #[arg(long, default_value = "root")]
+    pub user: String,
     /// Give every client its own connection (default: one connection per endpoint,
     /// shared by the clients on it).
     #[arg(long)]

@@ -9,12 +9,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_server::client::Client;
 use flotilla_server::proto::command::Op;
 use flotilla_server::proto::command_result::Outcome as Answer;
 use flotilla_server::proto::kv_client::KvClient;
 use flotilla_server::proto::{CommandResult, GetRequest, PutRequest};
 use flotilla_server::routes::Routes;
+use flotilla_server::tls::dial::Dialer;
 use tonic::transport::Channel;
 
 use super::args::{Args, Backend, Rpc};
@@ -43,34 +43,57 @@ pub enum Conn {
     Etcd(etcd_client::KvClient),
 }
 
+/// How every Flotilla connection of this run is dialed (TLS with `--certs-dir`).
+pub fn dialer(args: &Args) -> Result<Dialer, String> {
+    static DIALER: std::sync::OnceLock<Dialer> = std::sync::OnceLock::new();
+    if let Some(d) = DIALER.get() {
+        return Ok(d.clone());
+    }
+    let d =
+        Dialer::client(args.certs_dir.as_deref(), &args.user, None).map_err(|e| e.to_string())?;
+    Ok(DIALER.get_or_init(|| d).clone())
+}
+
 /// The routing hints every Flotilla client of this run shares.
 fn shared_routes(args: &Args) -> Option<Arc<Routes>> {
     static ROUTES: std::sync::OnceLock<Arc<Routes>> = std::sync::OnceLock::new();
-    (!args.no_route).then(|| ROUTES.get_or_init(Arc::default).clone())
+    let dialer = dialer(args).unwrap_or_default();
+    (!args.no_route).then(|| {
+        ROUTES
+            .get_or_init(|| Arc::new(Routes::with_dialer(dialer)))
+            .clone()
+    })
 }
 
 /// The streams every Flotilla client of this run shares, one per address.
-fn shared_muxes() -> Arc<Muxes> {
+fn shared_muxes(args: &Args) -> Arc<Muxes> {
     static MUXES: std::sync::OnceLock<Arc<Muxes>> = std::sync::OnceLock::new();
-    MUXES.get_or_init(Arc::default).clone()
+    let dialer = dialer(args).unwrap_or_default();
+    MUXES
+        .get_or_init(|| Arc::new(Muxes::with_dialer(dialer)))
+        .clone()
 }
 
 /// One connection per endpoint, in the order given (clients share them round-robin
 /// unless `--channel-per-client`).
 pub async fn connect_all(args: &Args) -> Result<Vec<Conn>, String> {
+    // Certificate problems are reported here, before any client starts.
+    dialer(args)?;
     match (args.backend, args.rpc) {
         (Backend::Flotilla, Rpc::Unary) => {
-            let client = Client::new(&args.endpoints)?;
             let routes = shared_routes(args);
-            Ok((0..args.endpoints.len())
-                .map(|i| Conn::Flotilla {
-                    kv: client.kv_at(i),
-                    routes: routes.clone(),
+            args.endpoints
+                .iter()
+                .map(|e| {
+                    Ok(Conn::Flotilla {
+                        kv: unary(args, e)?,
+                        routes: routes.clone(),
+                    })
                 })
-                .collect())
+                .collect()
         }
         (Backend::Flotilla, Rpc::Stream) => {
-            let (muxes, routes) = (shared_muxes(), shared_routes(args));
+            let (muxes, routes) = (shared_muxes(args), shared_routes(args));
             args.endpoints
                 .iter()
                 .map(|e| {
@@ -98,20 +121,21 @@ pub async fn connect_all(args: &Args) -> Result<Vec<Conn>, String> {
 pub async fn connect(args: &Args, endpoint: &str) -> Result<Conn, String> {
     match (args.backend, args.rpc) {
         (Backend::Flotilla, Rpc::Unary) => {
-            let kv = Client::new(&[endpoint.to_string()])?.kv_at(0);
+            let kv = unary(args, endpoint)?;
             Ok(Conn::Flotilla {
                 kv,
                 routes: shared_routes(args),
             })
         }
         (Backend::Flotilla, Rpc::Stream) => {
-            let channel = flotilla_server::peers::channel_to(endpoint)
+            let channel = dialer(args)?
+                .channel(endpoint)
                 .map_err(|e| format!("endpoint {endpoint}: {e}"))?;
             let routes = shared_routes(args);
             let home = Arc::new(Mux::new(endpoint.to_string(), channel, routes.clone()));
             Ok(Conn::Stream {
                 home,
-                muxes: shared_muxes(),
+                muxes: shared_muxes(args),
                 routes,
             })
         }
@@ -192,6 +216,14 @@ impl Conn {
             }
         }
     }
+}
+
+/// A unary client of `endpoint`.
+fn unary(args: &Args, endpoint: &str) -> Result<KvClient<Channel>, String> {
+    let channel = dialer(args)?
+        .channel(endpoint)
+        .map_err(|e| format!("endpoint {endpoint}: {e}"))?;
+    Ok(KvClient::new(channel).max_decoding_message_size(64 << 20))
 }
 
 /// The client to send `key` on: its leader's, if a hint named one (with its address).

@@ -31,7 +31,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use flotilla_server::peers::channel_to;
 use flotilla_server::proto::command::Op;
 use flotilla_server::proto::kv_client::KvClient;
 use flotilla_server::proto::{Command, CommandResult, CommandsRequest, CommandsResponse};
@@ -157,16 +156,28 @@ struct Live {
 #[derive(Default)]
 pub struct Muxes {
     by_address: Mutex<HashMap<String, Arc<Mux>>>,
+    dialer: flotilla_server::tls::dial::Dialer,
 }
 
 impl Muxes {
+    /// Muxes whose streams `dialer` opens (the default dials plaintext).
+    pub fn with_dialer(dialer: flotilla_server::tls::dial::Dialer) -> Muxes {
+        Muxes {
+            by_address: Mutex::default(),
+            dialer,
+        }
+    }
+
     /// The mux for `address`, sharing `routes`; an error when `address` cannot be a URI.
     pub fn get(&self, address: &str, routes: Option<Arc<Routes>>) -> Result<Arc<Mux>, String> {
         let mut by_address = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(m) = by_address.get(address) {
             return Ok(m.clone());
         }
-        let channel = channel_to(address).map_err(|e| format!("address {address}: {e}"))?;
+        let channel = self
+            .dialer
+            .channel(address)
+            .map_err(|e| format!("address {address}: {e}"))?;
         let mux = Arc::new(Mux::new(address.to_string(), channel, routes));
         by_address.insert(address.to_string(), mux.clone());
         Ok(mux)
@@ -396,6 +407,7 @@ mod tests {
     use tonic::{Request, Response};
 
     use super::*;
+    use flotilla_server::peers::channel_to;
 
     #[derive(Default)]
     struct FakeKv {

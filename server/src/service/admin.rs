@@ -22,6 +22,7 @@ use crate::proto::internal_client::InternalClient;
 use crate::proto::*;
 use crate::server::{new_identity, State};
 use crate::service::internal::{bootstrap_status, local_ranges, local_summary};
+use crate::tls::auth::caller;
 
 /// How long a status call waits for each node.
 const NODE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -33,7 +34,9 @@ pub struct AdminService(pub Arc<State>);
 impl Admin for AdminService {
     async fn init(&self, req: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
         let state = &self.0;
+        let caller = caller(&req);
         let req = req.into_inner();
+        tracing::info!(%caller, ranges = req.initial_ranges, "admin: init");
         if let Some(identity) = state
             .stored_identity()
             .map_err(|e| status(Code::Internal, "storage", e.to_string()))?
@@ -154,7 +157,9 @@ impl Admin for AdminService {
     async fn split(&self, req: Request<SplitRequest>) -> Result<Response<SplitResponse>, Status> {
         let state = &self.0;
         let running = state.serving()?;
+        let caller = caller(&req);
         let key = req.into_inner().key;
+        tracing::info!(%caller, key = %crate::display::bytes(&key), "admin: split");
         let (left, right) = running.db.split(&key).await.map_err(router_status)?;
         Ok(Response::new(SplitResponse {
             left: Some(left),
@@ -168,7 +173,9 @@ impl Admin for AdminService {
     ) -> Result<Response<ChangeReplicasResponse>, Status> {
         let state = &self.0;
         let running = state.serving()?;
+        let caller = caller(&req);
         let req = req.into_inner();
+        tracing::info!(%caller, range = req.range_id, add = ?req.add, remove = ?req.remove, "admin: change replicas");
         check_members(state, &req.add)?;
         let desc = find_range(state, req.range_id).await?;
         let changed = running
@@ -192,7 +199,9 @@ impl Admin for AdminService {
         &self,
         req: Request<DecommissionRequest>,
     ) -> Result<Response<NodesResponse>, Status> {
+        let caller = caller(&req);
         let node = req.into_inner().node_id;
+        tracing::info!(%caller, node, "admin: decommission");
         Ok(Response::new(
             crate::service::nodes::set_membership(&self.0, node, NodeMembership::Decommissioning)
                 .await?,
@@ -203,7 +212,9 @@ impl Admin for AdminService {
         &self,
         req: Request<DecommissionRequest>,
     ) -> Result<Response<NodesResponse>, Status> {
+        let caller = caller(&req);
         let node = req.into_inner().node_id;
+        tracing::info!(%caller, node, "admin: recommission");
         Ok(Response::new(
             crate::service::nodes::set_membership(&self.0, node, NodeMembership::Active).await?,
         ))
@@ -213,7 +224,9 @@ impl Admin for AdminService {
         &self,
         req: Request<SetReplicationFactorRequest>,
     ) -> Result<Response<NodesResponse>, Status> {
+        let caller = caller(&req);
         let factor = req.into_inner().replication_factor;
+        tracing::info!(%caller, factor, "admin: set the replication factor");
         Ok(Response::new(
             crate::service::nodes::set_replication_factor(&self.0, factor).await?,
         ))
@@ -353,7 +366,10 @@ async fn forward_init(
         to = address,
         "forwarding init to the member with the lowest id"
     );
-    let channel = crate::peers::channel_to(address)
+    let channel = state
+        .peers
+        .dialer()
+        .channel(address)
         .map_err(|e| invalid(format!("address {address}: {e}")))?;
     let mut call = Request::new(req);
     call.set_timeout(Duration::from_secs(30));

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use flotilla_server::client::Client;
 use flotilla_server::proto::PutRequest;
+use flotilla_server::tls::dial::Dialer;
 use tokio::task::{JoinHandle, JoinSet};
 use tonic::{Code, Status};
 
@@ -303,6 +304,10 @@ impl NodeProc {
         if !extra.iter().any(|a| a == "--ballast-size") {
             args.extend(["--ballast-size".to_string(), (1 << 20).to_string()]);
         }
+        // Plaintext unless the test gives certificates (tests/secure.rs).
+        if !extra.iter().any(|a| a == "--certs-dir") {
+            args.push("--insecure".to_string());
+        }
         args.extend(extra.iter().cloned());
         NodeProc {
             id,
@@ -480,6 +485,9 @@ pub struct ClusterOpts {
     pub init_through: Vec<u64>,
     /// Voters per range `init` asks for.
     pub replication_factor: u32,
+    /// Secure mode: a CA, a node certificate per node (`--certs-dir`), and clients that
+    /// present the `root` client certificate.
+    pub secure: bool,
 }
 
 impl Default for ClusterOpts {
@@ -489,6 +497,7 @@ impl Default for ClusterOpts {
             extra_args: Vec::new(),
             init_through: vec![1],
             replication_factor: 3,
+            secure: false,
         }
     }
 }
@@ -500,6 +509,12 @@ impl ClusterOpts {
             initial_ranges: n,
             ..Default::default()
         }
+    }
+
+    /// The same, in secure mode.
+    pub fn secure(mut self) -> Self {
+        self.secure = true;
+        self
     }
 
     /// Every range on every one of `n` nodes, and no placement loop: for tests that
@@ -519,7 +534,52 @@ pub struct TestCluster {
     nodes: Vec<NodeProc>,
     proxies: BTreeMap<(u64, u64), Proxy>,
     pub opts: ClusterOpts,
+    /// How the test's clients dial (TLS with the `root` client certificate when secure).
+    pub dialer: Dialer,
     root: Option<tempfile::TempDir>,
+}
+
+/// Test certificates under `root`: the CA in `root/ca` (with `client.root.crt`), and a
+/// `--certs-dir` per node made by [`node_certs`].
+pub mod certs {
+    use std::path::{Path, PathBuf};
+
+    use flotilla_server::tls::create::{self, Paths, Validity};
+
+    /// The CA's directory (ca.crt, ca.key, client.root.*).
+    pub fn ca_dir(root: &Path) -> PathBuf {
+        root.join("ca")
+    }
+
+    /// Makes the CA and the `root` client's certificate.
+    pub fn make_ca(root: &Path) {
+        let paths = paths(&ca_dir(root));
+        create::create_ca(&paths, Validity::days(30)).expect("create the CA");
+        create::create_client(&paths, "root", Validity::days(30)).expect("client cert");
+    }
+
+    /// Makes node `id`'s certs dir (a copy of ca.crt, node.crt, node.key); returns it.
+    pub fn node_certs(root: &Path, id: u64) -> PathBuf {
+        let dir = root.join(format!("node{id}-certs"));
+        std::fs::create_dir_all(&dir).expect("certs dir");
+        std::fs::copy(ca_dir(root).join("ca.crt"), dir.join("ca.crt")).expect("copy ca.crt");
+        let paths = Paths {
+            certs_dir: dir.clone(),
+            ca_key: ca_dir(root).join("ca.key"),
+            overwrite: true,
+        };
+        let hosts = ["localhost".to_string(), "127.0.0.1".to_string()];
+        create::create_node(&paths, id, &hosts, Validity::days(30)).expect("node cert");
+        dir
+    }
+
+    fn paths(dir: &Path) -> Paths {
+        Paths {
+            certs_dir: dir.to_path_buf(),
+            ca_key: dir.join("ca.key"),
+            overwrite: false,
+        }
+    }
 }
 
 impl Drop for TestCluster {
@@ -551,6 +611,14 @@ impl TestCluster {
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("reserve a port"))
             .collect();
         let port = |i: usize| held[i].local_addr().unwrap().port();
+        let dialer = match opts.secure {
+            false => Dialer::insecure(),
+            true => {
+                certs::make_ca(root.path());
+                Dialer::client(Some(&certs::ca_dir(root.path())), "root", None)
+                    .expect("the test client's certificates")
+            }
+        };
         let mut nodes: Vec<NodeProc> = ids
             .iter()
             .map(|&id| {
@@ -559,7 +627,14 @@ impl TestCluster {
                     root.path().join(format!("node{id}.log")),
                 );
                 let i = 2 * (id as usize - 1);
-                NodeProc::on_ports(id, (port(i), port(i + 1)), dir, log, &[])
+                let certs = match opts.secure {
+                    true => vec![
+                        "--certs-dir".to_string(),
+                        certs::node_certs(root.path(), id).display().to_string(),
+                    ],
+                    false => Vec::new(),
+                };
+                NodeProc::on_ports(id, (port(i), port(i + 1)), dir, log, &certs)
             })
             .collect();
         let join: Vec<String> = nodes.iter().map(|p| p.listen.clone()).collect();
@@ -586,6 +661,7 @@ impl TestCluster {
             nodes,
             proxies,
             opts,
+            dialer,
             root: Some(root),
         };
         cluster.init().await;
@@ -620,12 +696,17 @@ impl TestCluster {
 
     /// A client of every node.
     pub fn client(&self) -> Client {
-        client_for(&self.endpoints())
+        self.client_to(&self.endpoints())
     }
 
     /// A client of node `id` alone.
     pub fn client_of(&self, id: u64) -> Client {
-        client_for(&[self.endpoint(id)])
+        self.client_to(&[self.endpoint(id)])
+    }
+
+    /// A client of `endpoints`, secure if the cluster is.
+    pub fn client_to(&self, endpoints: &[String]) -> Client {
+        Client::with_dialer(endpoints, &self.dialer).expect("client")
     }
 
     /// A client of every node but those in `except`.
@@ -636,7 +717,7 @@ impl TestCluster {
             .filter(|id| !except.contains(id))
             .map(|id| self.endpoint(id))
             .collect();
-        client_for(&eps)
+        self.client_to(&eps)
     }
 
     /// Runs `init` through node 1 until it succeeds (the nodes take a moment to listen).
@@ -733,6 +814,10 @@ impl TestCluster {
         let id = self.nodes.len() as u64 + 1;
         let root = self.root().to_path_buf();
         let mut extra = vec!["--join".to_string(), self.node(via).listen.clone()];
+        if self.opts.secure {
+            let certs = certs::node_certs(&root, id);
+            extra.extend(["--certs-dir".to_string(), certs.display().to_string()]);
+        }
         extra.extend(self.opts.extra_args.iter().cloned());
         let mut node = NodeProc::new(
             id,
@@ -748,6 +833,21 @@ impl TestCluster {
     /// Where node `id` writes its log.
     pub fn log_of(&mut self, id: u64) -> PathBuf {
         self.node(id).log.clone()
+    }
+
+    /// Where node `id` writes its log.
+    pub fn log(&self, id: u64) -> PathBuf {
+        self.nodes[id as usize - 1].log.clone()
+    }
+
+    /// Node `id`'s HTTP address.
+    pub fn nodes_http(&self, id: u64) -> String {
+        self.nodes[id as usize - 1].http.clone()
+    }
+
+    /// Sends `signal` to node `id` (see [`NodeProc::signal`]).
+    pub fn node_signal(&self, id: u64, signal: &str) -> bool {
+        self.nodes[id as usize - 1].signal(signal)
     }
 
     pub fn restart(&mut self, id: u64) {

@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{client_for, verify_acked, ClusterOpts, TestCluster};
+use crate::common::{verify_acked, ClusterOpts, TestCluster};
 use checker::Verdict;
 use history::History;
 use nemesis::{Nemesis, Timeline};
@@ -34,6 +34,8 @@ pub struct Schedule {
     pub duration: Duration,
     pub clients: u64,
     pub keys: usize,
+    /// Run the cluster and its clients in secure mode (TLS, certificates).
+    pub secure: bool,
 }
 
 impl Schedule {
@@ -45,6 +47,7 @@ impl Schedule {
             duration,
             clients: 10,
             keys: 8,
+            secure: false,
         }
     }
 
@@ -119,6 +122,7 @@ pub async fn run(s: &Schedule) -> Report {
         extra_args: ["--log-gc-threshold", "64", "--log-gc-max-lag", "128"]
             .map(String::from)
             .to_vec(),
+        secure: s.secure,
         ..Default::default()
     };
     let mut cluster = TestCluster::start(3, opts).await;
@@ -140,6 +144,7 @@ pub async fn run(s: &Schedule) -> Report {
             tokio::spawn(workload::register_client(
                 id,
                 endpoints.clone(),
+                cluster.dialer.clone(),
                 s.keys,
                 s.seed,
                 shared.clone(),
@@ -151,6 +156,7 @@ pub async fn run(s: &Schedule) -> Report {
             tokio::spawn(workload::durability_writer(
                 id,
                 endpoints.clone(),
+                cluster.dialer.clone(),
                 shared.clone(),
             ))
         })
@@ -175,7 +181,7 @@ pub async fn run(s: &Schedule) -> Report {
     cluster.wait_ready().await;
     let mut lost = Ok(());
     for id in cluster.ids() {
-        let client = Arc::new(client_for(&[cluster.endpoint(id)]));
+        let client = Arc::new(cluster.client_of(id));
         if let Err(e) = verify_acked(client, &acked, Duration::from_secs(30)).await {
             lost = Err(format!("through node {id}: {e}"));
             break;

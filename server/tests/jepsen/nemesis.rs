@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::workload::{register_key, Shared};
-use crate::common::{client_for, metric, TestCluster};
+use crate::common::{metric, TestCluster};
 
 /// A kind of fault schedule.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -130,7 +130,7 @@ impl Timeline {
 /// The node holding the lease of the newest written register key's range, if known.
 async fn leaseholder(cluster: &TestCluster, shared: &Shared) -> Option<u64> {
     let key = register_key(shared.newest_key.lock().unwrap().unwrap_or(0));
-    let client = client_for(&cluster.endpoints());
+    let client = cluster.client();
     let ranges = tokio::time::timeout(Duration::from_secs(3), client.ranges())
         .await
         .ok()?
@@ -303,7 +303,7 @@ async fn clock_fault(
 
 /// Splits the newest written key's range at that key a few times while `hold` lasts.
 async fn split_fault(cluster: &TestCluster, shared: &Shared, hold: Duration, t: &Timeline) {
-    let client = client_for(&cluster.endpoints());
+    let client = cluster.client();
     let end = Instant::now() + hold;
     while Instant::now() < end {
         let k = shared.newest_key.lock().unwrap().unwrap_or(0);

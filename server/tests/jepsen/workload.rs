@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use flotilla_server::client::{unreachable, Client};
 use flotilla_server::proto::{CompareAndSwapRequest, DeleteRequest, GetRequest, PutRequest};
+use flotilla_server::tls::dial::Dialer;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tonic::{Code, Status};
@@ -143,12 +144,13 @@ async fn execute(client: &Client, key: &[u8], op: &Op) -> Result<Result<Ret, Str
 pub async fn register_client(
     id: u64,
     endpoints: Vec<String>,
+    dialer: Dialer,
     keys: usize,
     seed: u64,
     shared: Arc<Shared>,
 ) {
     let node = id as usize % endpoints.len();
-    let client = Client::new(&[endpoints[node].clone()]).expect("client");
+    let client = Client::with_dialer(&[endpoints[node].clone()], &dialer).expect("client");
     let mut rng = StdRng::seed_from_u64(seed ^ id.wrapping_mul(0x2545_f491_4f6c_dd1d));
     let mut process = id << 20;
     let mut seq = 0u64;
@@ -241,11 +243,12 @@ pub async fn register_client(
 pub async fn durability_writer(
     id: u64,
     endpoints: Vec<String>,
+    dialer: Dialer,
     stop: Arc<Shared>,
 ) -> Vec<(Vec<u8>, Vec<u8>)> {
     let clients: Vec<Client> = endpoints
         .iter()
-        .map(|e| Client::new(std::slice::from_ref(e)).expect("client"))
+        .map(|e| Client::with_dialer(std::slice::from_ref(e), &dialer).expect("client"))
         .collect();
     let mut acked = Vec::new();
     let mut seq = 0u64;
