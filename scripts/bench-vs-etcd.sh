@@ -13,7 +13,8 @@
 # Flotilla's rows use `Kv.Commands` streams (flotilla-load's default `--rpc stream`);
 # UNARY=1 adds the same rows over one unary call per request ("flotilla-unary"), on the
 # same cluster. SETS limits the key sets (default "ascii8 random16"), SYSTEMS the systems
-# (default "flotilla etcd"), KINDS the operations (default "puts gets") and CLIENTS the
+# (default "flotilla etcd"; "flotilla-tls" adds a fresh cluster in secure mode, the same
+# rows over TLS with client certificates, and its ratios to plaintext), KINDS the operations (default "puts gets") and CLIENTS the
 # client counts (default "1 100"): `SYSTEMS=flotilla KINDS=puts CLIENTS=100` is a quick A/B.
 #
 #   scripts/bench-vs-etcd.sh                 # SECS=15 KEYS=20000 per row
@@ -72,6 +73,7 @@ row() { # system label clients read-ratio keyargs...
   shift 4
   local backend="${system%%-*}" rpc=()
   [ "$system" = flotilla-unary ] && rpc=(--rpc unary)
+  [ "$system" = flotilla-tls ] && rpc=(--certs-dir "$root/certs")
   local args=(--backend "$backend" --endpoints "$endpoints" --clients "$clients" --read-ratio "$ratio"
     --keys "$keys" --value-size 256 --seed 7 "${rpc[@]}" "$@")
   "$load" "${args[@]}" --duration-secs "$warmup" >/dev/null
@@ -98,8 +100,10 @@ rows() { # system
     local keyargs
     if [ "$set" = ascii8 ]; then keyargs=(--key-size 8 --ascii-keys); else keyargs=(--key-size 16); fi
     # Write every key once, so that gets find values.
+    local tls=()
+    [ "$1" = flotilla-tls ] && tls=(--certs-dir "$root/certs")
     "$load" --backend "${1%%-*}" --endpoints "$endpoints" --clients 32 --keys "$keys" --value-size 256 --read-ratio 0 \
-      --preload --ops 1 "${keyargs[@]}" >/dev/null
+      --preload --ops 1 "${keyargs[@]}" "${tls[@]}" >/dev/null
     local clients kind
     for clients in $client_counts; do
       for kind in $kinds; do
@@ -119,6 +123,13 @@ if [[ " $systems " == *" flotilla "* ]]; then
   if [ -n "${UNARY:-}" ]; then rows flotilla-unary; fi
   stop_all
 fi
+if [[ " $systems " == *" flotilla-tls "* ]]; then
+  echo "== Flotilla in secure mode (TLS, mutual TLS between nodes): 3 nodes, $ranges initial ranges" >&2
+  rm -rf "$root/n1" "$root/n2" "$root/n3"
+  secure=1 start_three "$ranges"
+  rows flotilla-tls
+  stop_all
+fi
 if [[ " $systems " == *" etcd "* ]]; then
   echo "== etcd $("$etcd_bin" --version | head -1 | awk '{print $3}'): 3 members" >&2
   start_etcd
@@ -134,11 +145,15 @@ labels = list(dict.fromkeys(r["row"] for r in rows))
 print(f"3 nodes each, 127.0.0.1, fsync on; {sys.argv[2]} s per row after a warm-up; {sys.argv[3]} keys; 256-byte values")
 print(f"{'row':<26} {'system':<14} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p999 ms':>8} {'CPU s/1k ops':>13}  errors")
 for label in labels:
-    for system in ("flotilla", "flotilla-unary", "etcd"):
+    for system in ("flotilla", "flotilla-unary", "flotilla-tls", "etcd"):
         r = by.get((system, label))
         if r:
             print(f"{label:<26} {system:<14} {r['ops_per_sec']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['p999']:>8.2f} {r['cpu_per_1000']:>13.3f}  {r['errors']}")
-    f, e = by.get(("flotilla", label)), by.get(("etcd", label))
+    f, t = by.get(("flotilla", label)), by.get(("flotilla-tls", label))
+    if f and t:
+        print(f"{'':<26} {'tls/plain':<14} {t['ops_per_sec'] / max(f['ops_per_sec'], 1e-9):>8.2f}x "
+              f"{t['p50'] / max(f['p50'], 1e-9):>7.2f}x {'':>8} {'':>8} {t['cpu_per_1000'] / max(f['cpu_per_1000'], 1e-9):>12.2f}x")
+    e = by.get(("etcd", label))
     if f and e:
         tput = f["ops_per_sec"] / max(e["ops_per_sec"], 1e-9)
         cpu = f["cpu_per_1000"] / max(e["cpu_per_1000"], 1e-9)

@@ -16,16 +16,34 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Makes (once) a CA, the `root` client's certificate ($root/certs) and node I's
+# ($root/certsI), for secure mode.
+make_certs() {
+  [ -d "$root/certs" ] && return
+  "$bin" cert create-ca --certs-dir "$root/certs" --ca-key "$root/ca.key" >/dev/null
+  "$bin" cert create-client --certs-dir "$root/certs" --ca-key "$root/ca.key" root >/dev/null
+  local i
+  for i in 1 2 3; do
+    mkdir -p "$root/certs$i" && cp "$root/certs/ca.crt" "$root/certs$i/"
+    "$bin" cert create-node --certs-dir "$root/certs$i" --ca-key "$root/ca.key" --node-id "$i" 127.0.0.1 localhost >/dev/null
+  done
+}
+
 # Starts 3 nodes on 127.0.0.1 (gRPC ports 7700, 7800, 7900; data in $root/nI, logs in
 # $root/logI), initializes them with $1 initial ranges (default 8), waits until they
-# answer, appends their pids to `pids` and sets `endpoints`.
+# answer, appends their pids to `pids` and sets `endpoints`. With `secure` set the nodes
+# run in secure mode (make_certs) and FLOTILLA_CERTS_DIR points the CLI at the root
+# client's certificate; otherwise --insecure.
 start_three() {
-  local ranges="${1:-8}" all="" join i
+  local ranges="${1:-8}" all="" join i mode=(--insecure)
+  unset FLOTILLA_CERTS_DIR
+  if [ -n "${secure:-}" ]; then make_certs; export FLOTILLA_CERTS_DIR="$root/certs"; fi
   for i in 1 2 3; do all+="127.0.0.1:$((7600 + 100 * i)),"; done
   all="${all%,}"
   for i in 1 2 3; do
     join="$(echo "$all" | tr ',' '\n' | grep -v ":$((7600 + 100 * i))\$" | paste -sd,)"
-    "$bin" start --insecure --node-id "$i" --listen "127.0.0.1:$((7600 + 100 * i))" --http-listen "127.0.0.1:$((7601 + 100 * i))" \
+    [ -n "${secure:-}" ] && mode=(--certs-dir "$root/certs$i")
+    "$bin" start "${mode[@]}" --node-id "$i" --listen "127.0.0.1:$((7600 + 100 * i))" --http-listen "127.0.0.1:$((7601 + 100 * i))" \
       --data-dir "$root/n$i" --join "$join" >"$root/log$i" 2>&1 &
     pids+=($!)
   done

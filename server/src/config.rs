@@ -427,12 +427,14 @@ mod tests {
             config: Some(path),
             node_id: Some(5),
             log_gc_threshold: Some(64),
+            insecure: true,
             ..Default::default()
         };
         let cfg = args.resolve().unwrap();
         assert_eq!((cfg.node_id, cfg.node_id_configured), (5, true));
         let unnamed = StartArgs {
             join: vec!["a:1".into()],
+            insecure: true,
             ..Default::default()
         }
         .resolve()
@@ -455,12 +457,29 @@ mod tests {
     }
 
     #[test]
+    fn a_node_needs_a_mode_and_only_one() {
+        let e = StartArgs::default().resolve().unwrap_err().to_string();
+        assert!(
+            e.contains("--certs-dir DIR") && e.contains("--insecure"),
+            "{e}"
+        );
+        let both = StartArgs {
+            certs_dir: Some("/nonexistent".into()),
+            insecure: true,
+            ..Default::default()
+        };
+        let e = both.resolve().unwrap_err().to_string();
+        assert!(e.contains("choose one"), "{e}");
+    }
+
+    #[test]
     fn unknown_settings_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.toml");
         std::fs::write(&path, "nodeid = 2\n").unwrap();
         let err = StartArgs {
             config: Some(path),
+            insecure: true,
             ..Default::default()
         }
         .resolve()
@@ -488,6 +507,7 @@ mod tests {
         assert!(check_replication_factor(3).is_ok() && check_replication_factor(8).is_err());
         let args = StartArgs {
             dead_node_timeout: Some(-1.0),
+            insecure: true,
             ..Default::default()
         };
         assert!(args
@@ -497,6 +517,7 @@ mod tests {
             .contains("--dead-node-timeout -1"));
         let args = StartArgs {
             replication_factor: Some(9),
+            insecure: true,
             ..Default::default()
         };
         assert!(args
@@ -506,6 +527,7 @@ mod tests {
             .contains("replication factor 9"));
         let cfg = StartArgs {
             locality: Some("zone=b".into()),
+            insecure: true,
             ..Default::default()
         }
         .resolve()
