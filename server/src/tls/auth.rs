@@ -44,7 +44,8 @@ impl std::fmt::Display for Caller {
     }
 }
 
-/// The caller of a request that passed an interceptor.
+/// The caller of a request that passed an interceptor (`Insecure` when nothing was
+/// judged).
 pub fn caller<T>(req: &Request<T>) -> Caller {
     req.extensions()
         .get::<Caller>()
@@ -66,8 +67,8 @@ impl Guard {
 
     /// The Internal service's interceptor.
     pub fn internal(&self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        // Insecure: nothing to judge, and nothing to record ([`caller`] says so).
         if self.tls.is_none() {
-            req.extensions_mut().insert(Caller::Insecure);
             return Ok(req);
         }
         let peer = peer(&req);
@@ -104,7 +105,6 @@ impl Guard {
     /// The Kv and Admin services' interceptor.
     pub fn client(&self, mut req: Request<()>) -> Result<Request<()>, Status> {
         let Some(tls) = &self.tls else {
-            req.extensions_mut().insert(Caller::Insecure);
             return Ok(req);
         };
         let peer = peer(&req);
