@@ -67,13 +67,22 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// A column family's options before the shared ones (block cache, compression). The Raft
-/// log's keys are `range id (8 bytes) ‖ index`, appended in order within each range but
-/// interleaved across ranges: with the range id as the memtable's insert-hint prefix,
-/// RocksDB starts each insert where the last one of the same range ended instead of at the
-/// top of the skip list. (A profile of 100-client puts had 13 % of all CPU in skip-list
-/// searches, over every column family; with the hint, 11 % — the data column family's
-/// random keys keep theirs.) The crate has no setter for the option.
+/// A column family's options before the shared ones (block cache, compression). Each
+/// insert into a memtable walks a skip list, a cache miss a level; under 100 put clients
+/// these walks were a fifth of a node's CPU (`docs/benchmarks.md`, stop 27). So:
+/// - the Raft log's keys are `range id (8 bytes) ‖ index`, appended in order within each
+///   range but interleaved across ranges: with the range id as the memtable's insert-hint
+///   prefix, RocksDB starts each insert where the last one of the same range ended instead
+///   of at the top of the skip list (the crate has no setter for the option);
+/// - the data family's memtable is 8 MiB rather than 64: a rewritten key adds a version,
+///   and a smaller list of them is a shorter, warmer walk;
+/// - the meta family holds a few records per range rewritten every round (hard state,
+///   apply state), about a million versions of some thousands of keys per 64 MiB. It is
+///   updated in place: a new value no longer than the old overwrites it in the memtable,
+///   which then holds one entry per key. RocksDB then promises no consistent snapshot or
+///   iterator over this family, so nothing reads it through an [`EngineSnapshot`], and it
+///   is scanned only while no other thread rewrites the keys scanned (at startup). It needs memtable writes that are not concurrent
+///   (set in [`Engine::open`]); a write group's leader inserts for all its members.
 fn cf_base_options(cf: Cf) -> Result<Options> {
     match cf {
         Cf::Raft => Options::default()
@@ -81,9 +90,24 @@ fn cf_base_options(cf: Cf) -> Result<Options> {
                 "memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.8",
             )
             .map_err(|e| Error::from_rocks("set the Raft log's options", e)),
-        Cf::Data | Cf::Meta => Ok(Options::default()),
+        Cf::Data => {
+            let mut o = Options::default();
+            o.set_write_buffer_size(DATA_MEMTABLE_BYTES);
+            Ok(o)
+        }
+        Cf::Meta => {
+            let mut o = Options::default();
+            o.set_write_buffer_size(META_MEMTABLE_BYTES);
+            o.set_inplace_update_support(true);
+            Ok(o)
+        }
     }
 }
+
+/// The data column family's memtable size (see [`cf_base_options`]).
+const DATA_MEMTABLE_BYTES: usize = 8 << 20;
+/// The meta column family's memtable size (see [`cf_base_options`]).
+const META_MEMTABLE_BYTES: usize = 4 << 20;
 
 impl Engine {
     /// Opens (or creates) the engine in `path` with all column families.
@@ -96,6 +120,8 @@ impl Engine {
             .get_options_from_string("avoid_flush_during_recovery=true")
             .map_err(|e| Error::from_rocks("set the engine's options", e))?;
         db_opts.create_if_missing(true);
+        // In-place updates of the meta family need it (see `cf_base_options`).
+        db_opts.set_allow_concurrent_memtable_write(false);
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(options.background_jobs);
         let cache = rocksdb::Cache::new_lru_cache(options.block_cache_bytes);

@@ -158,6 +158,7 @@ async fn a_full_disk_stops_the_node_and_the_ballast_lets_it_restart() {
 
     // The procedure: delete the ballast, restart, read everything acknowledged.
     std::fs::remove_file(data.join("ballast")).unwrap();
+    let before_restart = node.log_text().len();
     node.spawn();
     for (key, i) in &acked {
         let got = get_eventually(&client, key, Duration::from_secs(30))
@@ -175,12 +176,23 @@ async fn a_full_disk_stops_the_node_and_the_ballast_lets_it_restart() {
             show(key)
         );
     }
-    // Still too full for a ballast: the node says so instead of filling the disk again.
-    assert!(!data.join("ballast").exists());
-    assert!(
-        node.log_text().contains("no ballast"),
-        "{}",
-        node.log_tail(10)
-    );
+    // The ballast again only if the rule allows it: at least twice its size free. How much
+    // the restart finds free depends on what RocksDB flushed and compacted before the disk
+    // filled (files it no longer needed are deleted when it opens), so either outcome can
+    // be right; the node must say which, and why.
+    let log = node.log_text()[before_restart..].to_string();
+    if data.join("ballast").exists() {
+        assert_eq!(
+            std::fs::metadata(data.join("ballast")).unwrap().len(),
+            16 << 20
+        );
+        assert!(log.contains("ballast in place"), "{}", node.log_tail(10));
+    } else {
+        assert!(
+            log.contains("no ballast") && log.contains("less than twice the ballast's"),
+            "{}",
+            node.log_tail(10)
+        );
+    }
     node.kill9();
 }
