@@ -19,8 +19,11 @@ settle="${IDLE_SETTLE:-20}"
 idle_secs="${IDLE_SECS:-30}"
 # shellcheck source=scripts/release-env.sh
 source scripts/release-env.sh
-now() { date +%s.%N; }
-since() { python3 -c "print(f'{$(now) - $1:.1f}')"; }
+# Times in microseconds (bash's EPOCHREALTIME: no process per reading, so the polls below
+# keep their 0.5 s period).
+now() { echo "${EPOCHREALTIME/./}"; }
+secs() { printf '%d.%02d' $(($1 / 1000000)) $((($1 % 1000000) / 10000)); }
+since() { secs $(($(now) - $1)); }
 total=$((ranges + 1))
 # "LEADERS_ON_LIVE_NODES REPLICAS_OF_A_LIVE_NODE" as node 1 sees them ("0 0" if it does not answer).
 led() {
@@ -33,26 +36,35 @@ except Exception:
 live = [n for n in v["nodes"] if n["live"]]
 print(sum(n["leaders"] for n in live), max([n["replicas"] for n in live] or [0]))'
 }
-# Polls until the live nodes lead every range; gives up after LED_TIMEOUT s (default 600),
-# saying how far it got, and ends the script (a cluster that never elects is a result).
+# Polls `flotilla status` every 0.5 s (start to start) until the live nodes lead every
+# range; sets `led_after` to the time from $1 to the end of the poll that saw it, and
+# `led_not_before` to the end of the poll before (the figure is exact to that interval).
+# Gives up after LED_TIMEOUT s (default 600), saying how far it got, and ends the script
+# (a cluster that never elects is a result).
 wait_led() {
-  local l r start
-  start="$(now)"
+  local l r from="$1" begun ended last=0
   while :; do
+    begun="$(now)"
     read -r l r <<<"$(led)"
+    ended="$(now)"
+    [ -n "${VERBOSE:-}" ] && echo "   $(secs $((ended - from))) s: $l of $total led" >&2
     if [ "$r" -ge "$total" ] && [ "$l" -ge "$total" ]; then break; fi
-    if python3 -c "import sys; sys.exit(0 if $(now) - $start > ${LED_TIMEOUT:-600} else 1)"; then
+    last="$ended"
+    if [ $((ended - from)) -gt $((${LED_TIMEOUT:-600} * 1000000)) ]; then
       echo "gave up after ${LED_TIMEOUT:-600} s: $l of $total ranges led, $r replicas on a live node" >&2
       exit 1
     fi
-    sleep 0.5
+    local wait_us=$((500000 - ($(now) - begun)))
+    [ "$wait_us" -gt 0 ] && sleep "$(secs "$wait_us")"
   done
+  led_after="$(secs $((ended - from)))"
+  led_not_before="$(secs $(( last > from ? last - from : 0 )))"
 }
 
 t0="$(now)"
 start_three "$ranges"
-wait_led
-echo "1. $total ranges created and led $(since "$t0") s after the nodes started"
+wait_led "$t0"
+echo "1. $total ranges created and led $led_after s after the nodes started"
 
 sleep "$settle"
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -69,8 +81,12 @@ done
 kill -9 "${pids[2]}"
 tk="$(now)"
 pids[2]=0
-wait_led
-echo "3. node 3 killed: every range led again $(since "$tk") s later"
+wait_led "$tk"
+echo "3. node 3 killed: every range led again $led_after s later (not yet at $led_not_before s)"
+for port in 7701 7801; do
+  refused="$(curl -s "127.0.0.1:$port/metrics" | awk '/^flotilla_votes_refused/{print $2}')"
+  echo "   votes refused by the node of port $port so far: ${refused:-?}"
+done
 
 join="127.0.0.1:7700,127.0.0.1:7800"
 tr="$(now)"
@@ -83,6 +99,6 @@ until "$bin" status --endpoints 127.0.0.1:7900 -o json 2>/dev/null | python3 -c 
   sleep 0.5
 done
 echo "   and leads ranges again after $(since "$tr") s"
-wait_led
-echo "   every range led, node 3 live, $(since "$tr") s after the restart"
+wait_led "$tr"
+echo "   every range led, node 3 live, $led_after s after the restart"
 "$bin" status --endpoints 127.0.0.1:7700 || true

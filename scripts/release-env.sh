@@ -1,6 +1,7 @@
 # Sourced by the benchmark scripts: builds the release binaries, sets `bin` (flotilla)
 # and `load` (flotilla-load), makes a temporary directory `root`, and on exit stops every
-# process whose pid the caller added to `pids` (SIGTERM) and removes `root`. Also defines
+# process whose pid the caller added to `pids` (SIGTERM) and removes `root` (KEEP_LOGS=DIR
+# copies the nodes' logs to DIR first). Also defines
 # `start_three` (a 3-node cluster, below).
 target="${CARGO_TARGET_DIR:-target}"
 cargo build --release --workspace --locked >&2
@@ -12,6 +13,8 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do [ "$p" -gt 0 ] && kill -TERM "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  # KEEP_LOGS=DIR keeps the nodes' logs there.
+  if [ -n "${KEEP_LOGS:-}" ]; then mkdir -p "$KEEP_LOGS" && cp "$root"/log* "$KEEP_LOGS"/ 2>/dev/null || true; fi
   rm -rf "$root"
 }
 trap cleanup EXIT

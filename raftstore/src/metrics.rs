@@ -26,6 +26,9 @@ pub struct StoreMetrics {
     /// Campaigns that fell due past the store's per-tick budget and waited
     /// (`max_campaigns_per_tick`).
     pub campaigns_deferred: AtomicU64,
+    /// Vote and pre-vote requests refused because this node still supports the range's
+    /// leader's node, or just reopened (`lease.rs`); the candidate retries later.
+    pub votes_refused: AtomicU64,
     /// Raft messages handed to the transport.
     pub messages_sent: AtomicU64,
     /// Batches handed to the transport (one per destination node per round).

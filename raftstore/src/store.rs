@@ -7,7 +7,7 @@
 //! threaded driver (`node.rs`) and the deterministic test harness both drive this same
 //! code.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -140,6 +140,10 @@ pub struct Store {
     /// the campaign budget and awake limit (`quiesce.rs::wake_pending`).
     /// A set, so a node flapping dead and live queues each range once.
     pub(crate) pending_wakes: BTreeSet<u64>,
+    /// Vote requests a replica here had to ignore because its leader's node was heard
+    /// from too recently, with the tick they came; stepped again if that node is declared
+    /// dead within an election timeout (`operation/campaign.rs`).
+    pub(crate) held_votes: HashMap<u64, (RaftEnvelope, u64)>,
 }
 
 impl Store {
@@ -326,6 +330,7 @@ impl Store {
             new_followers: Vec::new(),
             new_followers_wake_at: 0,
             pending_wakes: Default::default(),
+            held_votes: HashMap::new(),
         };
         let replicas: Vec<_> = store
             .peers
@@ -490,6 +495,9 @@ impl Store {
             Err(reason) => {
                 tracing::debug!(range = env.range_id, reason, "dropped raft message");
                 StoreMetrics::add(&self.metrics.messages_dropped, 1);
+                if !misaddressed {
+                    self.hold_vote(&env, false);
+                }
                 return false;
             }
         };
@@ -513,6 +521,7 @@ impl Store {
         );
         if vote {
             self.age_if_leader_silent(env.range_id);
+            self.hold_vote(&env, true);
         }
         let peer = &self.peers[&env.range_id];
         let from_leader = peer.raw.raft.leader_id == env.from.replica_id;

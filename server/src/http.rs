@@ -413,6 +413,12 @@ fn store_metrics(registry: &mut Registry, m: &StoreMetrics) {
     );
     counter(
         registry,
+        "votes_refused",
+        "Vote requests refused while this node supports the range's leader's node",
+        &m.votes_refused,
+    );
+    counter(
+        registry,
         "messages_sent",
         "Raft messages sent",
         &m.messages_sent,

@@ -73,6 +73,19 @@ impl Filter for Isolate {
     }
 }
 
+/// Drops what node `.0` sends to node `.1` (the other direction still flows).
+pub struct OneWay(pub u64, pub u64);
+
+impl Filter for OneWay {
+    fn check(&mut self, env: &RaftEnvelope, _: &mut StdRng) -> Verdict {
+        if env.from.node_id == self.0 && env.to.node_id == self.1 {
+            Verdict::Drop
+        } else {
+            Verdict::Deliver
+        }
+    }
+}
+
 /// Drops each message with probability `p`.
 pub struct DropRandom(pub f64);
 

@@ -5,7 +5,7 @@
 //! node catches up when it returns.
 
 use flotilla_raftstore::{Command, StoreMetrics};
-use flotilla_tests::filter::Isolate;
+use flotilla_tests::filter::{Isolate, OneWay};
 use flotilla_tests::Cluster;
 
 /// Ticks until every live store has all `ranges` replicas quiesced; panics after `max`.
@@ -182,6 +182,41 @@ fn killing_a_node_elects_new_leaders_for_its_quiesced_ranges_and_it_catches_up()
         );
     }
     wait_quiet(&mut c, ranges as usize, 600);
+}
+
+#[test]
+fn a_vote_asked_before_the_voter_saw_the_death_is_granted_when_it_does() {
+    // Node 3 stops hearing from node 1 four ticks before node 1 dies, so node 3 declares
+    // the death first, and the successors it names ask node 2 for votes while node 2 still
+    // supports node 1 and its replicas still count node 1's leadership as recent. Node 2
+    // refuses then, holds the requests, and steps them again when it declares the death
+    // itself: every range elects its named successor within a few ticks of that, not a
+    // candidate's election timeout (10 to 20 ticks) later.
+    let ranges = 30;
+    let mut c = Cluster::new(3, ranges, 11);
+    wait_all_leaders(&mut c, ranges);
+    wait_quiet(&mut c, ranges as usize, 400);
+    let victims = led_by(&c, 1, ranges);
+    let from_node_3 = victims
+        .iter()
+        .filter(|r| {
+            c.descriptor(**r)
+                .and_then(|d| d.successor_without(1))
+                .is_some_and(|s| s.node_id == 3)
+        })
+        .count();
+    assert!(from_node_3 > 0, "no range names node 3: {victims:?}");
+    let refused_before = StoreMetrics::get(&c.store(2).metrics().votes_refused);
+    c.add_filter(OneWay(1, 3));
+    c.ticks(4);
+    c.stop(1);
+    // Node 2 declares the death 11 ticks after it last heard from node 1 (at most 2 ticks
+    // before the stop: beats go every 2); then one round trip.
+    assert_new_leaders_within(&mut c, 1, &victims, 13);
+    assert!(
+        StoreMetrics::get(&c.store(2).metrics().votes_refused) > refused_before,
+        "node 2 refused no vote: the test did not make the case it is about"
+    );
 }
 
 #[test]

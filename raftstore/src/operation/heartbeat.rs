@@ -159,6 +159,7 @@ impl Store {
     /// Declares dead the neighbours not heard from for `liveness_timeout_ticks`, wakes the
     /// quiesced replicas they led and has those ranges elect a successor (`campaign.rs`).
     pub(crate) fn check_liveness(&mut self) {
+        self.expire_held_votes();
         let timeout = self.cfg.liveness_timeout_ticks;
         let now = self.now;
         let newly_dead: Vec<u64> = self

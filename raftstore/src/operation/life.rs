@@ -88,6 +88,7 @@ impl Store {
         let m = &env.message;
         let initialized = peer.raw.store().is_initialized();
         if self.vote_refused(peer, env) {
+            crate::metrics::StoreMetrics::add(&self.metrics.votes_refused, 1);
             return Err("vote refused: a lease may rest on this node's support");
         }
         if self.higher_term_refused(peer, env) {
