@@ -76,13 +76,14 @@ impl std::fmt::Debug for Engine {
 ///   of at the top of the skip list (the crate has no setter for the option);
 /// - the data family's memtable is 8 MiB rather than 64: a rewritten key adds a version,
 ///   and a smaller list of them is a shorter, warmer walk;
-/// - the meta family holds a few records per range rewritten every round (hard state,
-///   apply state), about a million versions of some thousands of keys per 64 MiB. It is
-///   updated in place: a new value no longer than the old overwrites it in the memtable,
-///   which then holds one entry per key. RocksDB then promises no consistent snapshot or
-///   iterator over this family, so nothing reads it through an [`EngineSnapshot`], and it
-///   is scanned only while no other thread rewrites the keys scanned (at startup). It needs memtable writes that are not concurrent
-///   (set in [`Engine::open`]); a write group's leader inserts for all its members.
+/// - the meta family's is 4 MiB: its records (hard state, apply state) are rewritten
+///   every round, and 64 MiB held about a million versions of them.
+///
+/// Never `inplace_update_support` (it would keep one memtable entry per meta record):
+/// with it on any column family RocksDB hands out no snapshots at all, for any family, so
+/// a Raft snapshot or a split check would read data newer than the index it claims
+/// (`engine/tests/engine.rs::snapshot_does_not_see_later_writes` caught it). It is also
+/// unsafe with range deletions.
 fn cf_base_options(cf: Cf) -> Result<Options> {
     match cf {
         Cf::Raft => Options::default()
@@ -98,7 +99,6 @@ fn cf_base_options(cf: Cf) -> Result<Options> {
         Cf::Meta => {
             let mut o = Options::default();
             o.set_write_buffer_size(META_MEMTABLE_BYTES);
-            o.set_inplace_update_support(true);
             Ok(o)
         }
     }
@@ -120,8 +120,6 @@ impl Engine {
             .get_options_from_string("avoid_flush_during_recovery=true")
             .map_err(|e| Error::from_rocks("set the engine's options", e))?;
         db_opts.create_if_missing(true);
-        // In-place updates of the meta family need it (see `cf_base_options`).
-        db_opts.set_allow_concurrent_memtable_write(false);
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(options.background_jobs);
         let cache = rocksdb::Cache::new_lru_cache(options.block_cache_bytes);

@@ -20,6 +20,12 @@
 //!   and timer hold of five election timeouts past the queue's drain time (nodes of a new
 //!   cluster start seconds apart).
 //!
+//! A voter that has not yet declared the death itself (it heard the dead node's last beat
+//! a little later) must still refuse such a campaign, or raft-rs ignores it as within the
+//! old leader's lease. It holds the request instead ([`Store::hold_vote`]) and steps it
+//! again when it declares the same node dead, so the candidate does not wait out its
+//! election timeout for an answer that was only early.
+//!
 //! A store starts at most `max_campaigns_per_tick` campaigns per tick (of any kind, raft-rs's
 //! own timeouts included), fewer while it catches up missed ticks; a replica whose
 //! campaign is due beyond that waits a tick with its clocks stopped. Retries are spaced by
