@@ -414,7 +414,7 @@ fn store_metrics(registry: &mut Registry, m: &StoreMetrics) {
     counter(
         registry,
         "votes_refused",
-        "Vote requests refused while this node supports the range's leader's node",
+        "Vote requests refused while this node supports the range's leader's node, or just after it restarted",
         &m.votes_refused,
     );
     counter(
