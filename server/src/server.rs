@@ -317,8 +317,9 @@ impl State {
     }
 }
 
-/// Creates (if needed) and opens the data directory: its engine, and its ballast.
-fn open_data_dir(cfg: &ServerConfig) -> Result<Engine, ServerError> {
+/// Refuses a `--data-dir` that exists and is not a directory. `serve` calls it before it
+/// binds its ports, so that a bad path is reported as such whatever the ports' state.
+pub(crate) fn check_data_dir(cfg: &ServerConfig) -> Result<(), ServerError> {
     let dir = &cfg.data_dir;
     if dir.exists() && !dir.is_dir() {
         return Err(ServerError::Config(format!(
@@ -326,6 +327,13 @@ fn open_data_dir(cfg: &ServerConfig) -> Result<Engine, ServerError> {
             dir.display()
         )));
     }
+    Ok(())
+}
+
+/// Creates (if needed) and opens the data directory: its engine, and its ballast.
+fn open_data_dir(cfg: &ServerConfig) -> Result<Engine, ServerError> {
+    let dir = &cfg.data_dir;
+    check_data_dir(cfg)?;
     std::fs::create_dir_all(dir).map_err(|source| ServerError::DataDir {
         path: dir.clone(),
         source,

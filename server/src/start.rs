@@ -32,6 +32,7 @@ const STOPPED_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs a node until SIGTERM / Ctrl-C, or until it must stop (a fatal error).
 pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
+    crate::server::check_data_dir(&cfg)?;
     let grpc_listener = bind(&cfg.listen.to_string()).await?;
     let http_listener = bind(&cfg.http_listen.to_string()).await?;
     let (listen, http) = (cfg.listen, cfg.http_listen);

@@ -9,6 +9,7 @@
 //! through the `ranges` view when a fault targets it (in Flotilla the leaseholder is the
 //! Raft leader, so "isolate the leaseholder but not the leader" is the same fault).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -232,22 +233,7 @@ async fn one_fault(
         }
         Nemesis::Clock(rate) => clock_fault(cluster, target, rate, hold, t).await,
         Nemesis::Split => split_fault(cluster, shared, hold, t).await,
-        Nemesis::Snapshot => {
-            let long = hold * 2;
-            let http = cluster.node(target).http.clone();
-            let before = metric(&http, SNAPSHOTS).await.unwrap_or(0);
-            t.fault(format!(
-                "isolate node {target} for {long:?}, until its log is truncated"
-            ));
-            cluster.isolate(target);
-            tokio::time::sleep(long).await;
-            cluster.heal();
-            let installed = snapshots_after(&http, before).await;
-            *t.snapshots.lock().unwrap() += installed;
-            t.note(format!(
-                "heal: node {target} installed {installed} snapshots"
-            ));
-        }
+        Nemesis::Snapshot => snapshot_fault(cluster, target, hold, t).await,
         Nemesis::Transfer => {
             t.fault(format!(
                 "SIGTERM node {target}: its leaderships are transferred away"
@@ -276,6 +262,61 @@ async fn snapshots_after(http: &str, before: u64) -> u64 {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// How far past a cut-off node's last index a range's applied index must move before its
+/// leader has surely truncated the log past it: `--log-gc-max-lag` (128) plus
+/// `--log-gc-threshold` (64), plus room for entries in flight when the cut began.
+const PAST_THE_CUT: u64 = 128 + 64 + 64;
+
+/// How long the snapshot fault waits for the load to move a log far enough.
+const SNAPSHOT_FAULT_DEADLINE: Duration = Duration::from_secs(40);
+
+/// Cuts `node` off until some range's log has moved `PAST_THE_CUT` entries beyond where it
+/// stood at the cut (so its leader truncated past the node), polled through another node,
+/// then heals and counts the snapshots the node installs.
+async fn snapshot_fault(cluster: &mut TestCluster, node: u64, hold: Duration, t: &Timeline) {
+    let http = cluster.node(node).http.clone();
+    let before = metric(&http, SNAPSHOTS).await.unwrap_or(0);
+    let observer = cluster.client_of(node % 3 + 1);
+    t.fault(format!(
+        "isolate node {node} until a log moves {PAST_THE_CUT} entries past the cut"
+    ));
+    cluster.isolate(node);
+    let at_cut = applied_indexes(&observer).await;
+    let start = Instant::now();
+    let moved = loop {
+        let now = applied_indexes(&observer).await;
+        let moved = now
+            .iter()
+            .filter_map(|(id, idx)| Some(idx.saturating_sub(*at_cut.get(id)?)))
+            .max()
+            .unwrap_or(0);
+        let far = moved >= PAST_THE_CUT && start.elapsed() >= hold;
+        if far || start.elapsed() >= SNAPSHOT_FAULT_DEADLINE {
+            break moved;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    cluster.heal();
+    let installed = snapshots_after(&http, before).await;
+    *t.snapshots.lock().unwrap() += installed;
+    t.note(format!(
+        "heal after {:.1?} (a log moved {moved} entries): node {node} installed {installed} snapshots",
+        start.elapsed()
+    ));
+}
+
+/// Each range's applied index, as the node behind `client` reports it; empty when it
+/// does not answer.
+async fn applied_indexes(client: &flotilla_server::client::Client) -> HashMap<u64, u64> {
+    let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(3), client.ranges()).await else {
+        return HashMap::new();
+    };
+    resp.ranges
+        .iter()
+        .filter_map(|r| Some((r.descriptor.as_ref()?.range_id, r.applied_index)))
+        .collect()
 }
 
 /// Restarts `node` with its clock at `rate`, holds, and restarts it with a true clock.
