@@ -4,10 +4,14 @@
 //! entries sort by index, and all records of one range are adjacent. User keys in the
 //! `data` column family are stored as they are and need no encoding.
 
-/// Meta key prefix: a range's Raft hard state.
+/// Meta key prefix: a range's Raft hard state, as data directories before stop 28 kept it
+/// (read once at load, then replaced by the replica state).
 pub const HARD_STATE_PREFIX: u8 = b'h';
-/// Meta key prefix: a range's apply state (applied index, truncated index and term).
+/// Meta key prefix: a range's apply state, as data directories before stop 28 kept it.
 pub const APPLY_STATE_PREFIX: u8 = b'a';
+/// Meta key prefix: a range's replica state — its Raft state and its apply state in one
+/// record, rewritten by every round that changes either.
+pub const REPLICA_STATE_PREFIX: u8 = b'r';
 /// Meta key prefix: a range's descriptor as this replica knows it.
 pub const DESCRIPTOR_PREFIX: u8 = b'd';
 /// Meta key prefix: the tombstone of a replica this node destroyed (`Tombstone`).
@@ -47,6 +51,11 @@ fn meta_key(prefix: u8, range_id: u64) -> [u8; 9] {
 /// The meta key of a range's hard state.
 pub fn hard_state_key(range_id: u64) -> [u8; 9] {
     meta_key(HARD_STATE_PREFIX, range_id)
+}
+
+/// The meta key of a range's replica state (Raft state and apply state).
+pub fn replica_state_key(range_id: u64) -> [u8; 9] {
+    meta_key(REPLICA_STATE_PREFIX, range_id)
 }
 
 /// The meta key of a range's apply state.

@@ -220,6 +220,16 @@ pub struct RaftLocalState {
     pub last_term: u64,
 }
 
+/// A replica's durable state in one record (meta key `'r' ‖ range id`): every round that
+/// changes the Raft state or the apply state rewrites it, one insert instead of two.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct ReplicaState {
+    #[prost(message, optional, tag = "1")]
+    pub raft: Option<RaftLocalState>,
+    #[prost(message, optional, tag = "2")]
+    pub apply: Option<ApplyState>,
+}
+
 /// One write inside a replicated command.
 #[derive(Clone, PartialEq, Eq, Message)]
 pub struct WriteOp {
@@ -288,6 +298,11 @@ pub struct RaftCommand {
     /// An admin command: make this node's voter the range's preferred leader.
     #[prost(message, optional, tag = "8")]
     pub prefer: Option<PreferLeader>,
+    /// Plain writes proposed together (`operation/batch.rs`): applied in order, each as if
+    /// it were its own entry. A command with a batch carries nothing else but its range
+    /// and epoch.
+    #[prost(message, repeated, tag = "9")]
+    pub batch: Vec<RaftCommand>,
 }
 
 /// Placement's choice of the node that should lead a range (`operation/balance.rs`

@@ -19,7 +19,7 @@ pub(crate) struct Proposal {
     pub index: u64,
     pub term: u64,
     pub proposed_at: u64,
-    pub callback: Callback,
+    pub waiters: crate::operation::Waiters,
 }
 
 /// A read waiting for a confirmed read index and for apply to reach it.
@@ -44,6 +44,8 @@ pub struct Peer {
     pub(crate) replica_id: u64,
     pub(crate) raw: RawNode<PeerStorage>,
     pub(crate) proposals: VecDeque<Proposal>,
+    /// Writes accepted this round, proposed together at its end (`operation/batch.rs`).
+    pub(crate) pending: crate::operation::PendingWrites,
     pub(crate) reads: VecDeque<PendingRead>,
     /// The tick each other replica was last heard from (for leadership balance).
     pub(crate) last_heard: std::collections::HashMap<u64, u64>,
@@ -119,6 +121,7 @@ impl Peer {
             replica_id: replica.replica_id,
             raw,
             proposals: VecDeque::new(),
+            pending: Default::default(),
             reads: VecDeque::new(),
             snapshots_sent: Vec::new(),
             peer_cache: std::collections::HashMap::new(),

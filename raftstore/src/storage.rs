@@ -18,7 +18,7 @@ use raft::{GetEntriesContext, RaftState, StorageError};
 use crate::entry_cache::{EntryCache, Fetched};
 use crate::error::{corrupt, Result};
 use crate::metapb::{
-    ApplyState, KvPair, RaftLocalState, RangeDescriptor, SnapshotData, SnapshotFile,
+    ApplyState, KvPair, RaftLocalState, RangeDescriptor, ReplicaState, SnapshotData, SnapshotFile,
 };
 use crate::snap::{files_of, SnapKey, SnapManager, SnapSource};
 
@@ -41,6 +41,9 @@ pub struct PeerStorage {
     /// The raft state / apply state changed since they were last staged.
     raft_state_dirty: bool,
     apply_state_dirty: bool,
+    /// Loaded from the two records of data directories before stop 28: the first staging
+    /// deletes them.
+    legacy_keys: bool,
     /// Pacing of snapshots per follower (replica id), on the store's clock.
     pace: parking_lot::Mutex<std::collections::HashMap<u64, SnapshotPace>>,
     clock: std::sync::Arc<dyn crate::clock::Clock>,
@@ -115,9 +118,16 @@ impl PeerStorage {
             truncated_term: SPLIT_INIT_TERM,
         };
         let id = desc.range_id;
+        let state = ReplicaState {
+            raft: Some(local),
+            apply: Some(apply),
+        };
         wb.put(Cf::Meta, &keys::descriptor_key(id), &desc.encode_to_vec());
-        wb.put(Cf::Meta, &keys::hard_state_key(id), &local.encode_to_vec());
-        wb.put(Cf::Meta, &keys::apply_state_key(id), &apply.encode_to_vec());
+        wb.put(
+            Cf::Meta,
+            &keys::replica_state_key(id),
+            &state.encode_to_vec(),
+        );
     }
 
     /// Stages the initial state of the right-hand range `desc` of a split and returns its
@@ -148,6 +158,7 @@ impl PeerStorage {
             apply_state,
             raft_state_dirty: true,
             apply_state_dirty: true,
+            legacy_keys: false,
             pace: Default::default(),
             clock: std::sync::Arc::new(crate::clock::MonotonicClock::new()),
             snaps: None,
@@ -180,6 +191,7 @@ impl PeerStorage {
             apply_state: ApplyState::default(),
             raft_state_dirty: false,
             apply_state_dirty: false,
+            legacy_keys: false,
             pace: Default::default(),
             clock: std::sync::Arc::new(crate::clock::MonotonicClock::new()),
             snaps: None,
@@ -189,21 +201,11 @@ impl PeerStorage {
 
     /// Loads the replica of `desc` from the engine.
     pub fn load(engine: Engine, desc: RangeDescriptor) -> Result<PeerStorage> {
-        let id = desc.range_id;
-        let local = match engine.get(Cf::Meta, &keys::hard_state_key(id))? {
-            Some(b) => {
-                RaftLocalState::decode(b.as_slice()).map_err(|e| corrupt("raft state", e))?
-            }
-            None => return Err(corrupt("raft state", format!("missing for range {id}"))),
-        };
+        let (local, apply_state, legacy_keys) = load_replica_state(&engine, desc.range_id)?;
         let hard_state = if local.hard_state.is_empty() {
             HardState::default()
         } else {
             HardState::parse_from_bytes(&local.hard_state).map_err(|e| corrupt("hard state", e))?
-        };
-        let apply_state = match engine.get(Cf::Meta, &keys::apply_state_key(id))? {
-            Some(b) => ApplyState::decode(b.as_slice()).map_err(|e| corrupt("apply state", e))?,
-            None => return Err(corrupt("apply state", format!("missing for range {id}"))),
         };
         Ok(PeerStorage {
             engine,
@@ -214,6 +216,7 @@ impl PeerStorage {
             apply_state,
             raft_state_dirty: false,
             apply_state_dirty: false,
+            legacy_keys,
             pace: Default::default(),
             clock: std::sync::Arc::new(crate::clock::MonotonicClock::new()),
             snaps: None,
@@ -290,30 +293,29 @@ impl PeerStorage {
         if !self.is_initialized() {
             return;
         }
-        if std::mem::take(&mut self.raft_state_dirty) {
-            self.stage_raft_state(wb);
+        let raft = std::mem::take(&mut self.raft_state_dirty);
+        let apply = std::mem::take(&mut self.apply_state_dirty);
+        if !(raft || apply || self.legacy_keys) {
+            return;
         }
-        if std::mem::take(&mut self.apply_state_dirty) {
-            self.stage_apply_state(wb);
+        let id = self.desc.range_id;
+        if std::mem::take(&mut self.legacy_keys) {
+            wb.delete(Cf::Meta, &keys::hard_state_key(id));
+            wb.delete(Cf::Meta, &keys::apply_state_key(id));
         }
-    }
-
-    fn stage_raft_state(&self, wb: &mut WriteBatch) {
-        let local = RaftLocalState {
-            hard_state: self.hard_state.write_to_bytes().expect("encode hard state"),
-            last_index: self.last_index,
-            last_term: self.last_term,
+        let state = ReplicaState {
+            raft: Some(RaftLocalState {
+                hard_state: self.hard_state.write_to_bytes().expect("encode hard state"),
+                last_index: self.last_index,
+                last_term: self.last_term,
+            }),
+            apply: Some(self.apply_state),
         };
         wb.put(
             Cf::Meta,
-            &keys::hard_state_key(self.desc.range_id),
-            &local.encode_to_vec(),
+            &keys::replica_state_key(id),
+            &state.encode_to_vec(),
         );
-    }
-
-    fn stage_apply_state(&self, wb: &mut WriteBatch) {
-        let key = keys::apply_state_key(self.desc.range_id);
-        wb.put(Cf::Meta, &key, &self.apply_state.encode_to_vec());
     }
 
     /// Stages new log entries, replacing any conflicting suffix.
@@ -580,10 +582,99 @@ impl raft::Storage for PeerStorage {
     }
 }
 
+/// A replica's Raft state and apply state: from its one record, or from the two records
+/// of data directories before stop 28 (then `true`: the next staging replaces them).
+fn load_replica_state(engine: &Engine, id: u64) -> Result<(RaftLocalState, ApplyState, bool)> {
+    if let Some(b) = engine.get(Cf::Meta, &keys::replica_state_key(id))? {
+        let state = ReplicaState::decode(b.as_slice()).map_err(|e| corrupt("replica state", e))?;
+        let missing = |what| corrupt("replica state", format!("no {what} for range {id}"));
+        let raft = state.raft.ok_or_else(|| missing("raft state"))?;
+        let apply = state.apply.ok_or_else(|| missing("apply state"))?;
+        return Ok((raft, apply, false));
+    }
+    let local = match engine.get(Cf::Meta, &keys::hard_state_key(id))? {
+        Some(b) => RaftLocalState::decode(b.as_slice()).map_err(|e| corrupt("raft state", e))?,
+        None => return Err(corrupt("raft state", format!("missing for range {id}"))),
+    };
+    let apply = match engine.get(Cf::Meta, &keys::apply_state_key(id))? {
+        Some(b) => ApplyState::decode(b.as_slice()).map_err(|e| corrupt("apply state", e))?,
+        None => return Err(corrupt("apply state", format!("missing for range {id}"))),
+    };
+    Ok((local, apply, true))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::SnapshotPace;
+    use super::*;
+    use crate::metapb::{Epoch, Replica};
     use std::time::Duration;
+
+    #[test]
+    fn a_replica_kept_in_the_two_old_records_loads_and_moves_to_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), &Default::default()).unwrap();
+        let desc = RangeDescriptor {
+            range_id: 7,
+            epoch: Some(Epoch {
+                version: 1,
+                conf_ver: 1,
+            }),
+            replicas: vec![Replica {
+                node_id: 1,
+                replica_id: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let hard_state = HardState {
+            term: 6,
+            vote: 1,
+            commit: 9,
+            ..Default::default()
+        };
+        let local = RaftLocalState {
+            hard_state: hard_state.write_to_bytes().unwrap(),
+            last_index: 12,
+            last_term: 6,
+        };
+        let apply = ApplyState {
+            applied_index: 9,
+            truncated_index: 5,
+            truncated_term: 5,
+        };
+        // The layout before stop 28: two records.
+        let mut wb = engine.batch();
+        wb.put(Cf::Meta, &keys::hard_state_key(7), &local.encode_to_vec());
+        wb.put(Cf::Meta, &keys::apply_state_key(7), &apply.encode_to_vec());
+        engine.write(wb, true).unwrap();
+
+        let check = |s: &PeerStorage| {
+            let state = raft::Storage::initial_state(s).unwrap();
+            assert_eq!(state.hard_state, hard_state);
+            assert_eq!(s.apply_state(), apply);
+            assert_eq!(s.last_index_now(), 12);
+        };
+        let mut old = PeerStorage::load(engine.clone(), desc.clone()).unwrap();
+        check(&old);
+        // Its first staging, even with nothing changed, moves it to the one record.
+        let mut wb = engine.batch();
+        old.stage_dirty(&mut wb);
+        engine.write(wb, true).unwrap();
+        for gone in [keys::hard_state_key(7), keys::apply_state_key(7)] {
+            assert_eq!(engine.get(Cf::Meta, &gone).unwrap(), None);
+        }
+        assert!(engine
+            .get(Cf::Meta, &keys::replica_state_key(7))
+            .unwrap()
+            .is_some());
+        let new = PeerStorage::load(engine.clone(), desc).unwrap();
+        check(&new);
+        // And nothing further is staged while nothing changes.
+        let mut wb = engine.batch();
+        let mut new = new;
+        new.stage_dirty(&mut wb);
+        assert!(wb.is_empty());
+    }
 
     #[test]
     fn repeated_snapshots_to_one_follower_back_off() {

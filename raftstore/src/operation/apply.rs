@@ -23,6 +23,8 @@ use crate::metapb::{MetaEntry, RaftCommand, RangeDescriptor};
 use crate::metrics::StoreMetrics;
 use crate::peer::{Peer, Proposal};
 
+use super::batch::{batchable, Waiters};
+
 /// What a round's apply has staged but not yet written, and whom to answer once it is.
 #[derive(Default)]
 pub(crate) struct ApplyContext {
@@ -88,8 +90,7 @@ impl Peer {
         for entry in entries {
             let outcome = match entry.get_entry_type() {
                 EntryType::EntryNormal if !entry.data.is_empty() => {
-                    ctx.commands_applied += 1;
-                    Some(self.apply_command(&entry.data, wb, ctx)?)
+                    Some(self.apply_normal(&entry.data, wb, ctx)?)
                 }
                 // (The leave-joint change is empty; ours always carry a context. raft-rs's
                 // own automatic leave would carry none, and is never asked for.)
@@ -98,39 +99,66 @@ impl Peer {
                     if let Err(e) = &outcome {
                         tracing::warn!(range = self.range_id, index = entry.index, error = %e, "membership change refused at apply");
                     }
-                    Some(outcome)
+                    Some(Outcome::One(outcome))
                 }
                 _ => None,
             };
-            if let Some(callback) = self.take_proposal(entry.index, entry.term, ctx) {
-                ctx.writes_answered += 1;
-                ctx.answer(callback, outcome.unwrap_or(Ok(Response::Done)));
+            if let Some(waiters) = self.take_proposal(entry.index, entry.term, ctx) {
+                ctx.writes_answered += waiters.len() as u64;
+                let outcome = outcome.unwrap_or(Outcome::One(Ok(Response::Done)));
+                answer(ctx, self.range_id, waiters, outcome);
             }
         }
         self.raw.mut_store().set_applied(last);
         Ok(())
     }
 
-    /// Applies one command: a split, or writes to this range's data.
-    fn apply_command(
+    /// Applies a normal entry's payload: one command, or a batch of them in order
+    /// (`batch.rs`), each with its own outcome.
+    fn apply_normal(
         &mut self,
         data: &[u8],
         wb: &mut WriteBatch,
         ctx: &mut ApplyContext,
-    ) -> Result<Result<Response>> {
+    ) -> Result<Outcome> {
         let cmd = match RaftCommand::decode(data) {
             Ok(c) => c,
             Err(e) => {
-                return Ok(Err(Error::InvalidRequest(format!(
-                    "undecodable command: {e}"
-                ))))
+                let err = Error::InvalidRequest(format!("undecodable command: {e}"));
+                return Ok(Outcome::One(Err(err)));
             }
         };
         if !self.raw.store().is_initialized() {
-            return Ok(Err(Error::InvalidRequest(
+            return Ok(Outcome::One(Err(Error::InvalidRequest(
                 "an uninitialized replica applies nothing".into(),
-            )));
+            ))));
         }
+        if cmd.batch.is_empty() {
+            ctx.commands_applied += 1;
+            return Ok(Outcome::One(self.apply_command(cmd, wb, ctx)?));
+        }
+        let mut outcomes = Vec::with_capacity(cmd.batch.len());
+        for one in cmd.batch {
+            ctx.commands_applied += 1;
+            let outcome = if batchable(&one) {
+                self.apply_command(one, wb, ctx)?
+            } else {
+                Err(Error::InvalidRequest(
+                    "an admin command inside a batch is not applied".into(),
+                ))
+            };
+            outcomes.push(outcome);
+        }
+        Ok(Outcome::Many(outcomes))
+    }
+
+    /// Applies one command: a split, or writes to this range's data.
+    fn apply_command(
+        &mut self,
+        cmd: RaftCommand,
+        wb: &mut WriteBatch,
+        ctx: &mut ApplyContext,
+    ) -> Result<Result<Response>> {
         if let Some(err) = check_command(self.descriptor(), &cmd) {
             return Ok(Err(err));
         }
@@ -151,21 +179,19 @@ impl Peer {
     /// Finds the proposal for the entry at `(index, term)`. Proposals made in older terms
     /// at or before this position can never commit any more: they are answered
     /// `StaleCommand`.
-    fn take_proposal(&mut self, index: u64, term: u64, ctx: &mut ApplyContext) -> Option<Callback> {
+    fn take_proposal(&mut self, index: u64, term: u64, ctx: &mut ApplyContext) -> Option<Waiters> {
         while let Some(front) = self.proposals.front() {
             let overwritten = front.term < term || (front.term == term && front.index < index);
             if overwritten {
                 let p = self.proposals.pop_front().expect("front exists");
-                ctx.answer(
-                    p.callback,
-                    Err(Error::StaleCommand {
-                        range_id: self.range_id,
-                    }),
-                );
+                for cb in p.waiters.into_callbacks() {
+                    let range_id = self.range_id;
+                    ctx.answer(cb, Err(Error::StaleCommand { range_id }));
+                }
                 continue;
             }
             if front.term == term && front.index == index {
-                return self.proposals.pop_front().map(|p| p.callback);
+                return self.proposals.pop_front().map(|p| p.waiters);
             }
             break;
         }
@@ -181,9 +207,41 @@ impl Peer {
             .into_iter()
             .partition(|p| p.index <= index);
         self.proposals = kept;
-        for p in gone {
+        for cb in gone.into_iter().flat_map(|p| p.waiters.into_callbacks()) {
             let reason = "a snapshot replaced the log before the outcome was seen".into();
-            ctx.answer(p.callback, Err(Error::Ambiguous { range_id, reason }));
+            ctx.answer(cb, Err(Error::Ambiguous { range_id, reason }));
+        }
+    }
+}
+
+/// What applying one entry came to: one command's outcome, or each of a batch's.
+enum Outcome {
+    One(Result<Response>),
+    Many(Vec<Result<Response>>),
+}
+
+/// Queues each waiter's answer: its own command's outcome, or the entry's when it failed
+/// as a whole.
+fn answer(ctx: &mut ApplyContext, range_id: u64, waiters: Waiters, outcome: Outcome) {
+    match (waiters, outcome) {
+        (Waiters::One(cb), Outcome::One(result)) => ctx.answer(cb, result),
+        (Waiters::Many(cbs), Outcome::Many(results)) if cbs.len() == results.len() => {
+            for (cb, result) in cbs.into_iter().zip(results) {
+                ctx.answer(cb, result);
+            }
+        }
+        (Waiters::Many(cbs), Outcome::One(result)) => {
+            for cb in cbs {
+                ctx.answer(cb, result.clone());
+            }
+        }
+        (waiters, _) => {
+            // This replica proposed the entry, so its shape matches the waiters; if it
+            // ever does not, no waiter may be told a success it cannot be sure of.
+            for cb in waiters.into_callbacks() {
+                let reason = "the applied entry does not match its proposal".into();
+                ctx.answer(cb, Err(Error::Ambiguous { range_id, reason }));
+            }
         }
     }
 }

@@ -23,6 +23,7 @@
 //! the same answer. The answer is from applied, hence committed, state: a replica it
 //! destroys cannot be needed for any quorum again.
 
+use super::batch::Waiters;
 use flotilla_engine::{keys, Cf, WriteBatch};
 use prost::Message as _;
 use raft::prelude::MessageType;
@@ -339,6 +340,8 @@ pub(crate) fn stage_destroy(desc: &RangeDescriptor, initialized: bool, wb: &mut 
         &keys::raft_log_key(id, u64::MAX),
     );
     wb.delete(Cf::Meta, &keys::descriptor_key(id));
+    wb.delete(Cf::Meta, &keys::replica_state_key(id));
+    // (A replica loaded from a data directory before stop 28 and never staged since.)
     wb.delete(Cf::Meta, &keys::hard_state_key(id));
     wb.delete(Cf::Meta, &keys::apply_state_key(id));
 }
@@ -374,14 +377,16 @@ fn removal_notice(peer: &Peer, replica_id: u64) -> Option<ReplicaRemoved> {
 
 impl Peer {
     /// Answers everything waiting on a replica that is going away.
-    fn abandon_requests(self, node_id: u64) {
+    fn abandon_requests(mut self, node_id: u64) {
         let range_id = self.range_id;
         for p in self.proposals {
             let reason = "the replica was removed before the outcome was seen".into();
-            let _ = p
-                .callback
-                .send(Err(crate::error::Error::Ambiguous { range_id, reason }));
+            p.waiters
+                .fail(crate::error::Error::Ambiguous { range_id, reason });
         }
+        // Writes accepted but not yet proposed were not done: the range is elsewhere now.
+        let (_, callbacks) = self.pending.take();
+        Waiters::Many(callbacks).fail(crate::error::Error::RangeNotFound { range_id, node_id });
         for r in self.reads {
             let _ = r.callback.send(Err(crate::error::Error::RangeNotFound {
                 range_id,

@@ -1,5 +1,6 @@
 //! The operations a store performs on its replicas, one module per operation:
 //! - `propose`: check a request (range, epoch, keys, leadership) and propose a write;
+//! - `batch`: a range's writes of one round proposed as one entry;
 //! - `read`: linearizable reads through ReadIndex, with retries and deadlines;
 //! - `ready`: the end of a round — persist every replica's Ready in one write batch with
 //!   one fsync, send messages per node, apply, answer;
@@ -19,6 +20,7 @@
 
 mod apply;
 mod balance;
+mod batch;
 mod campaign;
 mod conf_change;
 mod drain;
@@ -34,6 +36,7 @@ mod ready;
 mod split;
 
 pub(crate) use apply::ApplyContext;
+pub(crate) use batch::{PendingWrites, Waiters};
 pub(crate) use conf_change::ChangeJob;
 pub use heartbeat::NODE_RANGE_ID;
 pub(crate) use life::{load_tombstones, stage_destroy};

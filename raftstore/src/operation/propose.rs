@@ -16,6 +16,8 @@ use crate::metapb::{
 use crate::peer::{Peer, Proposal};
 use crate::store::Store;
 
+use super::batch::{batchable, Waiters};
+
 impl Store {
     /// Accepts one request; its answer arrives on `callback`.
     pub fn on_request(&mut self, req: Request, callback: Callback) {
@@ -55,7 +57,13 @@ impl Store {
             }
         };
         let peer = self.peers.get_mut(&req.range_id).expect("checked");
-        if let Err(e) = peer.propose_write(&cmd, callback, now) {
+        if batchable(&cmd) {
+            peer.queue_write(cmd, callback, now);
+            return;
+        }
+        // An admin command: the writes accepted before it are proposed first.
+        peer.propose_pending(now);
+        if let Err(e) = peer.propose_write(&cmd, Waiters::One(callback), now) {
             tracing::debug!(range = req.range_id, error = %e, "proposal refused");
         }
     }
@@ -133,9 +141,14 @@ impl Store {
 }
 
 impl Peer {
-    /// Proposes `cmd`; on success the callback waits in the proposal queue until the entry
+    /// Proposes `cmd`; on success its waiters wait in the proposal queue until the entry
     /// applies (or is found overwritten).
-    fn propose_write(&mut self, cmd: &RaftCommand, callback: Callback, now: u64) -> Result<()> {
+    pub(crate) fn propose_write(
+        &mut self,
+        cmd: &RaftCommand,
+        waiters: Waiters,
+        now: u64,
+    ) -> Result<()> {
         let index = self.raw.raft.raft_log.last_index() + 1;
         let term = self.raw.raft.term;
         let dropped = match self.raw.propose(Vec::new(), cmd.encode_to_vec()) {
@@ -148,14 +161,14 @@ impl Peer {
                 range_id: self.range_id,
                 reason,
             };
-            let _ = callback.send(Err(err.clone()));
+            waiters.fail(err.clone());
             return Err(err);
         }
         self.proposals.push_back(Proposal {
             index,
             term,
             proposed_at: now,
-            callback,
+            waiters,
         });
         Ok(())
     }

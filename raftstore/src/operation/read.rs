@@ -156,10 +156,10 @@ impl Peer {
                 break;
             }
             let p = self.proposals.pop_front().expect("front exists");
-            let _ = p.callback.send(Err(Error::Timeout {
+            p.waiters.fail(Error::Timeout {
                 range_id,
                 ticks: timeout,
-            }));
+            });
         }
     }
 }

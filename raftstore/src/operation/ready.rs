@@ -51,6 +51,7 @@ impl Store {
         self.check_liveness();
         let removed = std::mem::take(&mut self.removed_received);
         self.on_removed_notices(removed)?;
+        self.propose_pending_writes();
         let touched = std::mem::take(&mut self.touched);
         let mut ctx = ApplyContext::default();
         let readied = self.persist_readies(&touched, &mut ctx, send_now)?;
