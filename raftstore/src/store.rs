@@ -711,7 +711,9 @@ impl Store {
             if peer.raw.has_ready() || !peer.reads.is_empty() {
                 touched.insert(id);
             }
-            if peer.is_leader() && peer.proposals.is_empty() && peer.reads.is_empty() {
+            let idle =
+                peer.proposals.is_empty() && peer.pending.is_empty() && peer.reads.is_empty();
+            if peer.is_leader() && idle {
                 idle_leaders.push(id);
             }
         });

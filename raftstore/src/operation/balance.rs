@@ -72,6 +72,8 @@ impl Peer {
             .is_some_and(|pr| pr.matched >= last);
         if heard && caught_up {
             // The transferee's campaign bypasses support: no lease for the rest of the term.
+            // The writes accepted this round are proposed before leadership is handed away.
+            self.propose_pending(now);
             self.no_lease_term = Some(self.term());
             self.raw.transfer_leader(preferred.replica_id);
             self.last_transfer = Some(now);

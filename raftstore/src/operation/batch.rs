@@ -15,13 +15,18 @@
 //! command whose epoch is stale, fails alone. An entry-wide failure (the entry was
 //! overwritten by a new leader, a snapshot replaced it, the replica went away) reaches
 //! every waiter. Admin commands (splits, leader preferences, meta updates) are never
-//! batched; a range's waiting writes are proposed before one, so they keep their order.
+//! batched; a range's waiting writes are proposed before one, so they keep their order,
+//! and before a membership step or a leadership transfer (balance, drain, a change that
+//! hands leadership away), so that they are neither checked against a newer epoch nor
+//! dropped by raft-rs during the transfer.
 //!
 //! A batch is closed at [`MAX_BATCH_COMMANDS`] commands or [`MAX_BATCH_BYTES`] bytes, so
 //! one entry stays well below the Raft message size limit (1 MiB).
 //!
 //! This is a change of the log's format: a node built before it would apply a batched
-//! entry as an empty command. Every node of a cluster must run a version that has it.
+//! entry as an empty command. Every node of a cluster must run a version that has it;
+//! there is no version gate yet that would keep a new leader from batching while an old
+//! node replicates.
 
 use prost::Message as _;
 

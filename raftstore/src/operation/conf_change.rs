@@ -448,6 +448,14 @@ impl Peer {
                 fit,
             )
         };
+        if !matches!(
+            step,
+            Step::Done | Step::WaitForLearner { .. } | Step::WaitForTransferee
+        ) {
+            // The writes accepted this round go first, under the epoch they were checked
+            // against (a step changes it), and before leadership is handed away.
+            self.propose_pending(now);
+        }
         match step {
             Step::Done => Some(Ok(Response::Replicas(self.descriptor().clone()))),
             Step::WaitForLearner { replica_id } => {

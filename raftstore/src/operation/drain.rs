@@ -28,6 +28,8 @@ impl Peer {
         let Some(target) = self.drain_target(now, fresh, draining) else {
             return false;
         };
+        // The writes accepted this round are proposed before leadership is handed away.
+        self.propose_pending(now);
         self.no_lease_term = Some(self.term());
         self.raw.transfer_leader(target);
         true

@@ -32,7 +32,9 @@ impl Peer {
     /// dead are not waited for.
     fn can_quiesce(&self, live: impl Fn(u64) -> bool) -> bool {
         let r = &self.raw.raft;
-        if r.state != StateRole::Leader || !self.proposals.is_empty() || !self.reads.is_empty() {
+        let requests =
+            self.proposals.is_empty() && self.pending.is_empty() && self.reads.is_empty();
+        if r.state != StateRole::Leader || !requests {
             return false;
         }
         if r.lead_transferee.is_some()
