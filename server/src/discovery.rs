@@ -127,6 +127,12 @@ pub async fn discover_once(state: &Arc<State>) -> Result<(), ServerError> {
         }
         for k in resp.known {
             if state.peers.address(k.node_id).is_none() {
+                // A member of this cluster vouches for the nodes it knows. Without this, a
+                // node restarted with an identity older than a later member's join could
+                // not learn that member's address until it read the node records from
+                // the meta range, whose leader might be that very member (the `placement`
+                // test's restart hung on this for its full 120 s).
+                state.peers.admit(k.node_id);
                 state.peers.learn(k.node_id, &k.address);
             }
         }
