@@ -113,15 +113,24 @@ impl Report {
     }
 }
 
+/// The nodes' `--log-gc-threshold`: short logs, so that a node cut off for a few seconds
+/// must catch up from a snapshot (the snapshot nemesis relies on it).
+pub const LOG_GC_THRESHOLD: u64 = 64;
+/// The nodes' `--log-gc-max-lag`.
+pub const LOG_GC_MAX_LAG: u64 = 128;
+
 /// Runs one schedule on a fresh cluster; panics with the evidence if it fails.
 pub async fn run(s: &Schedule) -> Report {
     let kind = Nemesis::parse(&s.name).unwrap_or_else(|| panic!("unknown schedule {:?}", s.name));
     let opts = ClusterOpts {
         initial_ranges: 4,
         // Short logs: a node cut off for a few seconds must catch up from a snapshot.
-        extra_args: ["--log-gc-threshold", "64", "--log-gc-max-lag", "128"]
-            .map(String::from)
-            .to_vec(),
+        extra_args: vec![
+            "--log-gc-threshold".into(),
+            LOG_GC_THRESHOLD.to_string(),
+            "--log-gc-max-lag".into(),
+            LOG_GC_MAX_LAG.to_string(),
+        ],
         secure: s.secure,
         ..Default::default()
     };

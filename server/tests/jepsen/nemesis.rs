@@ -265,9 +265,9 @@ async fn snapshots_after(http: &str, before: u64) -> u64 {
 }
 
 /// How far past a cut-off node's last index a range's applied index must move before its
-/// leader has surely truncated the log past it: `--log-gc-max-lag` (128) plus
-/// `--log-gc-threshold` (64), plus room for entries in flight when the cut began.
-const PAST_THE_CUT: u64 = 128 + 64 + 64;
+/// leader has surely truncated the log past it: `--log-gc-max-lag` plus
+/// `--log-gc-threshold`, plus room for entries in flight when the cut began.
+const PAST_THE_CUT: u64 = super::LOG_GC_MAX_LAG + super::LOG_GC_THRESHOLD + 64;
 
 /// How long the snapshot fault waits for the load to move a log far enough.
 const SNAPSHOT_FAULT_DEADLINE: Duration = Duration::from_secs(40);
