@@ -90,6 +90,10 @@ pub struct StoreConfig {
     /// The most bytes per second a node sends of snapshot files (0: no limit). Keeps a
     /// replica being added from eating the disk and network the other ranges need.
     pub snapshot_rate: u64,
+    /// The cluster version a store with none on its disk starts at (`version.rs`). An
+    /// embedded store (one process, one binary) starts at the binary's; a server starts
+    /// at the oldest and learns the cluster's from the meta range.
+    pub initial_cluster_version: u32,
 }
 
 impl Default for StoreConfig {
@@ -123,6 +127,7 @@ impl Default for StoreConfig {
             max_campaigns_per_tick: 1000,
             awake_limit: 8192,
             snapshot_rate: 100 << 20,
+            initial_cluster_version: crate::version::BINARY_VERSION,
         }
     }
 }

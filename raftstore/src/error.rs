@@ -93,6 +93,12 @@ pub enum Error {
     /// A snapshot's files could not be written, read or ingested.
     #[error(transparent)]
     Snapshot(#[from] crate::snap::SnapError),
+    /// The cluster has moved to a format version this binary does not know.
+    #[error(
+        "the cluster runs at format version {cluster}, and this binary knows versions up to {binary}; \
+         start this node with a newer binary"
+    )]
+    VersionTooNew { cluster: u32, binary: u32 },
     /// Data on disk that cannot be decoded.
     #[error("corrupt {what} on disk: {detail}")]
     Corrupt { what: &'static str, detail: String },

@@ -29,6 +29,7 @@ pub mod snap;
 mod storage;
 mod store;
 pub mod transport;
+pub mod version;
 
 pub use clock::{Clock, ManualClock, MonotonicClock, SkewedClock};
 pub use cmd::{callback, Callback, Command, Request, Response, ResponseReceiver};
@@ -41,3 +42,4 @@ pub use peer::Peer;
 pub use storage::{PeerStorage, SPLIT_INIT_INDEX, SPLIT_INIT_TERM};
 pub use store::{RangeStatus, Store, StoreSummary, MAX_NODE_ID};
 pub use transport::{LocalTransport, RaftEnvelope, Transport};
+pub use version::{ClusterVersion, BINARY_VERSION};

@@ -16,6 +16,8 @@ pub struct StoreMetrics {
     pub commands_applied: AtomicU64,
     /// Write commands applied that this store proposed and answered.
     pub writes_answered: AtomicU64,
+    /// Write commands applied here that shared a Raft entry with others (`batch.rs`).
+    pub writes_batched: AtomicU64,
     /// Reads served after a ReadIndex round.
     pub read_index_reads: AtomicU64,
     /// Reads served locally under the leader's lease.

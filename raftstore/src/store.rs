@@ -87,6 +87,8 @@ pub struct Store {
     pub(crate) pending_snapshots: Vec<RangeDescriptor>,
     /// Handing leadership away before stopping (`drain.rs`).
     pub(crate) draining: bool,
+    /// Which log formats this store may write (`version.rs`).
+    pub(crate) version: crate::version::ClusterVersion,
     /// Other nodes that said they are draining: no leadership is handed to them.
     pub(crate) draining_nodes: BTreeSet<u64>,
     /// Meta records to publish to the meta range (splits, new leaders).
@@ -285,7 +287,10 @@ impl Store {
             peers.insert(peer.range_id, peer);
         }
         let touched: BTreeSet<u64> = peers.keys().copied().collect();
+        let version =
+            crate::version::ClusterVersion::open(engine.clone(), cfg.initial_cluster_version)?;
         let mut store = Store {
+            version,
             node_id,
             engine,
             cfg,
@@ -345,6 +350,17 @@ impl Store {
     /// This store's node id.
     pub fn node_id(&self) -> u64 {
         self.node_id
+    }
+
+    /// The cluster version this store writes by (a handle: raising it takes effect here).
+    pub fn cluster_version(&self) -> crate::version::ClusterVersion {
+        self.version.clone()
+    }
+
+    /// Makes the store write by `version` (the server's handle, shared with its transport:
+    /// both must judge by the same number). Call before starting the store.
+    pub fn share_cluster_version(&mut self, version: crate::version::ClusterVersion) {
+        self.version = version;
     }
 
     /// The store's counters, shareable with other threads.

@@ -400,9 +400,10 @@ impl<C: NodeClient> Router<C> {
                 cache.set_leader(desc.range_id, None);
                 Next::Fail(Error::Ambiguous(e.clone()))
             }
-            e @ (StoreError::Engine(_) | StoreError::Corrupt { .. } | StoreError::Raft(_)) => {
-                Next::Fail(Error::Storage(e.clone()))
-            }
+            e @ (StoreError::Engine(_)
+            | StoreError::Corrupt { .. }
+            | StoreError::VersionTooNew { .. }
+            | StoreError::Raft(_)) => Next::Fail(Error::Storage(e.clone())),
             e => Next::Fail(Error::InvalidRequest(e.clone())),
         }
     }

@@ -9,8 +9,14 @@
 //!   change. A node writes its own record when it starts (and when its address changes);
 //!   a joining node's record is written by the member that admits it, before the new
 //!   node has any data, so the id is taken exactly once.
-//! - **Settings** (the replication factor) live under `"csettings"`; until a setting is
-//!   changed, the value the cluster was initialized with (in every identity) counts.
+//! - **Settings** (the replication factor, the cluster version) live under `"csettings"`;
+//!   until the factor is changed, the value the cluster was initialized with (in every
+//!   identity) counts. Settings are changed by compare-and-swap, one field at a time.
+//! - **Cluster version** (`raftstore/src/version.rs`). Each node records in its own record
+//!   the newest format its binary reads. A refresh that finds every member not
+//!   decommissioned at a version above the settings' raises the settings to it; every
+//!   node's refresh then raises the version its store and transport go by (recorded on
+//!   its disk first). A node whose binary is older than the cluster's version stops.
 //! - **Refresh.** Every discovery round each node reads the records: it admits new
 //!   members to its address book (so every node and router learns a joined node), and a
 //!   node that finds itself decommissioning drains its leaderships (and stops draining
@@ -29,6 +35,7 @@
 
 use std::time::{Duration, Instant};
 
+use flotilla_raftstore::version::V1_SINGLE;
 use flotilla_raftstore::{Command, Response};
 use flotilla_router::placement::Liveness;
 use prost::Message as _;
@@ -80,6 +87,8 @@ pub fn initial_records(identity: &BootstrapRequest) -> Vec<(Vec<u8>, Vec<u8>)> {
 pub struct ClusterView {
     pub nodes: Vec<NodeRecord>,
     pub replication_factor: u32,
+    /// The settings' cluster version (1 while none is recorded).
+    pub cluster_version: u32,
     /// True once read at least once from the meta range.
     pub loaded: bool,
 }
@@ -135,26 +144,53 @@ pub async fn read_nodes(running: &Running) -> Result<Vec<NodeRecord>, flotilla_r
     Ok(out)
 }
 
-/// The replication factor in force: the settings record's, else the identity's.
-pub async fn read_replication_factor(
+/// The settings record as stored (`None`: never written), and decoded (an undecodable
+/// one counts as empty, and is replaced by the next change).
+pub async fn read_settings(
     running: &Running,
-    identity_factor: u32,
-) -> Result<u32, flotilla_router::Error> {
+) -> Result<(Option<Vec<u8>>, ClusterSettings), flotilla_router::Error> {
     let get = Command::Get {
         key: SETTINGS_KEY.to_vec(),
     };
     let (_, resp) = running.db.router().execute(SETTINGS_KEY, get).await?;
     let stored = match resp {
-        Response::Value(Some(v)) => ClusterSettings::decode(v.as_slice())
-            .map(|s| s.replication_factor)
-            .unwrap_or(0),
-        _ => 0,
+        Response::Value(v) => v,
+        _ => None,
     };
-    Ok(if stored > 0 {
-        stored
+    let settings = stored
+        .as_deref()
+        .and_then(|v| ClusterSettings::decode(v).ok())
+        .unwrap_or_default();
+    Ok((stored, settings))
+}
+
+/// The replication factor in force: the settings record's, else the identity's.
+pub fn factor_in_force(settings: &ClusterSettings, identity_factor: u32) -> u32 {
+    if settings.replication_factor > 0 {
+        settings.replication_factor
     } else {
         identity_factor_or_default(identity_factor)
-    })
+    }
+}
+
+/// The replication factor in force, read from the meta range.
+pub async fn read_replication_factor(
+    running: &Running,
+    identity_factor: u32,
+) -> Result<u32, flotilla_router::Error> {
+    let (_, settings) = read_settings(running).await?;
+    Ok(factor_in_force(&settings, identity_factor))
+}
+
+/// The newest format every member's binary reads: the lowest version recorded by a node
+/// that is not decommissioned (records from before versions count as 1).
+pub fn readable_version(nodes: &[NodeRecord]) -> u32 {
+    nodes
+        .iter()
+        .filter(|n| n.membership() != NodeMembership::Decommissioned)
+        .map(|n| n.version.max(V1_SINGLE))
+        .min()
+        .unwrap_or(V1_SINGLE)
 }
 
 /// The identity's factor (0 in identities written before factors existed: 3).
@@ -192,17 +228,26 @@ pub async fn swap_record(
     ))
 }
 
-/// Writes the settings record.
-pub async fn write_settings(
+/// Writes `new` where the settings record read was `old` (`None`: absent). False when
+/// another writer changed it first.
+pub async fn swap_settings(
     running: &Running,
-    settings: &ClusterSettings,
-) -> Result<(), flotilla_router::Error> {
-    let put = Command::Put {
+    old: Option<Vec<u8>>,
+    new: &ClusterSettings,
+) -> Result<bool, flotilla_router::Error> {
+    let cas = Command::CompareAndSwap {
         key: SETTINGS_KEY.to_vec(),
-        value: settings.encode_to_vec(),
+        expected: old,
+        new: Some(new.encode_to_vec()),
     };
-    running.db.router().execute(SETTINGS_KEY, put).await?;
-    Ok(())
+    let (_, resp) = running.db.router().execute(SETTINGS_KEY, cas).await?;
+    Ok(matches!(
+        resp,
+        Response::Swapped {
+            succeeded: true,
+            ..
+        }
+    ))
 }
 
 impl State {
@@ -243,6 +288,7 @@ impl State {
         r.node_id = self.cfg.node_id;
         r.address = self.cfg.advertise.clone();
         r.zone = self.cfg.zone.clone().unwrap_or_default();
+        r.version = self.peers.binary_version();
         r
     }
 }
@@ -255,7 +301,10 @@ pub async fn refresh(
     identity_factor: u32,
 ) -> Result<(), flotilla_router::Error> {
     let nodes = read_nodes(running).await?;
-    let replication_factor = read_replication_factor(running, identity_factor).await?;
+    let (raw_settings, settings) = read_settings(running).await?;
+    let replication_factor = factor_in_force(&settings, identity_factor);
+    let cluster_version =
+        follow_cluster_version(state, running, &nodes, raw_settings, &settings).await?;
     for n in &nodes {
         state.peers.admit(n.node_id);
         state.peers.learn(n.node_id, &n.address);
@@ -283,9 +332,47 @@ pub async fn refresh(
     *state.cluster.write() = ClusterView {
         nodes,
         replication_factor,
+        cluster_version,
         loaded: true,
     };
     Ok(())
+}
+
+/// Raises the cluster version in the settings when every member's binary reads a newer
+/// one, and this node's to the settings' (see the module docs); returns the settings'. A
+/// cluster version this binary does not know stops the node.
+async fn follow_cluster_version(
+    state: &State,
+    running: &Running,
+    nodes: &[NodeRecord],
+    raw_settings: Option<Vec<u8>>,
+    settings: &ClusterSettings,
+) -> Result<u32, flotilla_router::Error> {
+    let mut cluster = settings.cluster_version.max(V1_SINGLE);
+    let readable = readable_version(nodes).min(state.peers.binary_version());
+    if readable > cluster {
+        let new = ClusterSettings {
+            cluster_version: readable,
+            ..settings.clone()
+        };
+        if swap_settings(running, raw_settings, &new).await? {
+            tracing::info!(
+                from = cluster,
+                to = readable,
+                "every member reads a newer format: cluster version raised"
+            );
+            cluster = readable;
+        }
+    }
+    match state.version.raise(cluster) {
+        Ok(true) => tracing::info!(
+            version = cluster,
+            "this node now writes by cluster version {cluster}"
+        ),
+        Ok(false) => {}
+        Err(e) => state.stop_with(e.to_string()),
+    }
+    Ok(cluster)
 }
 
 /// `Internal.Join` on a member: admits the node `req` describes (see the module docs).
@@ -295,6 +382,15 @@ pub async fn admit(state: &State, req: JoinRequest) -> Result<BootstrapRequest, 
         .stored_identity()
         .map_err(|e| status(Code::Internal, "storage", e.to_string()))?
         .ok_or_else(|| crate::errors::not_initialized(state.cfg.node_id))?;
+    if req.version.max(V1_SINGLE) < state.version.get() {
+        let cluster = state.version.get();
+        return Err(crate::service::internal::too_old(
+            state.cfg.node_id,
+            req.node_id,
+            req.version.max(V1_SINGLE),
+            cluster,
+        ));
+    }
     if req.node_id == 0
         || req.node_id > flotilla_raftstore::MAX_NODE_ID
         || req.address.trim().is_empty()
@@ -345,6 +441,7 @@ pub async fn admit(state: &State, req: JoinRequest) -> Result<BootstrapRequest, 
         address: req.address.clone(),
         zone: req.zone.clone(),
         membership: NodeMembership::Active as i32,
+        version: req.version,
     };
     if existing != Some(&record)
         && !swap_record(&running, existing, &record)
@@ -393,6 +490,7 @@ pub async fn join_via(state: &std::sync::Arc<State>, address: &str) -> Result<bo
         address: state.cfg.advertise.clone(),
         zone: state.cfg.zone.clone().unwrap_or_default(),
         process_nonce: state.process_nonce,
+        version: state.peers.binary_version(),
     };
     let channel = match state.peers.dialer().channel(address) {
         Ok(c) => c,
@@ -512,14 +610,21 @@ pub async fn set_membership(state: &State, node: u64, to: NodeMembership) -> Res
 pub async fn set_replication_factor(state: &State, factor: u32) -> Result<(), Status> {
     let running = state.serving()?;
     crate::config::check_replication_factor(factor).map_err(invalid)?;
-    write_settings(
-        &running,
-        &ClusterSettings {
-            replication_factor: factor,
-        },
-    )
-    .await
-    .map_err(router_status)?;
+    let (raw, settings) = read_settings(&running).await.map_err(router_status)?;
+    let new = ClusterSettings {
+        replication_factor: factor,
+        ..settings
+    };
+    if !swap_settings(&running, raw, &new)
+        .await
+        .map_err(router_status)?
+    {
+        return Err(status(
+            Code::Aborted,
+            "retry",
+            "the cluster's settings changed meanwhile; try again".to_string(),
+        ));
+    }
     tracing::info!(factor, "replication factor changed");
     Ok(())
 }

@@ -124,6 +124,10 @@ pub struct StartArgs {
     /// Leases are safe only while clock rates agree within max_clock_offset_ticks.
     #[arg(long, hide = true)]
     pub clock_rate: Option<f64>,
+    /// For upgrade tests: pose as a binary that reads log formats up to this version
+    /// only (`raftstore/src/version.rs`), as a node of an older release would.
+    #[arg(long, hide = true)]
+    pub binary_version: Option<u32>,
 }
 
 /// The TOML file: the same settings, kebab-case.
@@ -171,6 +175,9 @@ pub struct ServerConfig {
     pub store: StoreConfig,
     /// The rate of a skewed clock (fault injection); `None`: the real monotonic clock.
     pub clock_rate: Option<f64>,
+    /// The newest log format this node reads: the binary's, unless a test has it pose
+    /// as an older one (`--binary-version`).
+    pub binary_version: u32,
     /// The ballast's size; `None`: the default for the data directory's disk.
     pub ballast_size: Option<u64>,
     /// The `zone` locality label, if given.
@@ -255,6 +262,15 @@ impl StartArgs {
         if let Some(n) = self.snapshot_rate.or(file.snapshot_rate) {
             store.snapshot_rate = n;
         }
+        let binary_version = self
+            .binary_version
+            .unwrap_or(flotilla_raftstore::BINARY_VERSION);
+        if !(1..=flotilla_raftstore::BINARY_VERSION).contains(&binary_version) {
+            return Err(ServerError::Config(format!(
+                "--binary-version {binary_version}: this binary reads versions 1 to {}",
+                flotilla_raftstore::BINARY_VERSION
+            )));
+        }
         if let Some(rate) = self.clock_rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
             return Err(ServerError::Config(format!(
                 "--clock-rate {rate}: expected a positive number"
@@ -327,6 +343,7 @@ impl StartArgs {
             initial_ranges,
             store,
             clock_rate: self.clock_rate,
+            binary_version,
             ballast_size: self.ballast_size.or(file.ballast_size),
             tls,
             dialer,

@@ -244,6 +244,7 @@ pub fn error_to_proto(e: &StoreError) -> proto::StoreError {
         StoreError::Engine(_)
         | StoreError::Snapshot(_)
         | StoreError::Corrupt { .. }
+        | StoreError::VersionTooNew { .. }
         | StoreError::Raft(_) => Kind::Storage,
     };
     out.set_kind(kind);

@@ -1,7 +1,9 @@
 //! Discovery: a node learns the other nodes' ids and addresses by saying `Hello` to its
 //! `--join` addresses and to every node it has heard of, every couple of seconds. A node
 //! that finds its `--join` peers in another cluster than the one its data directory
-//! belongs to stops with an error: it was started against the wrong cluster.
+//! belongs to stops with an error: it was started against the wrong cluster. So does a
+//! node that learns from an answer that the cluster writes a log format its binary does
+//! not read (`raftstore/src/version.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +40,7 @@ async fn say_hello(state: &State, address: &str, nonce: u64) -> Result<HelloResp
         address: state.cfg.advertise.clone(),
         cluster_id: state.peers.cluster_id().unwrap_or_default(),
         process_nonce: nonce,
+        version: state.peers.binary_version(),
     });
     req.set_timeout(Duration::from_secs(2));
     state.peers.stamp(&mut req);
@@ -119,6 +122,15 @@ pub async fn discover_once(state: &Arc<State>) -> Result<(), ServerError> {
         }
         if !state.peers.same_cluster(&resp.cluster_id) {
             continue;
+        }
+        if resp.cluster_version > state.peers.binary_version() {
+            // The cluster moved on while this node was away: its members refuse it.
+            return Err(ServerError::Store(
+                flotilla_raftstore::Error::VersionTooNew {
+                    cluster: resp.cluster_version,
+                    binary: state.peers.binary_version(),
+                },
+            ));
         }
         state.peers.learn(resp.node_id, &address);
         state.peers.answered(resp.node_id);

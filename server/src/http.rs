@@ -120,6 +120,18 @@ async fn metrics(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {
     );
     counter(
         registry,
+        "transport_streams_refused_version",
+        "Raft streams not opened: the node's binary does not read the cluster's format version",
+        &t.streams_refused_version,
+    );
+    gauge(
+        registry,
+        "cluster_version",
+        "The format version this node writes by (raftstore/src/version.rs)",
+        state.version.get() as i64,
+    );
+    counter(
+        registry,
         "transport_snapshots_sent",
         "Snapshots sent",
         &t.snapshots_sent,
@@ -386,6 +398,12 @@ fn store_metrics(registry: &mut Registry, m: &StoreMetrics) {
         "writes_answered",
         "Writes proposed here and answered",
         &m.writes_answered,
+    );
+    counter(
+        registry,
+        "writes_batched",
+        "Writes applied that shared a Raft entry with others",
+        &m.writes_batched,
     );
     counter(
         registry,

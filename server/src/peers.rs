@@ -21,6 +21,9 @@ use crate::tls::dial::Dialer;
 pub const CLUSTER_HEADER: &str = "flotilla-cluster-id";
 /// The metadata key naming the calling node.
 pub const FROM_NODE_HEADER: &str = "flotilla-from-node";
+/// The metadata key giving the newest format the caller's binary reads (absent: from
+/// before format versions, 1).
+pub const VERSION_HEADER: &str = "flotilla-version";
 
 /// The least time a node heard from before must be silent to be suspected down. Nodes
 /// send each other a heartbeat batch every `liveness_interval_ticks` (200 ms by default).
@@ -42,6 +45,8 @@ pub struct Peers {
     members: RwLock<Option<Vec<u64>>>,
     /// How channels are dialed (TLS in secure mode).
     dialer: Dialer,
+    /// The newest log format this node reads, stamped on its calls.
+    binary_version: u32,
 }
 
 impl Peers {
@@ -67,7 +72,20 @@ impl Peers {
             suspect_after: suspect_after.max(SUSPECT_AFTER),
             members: RwLock::default(),
             dialer,
+            binary_version: flotilla_raftstore::BINARY_VERSION,
         }
+    }
+
+    /// The same book for a node that reads log formats up to `version` (see
+    /// `--binary-version`).
+    pub fn reading_up_to(mut self, version: u32) -> Peers {
+        self.binary_version = version;
+        self
+    }
+
+    /// The newest log format this node reads.
+    pub fn binary_version(&self) -> u32 {
+        self.binary_version
     }
 
     /// How this node dials other nodes.
@@ -209,6 +227,7 @@ impl Peers {
             md.insert(CLUSTER_HEADER, id);
         }
         md.insert(FROM_NODE_HEADER, MetadataValue::from(self.me));
+        md.insert(VERSION_HEADER, MetadataValue::from(self.binary_version));
     }
 }
 
@@ -230,4 +249,14 @@ pub fn caller<T>(req: &tonic::Request<T>) -> (Option<u64>, Option<String>) {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     (node, cluster)
+}
+
+/// The newest format the caller's binary reads, from a node-to-node call's metadata.
+pub fn caller_version<T>(req: &tonic::Request<T>) -> u32 {
+    req.metadata()
+        .get(VERSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+        .max(flotilla_raftstore::version::V1_SINGLE)
 }

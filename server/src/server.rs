@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use flotilla_engine::{Engine, EngineOptions};
 use flotilla_raftstore::keyspace::initial_ranges_placed;
 use flotilla_raftstore::node::{MetaSink, Node, StoreHandle, StoreMsg};
+use flotilla_raftstore::version::{ClusterVersion, V1_SINGLE};
 use flotilla_raftstore::{
-    Clock, MonotonicClock, RangeDescriptor, SkewedClock, Store, StoreMetrics,
+    Clock, MonotonicClock, RangeDescriptor, SkewedClock, Store, StoreConfig, StoreMetrics,
 };
 use flotilla_router::{publish_meta, Db, RetryPolicy, Router};
 use parking_lot::{Mutex, RwLock};
@@ -51,6 +52,9 @@ pub struct State {
     pub engine: Engine,
     pub transport: Arc<GrpcTransport>,
     pub transport_metrics: Arc<TransportMetrics>,
+    /// The format version this node writes by, shared by its store and its transport
+    /// (`raftstore/src/version.rs`); raised as the meta range's settings say.
+    pub version: ClusterVersion,
     pub started: Instant,
     /// Client request counters and latencies.
     pub requests: crate::telemetry::RequestMetrics,
@@ -90,17 +94,22 @@ impl State {
         // Twice the liveness timeout: a node silent that long has missed ten heartbeat
         // batches.
         let suspect_after = cfg.store.tick_interval * (2 * cfg.store.liveness_timeout_ticks) as u32;
-        let peers = Arc::new(Peers::new(
-            cfg.node_id,
-            cfg.advertise.clone(),
-            cfg.pinned.clone(),
-            suspect_after,
-            cfg.dialer.clone(),
-        ));
+        let peers = Arc::new(
+            Peers::new(
+                cfg.node_id,
+                cfg.advertise.clone(),
+                cfg.pinned.clone(),
+                suspect_after,
+                cfg.dialer.clone(),
+            )
+            .reading_up_to(cfg.binary_version),
+        );
         let snap_root = flotilla_raftstore::snap::snap_root(engine.path());
+        let version = ClusterVersion::open_as(engine.clone(), V1_SINGLE, cfg.binary_version)?;
         let transport = Arc::new(GrpcTransport::new(
             peers.clone(),
             runtime.clone(),
+            version.clone(),
             snap_root,
             cfg.store.snapshot_rate,
         ));
@@ -110,6 +119,7 @@ impl State {
             peers,
             engine,
             transport,
+            version,
             started: Instant::now(),
             process_nonce: rand::random(),
             requests: Default::default(),
@@ -240,13 +250,14 @@ impl State {
             }
             None => Arc::new(MonotonicClock::new()),
         };
-        let store = Store::open_with_clock(
-            self.cfg.node_id,
-            self.engine.clone(),
-            self.cfg.store.clone(),
-            None,
-            clock,
-        )?;
+        let cfg = StoreConfig {
+            // The server learns the cluster's version from the meta range (`cluster.rs`).
+            initial_cluster_version: V1_SINGLE,
+            ..self.cfg.store.clone()
+        };
+        let mut store =
+            Store::open_with_clock(self.cfg.node_id, self.engine.clone(), cfg, None, clock)?;
+        store.share_cluster_version(self.version.clone());
         let (meta_tx, meta_rx) = tokio::sync::mpsc::unbounded_channel();
         let sink: MetaSink = Arc::new(move |entries| {
             let _ = meta_tx.send(entries);
@@ -296,6 +307,19 @@ impl State {
         if let Some(node) = running.and_then(|r| r.node.lock().take()) {
             node.stop();
         }
+    }
+
+    /// Stops the node for `cause` (once; a later cause is dropped): `start::serve` exits
+    /// with it.
+    pub(crate) fn stop_with(&self, cause: String) {
+        tracing::error!(%cause, "this node cannot go on");
+        self.fatal.send_if_modified(|c| {
+            if c.is_some() {
+                return false;
+            }
+            *c = Some(cause);
+            true
+        });
     }
 
     /// Resolves to the cause once the store has stopped on its own.

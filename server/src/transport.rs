@@ -6,6 +6,13 @@
 //! the destination is unreachable, batches are dropped and counted, and Raft retransmits.
 //! A broken stream is reopened after a short backoff.
 //!
+//! Once the cluster version has risen past the first format (`raftstore/src/version.rs`),
+//! a stream is opened only after the destination answered a `Hello` saying its binary
+//! reads the cluster's version, and it is closed as soon as the version rises past what
+//! the destination said. A node restarted with an older binary is a new process behind a
+//! broken stream, so it is asked again before it gets a frame: no entry in a format it
+//! would misread reaches it.
+//!
 //! Snapshots can be far larger than a frame should be, so each goes on its own call
 //! (`Internal.Snapshot`), on a connection of its own: the Raft message first, then its
 //! files (`flotilla_raftstore::snap`) read from disk in 1 MiB chunks on a blocking thread,
@@ -19,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use flotilla_raftstore::version::{ClusterVersion, V1_SINGLE};
 use flotilla_raftstore::{snap, RaftEnvelope, Transport};
 use parking_lot::Mutex;
 use raft::prelude::MessageType;
@@ -29,7 +37,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::convert::envelope_to_proto;
 use crate::peers::Peers;
 use crate::proto::internal_client::InternalClient;
-use crate::proto::{RaftBatch, SnapshotChunk};
+use crate::proto::{HelloRequest, RaftBatch, SnapshotChunk};
 
 /// Batches queued per destination before new ones are dropped.
 const QUEUE_BATCHES: usize = 1024;
@@ -48,6 +56,9 @@ pub struct TransportMetrics {
     pub snapshots_failed: AtomicU64,
     /// Bytes of snapshot files sent.
     pub snapshot_bytes_sent: AtomicU64,
+    /// Streams not opened because the destination's binary does not read the cluster's
+    /// format version.
+    pub streams_refused_version: AtomicU64,
 }
 
 /// Sends each node's batches over its own gRPC stream.
@@ -56,6 +67,7 @@ pub struct GrpcTransport {
     runtime: Handle,
     queues: Mutex<HashMap<u64, mpsc::Sender<Vec<RaftEnvelope>>>>,
     metrics: Arc<TransportMetrics>,
+    version: ClusterVersion,
     snap_root: PathBuf,
     throttle: Arc<Throttle>,
     /// (destination node, range) of the snapshots being sent: one at a time per range.
@@ -63,12 +75,13 @@ pub struct GrpcTransport {
 }
 
 impl GrpcTransport {
-    /// A transport that resolves nodes through `peers`, runs its tasks on `runtime`, and
-    /// sends snapshot files from `snap_root` at most `snapshot_rate` bytes per second
-    /// (0: no limit).
+    /// A transport that resolves nodes through `peers`, runs its tasks on `runtime`,
+    /// sends Raft streams only to nodes whose binaries read `version`, and sends snapshot
+    /// files from `snap_root` at most `snapshot_rate` bytes per second (0: no limit).
     pub fn new(
         peers: Arc<Peers>,
         runtime: Handle,
+        version: ClusterVersion,
         snap_root: PathBuf,
         snapshot_rate: u64,
     ) -> GrpcTransport {
@@ -78,6 +91,7 @@ impl GrpcTransport {
             runtime,
             queues: Mutex::default(),
             metrics: Arc::default(),
+            version,
             snap_root,
             throttle,
             uploading,
@@ -95,8 +109,13 @@ impl GrpcTransport {
             return q.clone();
         }
         let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
-        let (peers, metrics) = (self.peers.clone(), self.metrics.clone());
-        self.runtime.spawn(run_stream(peers, metrics, to, rx));
+        let link = Link {
+            peers: self.peers.clone(),
+            metrics: self.metrics.clone(),
+            version: self.version.clone(),
+            to,
+        };
+        self.runtime.spawn(run_stream(link, rx));
         queues.insert(to, tx.clone());
         tx
     }
@@ -141,31 +160,46 @@ impl Transport for GrpcTransport {
     }
 }
 
-/// Keeps a stream to node `to` open while there is something to send, forwarding every
-/// queued batch as a frame. Batches that arrive while the stream is down are dropped.
-async fn run_stream(
+/// What a stream to one node needs.
+struct Link {
     peers: Arc<Peers>,
     metrics: Arc<TransportMetrics>,
+    version: ClusterVersion,
     to: u64,
-    mut queue: mpsc::Receiver<Vec<RaftEnvelope>>,
-) {
+}
+
+/// Keeps a stream to `link.to` open while there is something to send, forwarding every
+/// queued batch as a frame. Batches that arrive while the stream is down are dropped.
+async fn run_stream(link: Link, mut queue: mpsc::Receiver<Vec<RaftEnvelope>>) {
+    let (to, metrics) = (link.to, &link.metrics);
     let mut backoff = Duration::from_millis(50);
+    let mut refused = false;
     while let Some(first) = queue.recv().await {
-        let Some(channel) = peers.channel(to) else {
+        let Some(channel) = link.peers.channel(to) else {
             metrics.batches_dropped.fetch_add(1, Ordering::Relaxed);
             continue;
+        };
+        let theirs = match link.admit(channel.clone(), &mut refused).await {
+            Some(v) => v,
+            None => {
+                metrics.batches_dropped.fetch_add(1, Ordering::Relaxed);
+                back_off(&mut queue, metrics, &mut backoff).await;
+                continue;
+            }
         };
         metrics.streams_opened.fetch_add(1, Ordering::Relaxed);
         let (frames, rx) = mpsc::channel::<RaftBatch>(64);
         let _ = frames.send(frame(&first)).await;
         let mut request = tonic::Request::new(ReceiverStream::new(rx));
-        peers.stamp(&mut request);
+        link.peers.stamp(&mut request);
         let mut call =
             tokio::spawn(async move { InternalClient::new(channel).raft(request).await });
         let opened = tokio::time::Instant::now();
         let ended = loop {
             tokio::select! {
                 next = queue.recv() => match next {
+                    // The cluster moved past what the destination reads: ask it again.
+                    Some(_) if link.version.get() > theirs => break None,
                     Some(batch) => if frames.send(frame(&batch)).await.is_err() { break None },
                     None => return,
                 },
@@ -182,12 +216,68 @@ async fn run_stream(
             Some(Err(e)) => tracing::warn!(to, error = %e, "raft stream task failed"),
             _ => {}
         }
-        // Drop what queued up while the stream was failing, then wait before retrying.
-        while queue.try_recv().is_ok() {
-            metrics.batches_dropped.fetch_add(1, Ordering::Relaxed);
+        back_off(&mut queue, metrics, &mut backoff).await;
+    }
+}
+
+/// Drops what queued up while a stream was failing, then waits before the next try.
+async fn back_off(
+    queue: &mut mpsc::Receiver<Vec<RaftEnvelope>>,
+    metrics: &TransportMetrics,
+    backoff: &mut Duration,
+) {
+    while queue.try_recv().is_ok() {
+        metrics.batches_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+    tokio::time::sleep(*backoff).await;
+    *backoff = (*backoff * 2).min(Duration::from_secs(1));
+}
+
+impl Link {
+    /// The format version the destination's binary reads, if a stream may be opened to
+    /// it: at the first format every binary does, and no question is asked; past it, the
+    /// destination must say in a `Hello` that it reads the cluster's version. `refused`
+    /// keeps a refusal from being logged on every retry.
+    async fn admit(&self, channel: tonic::transport::Channel, refused: &mut bool) -> Option<u32> {
+        let needed = self.version.get();
+        if needed <= V1_SINGLE {
+            return Some(V1_SINGLE);
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
+        let mut req = tonic::Request::new(HelloRequest {
+            node_id: self.peers.me(),
+            address: self.peers.my_address().to_string(),
+            cluster_id: self.peers.cluster_id().unwrap_or_default(),
+            // A probe: it claims nothing (see `discovery::probe`).
+            process_nonce: 0,
+            version: self.peers.binary_version(),
+        });
+        req.set_timeout(Duration::from_secs(2));
+        self.peers.stamp(&mut req);
+        let theirs = match InternalClient::new(channel).hello(req).await {
+            Ok(resp) => resp.into_inner().version.max(V1_SINGLE),
+            Err(status) => {
+                tracing::debug!(to = self.to, %status, "no hello before a raft stream");
+                return None;
+            }
+        };
+        if theirs >= needed {
+            *refused = false;
+            return Some(theirs);
+        }
+        self.metrics
+            .streams_refused_version
+            .fetch_add(1, Ordering::Relaxed);
+        if !std::mem::replace(refused, true) {
+            tracing::error!(
+                to = self.to,
+                theirs,
+                cluster_version = needed,
+                "node {} runs a binary that reads format versions up to {theirs}, and the cluster \
+                 writes version {needed}: no Raft messages go to it until it runs a newer binary",
+                self.to
+            );
+        }
+        None
     }
 }
 
@@ -294,6 +384,9 @@ impl Throttle {
         }
     }
 }
+
+#[cfg(test)]
+mod version_tests;
 
 #[cfg(test)]
 mod tests {

@@ -1,9 +1,11 @@
 //! Many writes per Raft entry (`raftstore/src/operation/batch.rs`): the writes a leader
 //! accepts for one range in one round share an entry, and each still gets its own answer.
 
+use flotilla_raftstore::local::even_ranges;
+use flotilla_raftstore::version::{V1_SINGLE, V2_BATCHED};
 use flotilla_raftstore::{Command, Response};
 use flotilla_tests::filter::Partition;
-use flotilla_tests::Cluster;
+use flotilla_tests::{harness_config, Cluster};
 
 fn put(key: &str, value: &str) -> Command {
     Command::Put {
@@ -128,4 +130,40 @@ fn a_batch_that_cannot_commit_fails_every_write_in_it_and_none_is_applied() {
     for k in ["x", "y", "z"] {
         assert_eq!(c.get(k.as_bytes()).unwrap(), None, "{k} was applied");
     }
+}
+
+#[test]
+fn before_the_cluster_version_allows_batches_each_write_is_its_own_entry() {
+    // A cluster whose nodes have not all moved to a binary that reads batched entries.
+    let cfg = flotilla_raftstore::StoreConfig {
+        initial_cluster_version: V1_SINGLE,
+        ..harness_config()
+    };
+    let mut c = Cluster::with_config(3, even_ranges(1, 3), 24, cfg);
+    let (leader, before) = ready_leader(&mut c);
+    let round = |c: &mut Cluster, tag: &str| {
+        let mut answers: Vec<_> = (0..4)
+            .map(|i| c.request(leader, 1, put(&format!("{tag}{i}"), "v")))
+            .collect();
+        for rx in &mut answers {
+            assert_eq!(c.wait_answer(rx, 100).expect("answered"), Response::Done);
+        }
+    };
+    round(&mut c, "old");
+    assert_eq!(
+        last_index(&c, leader),
+        before + 4,
+        "a leader batched writes before the cluster version allowed it"
+    );
+    // Every member now reads batched entries: the version rises, and batching starts.
+    for node in c.node_ids() {
+        let version = c.store(node).cluster_version();
+        assert!(version.raise(V2_BATCHED).expect("recorded"));
+    }
+    let before = last_index(&c, leader);
+    round(&mut c, "new");
+    assert_eq!(last_index(&c, leader), before + 1, "four writes, one entry");
+    // It was recorded: a restarted node keeps it.
+    c.restart(leader);
+    assert!(c.store(leader).cluster_version().allows(V2_BATCHED));
 }

@@ -38,6 +38,7 @@ pub(crate) struct ApplyContext {
     pub(crate) conf_changed: Vec<u64>,
     pub commands_applied: u64,
     pub writes_answered: u64,
+    pub writes_batched: u64,
 }
 
 impl ApplyContext {
@@ -61,6 +62,10 @@ impl ApplyContext {
         StoreMetrics::add(
             &metrics.writes_answered,
             std::mem::take(&mut self.writes_answered),
+        );
+        StoreMetrics::add(
+            &metrics.writes_batched,
+            std::mem::take(&mut self.writes_batched),
         );
         for (cb, result) in self.answers.drain(..) {
             let _ = cb.send(result);
@@ -138,6 +143,7 @@ impl Peer {
             return Ok(Outcome::One(self.apply_command(cmd, wb, ctx)?));
         }
         let mut outcomes = Vec::with_capacity(cmd.batch.len());
+        ctx.writes_batched += cmd.batch.len() as u64;
         for one in cmd.batch {
             ctx.commands_applied += 1;
             let outcome = if batchable(&one) {

@@ -24,9 +24,10 @@
 //! one entry stays well below the Raft message size limit (1 MiB).
 //!
 //! This is a change of the log's format: a node built before it would apply a batched
-//! entry as an empty command. Every node of a cluster must run a version that has it;
-//! there is no version gate yet that would keep a new leader from batching while an old
-//! node replicates.
+//! entry as an empty command. So a leader batches only once the cluster version allows
+//! it ([`crate::version::V2_BATCHED`]): every member then runs a binary that reads
+//! batched entries, and older binaries are kept out (`version.rs`). Before, each write is
+//! proposed at once, alone, as before batching existed.
 
 use prost::Message as _;
 

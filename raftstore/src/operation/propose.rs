@@ -56,12 +56,14 @@ impl Store {
                 return;
             }
         };
+        let may_batch = self.version.allows(crate::version::V2_BATCHED);
         let peer = self.peers.get_mut(&req.range_id).expect("checked");
-        if batchable(&cmd) {
+        if may_batch && batchable(&cmd) {
             peer.queue_write(cmd, callback, now);
             return;
         }
-        // An admin command: the writes accepted before it are proposed first.
+        // An admin command, or a write while the cluster has not moved to batched entries:
+        // the writes accepted before it are proposed first.
         peer.propose_pending(now);
         if let Err(e) = peer.propose_write(&cmd, Waiters::One(callback), now) {
             tracing::debug!(range = req.range_id, error = %e, "proposal refused");

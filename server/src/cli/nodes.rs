@@ -63,24 +63,26 @@ fn show(out: &mut Out, resp: &NodesResponse) -> std::io::Result<()> {
 /// The table a person reads.
 pub fn text(s: &NodesResponse) -> String {
     let mut t = format!(
-        "cluster {} (as seen by node {}), replication factor {}, placement on node {}\n",
+        "cluster {} (as seen by node {}), replication factor {}, format version {}, placement on node {}\n",
         s.cluster_id,
         s.answered_by,
         s.replication_factor,
+        s.cluster_version,
         if s.placement_node == 0 {
             "?".to_string()
         } else {
             s.placement_node.to_string()
         }
     );
-    let row = |c: [&str; 9]| {
+    let row = |c: [&str; 10]| {
         format!(
-            "{:>6}  {:<22} {:<16} {:<6} {:>8} {:>8} {:>7} {:>10}  {}\n",
-            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
+            "{:>6}  {:<22} {:<16} {:<6} {:>8} {:>8} {:>7} {:>10} {:>7}  {}\n",
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9]
         )
     };
     t += &row([
-        "node", "address", "liveness", "zone", "replicas", "leaders", "leases", "bytes", "",
+        "node", "address", "liveness", "zone", "replicas", "leaders", "leases", "bytes", "version",
+        "",
     ]);
     for n in &s.nodes {
         let zone = if n.zone.is_empty() { "-" } else { &n.zone };
@@ -103,6 +105,7 @@ pub fn text(s: &NodesResponse) -> String {
             &leaders,
             &leases,
             &human_bytes(n.bytes),
+            &n.version.to_string(),
             &note,
         ]);
     }
@@ -121,7 +124,7 @@ fn to_json(s: &NodesResponse) -> Value {
             json!({
                 "node_id": n.node_id, "address": n.address, "liveness": n.liveness, "zone": n.zone,
                 "replicas": n.replicas, "leaders": n.leaders, "leases": n.leases, "bytes": n.bytes,
-                "replicas_in_meta": n.replicas_in_meta,
+                "replicas_in_meta": n.replicas_in_meta, "version": n.version,
                 "error": if n.error.is_empty() { None } else { Some(&n.error) },
             })
         })
@@ -129,6 +132,7 @@ fn to_json(s: &NodesResponse) -> Value {
     json!({
         "cluster_id": s.cluster_id, "answered_by": s.answered_by, "replication_factor": s.replication_factor,
         "placement_node": s.placement_node, "under_replicated": s.under_replicated, "unavailable": s.unavailable,
+        "cluster_version": s.cluster_version,
         "nodes": nodes,
     })
 }

@@ -5,7 +5,10 @@
 //! no cluster yet) must come from the same cluster: the caller's
 //! `flotilla-cluster-id` is checked against this node's, and a mismatch is refused with
 //! `FAILED_PRECONDITION`, so a node started against the wrong cluster cannot disturb it.
-//! (`Bootstrap` has its own rule: a first one only from the lowest-id member.)
+//! (`Bootstrap` has its own rule: a first one only from the lowest-id member.) They must
+//! also come from a binary that reads the cluster's format version (`flotilla-version`,
+//! `raftstore/src/version.rs`): a node left on an older binary after the cluster moved
+//! on is refused, and says so, instead of taking part in a format it would misread.
 
 use std::sync::Arc;
 
@@ -17,7 +20,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::convert::{envelope_from_proto, request_from_proto, response_to_proto};
 use crate::errors::{invalid, status, stopping, ServerError};
-use crate::peers::caller;
+use crate::peers::{caller, caller_version};
 use crate::proto::internal_server::Internal;
 use crate::proto::*;
 use crate::server::{Running, State};
@@ -39,6 +42,15 @@ impl InternalService {
                 cluster.as_deref(),
             ));
         }
+        let theirs = caller_version(req);
+        if theirs < self.0.version.get() {
+            return Err(too_old(
+                self.0.cfg.node_id,
+                from,
+                theirs,
+                self.0.version.get(),
+            ));
+        }
         Ok((from, running))
     }
 }
@@ -50,6 +62,19 @@ fn wrong_cluster(me: u64, mine: &str, from: u64, theirs: Option<&str>) -> Status
         format!(
             "node {me} belongs to cluster {mine}; node {from} says it belongs to {}",
             theirs.unwrap_or("no cluster")
+        ),
+    )
+}
+
+/// The refusal of a call from node `from`, whose binary reads formats up to `theirs`,
+/// by a cluster at version `cluster`.
+pub(crate) fn too_old(me: u64, from: u64, theirs: u32, cluster: u32) -> Status {
+    status(
+        Code::FailedPrecondition,
+        "binary_too_old",
+        format!(
+            "node {me} refuses node {from}: its binary reads format versions up to {theirs}, and the \
+             cluster writes version {cluster}; start node {from} with a binary of this release or newer"
         ),
     )
 }
@@ -83,6 +108,8 @@ impl Internal for InternalService {
             process_nonce: self.0.process_nonce,
             members_seen: self.0.members_seen(),
             meta: freshest_meta(&self.0).await,
+            version: self.0.peers.binary_version(),
+            cluster_version: self.0.version.get(),
         }))
     }
 

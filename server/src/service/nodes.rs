@@ -40,6 +40,7 @@ pub async fn nodes(state: &Arc<State>, with_sizes: bool) -> Result<NodesResponse
             address: record.address.clone(),
             zone: record.zone.clone(),
             liveness: liveness_name(state.liveness(record)).to_string(),
+            version: record.version.max(flotilla_raftstore::version::V1_SINGLE),
             replicas_in_meta: ranges
                 .iter()
                 .filter(|d| d.replica_on(record.node_id).is_some())
@@ -89,6 +90,7 @@ pub async fn nodes(state: &Arc<State>, with_sizes: bool) -> Result<NodesResponse
         placement_node,
         under_replicated: counts.under_replicated as u32,
         unavailable: counts.unavailable as u32,
+        cluster_version: view.cluster_version,
     })
 }
 

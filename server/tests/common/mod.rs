@@ -812,18 +812,31 @@ impl TestCluster {
     /// others reach it, and it them, directly.
     pub fn add_node(&mut self, via: u64) -> u64 {
         let id = self.nodes.len() as u64 + 1;
-        let root = self.root().to_path_buf();
-        let mut extra = vec!["--join".to_string(), self.node(via).listen.clone()];
+        let mut extra = Vec::new();
         if self.opts.secure {
-            let certs = certs::node_certs(&root, id);
+            let certs = certs::node_certs(self.root(), id);
             extra.extend(["--certs-dir".to_string(), certs.display().to_string()]);
         }
         extra.extend(self.opts.extra_args.iter().cloned());
+        self.spawn_joiner(id, via, extra)
+    }
+
+    /// Like [`TestCluster::add_node`], with `extra` instead of the cluster's extra flags.
+    pub fn add_node_with(&mut self, via: u64, extra: &[&str]) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        self.spawn_joiner(id, via, extra.iter().map(|a| a.to_string()).collect())
+    }
+
+    /// Starts node `id` with `--join` node `via` and `extra`.
+    fn spawn_joiner(&mut self, id: u64, via: u64, extra: Vec<String>) -> u64 {
+        let root = self.root().to_path_buf();
+        let mut args = vec!["--join".to_string(), self.node(via).listen.clone()];
+        args.extend(extra);
         let mut node = NodeProc::new(
             id,
             root.join(format!("node{id}")),
             root.join(format!("node{id}.log")),
-            &extra,
+            &args,
         );
         node.spawn();
         self.nodes.push(node);
