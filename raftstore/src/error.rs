@@ -95,10 +95,15 @@ pub enum Error {
     Snapshot(#[from] crate::snap::SnapError),
     /// The cluster has moved to a format version this binary does not know.
     #[error(
-        "the cluster runs at format version {cluster}, and this binary knows versions up to {binary}; \
-         start this node with a newer binary"
+        "{seen_at}: the cluster runs at format version {cluster}, and this binary knows versions up to \
+         {binary}; start this node with a newer binary"
     )]
-    VersionTooNew { cluster: u32, binary: u32 },
+    VersionTooNew {
+        cluster: u32,
+        binary: u32,
+        /// Where the version was seen (the data directory, another node).
+        seen_at: String,
+    },
     /// Data on disk that cannot be decoded.
     #[error("corrupt {what} on disk: {detail}")]
     Corrupt { what: &'static str, detail: String },

@@ -27,6 +27,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use parking_lot::Mutex;
+
 use flotilla_engine::{Cf, Engine};
 
 use crate::error::{corrupt, Result};
@@ -47,6 +49,8 @@ const CLUSTER_VERSION_KEY: &[u8] = b"\x01cluster-version";
 #[derive(Clone)]
 pub struct ClusterVersion {
     active: Arc<AtomicU32>,
+    /// Held while a raise writes: two raises at once never leave the disk behind.
+    raising: Arc<Mutex<()>>,
     engine: Engine,
     /// The newest format the binary reads ([`BINARY_VERSION`], lower only when a test
     /// has a node pose as an older binary).
@@ -82,10 +86,12 @@ impl ClusterVersion {
             return Err(crate::error::Error::VersionTooNew {
                 cluster: stored,
                 binary,
+                seen_at: format!("data directory {}", engine.path().display()),
             });
         }
         let version = ClusterVersion {
             active: Arc::new(AtomicU32::new(stored)),
+            raising: Arc::default(),
             engine,
             binary,
         };
@@ -112,12 +118,22 @@ impl ClusterVersion {
     /// it rose. A version this binary does not know is refused: the node must not keep
     /// writing formats the rest of the cluster has moved past.
     pub fn raise(&self, to: u32) -> Result<bool> {
+        self.raise_from(to, "the cluster's settings")
+    }
+
+    /// Like [`ClusterVersion::raise`], naming where `to` was seen in a refusal.
+    pub fn raise_from(&self, to: u32, source: &str) -> Result<bool> {
         if to > self.binary {
             return Err(crate::error::Error::VersionTooNew {
                 cluster: to,
                 binary: self.binary,
+                seen_at: source.to_string(),
             });
         }
+        if to <= self.get() {
+            return Ok(false);
+        }
+        let _one_at_a_time = self.raising.lock();
         if to <= self.get() {
             return Ok(false);
         }

@@ -13,10 +13,16 @@
 //!   until the factor is changed, the value the cluster was initialized with (in every
 //!   identity) counts. Settings are changed by compare-and-swap, one field at a time.
 //! - **Cluster version** (`raftstore/src/version.rs`). Each node records in its own record
-//!   the newest format its binary reads. A refresh that finds every member not
-//!   decommissioned at a version above the settings' raises the settings to it; every
-//!   node's refresh then raises the version its store and transport go by (recorded on
-//!   its disk first). A node whose binary is older than the cluster's version stops.
+//!   the newest format its binary reads. A refresh reads the settings, then the records;
+//!   if every member not decommissioned (and every record decodable) is at a version above
+//!   the settings', it raises the settings to it by compare-and-swap against what it
+//!   read. An admission writes the joiner's record, then counts itself in the settings
+//!   (`admissions`, also by compare-and-swap) unless the cluster's version is above the
+//!   joiner's binary — then it removes the record and refuses. So a raise that did not
+//!   see a joiner's record fails, and a joiner admitted after a raise is refused. Every
+//!   node follows the version (recorded on its disk first) from the settings, from `Hello`
+//!   answers and from the callers of its node-to-node calls; a node whose binary is older
+//!   than the cluster's version stops.
 //! - **Refresh.** Every discovery round each node reads the records: it admits new
 //!   members to its address book (so every node and router learns a joined node), and a
 //!   node that finds itself decommissioning drains its leaderships (and stops draining
@@ -131,17 +137,28 @@ pub async fn scan_meta(
     }
 }
 
-/// Every node record in the meta range.
+/// Every node record in the meta range (undecodable ones skipped).
 pub async fn read_nodes(running: &Running) -> Result<Vec<NodeRecord>, flotilla_router::Error> {
+    Ok(read_nodes_counted(running).await?.0)
+}
+
+/// Every decodable node record in the meta range, and how many were not.
+async fn read_nodes_counted(
+    running: &Running,
+) -> Result<(Vec<NodeRecord>, usize), flotilla_router::Error> {
     let pairs = scan_meta(running, vec![NODE_PREFIX], vec![NODE_PREFIX + 1]).await?;
     let mut out = Vec::with_capacity(pairs.len());
+    let mut skipped = 0;
     for (key, value) in pairs {
         match NodeRecord::decode(value.as_slice()) {
             Ok(r) => out.push(r),
-            Err(e) => tracing::warn!(key = ?key, error = %e, "undecodable node record; skipped"),
+            Err(e) => {
+                skipped += 1;
+                tracing::warn!(key = ?key, error = %e, "undecodable node record; skipped")
+            }
         }
     }
-    Ok(out)
+    Ok((out, skipped))
 }
 
 /// The settings record as stored (`None`: never written), and decoded (an undecodable
@@ -162,6 +179,13 @@ pub async fn read_settings(
         .and_then(|v| ClusterSettings::decode(v).ok())
         .unwrap_or_default();
     Ok((stored, settings))
+}
+
+/// Whether a settings record as stored is absent or decodes (one that does not is never
+/// overwritten on a guess of what it held).
+fn decodable(raw: &Option<Vec<u8>>) -> bool {
+    raw.as_deref()
+        .is_none_or(|v| ClusterSettings::decode(v).is_ok())
 }
 
 /// The replication factor in force: the settings record's, else the identity's.
@@ -209,16 +233,23 @@ pub async fn swap_record(
     old: Option<&NodeRecord>,
     new: &NodeRecord,
 ) -> Result<bool, flotilla_router::Error> {
+    put_record(running, new.node_id, old, Some(new)).await
+}
+
+/// Sets node `id`'s record to `new` (`None`: deletes it) where it was `old`. False when
+/// another writer changed it first.
+async fn put_record(
+    running: &Running,
+    id: u64,
+    old: Option<&NodeRecord>,
+    new: Option<&NodeRecord>,
+) -> Result<bool, flotilla_router::Error> {
     let cas = Command::CompareAndSwap {
-        key: node_key(new.node_id),
+        key: node_key(id),
         expected: old.map(|o| o.encode_to_vec()),
-        new: Some(new.encode_to_vec()),
+        new: new.map(|n| n.encode_to_vec()),
     };
-    let (_, resp) = running
-        .db
-        .router()
-        .execute(&node_key(new.node_id), cas)
-        .await?;
+    let (_, resp) = running.db.router().execute(&node_key(id), cas).await?;
     Ok(matches!(
         resp,
         Response::Swapped {
@@ -300,11 +331,25 @@ pub async fn refresh(
     running: &Running,
     identity_factor: u32,
 ) -> Result<(), flotilla_router::Error> {
-    let nodes = read_nodes(running).await?;
+    // The settings first: a raise of the cluster version swaps against them, and must fail
+    // if a node was admitted after the records below were read (see `admit`).
     let (raw_settings, settings) = read_settings(running).await?;
+    let (nodes, skipped) = read_nodes_counted(running).await?;
     let replication_factor = factor_in_force(&settings, identity_factor);
-    let cluster_version =
-        follow_cluster_version(state, running, &nodes, raw_settings, &settings).await?;
+    let cluster_version = settings.cluster_version.max(V1_SINGLE);
+    let cluster_version = match skipped {
+        // A record this node cannot read may be an older node's: no raise on a guess.
+        0 => follow_cluster_version(state, running, &nodes, raw_settings, &settings)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::debug!(error = %e, "cluster version not raised; next round");
+                cluster_version
+            }),
+        _ => cluster_version,
+    };
+    if let Err(e) = state.follow_version(cluster_version, "the cluster's settings") {
+        tracing::warn!(error = %e, "could not follow the cluster version");
+    }
     for n in &nodes {
         state.peers.admit(n.node_id);
         state.peers.learn(n.node_id, &n.address);
@@ -339,8 +384,7 @@ pub async fn refresh(
 }
 
 /// Raises the cluster version in the settings when every member's binary reads a newer
-/// one, and this node's to the settings' (see the module docs); returns the settings'. A
-/// cluster version this binary does not know stops the node.
+/// one (see the module docs); returns the settings' version, raised or not.
 async fn follow_cluster_version(
     state: &State,
     running: &Running,
@@ -350,7 +394,7 @@ async fn follow_cluster_version(
 ) -> Result<u32, flotilla_router::Error> {
     let mut cluster = settings.cluster_version.max(V1_SINGLE);
     let readable = readable_version(nodes).min(state.peers.binary_version());
-    if readable > cluster {
+    if readable > cluster && decodable(&raw_settings) {
         let new = ClusterSettings {
             cluster_version: readable,
             ..settings.clone()
@@ -363,14 +407,6 @@ async fn follow_cluster_version(
             );
             cluster = readable;
         }
-    }
-    match state.version.raise(cluster) {
-        Ok(true) => tracing::info!(
-            version = cluster,
-            "this node now writes by cluster version {cluster}"
-        ),
-        Ok(false) => {}
-        Err(e) => state.stop_with(e.to_string()),
     }
     Ok(cluster)
 }
@@ -457,6 +493,20 @@ pub async fn admit(state: &State, req: JoinRequest) -> Result<BootstrapRequest, 
             ),
         ));
     }
+    if let Err(refused) = count_admission(state, &running, &req).await {
+        // Best effort: a record left behind only holds the cluster version back (until the
+        // node is decommissioned).
+        if !matches!(
+            put_record(&running, req.node_id, Some(&record), existing).await,
+            Ok(true)
+        ) {
+            tracing::warn!(
+                node = req.node_id,
+                "the record of a refused joiner stays; decommission it"
+            );
+        }
+        return Err(refused);
+    }
     state.peers.admit(req.node_id);
     state.peers.learn(req.node_id, &req.address);
     tracing::info!(node = req.node_id, address = %req.address, "admitted a node into the cluster");
@@ -479,6 +529,58 @@ pub async fn admit(state: &State, req: JoinRequest) -> Result<BootstrapRequest, 
         joined: true,
         ..identity
     })
+}
+
+/// Counts the admission of the node `req` describes in the settings (its record is
+/// written), refusing it if the cluster's version is above what its binary reads. With
+/// `follow_cluster_version` swapping against the settings read before the records, a raise
+/// and an admission it did not see never both succeed.
+async fn count_admission(
+    state: &State,
+    running: &Running,
+    req: &JoinRequest,
+) -> Result<(), Status> {
+    let theirs = req.version.max(V1_SINGLE);
+    for _ in 0..5 {
+        let (raw, settings) = read_settings(running).await.map_err(router_status)?;
+        if !decodable(&raw) {
+            return Err(status(
+                Code::Internal,
+                "corrupt_settings",
+                "the cluster's settings record cannot be decoded; no node is admitted until it is \
+                 rewritten (`flotilla replication-factor N`)"
+                    .to_string(),
+            ));
+        }
+        let cluster = settings.cluster_version.max(V1_SINGLE);
+        if theirs < cluster {
+            let me = state.cfg.node_id;
+            return Err(crate::service::internal::too_old(
+                me,
+                req.node_id,
+                theirs,
+                cluster,
+            ));
+        }
+        let counted = ClusterSettings {
+            admissions: settings.admissions + 1,
+            ..settings
+        };
+        if swap_settings(running, raw, &counted)
+            .await
+            .map_err(router_status)?
+        {
+            return Ok(());
+        }
+    }
+    Err(status(
+        Code::Aborted,
+        "retry",
+        format!(
+            "the cluster's settings changed five times while node {} was being admitted; join again",
+            req.node_id
+        ),
+    ))
 }
 
 /// On a node with no identity: asks the member at `address` to admit it, then records

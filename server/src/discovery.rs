@@ -123,15 +123,11 @@ pub async fn discover_once(state: &Arc<State>) -> Result<(), ServerError> {
         if !state.peers.same_cluster(&resp.cluster_id) {
             continue;
         }
-        if resp.cluster_version > state.peers.binary_version() {
-            // The cluster moved on while this node was away: its members refuse it.
-            return Err(ServerError::Store(
-                flotilla_raftstore::Error::VersionTooNew {
-                    cluster: resp.cluster_version,
-                    binary: state.peers.binary_version(),
-                },
-            ));
-        }
+        // The cluster may have moved to a newer format while this node was away.
+        state.follow_version(
+            resp.cluster_version,
+            &format!("node {} at {address}", resp.node_id),
+        )?;
         state.peers.learn(resp.node_id, &address);
         state.peers.answered(resp.node_id);
         if let (Some(meta), Some(running)) = (resp.meta.clone(), state.running()) {

@@ -71,6 +71,9 @@ pub enum ServerError {
     /// Another live process already serves this node's id.
     #[error("{0}")]
     DuplicateNode(String),
+    /// The node must not go on: its binary is older than its cluster's log format.
+    #[error("{0}")]
+    Halted(String),
     /// This node served before, and its data directory is now blank.
     #[error("{0}")]
     ReplacedNode(String),

@@ -100,8 +100,15 @@ pub async fn ensure_unique(state: &State, identity: &BootstrapRequest) -> Result
             crate::discovery::hello(state, &address),
         )
         .await;
-        if let Ok(Err(s)) = answer {
-            refusal(&s)?;
+        match answer {
+            Ok(Err(s)) => refusal(&s)?,
+            // Before the store starts: it must not apply an entry of a format this binary
+            // does not read, and it must write by the version the cluster is at.
+            Ok(Ok(resp)) if state.peers.same_cluster(&resp.cluster_id) => {
+                let source = format!("node {} at {address}", resp.node_id);
+                state.follow_version(resp.cluster_version, &source)?;
+            }
+            _ => {}
         }
     }
     Ok(())

@@ -24,6 +24,9 @@ pub const FROM_NODE_HEADER: &str = "flotilla-from-node";
 /// The metadata key giving the newest format the caller's binary reads (absent: from
 /// before format versions, 1).
 pub const VERSION_HEADER: &str = "flotilla-version";
+/// The metadata key giving the cluster version the caller writes by (absent: 1). A callee
+/// raises its own to it before it takes anything from the call.
+pub const CLUSTER_VERSION_HEADER: &str = "flotilla-cluster-version";
 
 /// The least time a node heard from before must be silent to be suspected down. Nodes
 /// send each other a heartbeat batch every `liveness_interval_ticks` (200 ms by default).
@@ -47,6 +50,8 @@ pub struct Peers {
     dialer: Dialer,
     /// The newest log format this node reads, stamped on its calls.
     binary_version: u32,
+    /// The cluster version this node writes by, stamped on its calls.
+    cluster_version: Option<flotilla_raftstore::ClusterVersion>,
 }
 
 impl Peers {
@@ -73,13 +78,19 @@ impl Peers {
             members: RwLock::default(),
             dialer,
             binary_version: flotilla_raftstore::BINARY_VERSION,
+            cluster_version: None,
         }
     }
 
-    /// The same book for a node that reads log formats up to `version` (see
-    /// `--binary-version`).
-    pub fn reading_up_to(mut self, version: u32) -> Peers {
-        self.binary_version = version;
+    /// The same book for a node that reads log formats up to `binary` (see
+    /// `--binary-version`) and writes by `cluster`.
+    pub fn with_versions(
+        mut self,
+        binary: u32,
+        cluster: flotilla_raftstore::ClusterVersion,
+    ) -> Peers {
+        self.binary_version = binary;
+        self.cluster_version = Some(cluster);
         self
     }
 
@@ -228,6 +239,9 @@ impl Peers {
         }
         md.insert(FROM_NODE_HEADER, MetadataValue::from(self.me));
         md.insert(VERSION_HEADER, MetadataValue::from(self.binary_version));
+        if let Some(v) = &self.cluster_version {
+            md.insert(CLUSTER_VERSION_HEADER, MetadataValue::from(v.get()));
+        }
     }
 }
 
@@ -251,12 +265,16 @@ pub fn caller<T>(req: &tonic::Request<T>) -> (Option<u64>, Option<String>) {
     (node, cluster)
 }
 
-/// The newest format the caller's binary reads, from a node-to-node call's metadata.
-pub fn caller_version<T>(req: &tonic::Request<T>) -> u32 {
-    req.metadata()
-        .get(VERSION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-        .max(flotilla_raftstore::version::V1_SINGLE)
+/// The newest format the caller's binary reads, and the cluster version it writes by,
+/// from a node-to-node call's metadata (absent: 1).
+pub fn caller_versions<T>(req: &tonic::Request<T>) -> (u32, u32) {
+    let read = |key| {
+        req.metadata()
+            .get(key)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+            .max(flotilla_raftstore::version::V1_SINGLE)
+    };
+    (read(VERSION_HEADER), read(CLUSTER_VERSION_HEADER))
 }

@@ -80,6 +80,9 @@ pub struct State {
     pub placement: crate::replicate::PlacementMetrics,
     /// Set (once) to why the store stopped on its own; `start::serve` then exits.
     fatal: Arc<tokio::sync::watch::Sender<Option<String>>>,
+    /// Set (once) to why the node must not go on (its binary is older than the cluster's
+    /// format); `start::serve` then exits.
+    halt: tokio::sync::watch::Sender<Option<String>>,
     runtime: Handle,
 }
 
@@ -94,6 +97,9 @@ impl State {
         // Twice the liveness timeout: a node silent that long has missed ten heartbeat
         // batches.
         let suspect_after = cfg.store.tick_interval * (2 * cfg.store.liveness_timeout_ticks) as u32;
+        // A directory of another node is refused before anything else is asked of it.
+        Store::check_owner(&engine, cfg.node_id)?;
+        let version = ClusterVersion::open_as(engine.clone(), V1_SINGLE, cfg.binary_version)?;
         let peers = Arc::new(
             Peers::new(
                 cfg.node_id,
@@ -102,10 +108,9 @@ impl State {
                 suspect_after,
                 cfg.dialer.clone(),
             )
-            .reading_up_to(cfg.binary_version),
+            .with_versions(cfg.binary_version, version.clone()),
         );
         let snap_root = flotilla_raftstore::snap::snap_root(engine.path());
-        let version = ClusterVersion::open_as(engine.clone(), V1_SINGLE, cfg.binary_version)?;
         let transport = Arc::new(GrpcTransport::new(
             peers.clone(),
             runtime.clone(),
@@ -128,6 +133,7 @@ impl State {
             snapshot_slots: tokio::sync::Semaphore::new(2),
             bootstrap_lock: Mutex::new(()),
             fatal: Arc::new(tokio::sync::watch::channel(None).0),
+            halt: tokio::sync::watch::channel(None).0,
             members_seen: Mutex::new(members_seen),
             accepted_claims: Mutex::default(),
             cluster: RwLock::default(),
@@ -135,8 +141,6 @@ impl State {
             placement: Default::default(),
             runtime,
         });
-        // A directory of another node is refused before anything else is asked of it.
-        Store::check_owner(&state.engine, state.cfg.node_id)?;
         if let Some(identity) = state.stored_identity()? {
             // Never two processes as one node: ask the members first.
             state
@@ -309,35 +313,62 @@ impl State {
         }
     }
 
-    /// Stops the node for `cause` (once; a later cause is dropped): `start::serve` exits
-    /// with it.
-    pub(crate) fn stop_with(&self, cause: String) {
-        tracing::error!(%cause, "this node cannot go on");
-        self.fatal.send_if_modified(|c| {
-            if c.is_some() {
-                return false;
+    /// Raises the cluster version this node writes by to `to`, seen at `source` (durably,
+    /// before anything from that source is taken). A version this binary does not know
+    /// halts the node: `start::serve` exits saying why.
+    pub(crate) fn follow_version(&self, to: u32, source: &str) -> Result<(), ServerError> {
+        match self.version.raise_from(to, source) {
+            Ok(true) => {
+                tracing::info!(
+                    version = to,
+                    source,
+                    "this node now writes by cluster version {to}"
+                );
+                Ok(())
             }
-            *c = Some(cause);
-            true
-        });
+            Ok(false) => Ok(()),
+            Err(e @ flotilla_raftstore::Error::VersionTooNew { .. }) => {
+                let cause = e.to_string();
+                self.halt.send_if_modified(|c| {
+                    let first = c.is_none();
+                    if first {
+                        tracing::error!(%cause, "this node cannot go on");
+                        *c = Some(cause.clone());
+                    }
+                    first
+                });
+                Err(ServerError::Halted(cause))
+            }
+            Err(e) => Err(ServerError::Store(e)),
+        }
+    }
+
+    /// Resolves to the cause once the node was halted ([`State::follow_version`]).
+    pub async fn halted(&self) -> String {
+        first_cause(&self.halt).await
     }
 
     /// Resolves to the cause once the store has stopped on its own.
     pub async fn store_failed(&self) -> String {
-        let mut rx = self.fatal.subscribe();
-        let cause = rx
-            .wait_for(Option::is_some)
-            .await
-            .map(|c| c.clone().unwrap_or_default());
-        match cause {
-            Ok(cause) => cause,
-            Err(_) => std::future::pending().await,
-        }
+        first_cause(&self.fatal).await
     }
 
     /// True once shutdown has begun.
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Resolves to the cause `cause` is set to (never, if its sender goes away first).
+async fn first_cause(cause: &tokio::sync::watch::Sender<Option<String>>) -> String {
+    let mut rx = cause.subscribe();
+    let set = rx
+        .wait_for(Option::is_some)
+        .await
+        .map(|c| c.clone().unwrap_or_default());
+    match set {
+        Ok(cause) => cause,
+        Err(_) => std::future::pending().await,
     }
 }
 

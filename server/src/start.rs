@@ -57,6 +57,7 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
             tracing::info!("shutdown signal received; draining calls");
             Ok(())
         }
+        cause = state.halted() => Err(ServerError::Halted(cause)),
         cause = state.store_failed() => {
             tracing::error!(%cause, data = %state.cfg.data_dir.display(), "the store stopped; exiting");
             Err(ServerError::StoreFailed { path: state.cfg.data_dir.clone(), cause })

@@ -179,14 +179,14 @@ async fn run_stream(link: Link, mut queue: mpsc::Receiver<Vec<RaftEnvelope>>) {
             metrics.batches_dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        let theirs = match link.admit(channel.clone(), &mut refused).await {
-            Some(v) => v,
-            None => {
-                metrics.batches_dropped.fetch_add(1, Ordering::Relaxed);
-                back_off(&mut queue, metrics, &mut backoff).await;
-                continue;
-            }
-        };
+        // The stream is stamped with the version it opens at (`Peers::stamp`); the
+        // destination raises its own to it before it takes a frame.
+        let opened_at = link.version.get();
+        if !link.admit(channel.clone(), &mut refused).await {
+            metrics.batches_dropped.fetch_add(1, Ordering::Relaxed);
+            back_off(&mut queue, metrics, &mut backoff).await;
+            continue;
+        }
         metrics.streams_opened.fetch_add(1, Ordering::Relaxed);
         let (frames, rx) = mpsc::channel::<RaftBatch>(64);
         let _ = frames.send(frame(&first)).await;
@@ -198,8 +198,9 @@ async fn run_stream(link: Link, mut queue: mpsc::Receiver<Vec<RaftEnvelope>>) {
         let ended = loop {
             tokio::select! {
                 next = queue.recv() => match next {
-                    // The cluster moved past what the destination reads: ask it again.
-                    Some(_) if link.version.get() > theirs => break None,
+                    // The cluster moved past the version the stream opened at: open a new
+                    // one, asking the destination again.
+                    Some(_) if link.version.get() > opened_at => break None,
                     Some(batch) => if frames.send(frame(&batch)).await.is_err() { break None },
                     None => return,
                 },
@@ -234,14 +235,14 @@ async fn back_off(
 }
 
 impl Link {
-    /// The format version the destination's binary reads, if a stream may be opened to
-    /// it: at the first format every binary does, and no question is asked; past it, the
-    /// destination must say in a `Hello` that it reads the cluster's version. `refused`
+    /// Whether a stream may be opened to the destination: at the first format every binary
+    /// may have one, and no question is asked; past it, the destination must say in a
+    /// `Hello` that its binary reads the cluster's version. `refused`
     /// keeps a refusal from being logged on every retry.
-    async fn admit(&self, channel: tonic::transport::Channel, refused: &mut bool) -> Option<u32> {
+    async fn admit(&self, channel: tonic::transport::Channel, refused: &mut bool) -> bool {
         let needed = self.version.get();
         if needed <= V1_SINGLE {
-            return Some(V1_SINGLE);
+            return true;
         }
         let mut req = tonic::Request::new(HelloRequest {
             node_id: self.peers.me(),
@@ -257,12 +258,12 @@ impl Link {
             Ok(resp) => resp.into_inner().version.max(V1_SINGLE),
             Err(status) => {
                 tracing::debug!(to = self.to, %status, "no hello before a raft stream");
-                return None;
+                return false;
             }
         };
         if theirs >= needed {
             *refused = false;
-            return Some(theirs);
+            return true;
         }
         self.metrics
             .streams_refused_version
@@ -277,7 +278,7 @@ impl Link {
                 self.to
             );
         }
-        None
+        false
     }
 }
 

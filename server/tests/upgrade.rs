@@ -53,9 +53,15 @@ mod upgrade {
         sum
     }
 
-    /// A node-to-node call as node `from` of `cluster` would make it, with a binary that
-    /// reads formats up to `version`.
-    async fn call_as(c: &TestCluster, to: u64, cluster: &str, version: &str) -> tonic::Status {
+    /// A node-to-node call as node 1 of `cluster` would make it, with a binary that reads
+    /// formats up to `version`, writing by cluster version `writes`.
+    async fn call_as(
+        c: &TestCluster,
+        to: u64,
+        cluster: &str,
+        version: &str,
+        writes: &str,
+    ) -> tonic::Status {
         use flotilla_server::proto::internal_client::InternalClient;
         use flotilla_server::proto::NodeRangesRequest;
         let channel = flotilla_server::peers::channel_to(&c.endpoint(to)).expect("channel");
@@ -64,6 +70,7 @@ mod upgrade {
         md.insert("flotilla-cluster-id", cluster.parse().unwrap());
         md.insert("flotilla-from-node", "1".parse().unwrap());
         md.insert("flotilla-version", version.parse().unwrap());
+        md.insert("flotilla-cluster-version", writes.parse().unwrap());
         match InternalClient::new(channel).node_ranges(req).await {
             Ok(_) => tonic::Status::ok(""),
             Err(s) => s,
@@ -125,6 +132,27 @@ mod upgrade {
         })
         .await;
 
+        // A node takes nothing from a caller at a newer cluster version than it writes by
+        // before it has raised its own; one whose binary cannot read that version refuses
+        // the call, and stops.
+        let cluster_id = client.status().await.expect("status").cluster_id;
+        let refused = call_as(&c, 3, &cluster_id, "2", "2").await;
+        assert_eq!(
+            refused.code(),
+            tonic::Code::FailedPrecondition,
+            "{refused:?}"
+        );
+        assert!(
+            refused.message().contains("runs at format version 2"),
+            "{refused:?}"
+        );
+        c.node(3)
+            .wait_exit(SETTLE)
+            .await
+            .expect("a node asked to go past its binary's format stops");
+        c.restart(3);
+        c.wait_ready().await;
+
         // A rolling upgrade: nodes 1 and 2, one at a time, with writes between.
         for id in [1, 2] {
             restart_as(&mut c, id, false).await;
@@ -171,8 +199,7 @@ mod upgrade {
         );
         // A call from a binary of the old format is refused now, with the reason; one from
         // this binary is not.
-        let cluster = client.status().await.expect("status").cluster_id;
-        let refused = call_as(&c, 2, &cluster, OLD).await;
+        let refused = call_as(&c, 2, &cluster_id, OLD, OLD).await;
         assert_eq!(
             refused.code(),
             tonic::Code::FailedPrecondition,
@@ -182,7 +209,7 @@ mod upgrade {
             refused.message().contains("reads format versions up to 1"),
             "{refused:?}"
         );
-        let accepted = call_as(&c, 2, &cluster, &NEW.to_string()).await;
+        let accepted = call_as(&c, 2, &cluster_id, &NEW.to_string(), &NEW.to_string()).await;
         assert_eq!(accepted.code(), tonic::Code::Ok, "{accepted:?}");
 
         // Back to the old binary on node 3: its disk says the cluster moved on.

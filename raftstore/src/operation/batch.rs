@@ -159,6 +159,18 @@ impl Peer {
 }
 
 impl Store {
+    /// Answers every replica's waiting writes `StoreStopped` (not applied): the store
+    /// stops before proposing them.
+    pub(crate) fn fail_pending_writes(&mut self) {
+        let node_id = self.node_id;
+        for peer in self.peers.values_mut() {
+            if !peer.pending.is_empty() {
+                let (_, callbacks) = peer.pending.take();
+                Waiters::Many(callbacks).fail(Error::StoreStopped { node_id });
+            }
+        }
+    }
+
     /// Proposes every replica's waiting writes (called once a round's messages are
     /// handled, before its Readies are collected).
     pub(crate) fn propose_pending_writes(&mut self) {

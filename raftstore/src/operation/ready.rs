@@ -42,15 +42,12 @@ impl Store {
         send_now: impl FnMut(u64, Vec<RaftEnvelope>),
     ) -> Result<Vec<(u64, Vec<RaftEnvelope>)>> {
         let _span = tracing::trace_span!("round", node = self.node_id).entered();
-        if let Some(e) = self.fatal.take() {
+        if let Err(e) = self.before_proposing() {
+            // The writes waiting for this round's entries were never proposed: their
+            // callers learn that for certain, not an unknown outcome.
+            self.fail_pending_writes();
             return Err(e);
         }
-        // Deaths are judged here, after the round's messages were handled, never while
-        // catching up ticks: a store that was busy (or frozen) for a second has the other
-        // nodes' beats waiting in its mailbox, and they are not dead.
-        self.check_liveness();
-        let removed = std::mem::take(&mut self.removed_received);
-        self.on_removed_notices(removed)?;
         self.propose_pending_writes();
         let touched = std::mem::take(&mut self.touched);
         let mut ctx = ApplyContext::default();
@@ -230,6 +227,29 @@ impl Store {
 }
 
 impl Store {
+    /// The part of a round before its waiting writes are proposed; an `Err` stops the store.
+    fn before_proposing(&mut self) -> Result<()> {
+        if let Some(e) = self.fatal.take() {
+            return Err(e);
+        }
+        // Deaths are judged here, after the round's messages were handled, never while
+        // catching up ticks: a store that was busy (or frozen) for a second has the other
+        // nodes' beats waiting in its mailbox, and they are not dead.
+        self.check_liveness();
+        let removed = std::mem::take(&mut self.removed_received);
+        self.on_removed_notices(removed)?;
+        // Fails the round of the node whose id is the fault point's argument.
+        fail::fail_point!("raftstore::before_propose_pending", |node: Option<
+            String,
+        >| {
+            match node.is_some_and(|n| n == self.node_id.to_string()) {
+                true => Err(self.crashed_here()),
+                false => Ok(()),
+            }
+        });
+        Ok(())
+    }
+
     /// The error a configured fault point returns: the round fails as on a storage error.
     #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
     fn crashed_here(&self) -> Error {

@@ -67,7 +67,8 @@ pub fn text(s: &NodesResponse) -> String {
         s.cluster_id,
         s.answered_by,
         s.replication_factor,
-        s.cluster_version,
+        // Servers from before format versions do not say: theirs is the first.
+        s.cluster_version.max(1),
         if s.placement_node == 0 {
             "?".to_string()
         } else {

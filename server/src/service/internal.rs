@@ -20,7 +20,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::convert::{envelope_from_proto, request_from_proto, response_to_proto};
 use crate::errors::{invalid, status, stopping, ServerError};
-use crate::peers::{caller, caller_version};
+use crate::peers::{caller, caller_versions};
 use crate::proto::internal_server::Internal;
 use crate::proto::*;
 use crate::server::{Running, State};
@@ -42,7 +42,16 @@ impl InternalService {
                 cluster.as_deref(),
             ));
         }
-        let theirs = caller_version(req);
+        let (theirs, their_cluster) = caller_versions(req);
+        // Raised before anything of the call is taken: a Raft stream from a node at a newer
+        // version may carry entries in its format, which this node may hold only once its
+        // disk says so (and must refuse if its binary cannot read them).
+        self.0
+            .follow_version(their_cluster, &format!("node {from}"))
+            .map_err(|e| match e {
+                ServerError::Halted(m) => status(Code::FailedPrecondition, "binary_too_old", m),
+                e => status(Code::Internal, "storage", e.to_string()),
+            })?;
         if theirs < self.0.version.get() {
             return Err(too_old(
                 self.0.cfg.node_id,

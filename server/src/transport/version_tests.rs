@@ -16,10 +16,12 @@ use crate::proto::internal_server::{Internal, InternalServer};
 use crate::proto::*;
 use crate::tls::dial::Dialer;
 
-/// A node that answers `Hello` with its binary's `version` and counts Raft frames.
+/// A node that answers `Hello` with its binary's `version`, counts Raft frames, and
+/// keeps the cluster version the last Raft stream was stamped with.
 struct StandIn {
     version: u32,
     frames: Arc<AtomicU64>,
+    stamped: Arc<AtomicU64>,
 }
 
 fn unused<T>() -> Result<Response<T>, Status> {
@@ -43,6 +45,8 @@ impl Internal for StandIn {
         unused()
     }
     async fn raft(&self, req: Request<Streaming<RaftBatch>>) -> Result<Response<Done>, Status> {
+        let (_, cluster) = crate::peers::caller_versions(&req);
+        self.stamped.store(cluster as u64, Ordering::SeqCst);
         let mut stream = req.into_inner();
         while stream.message().await?.is_some() {
             self.frames.fetch_add(1, Ordering::SeqCst);
@@ -75,20 +79,28 @@ impl Internal for StandIn {
     }
 }
 
-/// Starts a stand-in reading formats up to `version`; its address and frame counter.
-async fn stand_in(version: u32) -> (String, Arc<AtomicU64>) {
+/// Starts a stand-in reading formats up to `version`; its address, frame counter and
+/// last stamped cluster version.
+async fn stand_in_stamped(version: u32) -> (String, Arc<AtomicU64>, Arc<AtomicU64>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
-    let frames = Arc::new(AtomicU64::new(0));
+    let (frames, stamped) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let service = InternalServer::new(StandIn {
         version,
         frames: frames.clone(),
+        stamped: stamped.clone(),
     });
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
+    (address, frames, stamped)
+}
+
+/// Starts a stand-in reading formats up to `version`; its address and frame counter.
+async fn stand_in(version: u32) -> (String, Arc<AtomicU64>) {
+    let (address, frames, _) = stand_in_stamped(version).await;
     (address, frames)
 }
 
@@ -100,13 +112,16 @@ fn transport(
 ) -> (GrpcTransport, ClusterVersion) {
     let engine = flotilla_engine::Engine::open(dir.path().join("db"), &Default::default()).unwrap();
     let version = ClusterVersion::open(engine, cluster_version).unwrap();
-    let peers = Arc::new(Peers::new(
-        1,
-        "127.0.0.1:1".into(),
-        [(9, address.to_string())].into(),
-        Duration::from_secs(60),
-        Dialer::insecure(),
-    ));
+    let peers = Arc::new(
+        Peers::new(
+            1,
+            "127.0.0.1:1".into(),
+            [(9, address.to_string())].into(),
+            Duration::from_secs(60),
+            Dialer::insecure(),
+        )
+        .with_versions(flotilla_raftstore::BINARY_VERSION, version.clone()),
+    );
     peers.set_cluster("c", vec![1, 9]);
     let t = GrpcTransport::new(
         peers,
@@ -199,5 +214,20 @@ async fn a_stream_open_before_the_version_rose_past_its_node_is_closed() {
         frames.load(Ordering::SeqCst),
         after,
         "frames still reached the old node"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_says_the_cluster_version_it_opened_at_and_reopens_when_it_rises() {
+    let dir = tempfile::tempdir().unwrap();
+    let (address, frames, stamped) = stand_in_stamped(V2_BATCHED).await;
+    let (t, version) = transport(&address, V1_SINGLE, &dir);
+    assert!(send_until(&t, || frames.load(Ordering::SeqCst) > 0).await);
+    assert_eq!(stamped.load(Ordering::SeqCst), V1_SINGLE as u64);
+    version.raise(V2_BATCHED).unwrap();
+    let restamped = || stamped.load(Ordering::SeqCst) == V2_BATCHED as u64;
+    assert!(
+        send_until(&t, restamped).await,
+        "no stream stamped with the new version"
     );
 }
