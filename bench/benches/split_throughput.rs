@@ -62,7 +62,9 @@ fn split_under_load(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let loads: [(&str, fn() -> Keys, u64); 3] = [
+    // (name, key generator, split size)
+    type Load = (&'static str, fn() -> Keys, u64);
+    let loads: [Load; 3] = [
         ("sequential_keys", Keys::sequential, SPLIT_SIZE),
         ("uniform_keys", || Keys::Uniform, SPLIT_SIZE),
         ("uniform_keys_no_split_baseline", || Keys::Uniform, 0),

@@ -88,7 +88,9 @@ mod tests {
         })
         .unwrap();
         assert_eq!(n, 2);
-        engine.ingest(Cf::Data, &[file.clone()]).unwrap();
+        engine
+            .ingest(Cf::Data, std::slice::from_ref(&file))
+            .unwrap();
         assert_eq!(
             engine.get(Cf::Data, b"a").unwrap().as_deref(),
             Some(&b"new"[..])

@@ -397,7 +397,7 @@ async fn follow_cluster_version(
     if readable > cluster && decodable(&raw_settings) {
         let new = ClusterSettings {
             cluster_version: readable,
-            ..settings.clone()
+            ..*settings
         };
         if swap_settings(running, raw_settings, &new).await? {
             tracing::info!(

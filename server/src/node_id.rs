@@ -101,7 +101,7 @@ async fn allocate_via(cfg: &ServerConfig) -> Result<u64, ServerError> {
                 Err(s) => last = format!("{address}: {}", cfg.dialer.failure(&s)),
             }
         }
-        if attempt % WAIT_LOG_EVERY == 0 {
+        if attempt.is_multiple_of(WAIT_LOG_EVERY) {
             tracing::warn!(
                 join = ?cfg.join, last = %last,
                 "no --node-id given: waiting for a running cluster at --join to allocate one \

@@ -184,7 +184,7 @@ async fn a_secure_cluster_admits_its_clients_and_refuses_everyone_else() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
     // A plaintext client: refused; the CLI says to pass --certs-dir; the node names it.
-    let plain = Client::new(&[ep.clone()]).unwrap();
+    let plain = Client::new(std::slice::from_ref(&ep)).unwrap();
     let err = plain.put(b"k", b"v").await.expect_err("plaintext refused");
     assert_ne!(err.code(), Code::Ok);
     let out = run_cli(&["kv", "put", "k", "v", "--endpoints", &ep]);
@@ -199,7 +199,7 @@ async fn a_secure_cluster_admits_its_clients_and_refuses_everyone_else() {
     .await;
 
     // TLS but no certificate and no token.
-    let anonymous = Client::with_dialer(&[ep.clone()], &raw_dialer(&ca, None)).unwrap();
+    let anonymous = Client::with_dialer(std::slice::from_ref(&ep), &raw_dialer(&ca, None)).unwrap();
     let s = anonymous.put(b"k", b"v").await.expect_err("no certificate");
     assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
     assert!(
@@ -305,7 +305,7 @@ async fn a_secure_cluster_admits_its_clients_and_refuses_everyone_else() {
         .await
         .expect("a put with a token");
     let wrong = Dialer::client(Some(&ca_dir), "nobody", Some("0".repeat(64))).unwrap();
-    let s = Client::with_dialer(&[ep.clone()], &wrong)
+    let s = Client::with_dialer(std::slice::from_ref(&ep), &wrong)
         .unwrap()
         .put(b"k", b"v")
         .await

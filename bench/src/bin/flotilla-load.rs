@@ -26,6 +26,9 @@
 //! `flotilla-load --endpoints 127.0.0.1:7180 --clients 32 --duration-secs 30
 //!  --read-ratio 0.9 --keys 1000000 --distribution zipfian --preload`
 
+// gRPC statuses are carried by value, as the callers match on them.
+#![allow(clippy::result_large_err)]
+
 #[path = "../load/mod.rs"]
 mod load;
 
