@@ -256,3 +256,51 @@ fn isolating_a_node_elects_new_leaders_for_its_quiesced_ranges() {
     c.ticks(60);
     wait_quiet(&mut c, ranges as usize, 600);
 }
+
+#[test]
+fn when_the_named_successor_is_down_too_another_voter_elects_as_the_fallback() {
+    // Five replicas per range. Node 1 dies, and so does the node each of some of its ranges
+    // names as successor. For those ranges nobody campaigns at once: the other replicas'
+    // timers, set to the far end of their range at the death, are the fallback, and one of
+    // them is elected.
+    let ranges = 10;
+    let mut c = Cluster::new(5, ranges, 12);
+    wait_all_leaders(&mut c, ranges);
+    wait_quiet(&mut c, ranges as usize, 600);
+    let victims = led_by(&c, 1, ranges);
+    assert!(!victims.is_empty());
+    let successor = |c: &Cluster, r: u64| {
+        c.descriptor(r)
+            .and_then(|d| d.successor_without(1))
+            .map(|s| s.node_id)
+            .expect("a successor")
+    };
+    let second = successor(&c, victims[0]);
+    let orphaned: Vec<u64> = victims
+        .iter()
+        .copied()
+        .filter(|r| successor(&c, *r) == second)
+        .collect();
+    c.stop(1);
+    c.stop(second);
+    // Liveness (10 ticks), the far end of a randomised timeout (20), a pre-vote and a vote
+    // round, with room for a split vote.
+    for t in 0..=120 {
+        let led: Vec<Option<u64>> = orphaned.iter().map(|r| c.leader_of(*r)).collect();
+        if led.iter().all(|l| l.is_some_and(|n| n != 1 && n != second)) {
+            eprintln!("the orphaned ranges elected after {t} ticks");
+            for i in 0..5u8 {
+                let key = c.ranges()[orphaned[0] as usize - 1]
+                    .start
+                    .iter()
+                    .copied()
+                    .chain([i])
+                    .collect::<Vec<_>>();
+                c.put(&key, b"after two deaths").expect("a write");
+            }
+            return;
+        }
+        c.tick();
+    }
+    panic!("ranges {orphaned:?} elected no leader among the three live nodes");
+}
