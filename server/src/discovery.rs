@@ -6,13 +6,11 @@
 //! not read (`raftstore/src/version.rs`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tonic::Status;
 
 use crate::errors::ServerError;
-use crate::proto::internal_client::InternalClient;
-use crate::proto::{HelloRequest, HelloResponse};
+use crate::proto::HelloResponse;
 use crate::server::{State, DISCOVERY_INTERVAL};
 
 /// Says hello to the node at `address` on behalf of `state`'s node.
@@ -35,17 +33,7 @@ async fn say_hello(state: &State, address: &str, nonce: u64) -> Result<HelloResp
         .dialer()
         .channel(address)
         .map_err(|e| Status::invalid_argument(format!("address {address}: {e}")))?;
-    let mut req = tonic::Request::new(HelloRequest {
-        node_id: state.cfg.node_id,
-        address: state.cfg.advertise.clone(),
-        cluster_id: state.peers.cluster_id().unwrap_or_default(),
-        process_nonce: nonce,
-        version: state.peers.binary_version(),
-    });
-    req.set_timeout(Duration::from_secs(2));
-    state.peers.stamp(&mut req);
-    let resp = InternalClient::new(channel).hello(req).await?;
-    Ok(resp.into_inner())
+    state.peers.hello(channel, nonce).await
 }
 
 /// Runs discovery until the process ends; returns an error only when the node must stop.

@@ -228,6 +228,26 @@ impl Peers {
         Some(ch)
     }
 
+    /// Says `Hello` over `channel` as this node, with process nonce `nonce` (0: a probe,
+    /// which claims nothing; see `discovery::probe`).
+    pub async fn hello(
+        &self,
+        channel: Channel,
+        nonce: u64,
+    ) -> Result<crate::proto::HelloResponse, tonic::Status> {
+        let mut req = tonic::Request::new(crate::proto::HelloRequest {
+            node_id: self.me,
+            address: self.my_address.clone(),
+            cluster_id: self.cluster_id().unwrap_or_default(),
+            process_nonce: nonce,
+            version: self.binary_version,
+        });
+        req.set_timeout(Duration::from_secs(2));
+        self.stamp(&mut req);
+        let mut client = crate::proto::internal_client::InternalClient::new(channel);
+        Ok(client.hello(req).await?.into_inner())
+    }
+
     /// Adds this node's identity to an outgoing node-to-node call.
     pub fn stamp<T>(&self, req: &mut tonic::Request<T>) {
         let md = req.metadata_mut();

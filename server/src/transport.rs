@@ -8,10 +8,11 @@
 //!
 //! Once the cluster version has risen past the first format (`raftstore/src/version.rs`),
 //! a stream is opened only after the destination answered a `Hello` saying its binary
-//! reads the cluster's version, and it is closed as soon as the version rises past what
-//! the destination said. A node restarted with an older binary is a new process behind a
-//! broken stream, so it is asked again before it gets a frame: no entry in a format it
-//! would misread reaches it.
+//! reads the cluster's version. Each stream is stamped with the version it opened at (the
+//! destination raises its own to it before taking a frame), and it is closed as soon as
+//! the version rises past that, so the next one asks again. A node restarted with an
+//! older binary is a new process behind a broken stream, so it too is asked again before
+//! it gets a frame: no entry in a format it would misread reaches it.
 //!
 //! Snapshots can be far larger than a frame should be, so each goes on its own call
 //! (`Internal.Snapshot`), on a connection of its own: the Raft message first, then its
@@ -37,7 +38,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::convert::envelope_to_proto;
 use crate::peers::Peers;
 use crate::proto::internal_client::InternalClient;
-use crate::proto::{HelloRequest, RaftBatch, SnapshotChunk};
+use crate::proto::{RaftBatch, SnapshotChunk};
 
 /// Batches queued per destination before new ones are dropped.
 const QUEUE_BATCHES: usize = 1024;
@@ -244,18 +245,9 @@ impl Link {
         if needed <= V1_SINGLE {
             return true;
         }
-        let mut req = tonic::Request::new(HelloRequest {
-            node_id: self.peers.me(),
-            address: self.peers.my_address().to_string(),
-            cluster_id: self.peers.cluster_id().unwrap_or_default(),
-            // A probe: it claims nothing (see `discovery::probe`).
-            process_nonce: 0,
-            version: self.peers.binary_version(),
-        });
-        req.set_timeout(Duration::from_secs(2));
-        self.peers.stamp(&mut req);
-        let theirs = match InternalClient::new(channel).hello(req).await {
-            Ok(resp) => resp.into_inner().version.max(V1_SINGLE),
+        // A probe: it claims nothing.
+        let theirs = match self.peers.hello(channel, 0).await {
+            Ok(resp) => resp.version.max(V1_SINGLE),
             Err(status) => {
                 tracing::debug!(to = self.to, %status, "no hello before a raft stream");
                 return false;

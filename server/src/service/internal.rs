@@ -45,13 +45,16 @@ impl InternalService {
         let (theirs, their_cluster) = caller_versions(req);
         // Raised before anything of the call is taken: a Raft stream from a node at a newer
         // version may carry entries in its format, which this node may hold only once its
-        // disk says so (and must refuse if its binary cannot read them).
-        self.0
-            .follow_version(their_cluster, &format!("node {from}"))
-            .map_err(|e| match e {
-                ServerError::Halted(m) => status(Code::FailedPrecondition, "binary_too_old", m),
-                e => status(Code::Internal, "storage", e.to_string()),
-            })?;
+        // disk says so (and must refuse if its binary cannot read them). Checked first: this
+        // runs on every forwarded request.
+        if their_cluster > self.0.version.get() {
+            self.0
+                .follow_version(their_cluster, &format!("node {from}"))
+                .map_err(|e| match e {
+                    ServerError::Halted(m) => status(Code::FailedPrecondition, "binary_too_old", m),
+                    e => status(Code::Internal, "storage", e.to_string()),
+                })?;
+        }
         if theirs < self.0.version.get() {
             return Err(too_old(
                 self.0.cfg.node_id,
