@@ -12,6 +12,9 @@
 #
 #   scripts/bench-many-ranges.sh                 # RANGES=100000
 #   RANGES=10000 scripts/bench-many-ranges.sh
+#   PERF_FAILOVER=DIR scripts/bench-many-ranges.sh
+#       # also profiles node 1 (`perf record --call-graph dwarf`) for PERF_SECS (12) s
+#       # from the kill, into DIR/perf.data (read it with `perf report -i`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ranges="${RANGES:-100000}"
@@ -81,6 +84,11 @@ done
 kill -9 "${pids[2]}"
 tk="$(now)"
 pids[2]=0
+if [ -n "${PERF_FAILOVER:-}" ]; then
+  mkdir -p "$PERF_FAILOVER"
+  perf record -F 249 --call-graph dwarf,16384 -p "${pids[0]}" -o "$PERF_FAILOVER/perf.data" \
+    -- sleep "${PERF_SECS:-12}" >"$PERF_FAILOVER/perf.log" 2>&1 &
+fi
 wait_led "$tk"
 echo "3. node 3 killed: every range led again $led_after s later (not yet at $led_not_before s)"
 for port in 7701 7801; do

@@ -429,6 +429,12 @@ impl Remote {
         r.map_err(|s| {
             Failure::Error(if client::unreachable(&s) {
                 cannot_reach(self.client.endpoints(), &s)
+            } else if client::refused_unprocessed(&s) {
+                format!(
+                    "{}: the node refused the call before running it (it is shutting down); \
+                     nothing was done — run it again, naming other nodes with --endpoints",
+                    client::with_causes(&s)
+                )
             } else if !self.client.is_secure() && client::connection_broke(&s) {
                 format!(
                     "{:?}: {} — if the cluster runs in secure mode, pass --certs-dir DIR",

@@ -3,7 +3,8 @@
 //!
 //! It holds a channel per endpoint and sends each call to the next endpoint in turn. A
 //! call that could not even connect, or that a node refused without running it (it is
-//! shutting down, or not initialized), is tried on the next endpoint; any other failure
+//! shutting down, or not initialized, or its HTTP/2 connection refused the stream), is
+//! tried on the next endpoint; any other failure
 //! is returned as the server's status (the server already retried what was safe to
 //! retry).
 //!
@@ -122,7 +123,7 @@ impl Client {
         let mut last = None;
         for i in 0..n {
             match call(self.channels[(start + i) % n].clone()).await {
-                Err(s) if unreachable(&s) || crate::errors::not_run(&s) => last = Some(s),
+                Err(s) if not_delivered(&s) || crate::errors::not_run(&s) => last = Some(s),
                 r => return r.map(tonic::Response::into_inner),
             }
         }
@@ -351,8 +352,56 @@ pub fn unreachable(s: &Status) -> bool {
     texts.iter().any(|t| CONNECT.iter().any(|c| t.contains(c)))
 }
 
+/// True when a node refused the call before running it, as HTTP/2 lets a server do: the
+/// call's stream came after the last one a graceful shutdown's `GOAWAY` let through, or
+/// the server reset it with `REFUSED_STREAM`. HTTP/2 promises such a stream was not
+/// processed (RFC 9113, section 8.7), so the call is certainly not executed and is safe
+/// to send elsewhere, as gRPC's "transparent retry" does. Tonic reports the first as
+/// `Internal` ("h2 protocol error"), which says nothing of the sort; this looks under it.
+pub fn refused_unprocessed(s: &Status) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
+    while let Some(e) = cause {
+        if let Some(err) = e.downcast_ref::<h2::Error>() {
+            // A remote GOAWAY without an error reaches only the streams above its last
+            // stream id; every stream it let through ends some other way.
+            let refused = match err.reason() {
+                Some(h2::Reason::NO_ERROR) => err.is_go_away(),
+                Some(h2::Reason::REFUSED_STREAM) => err.is_reset(),
+                _ => false,
+            };
+            return refused && err.is_remote();
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// True when a call certainly did not run on the node it was sent to: it never
+/// connected ([`unreachable`]) or the node refused its stream ([`refused_unprocessed`]).
+pub fn not_delivered(s: &Status) -> bool {
+    unreachable(s) || refused_unprocessed(s)
+}
+
+/// A status's message with the chain of errors under it ("transport error: connection
+/// reset by peer"), which is what tells a person what happened.
+pub fn with_causes(status: &Status) -> String {
+    let mut text = status.message().to_string();
+    let mut cause = std::error::Error::source(status);
+    while let Some(e) = cause {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = e.source();
+    }
+    text
+}
+
 /// An Admin client that accepts answers as large as the status of 100,000 ranges
 /// (tonic's default limit is 4 MiB).
 fn admin(ch: Chan) -> AdminClient<Chan> {
     AdminClient::new(ch).max_decoding_message_size(MAX_MESSAGE)
 }
+
+#[cfg(test)]
+mod refusal_tests;

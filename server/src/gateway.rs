@@ -55,7 +55,7 @@ impl NodeClient for Gateway {
     }
 }
 
-async fn execute_remote(
+pub(crate) async fn execute_remote(
     peers: &Peers,
     node_id: u64,
     req: Request,
@@ -79,31 +79,20 @@ async fn execute_remote(
         .max_encoding_message_size(MAX_FRAME_BYTES);
     match client.execute(call).await {
         Ok(resp) => response_from_proto(resp.into_inner(), node_id),
-        // Not connected, or refused before the store saw it (stopping, not initialized,
-        // another cluster): certainly not applied.
-        Err(status) if crate::client::unreachable(&status) => Err(StoreError::NodeUnreachable {
+        // Not connected, or refused before the store saw it (its stream refused by a
+        // shutting-down connection; stopping, not initialized, another cluster):
+        // certainly not applied.
+        Err(status) if crate::client::not_delivered(&status) => Err(StoreError::NodeUnreachable {
             node_id,
-            reason: with_causes(&status),
+            reason: crate::client::with_causes(&status),
         }),
         Err(status) if crate::errors::not_run(&status) => Err(StoreError::StoreStopped { node_id }),
         Err(status) => Err(StoreError::Ambiguous {
             range_id,
-            reason: format!("node {node_id} did not answer: {}", with_causes(&status)),
+            reason: format!(
+                "node {node_id} did not answer: {}",
+                crate::client::with_causes(&status)
+            ),
         }),
     }
-}
-
-/// A status's message with the chain of errors under it ("transport error: connection
-/// reset by peer"), which is what tells a person what happened.
-fn with_causes(status: &tonic::Status) -> String {
-    let mut text = status.message().to_string();
-    let mut cause = std::error::Error::source(status);
-    while let Some(e) = cause {
-        let more = e.to_string();
-        if !text.contains(&more) {
-            text = format!("{text}: {more}");
-        }
-        cause = e.source();
-    }
-    text
 }

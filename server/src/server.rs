@@ -317,7 +317,15 @@ impl State {
     /// before anything from that source is taken). A version this binary does not know
     /// halts the node: `start::serve` exits saying why.
     pub(crate) fn follow_version(&self, to: u32, source: &str) -> Result<(), ServerError> {
-        match self.version.raise_from(to, source) {
+        let raise = || self.version.raise_from(to, source);
+        // A rise writes and syncs the store's record: off the async workers, so that one
+        // fsync does not stall the calls that share this worker. (Once per version.)
+        let raised = if to > self.version.get() {
+            off_the_reactor(raise)
+        } else {
+            raise()
+        };
+        match raised {
             Ok(true) => {
                 tracing::info!(
                     version = to,
@@ -488,3 +496,14 @@ pub fn meta_descriptor(identity: &BootstrapRequest) -> RangeDescriptor {
 
 /// How long discovery waits between rounds of `Hello`s.
 pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Runs `f`, which blocks (a synced write), without stalling the async worker it is called
+/// on: `block_in_place` on a multi-threaded runtime, directly elsewhere (a test's
+/// single-threaded runtime, or no runtime).
+fn off_the_reactor<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}

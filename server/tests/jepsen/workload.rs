@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flotilla_server::client::{unreachable, Client};
+use flotilla_server::client::{not_delivered, Client};
 use flotilla_server::proto::{CompareAndSwapRequest, DeleteRequest, GetRequest, PutRequest};
 use flotilla_server::tls::dial::Dialer;
 use rand::rngs::StdRng;
@@ -58,7 +58,7 @@ fn classify(s: &Status) -> Class {
         "{:?} {}: {}",
         s.code(),
         name.as_deref().unwrap_or("-"),
-        s.message()
+        flotilla_server::client::with_causes(s)
     );
     match (name.as_deref(), s.code()) {
         (Some("ambiguous"), Code::Unknown) => Class::Unknown(what),
@@ -68,9 +68,10 @@ fn classify(s: &Status) -> Class {
         (Some(_), _) => Class::Finding(format!(
             "an answer the protocol table does not list: {what}"
         )),
-        // No server answer: a connect that failed never sent the call; anything else
-        // (deadline, a connection broken mid-call) may have delivered it.
-        (None, _) if unreachable(s) => Class::Fail(what),
+        // No server answer: a connect that failed, or a stream the node's HTTP/2
+        // connection refused (a graceful shutdown's GOAWAY), never ran the call; anything
+        // else (deadline, a connection broken mid-call) may have delivered it.
+        (None, _) if not_delivered(s) => Class::Fail(what),
         (None, Code::DeadlineExceeded | Code::Unavailable | Code::Cancelled | Code::Unknown) => {
             Class::Unknown(what)
         }
