@@ -363,7 +363,9 @@ pub fn refused_unprocessed(s: &Status) -> bool {
     while let Some(e) = cause {
         if let Some(err) = e.downcast_ref::<h2::Error>() {
             // A remote GOAWAY without an error reaches only the streams above its last
-            // stream id; every stream it let through ends some other way.
+            // stream id; every stream it let through ends some other way. (h2 would also
+            // give it to every open stream if the peer then pushed on a refused stream,
+            // which a server may not do to a client that disabled push, as hyper's does.)
             let refused = match err.reason() {
                 Some(h2::Reason::NO_ERROR) => err.is_go_away(),
                 Some(h2::Reason::REFUSED_STREAM) => err.is_reset(),

@@ -78,10 +78,11 @@ async fn serve_one(mut sock: TcpStream, end: End) -> std::io::Result<()> {
     };
     sock.write_all(&ending).await?;
     if let End::GoAwayAfterThenClose = end {
-        return Ok(()); // the socket drops with the call let through and unanswered
+        // The connection ends with the call let through and unanswered: a FIN after the
+        // GOAWAY (so the client reads it), not a reset.
+        sock.shutdown().await?;
     }
-    // Keep the connection until the client closes it, so only the frame above ends
-    // the call.
+    // Keep reading until the client closes, so only the frames above end the call.
     let mut sink = Vec::new();
     sock.read_to_end(&mut sink).await.map(|_| ())
 }
@@ -113,6 +114,18 @@ async fn get_ended_by(end: End) -> Status {
     }
 }
 
+/// The HTTP/2 error under `s`, which says how the stand-in's frames ended the call.
+fn h2_error(s: &Status) -> &h2::Error {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
+    while let Some(e) = cause {
+        if let Some(err) = e.downcast_ref::<h2::Error>() {
+            return err;
+        }
+        cause = e.source();
+    }
+    panic!("no HTTP/2 error under {s:?}")
+}
+
 #[tokio::test]
 async fn a_call_a_graceful_shutdown_did_not_let_through_was_not_run() {
     let s = get_ended_by(End::GoAwayBefore).await;
@@ -131,6 +144,11 @@ async fn a_call_reset_with_refused_stream_was_not_run() {
 #[tokio::test]
 async fn a_call_reset_for_another_reason_may_have_run() {
     let s = get_ended_by(End::Reset(INTERNAL_ERROR)).await;
+    assert_eq!(
+        h2_error(&s).reason(),
+        Some(h2::Reason::INTERNAL_ERROR),
+        "{s:?}"
+    );
     assert!(
         !refused_unprocessed(&s),
         "an internal error promises nothing: {s:?}"
@@ -141,6 +159,11 @@ async fn a_call_reset_for_another_reason_may_have_run() {
 #[tokio::test]
 async fn a_call_let_through_and_then_cut_off_may_have_run() {
     let s = get_ended_by(End::GoAwayAfterThenClose).await;
+    let text = super::with_causes(&s);
+    assert!(
+        text.contains("broken pipe"),
+        "the connection closed under the call: {s:?}"
+    );
     assert!(!refused_unprocessed(&s), "the GOAWAY let it through: {s:?}");
     assert!(!not_delivered(&s), "{s:?}");
 }
